@@ -1,0 +1,207 @@
+#include "blk/device.hpp"
+
+#include "common/log.hpp"
+
+#include <cstring>
+#include <variant>
+
+namespace blkrig::blk {
+
+uint8_t status(Refusal r) {
+    switch (r) {
+    case Refusal::none: return VIRTIO_BLK_S_OK;
+    case Refusal::unsupported: return VIRTIO_BLK_S_UNSUPP;
+    default: return VIRTIO_BLK_S_IOERR;
+    }
+}
+
+const char* to_string(Refusal r) {
+    switch (r) {
+    case Refusal::none: return "ok";
+    case Refusal::malformed: return "malformed request";
+    case Refusal::unaligned_length: return "payload not a multiple of 512 bytes";
+    case Refusal::out_of_range: return "beyond the capacity";
+    case Refusal::read_only: return "device is read-only";
+    case Refusal::unsupported: return "unsupported request type";
+    case Refusal::store_error: return "store I/O error";
+    }
+    return "?";
+}
+
+namespace {
+constexpr uint64_t bit(int n) { return 1ull << n; }
+}  // namespace
+
+BlkDevice::BlkDevice(Geometry g, store::Store& store, trace::Writer* trace)
+    : geo_(std::move(g)), store_(store), trace_(trace), writeback_(geo_.write_cache) {}
+
+uint64_t BlkDevice::features() const {
+    uint64_t f = bit(virtio::kFVersion1) | bit(virtio::kFIndirectDesc) | bit(virtio::kFEventIdx) | bit(VIRTIO_BLK_F_SEG_MAX) |
+                 bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_MQ) | bit(VIRTIO_BLK_F_TOPOLOGY);
+    if (geo_.size_max) f |= bit(VIRTIO_BLK_F_SIZE_MAX);
+    if (geo_.write_cache) f |= bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_CONFIG_WCE);
+    if (geo_.read_only) f |= bit(VIRTIO_BLK_F_RO);
+    if (geo_.discard && !geo_.read_only) f |= bit(VIRTIO_BLK_F_DISCARD);
+    if (geo_.write_zeroes && !geo_.read_only) f |= bit(VIRTIO_BLK_F_WRITE_ZEROES);
+    return f;
+}
+
+void BlkDevice::set_features(uint64_t acked) {
+    acked_ = acked;
+    // A driver that did not negotiate FLUSH cannot flush: the device must
+    // then behave as write-through (5.2.6.2).
+    writeback_ = geo_.write_cache && (acked & bit(VIRTIO_BLK_F_FLUSH));
+}
+
+std::vector<uint8_t> BlkDevice::read_config() const {
+    virtio_blk_config c{};
+    c.capacity = geo_.capacity_sectors;
+    c.size_max = geo_.size_max;
+    c.seg_max = geo_.seg_max;
+    c.blk_size = geo_.logical_block_size;
+    c.physical_block_exp = 0;
+    c.min_io_size = 1;
+    c.opt_io_size = 0;
+    c.wce = writeback_.load() ? 1 : 0;
+    c.num_queues = geo_.num_queues;
+    const uint32_t sectors_per_block = geo_.logical_block_size / kSectorSize;
+    c.max_discard_sectors = geo_.max_discard_sectors;
+    c.max_discard_seg = geo_.max_discard_seg;
+    c.discard_sector_alignment = sectors_per_block;
+    c.max_write_zeroes_sectors = geo_.max_write_zeroes_sectors;
+    c.max_write_zeroes_seg = geo_.max_write_zeroes_seg;
+    c.write_zeroes_may_unmap = 1;
+    std::vector<uint8_t> out(sizeof c);
+    std::memcpy(out.data(), &c, sizeof c);
+    return out;
+}
+
+bool BlkDevice::write_config(uint32_t offset, std::span<const uint8_t> data) {
+    // Only `writeback` is writable (5.2.4), and only with CONFIG_WCE.
+    if (offset == offsetof(virtio_blk_config, wce) && data.size() == 1 && geo_.write_cache) {
+        writeback_ = data[0] != 0;
+        log(LogLevel::info, "driver set write cache to {}", data[0] ? "writeback" : "writethrough");
+        return true;
+    }
+    return false;
+}
+
+Refusal BlkDevice::check_range(uint64_t sector, uint64_t bytes) const {
+    if (bytes % kSectorSize) return Refusal::unaligned_length;
+    const uint64_t n = bytes / kSectorSize;
+    if (sector > geo_.capacity_sectors || n > geo_.capacity_sectors - sector) return Refusal::out_of_range;
+    return Refusal::none;
+}
+
+Refusal BlkDevice::execute(const Request& r) {
+    const uint64_t acked = acked_.load(std::memory_order_relaxed);
+    switch (r.type) {
+    case VIRTIO_BLK_T_IN: {
+        if (auto e = check_range(r.sector, r.data_bytes); e != Refusal::none) return e;
+        return store_.read(r.sector * kSectorSize, r.data) == 0 ? Refusal::none : Refusal::store_error;
+    }
+    case VIRTIO_BLK_T_OUT: {
+        if (geo_.read_only) return Refusal::read_only;
+        if (auto e = check_range(r.sector, r.data_bytes); e != Refusal::none) return e;
+        if (store_.write(r.sector * kSectorSize, r.data) != 0) return Refusal::store_error;
+        if (!writeback_.load(std::memory_order_relaxed) && store_.flush() != 0) return Refusal::store_error;
+        return Refusal::none;
+    }
+    case VIRTIO_BLK_T_FLUSH:
+        if (!(acked & bit(VIRTIO_BLK_F_FLUSH))) return Refusal::unsupported;
+        return store_.flush() == 0 ? Refusal::none : Refusal::store_error;
+    case VIRTIO_BLK_T_GET_ID: {
+        char id[kGetIdBytes] = {};
+        std::memcpy(id, geo_.serial.data(), std::min<size_t>(geo_.serial.size(), sizeof id));
+        size_t off = 0;
+        for (const auto& v : r.data) {
+            const size_t n = std::min(v.iov_len, sizeof id - std::min(off, sizeof id));
+            if (n) std::memcpy(v.iov_base, id + off, n);
+            off += v.iov_len;
+        }
+        return Refusal::none;
+    }
+    case VIRTIO_BLK_T_DISCARD:
+    case VIRTIO_BLK_T_WRITE_ZEROES: {
+        const bool discard = r.type == VIRTIO_BLK_T_DISCARD;
+        if (!(acked & bit(discard ? VIRTIO_BLK_F_DISCARD : VIRTIO_BLK_F_WRITE_ZEROES))) return Refusal::unsupported;
+        if (geo_.read_only) return Refusal::read_only;
+        const uint32_t max_seg = discard ? geo_.max_discard_seg : geo_.max_write_zeroes_seg;
+        const uint32_t max_sectors = discard ? geo_.max_discard_sectors : geo_.max_write_zeroes_sectors;
+        if (r.ranges.size() > max_seg) return Refusal::unsupported;
+        for (const auto& rg : r.ranges) {
+            // 5.2.6.2: discard MUST be UNSUPP with the unmap flag; other flag bits are reserved.
+            if ((discard && rg.flags != 0) || (!discard && (rg.flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)))
+                return Refusal::unsupported;
+            if (rg.num_sectors > max_sectors) return Refusal::out_of_range;
+            if (auto e = check_range(rg.sector, uint64_t{rg.num_sectors} * kSectorSize); e != Refusal::none) return e;
+        }
+        for (const auto& rg : r.ranges) {
+            const uint64_t off = rg.sector * kSectorSize, len = uint64_t{rg.num_sectors} * kSectorSize;
+            if ((discard ? store_.discard(off, len) : store_.write_zeroes(off, len)) != 0) return Refusal::store_error;
+        }
+        return Refusal::none;
+    }
+    default:
+        return Refusal::unsupported;
+    }
+}
+
+void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion& c) {
+    auto& rec = c.record;
+    auto parsed = parse_request(chain);
+    if (auto* err = std::get_if<RequestError>(&parsed)) {
+        log(LogLevel::warn, "queue {} head {}: {}", rec.queue, chain.head, err->message());
+        rec.type = err->type;
+        rec.sector = err->sector;
+        rec.flags |= trace::kReqMalformed;
+        if (err->status != nullptr) {
+            *err->status = VIRTIO_BLK_S_IOERR;
+            rec.status = VIRTIO_BLK_S_IOERR;
+            c.used_len = 1;
+        } else {
+            rec.status = trace::kStatusNone;
+            c.used_len = 0;
+        }
+        return;
+    }
+    const Request& r = std::get<Request>(parsed);
+    rec.type = r.type;
+    rec.sector = r.sector;
+    if (!r.ranges.empty()) {
+        rec.nsegs = static_cast<uint16_t>(std::min<size_t>(r.ranges.size(), UINT16_MAX));
+        for (const auto& rg : r.ranges) {
+            rec.bytes += uint64_t{rg.num_sectors} * kSectorSize;
+            rec.seg_lens.push_back(rg.num_sectors * kSectorSize);
+        }
+    } else {
+        rec.bytes = r.data_bytes;
+        rec.nsegs = static_cast<uint16_t>(std::min<size_t>(r.seg_lens.size(), UINT16_MAX));
+        rec.seg_lens = r.seg_lens;
+    }
+
+    const Refusal result = execute(r);
+    if (result != Refusal::none && result != Refusal::unsupported)
+        log(LogLevel::debug, "queue {} head {} seq {}: {} sector {} bytes {}: {}", rec.queue, chain.head, rec.seq,
+            trace::op_label(r.type), r.sector, r.data_bytes, to_string(result));
+    const uint8_t st = status(result);
+    *r.status = st;
+    rec.status = st;
+    const bool returns_data = r.type == VIRTIO_BLK_T_IN || r.type == VIRTIO_BLK_T_GET_ID;
+    c.used_len = static_cast<uint32_t>((returns_data && result == Refusal::none ? r.data_bytes : 0) + 1);
+}
+
+void BlkDevice::completed(const virtio::Completion& c) {
+    if (trace_) trace_->record(c.record);
+}
+
+void BlkDevice::queue_broken(uint16_t queue, uint16_t head, const std::string& why) {
+    log(LogLevel::error, "queue {} head {}: {}; the queue is stopped until the driver resets it", queue, head, why);
+    if (trace_) trace_->event({monotonic_ns(), trace::EventCode::queue_broken, queue, head, why});
+}
+
+void BlkDevice::note(trace::EventCode code, uint16_t queue, const std::string& text) {
+    if (trace_) trace_->event({monotonic_ns(), code, queue, 0, text});
+}
+
+}  // namespace blkrig::blk

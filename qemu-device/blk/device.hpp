@@ -1,0 +1,84 @@
+// virtio-blk device semantics (virtio 1.x 5.2): feature bits and config
+// space from the command-line geometry, and the execution of parsed
+// requests against a store. Every request, well-formed or not, ends up as
+// exactly one trace record.
+#pragma once
+
+#include "blk/request.hpp"
+#include "store/store.hpp"
+#include "trace/writer.hpp"
+#include "virtio/device.hpp"
+
+#include <linux/virtio_blk.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+namespace blkrig::blk {
+
+struct Geometry {
+    uint64_t capacity_sectors = 0;
+    uint32_t logical_block_size = 512;
+    uint32_t seg_max = 126;
+    uint32_t size_max = 0;          // 0: not advertised
+    uint16_t num_queues = 1;
+    uint16_t queue_size = 256;      // largest ring the device accepts
+    bool write_cache = true;        // VIRTIO_BLK_F_FLUSH + CONFIG_WCE
+    bool read_only = false;
+    bool discard = true;
+    bool write_zeroes = true;
+    uint32_t max_discard_sectors = 1u << 22;
+    uint32_t max_discard_seg = 1;
+    uint32_t max_write_zeroes_sectors = 1u << 22;
+    uint32_t max_write_zeroes_seg = 1;
+    std::string serial = "blkrig";
+};
+
+// The error type of this layer: a request the device refuses, and whose
+// fault that is. status() is the one place it becomes a virtio status.
+enum class Refusal {
+    none,
+    malformed,           // RequestError: the driver built a bad request
+    unaligned_length,    // payload not a multiple of 512 bytes
+    out_of_range,        // past the capacity
+    read_only,           // a modifying request on a read-only device
+    unsupported,         // a type or feature the device does not offer
+    store_error,         // the store failed (host I/O error)
+};
+uint8_t status(Refusal r);
+const char* to_string(Refusal r);
+
+class BlkDevice final : public virtio::Device {
+public:
+    BlkDevice(Geometry g, store::Store& store, trace::Writer* trace);
+
+    uint64_t features() const override;
+    void set_features(uint64_t acked) override;
+    uint16_t max_queues() const override { return geo_.num_queues; }
+    uint16_t max_queue_size() const override { return geo_.queue_size; }
+    std::vector<uint8_t> read_config() const override;
+    bool write_config(uint32_t offset, std::span<const uint8_t> data) override;
+    uint64_t next_seq() override { return seq_.fetch_add(1, std::memory_order_relaxed); }
+    void process(const virtio::DescriptorChain& chain, virtio::Completion& c) override;
+    void completed(const virtio::Completion& c) override;
+    void queue_broken(uint16_t queue, uint16_t head, const std::string& why) override;
+    void note(trace::EventCode code, uint16_t queue, const std::string& text) override;
+
+    const Geometry& geometry() const { return geo_; }
+    bool writeback() const { return writeback_.load(); }
+
+private:
+    Refusal execute(const Request& r);
+    Refusal check_range(uint64_t sector, uint64_t bytes) const;
+
+    Geometry geo_;
+    store::Store& store_;
+    trace::Writer* trace_;
+    std::atomic<uint64_t> seq_{0};
+    std::atomic<uint64_t> acked_{0};
+    std::atomic<bool> writeback_;
+};
+
+}  // namespace blkrig::blk

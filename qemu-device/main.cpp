@@ -1,0 +1,193 @@
+// blkrig-device: a vhost-user virtio-blk back end that records every request.
+// main() reads like the table of contents: options, store, trace, device, serve.
+#include "blk/device.hpp"
+#include "common/log.hpp"
+#include "store/store.hpp"
+#include "trace/writer.hpp"
+#include "vhost_user/server.hpp"
+#include "vhost_user/session.hpp"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+using namespace blkrig;
+
+namespace {
+
+struct Options {
+    std::string socket_path;
+    int fd = -1;
+    bool print_capabilities = false;
+    std::string blk_file;
+    uint64_t ram_size = 0;
+    bool read_only = false;
+    bool snapshot = false;
+    bool direct = false;
+    std::string trace_path;
+    bool once = false;
+    std::string log_level = "info";
+    blk::Geometry geo;
+    std::string write_cache = "on";
+    std::string discard = "on";
+    std::string write_zeroes = "on";
+};
+
+void add_options(CLI::App& app, Options& o) {
+    app.add_option("--socket-path", o.socket_path, "Listen for the front end on this Unix socket");
+    app.add_option("--fd", o.fd, "Serve an inherited socket (listening or connected) instead of --socket-path");
+    app.add_flag("--print-capabilities", o.print_capabilities, "Print the back end's capabilities as JSON and exit");
+    app.add_option("--blk-file", o.blk_file, "Raw disk image (file or block device)");
+    app.add_option("--ram", o.ram_size, "Serve a zero-filled RAM disk of this size instead of an image (e.g. 64M)")
+        ->transform(CLI::AsSizeValue(false));
+    app.add_flag("--read-only", o.read_only, "Advertise VIRTIO_BLK_F_RO and refuse writes");
+    app.add_flag("--snapshot", o.snapshot, "Leave the image untouched: writes go to a RAM overlay");
+    app.add_flag("--direct", o.direct, "Open the image with O_DIRECT");
+    app.add_option("--trace", o.trace_path, "Write the request trace to this file");
+    app.add_flag("--once", o.once, "Exit when the first front end disconnects");
+    app.add_option("--log-level", o.log_level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+    app.add_option("--num-queues", o.geo.num_queues, "Queues offered (config num_queues, GET_QUEUE_NUM)")->check(CLI::Range(1, 64));
+    app.add_option("--queue-size", o.geo.queue_size, "Largest ring size accepted")->check(CLI::Range(1, 32768));
+    app.add_option("--logical-block-size", o.geo.logical_block_size, "Config blk_size")->check(CLI::IsMember({512, 1024, 2048, 4096}));
+    app.add_option("--seg-max", o.geo.seg_max, "Config seg_max: segments per request")->check(CLI::Range(1, 1024));
+    app.add_option("--size-max", o.geo.size_max, "Config size_max: bytes per segment (0: not advertised)")
+        ->transform(CLI::AsSizeValue(false));
+    app.add_option("--write-cache", o.write_cache, "Volatile write cache (FLUSH, CONFIG_WCE): on or off")->check(CLI::IsMember({"on", "off"}));
+    app.add_option("--discard", o.discard, "Offer DISCARD: on or off")->check(CLI::IsMember({"on", "off"}));
+    app.add_option("--write-zeroes", o.write_zeroes, "Offer WRITE_ZEROES: on or off")->check(CLI::IsMember({"on", "off"}));
+    app.add_option("--serial", o.geo.serial, "Serial returned by GET_ID (up to 20 bytes)");
+}
+
+void print_capabilities() {
+    nlohmann::json caps = {{"type", "block"}, {"features", {"read-only", "blk-file"}}};
+    std::cout << caps.dump(2) << "\n";
+}
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+std::unique_ptr<store::Store> open_store(const Options& o) {
+    if (!o.blk_file.empty() && o.ram_size) throw UsageError("give either --blk-file or --ram, not both");
+    if (o.blk_file.empty() && !o.ram_size) throw UsageError("no disk: give --blk-file PATH or --ram SIZE");
+    if (o.ram_size) return store::make_ram(o.ram_size);
+    if (o.snapshot) return store::make_overlay(store::open_file(o.blk_file, true, o.direct));
+    return store::open_file(o.blk_file, o.read_only, o.direct);
+}
+
+nlohmann::json describe(const Options& o, const store::Store& s) {
+    const auto& g = o.geo;
+    return {{"program", "blkrig-device"},
+            {"store", s.describe()},
+            {"capacity_sectors", g.capacity_sectors},
+            {"logical_block_size", g.logical_block_size},
+            {"seg_max", g.seg_max},
+            {"size_max", g.size_max},
+            {"num_queues", g.num_queues},
+            {"queue_size", g.queue_size},
+            {"write_cache", g.write_cache},
+            {"read_only", g.read_only},
+            {"discard", g.discard},
+            {"write_zeroes", g.write_zeroes},
+            {"snapshot", o.snapshot},
+            {"direct", o.direct}};
+}
+
+// SIGINT/SIGTERM/SIGHUP become a readable fd that every wait also polls, so
+// shutdown is orderly: sessions end, queue threads join, the trace is closed.
+int make_stop_fd() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+    return ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int run(Options& o) {
+    if (o.print_capabilities) {
+        print_capabilities();
+        return 0;
+    }
+    if (o.log_level == "debug") log_threshold() = static_cast<int>(LogLevel::debug);
+    else if (o.log_level == "warn") log_threshold() = static_cast<int>(LogLevel::warn);
+    else if (o.log_level == "error") log_threshold() = static_cast<int>(LogLevel::error);
+    if (o.socket_path.empty() == (o.fd < 0)) throw UsageError("give exactly one of --socket-path PATH or --fd N");
+    if (o.snapshot && o.blk_file.empty()) throw UsageError("--snapshot needs --blk-file");
+
+    o.geo.read_only = o.read_only;
+    o.geo.write_cache = o.write_cache == "on";
+    o.geo.discard = o.discard == "on";
+    o.geo.write_zeroes = o.write_zeroes == "on";
+    const int stop_fd = make_stop_fd();
+    if (stop_fd < 0) throw std::runtime_error(fmt::format("signalfd: {}", std::strerror(errno)));
+
+    auto store = open_store(o);
+    const uint64_t lbs = o.geo.logical_block_size;
+    if (store->size() % lbs)
+        log(LogLevel::warn, "disk size {} is not a multiple of the logical block size {}; the tail is not visible", store->size(), lbs);
+    o.geo.capacity_sectors = store->size() / lbs * lbs / blk::kSectorSize;
+    if (o.geo.capacity_sectors == 0) throw UsageError(fmt::format("disk {} is smaller than one block", store->describe()));
+
+    std::unique_ptr<trace::Writer> tw;
+    if (!o.trace_path.empty()) {
+        trace::FileHeader h{};
+        h.t_start_ns = monotonic_ns();
+        h.capacity_sectors = o.geo.capacity_sectors;
+        h.logical_block_size = o.geo.logical_block_size;
+        h.num_queues = o.geo.num_queues;
+        tw = std::make_unique<trace::Writer>(o.trace_path, h, describe(o, *store).dump());
+    }
+    blk::BlkDevice dev(o.geo, *store, tw.get());
+
+    if (o.fd >= 0) {
+        if (vhost_user::is_listening_socket(o.fd)) {
+            UniqueFd lfd(o.fd);
+            vhost_user::serve_listening(lfd.get(), stop_fd, dev, {o.once});
+        } else {
+            vhost_user::serve_connected(UniqueFd(o.fd), stop_fd, dev);
+        }
+    } else {
+        UniqueFd lfd = vhost_user::listen_at(o.socket_path);
+        log(LogLevel::info, "serving {} on {} ({} sectors, {} queue(s))", store->describe(), o.socket_path, o.geo.capacity_sectors,
+            o.geo.num_queues);
+        vhost_user::serve_listening(lfd.get(), stop_fd, dev, {o.once});
+        ::unlink(o.socket_path.c_str());
+    }
+    if (tw) {
+        tw->close();
+        log(LogLevel::info, "trace {}: {} requests, {} dropped", o.trace_path, tw->requests(), tw->dropped());
+    }
+    ::close(stop_fd);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"blkrig-device: a vhost-user virtio-blk device that records every request"};
+    Options o;
+    add_options(app, o);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        return run(o);
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "blkrig-device: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "blkrig-device: %s\n", e.what());
+        return 1;
+    }
+}

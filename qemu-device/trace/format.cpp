@@ -1,0 +1,115 @@
+#include "trace/format.hpp"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+namespace blkrig::trace {
+
+const char* event_name(EventCode c) {
+    switch (c) {
+    case EventCode::session_start: return "session_start";
+    case EventCode::session_end: return "session_end";
+    case EventCode::queue_broken: return "queue_broken";
+    case EventCode::queue_started: return "queue_started";
+    case EventCode::queue_stopped: return "queue_stopped";
+    }
+    return "unknown";
+}
+
+std::string op_label(uint32_t type) {
+    switch (type) {
+    case 0: return "read";
+    case 1: return "write";
+    case 4: return "flush";
+    case 8: return "get_id";
+    case 10: return "get_lifetime";
+    case 11: return "discard";
+    case 13: return "write_zeroes";
+    case 14: return "secure_erase";
+    case kTypeUnknown: return "invalid";
+    default: return fmt::format("type_{}", type);
+    }
+}
+
+const char* status_label(uint8_t s) {
+    switch (s) {
+    case kStatusOk: return "ok";
+    case kStatusIoErr: return "ioerr";
+    case kStatusUnsupp: return "unsupp";
+    default: return "none";
+    }
+}
+
+namespace {
+
+template <typename T>
+void put(std::vector<uint8_t>& out, const T& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    out.insert(out.end(), p, p + sizeof v);
+}
+
+void pad8(std::vector<uint8_t>& out, size_t start) {
+    while ((out.size() - start) % 8) out.push_back(0);
+}
+
+void finish(std::vector<uint8_t>& out, size_t start) {
+    pad8(out, start);
+    const uint32_t len = static_cast<uint32_t>(out.size() - start);
+    std::memcpy(out.data() + start, &len, sizeof len);
+}
+
+}  // namespace
+
+void encode(const RequestRecord& r, std::vector<uint8_t>& out) {
+    const size_t start = out.size();
+    const uint16_t recorded = static_cast<uint16_t>(std::min<size_t>(r.seg_lens.size(), kMaxRecordedSegs));
+    uint16_t flags = r.flags;
+    if (recorded < r.seg_lens.size()) flags |= kReqSegsTruncated;
+    put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::request), flags});
+    RequestBody b{};
+    b.seq = r.seq;
+    b.sector = r.sector;
+    b.bytes = r.bytes;
+    b.t_submit_ns = r.t_submit_ns;
+    b.t_complete_ns = r.t_complete_ns;
+    b.type = r.type;
+    b.queue = r.queue;
+    b.head = r.head;
+    b.nsegs = r.nsegs;
+    b.status = r.status;
+    b.nsegs_recorded = recorded;
+    put(out, b);
+    for (uint16_t i = 0; i < recorded; ++i) put(out, r.seg_lens[i]);
+    finish(out, start);
+}
+
+void encode(const EventRecord& e, std::vector<uint8_t>& out) {
+    const size_t start = out.size();
+    put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::event), 0});
+    EventBody b{};
+    b.t_ns = e.t_ns;
+    b.code = static_cast<uint32_t>(e.code);
+    b.queue = e.queue;
+    b.head = e.head;
+    b.text_len = static_cast<uint32_t>(std::min<size_t>(e.text.size(), 4096));
+    put(out, b);
+    out.insert(out.end(), e.text.begin(), e.text.begin() + b.text_len);
+    finish(out, start);
+}
+
+void encode_dropped(uint64_t count, uint64_t t_ns, std::vector<uint8_t>& out) {
+    const size_t start = out.size();
+    put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::dropped), 0});
+    put(out, DroppedBody{count, t_ns});
+    finish(out, start);
+}
+
+void encode_end(uint64_t t_ns, uint64_t requests, uint64_t dropped, std::vector<uint8_t>& out) {
+    const size_t start = out.size();
+    put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::end), 0});
+    put(out, EndBody{t_ns, requests, dropped});
+    finish(out, start);
+}
+
+}  // namespace blkrig::trace

@@ -1,0 +1,139 @@
+// The blkrig trace file: a header, then length-prefixed records, all little
+// endian. Documented in docs/trace-format.md; the reader in trace/reader.hpp
+// is the only other place that knows these layouts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace blkrig::trace {
+
+inline constexpr char kMagic[8] = {'B', 'L', 'K', 'R', 'I', 'G', 'T', 'R'};
+inline constexpr uint32_t kVersion = 1;
+
+// File header (fixed part, 40 bytes), followed by config_json_len bytes of
+// JSON describing the device (geometry, store, options).
+struct FileHeader {
+    char magic[8];
+    uint32_t version;
+    uint32_t config_json_len;
+    uint64_t t_start_ns;       // CLOCK_MONOTONIC when the trace was opened
+    uint64_t capacity_sectors;
+    uint32_t logical_block_size;
+    uint32_t num_queues;
+};
+static_assert(sizeof(FileHeader) == 40);
+
+enum class RecordKind : uint16_t {
+    request = 1,  // one completed request
+    dropped = 2,  // records lost because the writer fell behind
+    event = 3,    // something that is not a request: connect, queue broken, ...
+    end = 4,      // clean close; a trace without it is incomplete
+};
+
+// Every record starts with this; `length` counts the whole record including
+// this prefix and is a multiple of 8.
+struct RecordPrefix {
+    uint32_t length;
+    uint16_t kind;
+    uint16_t flags;
+};
+static_assert(sizeof(RecordPrefix) == 8);
+
+inline constexpr uint8_t kStatusOk = 0;      // VIRTIO_BLK_S_OK
+inline constexpr uint8_t kStatusIoErr = 1;   // VIRTIO_BLK_S_IOERR
+inline constexpr uint8_t kStatusUnsupp = 2;  // VIRTIO_BLK_S_UNSUPP
+inline constexpr uint8_t kStatusNone = 255;  // nothing could be reported to the driver
+
+// Request record flags.
+inline constexpr uint16_t kReqMalformed = 1;     // the chain held no valid virtio-blk request
+inline constexpr uint16_t kReqSegsTruncated = 2; // more segments than recorded lengths
+
+inline constexpr uint32_t kTypeUnknown = UINT32_MAX;  // header could not be read
+inline constexpr uint16_t kMaxRecordedSegs = 1024;
+
+// RecordPrefix, then this, then nsegs_recorded × uint32 segment lengths,
+// zero-padded to 8 bytes.
+struct RequestBody {
+    uint64_t seq;            // arrival order over all queues, from 0
+    uint64_t sector;         // first sector (first range for discard/write_zeroes)
+    uint64_t bytes;          // payload bytes (bytes covered, for discard/write_zeroes)
+    uint64_t t_submit_ns;    // taken off the available ring
+    uint64_t t_complete_ns;  // put on the used ring
+    uint32_t type;           // VIRTIO_BLK_T_*, or kTypeUnknown
+    uint16_t queue;
+    uint16_t head;           // descriptor head index
+    uint16_t nsegs;          // payload descriptors (ranges, for discard/write_zeroes)
+    uint8_t status;          // VIRTIO_BLK_S_* or kStatusNone
+    uint8_t reserved;
+    uint16_t nsegs_recorded;
+    uint16_t reserved2;
+};
+static_assert(sizeof(RequestBody) == 56);
+
+struct DroppedBody {
+    uint64_t count;  // records lost since the previous dropped record
+    uint64_t t_ns;
+};
+
+enum class EventCode : uint32_t {
+    session_start = 1,
+    session_end = 2,
+    queue_broken = 3,
+    queue_started = 4,
+    queue_stopped = 5,
+};
+
+// RecordPrefix, this, then text_len bytes of UTF-8, zero-padded to 8.
+struct EventBody {
+    uint64_t t_ns;
+    uint32_t code;
+    uint16_t queue;
+    uint16_t head;
+    uint32_t text_len;
+    uint32_t reserved;
+};
+static_assert(sizeof(EventBody) == 24);
+
+struct EndBody {
+    uint64_t t_ns;
+    uint64_t requests;       // request records written
+    uint64_t dropped;        // records lost in total
+};
+
+// Decoded forms, shared by the writer's callers and the reader.
+struct RequestRecord {
+    uint64_t seq = 0;
+    uint64_t sector = 0;
+    uint64_t bytes = 0;
+    uint64_t t_submit_ns = 0;
+    uint64_t t_complete_ns = 0;
+    uint32_t type = kTypeUnknown;
+    uint16_t queue = 0;
+    uint16_t head = 0;
+    uint16_t nsegs = 0;
+    uint8_t status = kStatusNone;
+    uint16_t flags = 0;
+    std::vector<uint32_t> seg_lens;
+};
+
+struct EventRecord {
+    uint64_t t_ns = 0;
+    EventCode code{};
+    uint16_t queue = 0;
+    uint16_t head = 0;
+    std::string text;
+};
+
+const char* event_name(EventCode c);
+std::string op_label(uint32_t type);          // "read", "write", ..., "type_N", "invalid"
+const char* status_label(uint8_t status);     // "ok", "ioerr", "unsupp", "none"
+
+// Appends the encoded record to out.
+void encode(const RequestRecord& r, std::vector<uint8_t>& out);
+void encode(const EventRecord& e, std::vector<uint8_t>& out);
+void encode_dropped(uint64_t count, uint64_t t_ns, std::vector<uint8_t>& out);
+void encode_end(uint64_t t_ns, uint64_t requests, uint64_t dropped, std::vector<uint8_t>& out);
+
+}  // namespace blkrig::trace

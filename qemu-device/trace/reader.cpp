@@ -1,0 +1,141 @@
+#include "trace/reader.hpp"
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+namespace blkrig::trace {
+
+uint64_t Trace::dropped_total() const {
+    uint64_t n = 0;
+    for (const auto& d : dropped) n += d.count;
+    return n;
+}
+
+bool Trace::complete() const { return incompleteness().empty(); }
+
+std::string Trace::incompleteness() const {
+    if (!truncation.empty()) return truncation;
+    if (!end) return "no end record: the device did not close the trace (killed or still running)";
+    if (end->dropped > 0 || dropped_total() > 0)
+        return fmt::format("{} records were dropped because the trace writer fell behind",
+                           std::max(end->dropped, dropped_total()));
+    if (end->requests != requests.size())
+        return fmt::format("end record counts {} requests but the file holds {}", end->requests, requests.size());
+    return {};
+}
+
+namespace {
+
+template <typename T>
+T get(std::span<const uint8_t> b, size_t off) {
+    T v;
+    std::memcpy(&v, b.data() + off, sizeof v);
+    return v;
+}
+
+}  // namespace
+
+Trace parse_trace(std::span<const uint8_t> b) {
+    Trace t;
+    if (b.size() < sizeof(FileHeader)) throw ReadError(fmt::format("not a blkrig trace: {} bytes, shorter than the header", b.size()));
+    t.header = get<FileHeader>(b, 0);
+    if (std::memcmp(t.header.magic, kMagic, sizeof kMagic) != 0) throw ReadError("not a blkrig trace: bad magic");
+    if (t.header.version != kVersion)
+        throw ReadError(fmt::format("trace format version {} is not supported (this build reads version {})", t.header.version, kVersion));
+    size_t off = sizeof(FileHeader);
+    if (t.header.config_json_len > b.size() - off) throw ReadError("trace header cut short (device configuration)");
+    t.config_json.assign(reinterpret_cast<const char*>(b.data() + off), t.header.config_json_len);
+    off += t.header.config_json_len;
+    off = (off + 7) / 8 * 8;
+
+    while (off < b.size()) {
+        if (b.size() - off < sizeof(RecordPrefix)) {
+            t.truncation = fmt::format("file ends inside a record prefix at byte {}", off);
+            break;
+        }
+        const auto p = get<RecordPrefix>(b, off);
+        if (p.length < sizeof(RecordPrefix) || p.length % 8 || p.length > b.size() - off) {
+            t.truncation = fmt::format("record at byte {} has length {} ({} bytes left)", off, p.length, b.size() - off);
+            break;
+        }
+        const auto body = b.subspan(off + sizeof p, p.length - sizeof p);
+        auto too_short = [&](size_t need) {
+            if (body.size() >= need) return false;
+            t.truncation = fmt::format("record at byte {} (kind {}) is {} bytes, needs {}", off, p.kind, p.length, need + sizeof p);
+            return true;
+        };
+        switch (static_cast<RecordKind>(p.kind)) {
+        case RecordKind::request: {
+            if (too_short(sizeof(RequestBody))) break;
+            const auto rb = get<RequestBody>(body, 0);
+            if (too_short(sizeof(RequestBody) + 4ull * rb.nsegs_recorded)) break;
+            RequestRecord r;
+            r.seq = rb.seq;
+            r.sector = rb.sector;
+            r.bytes = rb.bytes;
+            r.t_submit_ns = rb.t_submit_ns;
+            r.t_complete_ns = rb.t_complete_ns;
+            r.type = rb.type;
+            r.queue = rb.queue;
+            r.head = rb.head;
+            r.nsegs = rb.nsegs;
+            r.status = rb.status;
+            r.flags = p.flags;
+            r.seg_lens.resize(rb.nsegs_recorded);
+            if (rb.nsegs_recorded) std::memcpy(r.seg_lens.data(), body.data() + sizeof rb, 4ull * rb.nsegs_recorded);
+            t.order.push_back({RecordKind::request, t.requests.size()});
+            t.requests.push_back(std::move(r));
+            break;
+        }
+        case RecordKind::dropped: {
+            if (too_short(sizeof(DroppedBody))) break;
+            const auto d = get<DroppedBody>(body, 0);
+            t.order.push_back({RecordKind::dropped, t.dropped.size()});
+            t.dropped.push_back({d.count, d.t_ns});
+            break;
+        }
+        case RecordKind::event: {
+            if (too_short(sizeof(EventBody))) break;
+            const auto eb = get<EventBody>(body, 0);
+            if (too_short(sizeof(EventBody) + eb.text_len)) break;
+            EventRecord e;
+            e.t_ns = eb.t_ns;
+            e.code = static_cast<EventCode>(eb.code);
+            e.queue = eb.queue;
+            e.head = eb.head;
+            e.text.assign(reinterpret_cast<const char*>(body.data() + sizeof eb), eb.text_len);
+            t.order.push_back({RecordKind::event, t.events.size()});
+            t.events.push_back(std::move(e));
+            break;
+        }
+        case RecordKind::end: {
+            if (too_short(sizeof(EndBody))) break;
+            t.end = get<EndBody>(body, 0);
+            t.order.push_back({RecordKind::end, 0});
+            break;
+        }
+        default:
+            // Unknown kinds from a newer writer are skipped: the length says how far.
+            break;
+        }
+        if (!t.truncation.empty()) break;
+        off += p.length;
+    }
+    return t;
+}
+
+Trace read_trace(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ReadError(fmt::format("cannot open trace file {}: {}", path, std::strerror(errno)));
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    try {
+        return parse_trace(bytes);
+    } catch (const ReadError& e) {
+        throw ReadError(fmt::format("{}: {}", path, e.what()));
+    }
+}
+
+}  // namespace blkrig::trace

@@ -1,0 +1,64 @@
+// Trace writer: request threads encode a record into a memory buffer under a
+// short lock; one background thread writes the buffers to disk. The request
+// path never waits for the disk. When the pending buffer is full, records are
+// counted as dropped and the count is written as its own record, so the trace
+// says it is incomplete.
+#pragma once
+
+#include "trace/format.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace blkrig::trace {
+
+struct TraceError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+class Writer {
+public:
+    // Throws TraceError if the file cannot be created.
+    Writer(const std::string& path, const FileHeader& header, const std::string& config_json,
+           size_t max_pending_bytes = 64u << 20);
+    ~Writer();
+    Writer(const Writer&) = delete;
+    Writer& operator=(const Writer&) = delete;
+
+    void record(const RequestRecord& r);
+    void event(const EventRecord& e);
+
+    // Writes everything pending and the end record, then closes. Idempotent.
+    void close();
+
+    uint64_t requests() const { return requests_.load(); }
+    uint64_t dropped() const { return dropped_total_.load(); }
+
+private:
+    template <typename F>
+    void append(F&& encode_fn, bool is_request);
+    void run();
+    void write_all(const std::vector<uint8_t>& buf);
+
+    int fd_ = -1;
+    std::string path_;
+    size_t max_pending_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<uint8_t> pending_;
+    uint64_t dropped_since_ = 0;  // under mu_
+    bool stop_ = false;
+    bool closed_ = false;
+    std::atomic<uint64_t> requests_{0};
+    std::atomic<uint64_t> dropped_total_{0};
+    std::string write_error_;
+    std::thread thread_;
+};
+
+}  // namespace blkrig::trace

@@ -1,0 +1,18 @@
+// Moving vhost-user messages over a Unix stream socket, with the file
+// descriptors that ride along as SCM_RIGHTS.
+#pragma once
+
+#include "vhost_user/message.hpp"
+
+#include <optional>
+
+namespace blkrig::vhost_user {
+
+// Next message, or nullopt when the peer closed the connection cleanly
+// between messages. Throws ProtocolError on a malformed or cut-short message.
+std::optional<Message> receive(int sock);
+
+// Throws ProtocolError when the peer is gone.
+void send_bytes(int sock, std::span<const uint8_t> bytes);
+
+}  // namespace blkrig::vhost_user

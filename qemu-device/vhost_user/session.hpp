@@ -1,0 +1,63 @@
+// One front-end connection: the vhost-user state machine. It owns the
+// memory mappings, the per-queue fds and the queue threads for as long as
+// the connection lasts; when it ends, everything it set up is undone, so
+// the next connection starts from a clean session.
+#pragma once
+
+#include "common/fd.hpp"
+#include "vhost_user/message.hpp"
+#include "virtio/device.hpp"
+#include "virtio/guest_memory.hpp"
+#include "virtio/queue_worker.hpp"
+
+#include <memory>
+#include <vector>
+
+namespace blkrig::vhost_user {
+
+uint64_t offered_protocol_features();
+
+class Session {
+public:
+    Session(virtio::Device& dev, UniqueFd conn);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Serves messages until the front end disconnects, sends something we
+    // must refuse (the connection is then closed), or stop_fd is readable.
+    // Returns true if it ended because of stop_fd.
+    bool serve(int stop_fd);
+
+    // Handles one message; replies on the socket. Exposed for tests.
+    void handle(Message& m);
+
+private:
+    struct Vring {
+        uint16_t num = 0;
+        uint16_t base = 0;
+        VringAddr addr{};
+        bool addr_set = false;
+        bool enabled = false;
+        UniqueFd kick, call, err;
+        std::unique_ptr<virtio::QueueWorker> worker;
+    };
+
+    bool dispatch(Message& m);  // false: the request failed (reported with REPLY_ACK)
+    void reply(uint32_t request, std::span<const uint8_t> payload);
+    Vring& vring(uint32_t index, const Message& m);
+    void stop_ring(Vring& v);
+    void maybe_start(uint32_t index);
+    void reset();
+    bool protocol_negotiated() const;
+
+    virtio::Device& dev_;
+    UniqueFd conn_;
+    std::vector<Vring> vrings_;
+    std::shared_ptr<const virtio::GuestMemory> mem_;
+    uint64_t acked_features_ = 0;
+    uint64_t acked_protocol_ = 0;
+    bool features_set_ = false;
+};
+
+}  // namespace blkrig::vhost_user

@@ -1,0 +1,49 @@
+// What a virtio device offers the transport (the vhost-user session): its
+// feature bits, its config space, and the handling of one descriptor chain.
+// The transport owns rings, memory and notifications; the device owns
+// meaning. Called from queue threads concurrently: implementations must be
+// thread-safe.
+#pragma once
+
+#include "trace/format.hpp"
+#include "virtio/chain.hpp"
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace blkrig::virtio {
+
+inline constexpr int kFIndirectDesc = 28;
+inline constexpr int kFEventIdx = 29;
+inline constexpr int kFVersion1 = 32;
+
+// One request from the moment it left the available ring to the moment it
+// went on the used ring; the record is the trace's view of it.
+struct Completion {
+    uint32_t used_len = 0;        // bytes the device wrote into the chain
+    trace::RequestRecord record;  // seq, queue, head, t_submit_ns set by the queue
+};
+
+class Device {
+public:
+    virtual ~Device() = default;
+    virtual uint64_t features() const = 0;
+    virtual void set_features(uint64_t acked) = 0;
+    virtual uint16_t max_queues() const = 0;
+    virtual uint16_t max_queue_size() const = 0;
+    virtual std::vector<uint8_t> read_config() const = 0;
+    // False if the driver wrote a field that is not writable.
+    virtual bool write_config(uint32_t offset, std::span<const uint8_t> data) = 0;
+    virtual uint64_t next_seq() = 0;
+
+    // Handles one chain; fills c.used_len and c.record (except t_complete_ns).
+    virtual void process(const DescriptorChain& chain, Completion& c) = 0;
+    // Called once the chain is on the used ring.
+    virtual void completed(const Completion& c) = 0;
+    // A queue hit a chain it cannot process; the queue stops.
+    virtual void queue_broken(uint16_t queue, uint16_t head, const std::string& why) = 0;
+    virtual void note(trace::EventCode code, uint16_t queue, const std::string& text) = 0;
+};
+
+}  // namespace blkrig::virtio
