@@ -156,6 +156,7 @@ bool Session::dispatch(Message& m) {
         }
         acked_features_ = f;
         features_set_ = true;
+        log(LogLevel::info, "front end acked features {:#x} (offered {:#x})", f, offered);
         dev_.set_features(f & ~bit(kFProtocolFeatures));
         for (uint32_t i = 0; i < vrings_.size(); ++i) maybe_start(i);
         return true;

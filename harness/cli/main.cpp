@@ -1,0 +1,183 @@
+// blkrig: the rig's command line. Verbs so far:
+//   blkrig trace dump FILE [--format jsonl|text]
+//   blkrig trace summary FILE [--json]
+//   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
+// Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict),
+// 2 bad arguments or input, 3 the infrastructure failed (boot), 130 interrupted.
+#include "launch/boot.hpp"
+#include "launch/process.hpp"
+#include "model/trace_view.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+using namespace blkrig;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+fs::path self_dir() { return fs::canonical("/proc/self/exe").parent_path(); }
+
+fs::path kernel_cache() {
+    const char* c = std::getenv("BLKRIG_CACHE");
+    return fs::path(c && *c ? c : "/var/cache/blkrig") / "kernels";
+}
+
+// A kernel argument is a file (bzImage), a folder holding vmlinuz, or a
+// catalogue name fetched into the cache (guest-driver/kernels/fetch-debian).
+fs::path resolve_kernel(const std::string& k) {
+    std::error_code ec;
+    if (fs::is_regular_file(k, ec)) return k;
+    if (fs::is_directory(k, ec) && fs::is_regular_file(fs::path(k) / "vmlinuz", ec)) return fs::path(k) / "vmlinuz";
+    const fs::path cached = kernel_cache() / k / "vmlinuz";
+    if (fs::is_regular_file(cached, ec)) return cached;
+    throw UsageError(fmt::format("kernel '{}' is neither a file, a folder with vmlinuz, nor a fetched catalogue kernel ({} is missing; "
+                                 "run guest-driver/kernels/fetch-debian {})",
+                                 k, cached.string(), k));
+}
+
+fs::path default_device() {
+    if (const char* d = std::getenv("BLKRIG_DEVICE"); d && *d) return d;
+    const fs::path sibling = self_dir().parent_path() / "qemu-device" / "blkrig-device";  // build tree
+    if (fs::exists(sibling)) return sibling;
+    return self_dir() / "blkrig-device";  // installed side by side
+}
+
+int trace_dump(const std::string& file, const std::string& format, bool strict) {
+    const auto t = trace::read_trace(file);
+    const uint64_t t0 = t.header.t_start_ns;
+    for (const auto& e : t.order) {
+        switch (e.kind) {
+        case trace::RecordKind::request:
+            std::cout << (format == "text" ? model::to_text(t.requests[e.index], t0) : model::to_json(t.requests[e.index]).dump()) << "\n";
+            break;
+        case trace::RecordKind::event: {
+            const auto& ev = t.events[e.index];
+            if (format == "text")
+                std::cout << fmt::format("{:>8} q{} {:>12.3f}ms event {} head {}: {}\n", "-", ev.queue,
+                                         static_cast<double>(ev.t_ns - std::min(t0, ev.t_ns)) / 1e6, trace::event_name(ev.code),
+                                         ev.head, ev.text);
+            else std::cout << model::to_json(ev).dump() << "\n";
+            break;
+        }
+        case trace::RecordKind::dropped: {
+            const auto& d = t.dropped[e.index];
+            if (format == "text") std::cout << fmt::format("DROPPED {} records\n", d.count);
+            else std::cout << nlohmann::json{{"kind", "dropped"}, {"count", d.count}, {"t_ns", d.t_ns}}.dump() << "\n";
+            break;
+        }
+        case trace::RecordKind::end:
+            if (format != "text")
+                std::cout << nlohmann::json{{"kind", "end"}, {"requests", t.end->requests}, {"dropped", t.end->dropped}, {"t_ns", t.end->t_ns}}.dump()
+                          << "\n";
+            break;
+        }
+    }
+    const std::string why = t.incompleteness();
+    if (!why.empty()) {
+        if (format != "text") std::cout << nlohmann::json{{"kind", "incomplete"}, {"reason", why}}.dump() << "\n";
+        std::cerr << fmt::format("blkrig: warning: trace {} is incomplete: {}\n", file, why);
+        if (strict) return 1;
+    }
+    return 0;
+}
+
+int trace_summary(const std::string& file, bool json, bool strict) {
+    const auto t = trace::read_trace(file);
+    const auto s = model::summarize(t);
+    if (json) std::cout << model::to_json(s).dump(2) << "\n";
+    else std::cout << model::to_text(s);
+    return strict && !s.incomplete.empty() ? 1 : 0;
+}
+
+int do_boot(launch::BootSpec spec, const std::string& kernel) {
+    spec.kernel = resolve_kernel(kernel);
+    if (spec.device.empty()) spec.device = default_device();
+    fmt::print(stderr, "blkrig: booting {} on blkrig-device (disk {}, run folder {})\n", spec.kernel.string(), spec.disk.string(),
+               spec.out_dir.string());
+    const auto r = launch::boot(spec);
+    if (r.outcome == launch::BootOutcome::interrupted) {
+        fmt::print(stderr, "blkrig: {}; everything the boot started was stopped\n", r.message);
+        return 130;
+    }
+    if (r.outcome != launch::BootOutcome::ok) {
+        fmt::print(stderr, "blkrig: boot failed ({}): {}\n", launch::to_string(r.outcome), r.message);
+        return 3;
+    }
+    fmt::print("guest powered off after {:.2f} s; device trace {}\n", r.seconds, (spec.out_dir / "trace.bin").string());
+    const auto t = trace::read_trace((spec.out_dir / "trace.bin").string());
+    std::cout << model::to_text(model::summarize(t));
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"blkrig: boot a guest on blkrig-device and inspect what reached the device"};
+    app.require_subcommand(1);
+
+    auto* tr = app.add_subcommand("trace", "Read a device trace");
+    tr->require_subcommand(1);
+    std::string file, format = "jsonl";
+    bool strict = false, json = false;
+    auto* dump = tr->add_subcommand("dump", "One line per record (JSON lines or text)");
+    dump->add_option("FILE", file, "Trace file written by blkrig-device --trace")->required();
+    dump->add_option("--format", format, "jsonl or text")->check(CLI::IsMember({"jsonl", "text"}));
+    dump->add_flag("--strict", strict, "Exit 1 if the trace is incomplete");
+    auto* summary = tr->add_subcommand("summary", "Counts, bytes and latency per operation");
+    summary->add_option("FILE", file, "Trace file")->required();
+    summary->add_flag("--json", json, "Machine-readable output");
+    summary->add_flag("--strict", strict, "Exit 1 if the trace is incomplete");
+
+    launch::BootSpec spec;
+    std::string kernel = "debian-bookworm-cloud";
+    std::string out = "runs/boot";
+    auto* boot = app.add_subcommand("boot", "Boot a kernel + initramfs with a disk on blkrig-device, wait for power-off, summarize the trace");
+    boot->add_option("--kernel", kernel, "bzImage file, folder with vmlinuz, or catalogue name")->capture_default_str();
+    boot->add_option("--initrd", spec.initrd, "initramfs (its /init runs the guest's work and powers off)")->required();
+    boot->add_option("--disk", spec.disk, "raw disk image served by blkrig-device")->required();
+    boot->add_option("--out", out, "run folder")->capture_default_str();
+    boot->add_option("--append", spec.append, "extra kernel command line");
+    boot->add_option("--timeout", spec.timeout_s, "seconds before the guest is stopped")->capture_default_str();
+    boot->add_option("--memory", spec.memory_mb, "guest RAM in MiB")->capture_default_str();
+    boot->add_option("--num-queues", spec.num_queues, "virtqueues")->capture_default_str()->check(CLI::Range(1, 64));
+    boot->add_option("--queue-size", spec.queue_size, "virtqueue size")->capture_default_str();
+    boot->add_option("--device", spec.device, "blkrig-device binary (default: next to this program, or $BLKRIG_DEVICE)");
+    boot->add_option("--device-arg", spec.device_args, "extra blkrig-device option (repeatable), e.g. --device-arg=--seg-max=8");
+    boot->add_option("--qemu", spec.qemu, "QEMU binary")->capture_default_str();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        if (dump->parsed()) return trace_dump(file, format, strict);
+        if (summary->parsed()) return trace_summary(file, json, strict);
+        if (boot->parsed()) {
+            spec.out_dir = out;
+            return do_boot(spec, kernel);
+        }
+    } catch (const UsageError& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return 2;
+    } catch (const trace::ReadError& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return 2;
+    } catch (const launch::LaunchError& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return 3;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return 3;
+    }
+    return 2;
+}

@@ -1,0 +1,181 @@
+#include "launch/boot.hpp"
+
+#include "launch/process.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+namespace blkrig::launch {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+const char* to_string(BootOutcome o) {
+    switch (o) {
+    case BootOutcome::ok: return "ok";
+    case BootOutcome::timeout: return "timeout";
+    case BootOutcome::qemu_failed: return "qemu_failed";
+    case BootOutcome::device_failed: return "device_failed";
+    case BootOutcome::interrupted: return "interrupted";
+    }
+    return "?";
+}
+
+namespace {
+
+// Socket paths are limited to 108 bytes, and run folders can be deep: the
+// socket lives in its own short temporary folder.
+struct SocketDir {
+    fs::path dir;
+    SocketDir() {
+        char tmpl[] = "/tmp/blkrig-XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr) throw LaunchError(fmt::format("mkdtemp: {}", std::strerror(errno)));
+        dir = tmpl;
+    }
+    ~SocketDir() {
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+    }
+    fs::path socket() const { return dir / "vu.sock"; }
+};
+
+void check_file(const fs::path& p, const char* what) {
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) throw LaunchError(fmt::format("{} {} does not exist or is not a file", what, p.string()));
+}
+
+// Waits for a signal or until deadline; returns the signal number, or 0 on timeout.
+int wait_signal(int sig_fd, Clock::time_point deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return 0;
+    pollfd p{sig_fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
+    if (r <= 0) return -1;  // re-check children and the deadline
+    signalfd_siginfo si{};
+    if (::read(sig_fd, &si, sizeof si) != sizeof si) return -1;
+    return static_cast<int>(si.ssi_signo);
+}
+
+}  // namespace
+
+BootResult boot(const BootSpec& spec) {
+    check_file(spec.kernel, "kernel");
+    check_file(spec.initrd, "initramfs");
+    check_file(spec.disk, "disk image");
+    check_file(spec.device, "blkrig-device binary");
+    fs::create_directories(spec.out_dir);
+    const fs::path console = spec.out_dir / "console.log";
+    const fs::path device_log = spec.out_dir / "device.log";
+    const fs::path trace = spec.out_dir / "trace.bin";
+    for (const auto& p : {console, device_log, trace}) fs::remove(p);
+
+    const int sig_fd = make_signal_fd();
+    struct CloseFd {
+        int fd;
+        ~CloseFd() { ::close(fd); }
+    } close_sig{sig_fd};
+
+    const auto t0 = Clock::now();
+    SocketDir sock;
+    BootResult res;
+
+    std::vector<std::string> dev_argv = {spec.device.string(), "--socket-path", sock.socket().string(), "--blk-file",
+                                         spec.disk.string(),   "--trace",       trace.string(),         "--num-queues",
+                                         std::to_string(spec.num_queues)};
+    dev_argv.insert(dev_argv.end(), spec.device_args.begin(), spec.device_args.end());
+    Child device("blkrig-device", dev_argv, device_log.string());
+
+    // The device's socket appears only once it listens.
+    const auto dev_deadline = Clock::now() + std::chrono::seconds(10);
+    while (!fs::exists(sock.socket())) {
+        if (device.poll() || Clock::now() > dev_deadline) {
+            device.terminate(std::chrono::milliseconds(500));
+            res.outcome = BootOutcome::device_failed;
+            res.message = fmt::format("blkrig-device did not start listening ({}); device.log:\n{}", device.describe_exit(),
+                                      tail_lines(device_log, 20));
+            return res;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+
+    std::string append = "console=ttyS0 quiet panic=-1";
+    if (!spec.append.empty()) append += " " + spec.append;
+    // vhost-user needs guest RAM the device can map: a shared memfd backend.
+    std::vector<std::string> qemu_argv = {
+        spec.qemu, "-M", "q35,memory-backend=mem", "-object",
+        fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mb), "-m", std::to_string(spec.memory_mb),
+        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot", "-kernel", spec.kernel.string(),
+        "-initrd", spec.initrd.string(), "-append", append, "-chardev", fmt::format("socket,id=c0,path={}", sock.socket().string()),
+        "-device", fmt::format("vhost-user-blk-pci,chardev=c0,num-queues={},queue-size={}", spec.num_queues, spec.queue_size)};
+    Child qemu("qemu", qemu_argv, console.string());
+
+    const auto deadline = Clock::now() + std::chrono::seconds(spec.timeout_s);
+    for (;;) {
+        const int sig = wait_signal(sig_fd, deadline);
+        if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+            res.outcome = BootOutcome::interrupted;
+            res.message = fmt::format("interrupted by signal {}", sig);
+            break;
+        }
+        if (qemu.poll()) {
+            const int st = *qemu.status();
+            if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+                res.outcome = BootOutcome::qemu_failed;
+                res.message = fmt::format("QEMU {}; console.log:\n{}", qemu.describe_exit(), tail_lines(console, 20));
+            }
+            break;
+        }
+        if (device.poll()) {
+            res.outcome = BootOutcome::device_failed;
+            res.message = fmt::format("blkrig-device {} while the guest ran; device.log:\n{}", device.describe_exit(),
+                                      tail_lines(device_log, 20));
+            break;
+        }
+        if (sig == 0) {
+            res.outcome = BootOutcome::timeout;
+            res.message = fmt::format("the guest did not power off within {} s; console.log:\n{}", spec.timeout_s, tail_lines(console, 20));
+            break;
+        }
+    }
+    qemu.terminate(std::chrono::milliseconds(3000));
+    // SIGTERM makes the device close its trace with an end record.
+    device.terminate(std::chrono::milliseconds(5000));
+    if (res.outcome == BootOutcome::ok) {
+        const int st = *device.status();
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+            res.outcome = BootOutcome::device_failed;
+            res.message = fmt::format("blkrig-device {} at shutdown; device.log:\n{}", device.describe_exit(), tail_lines(device_log, 20));
+        }
+    }
+    res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+
+    nlohmann::json j = {{"kernel", spec.kernel.string()},
+                        {"initrd", spec.initrd.string()},
+                        {"disk", spec.disk.string()},
+                        {"append", append},
+                        {"memory_mb", spec.memory_mb},
+                        {"num_queues", spec.num_queues},
+                        {"queue_size", spec.queue_size},
+                        {"device_args", spec.device_args},
+                        {"outcome", to_string(res.outcome)},
+                        {"message", res.message},
+                        {"seconds", res.seconds},
+                        {"qemu_exit", qemu.describe_exit()},
+                        {"device_exit", device.describe_exit()}};
+    std::ofstream(spec.out_dir / "boot.json") << j.dump(2) << "\n";
+    return res;
+}
+
+}  // namespace blkrig::launch

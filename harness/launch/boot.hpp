@@ -1,0 +1,42 @@
+// One guest boot on blkrig-device: start the device on a disk image, start
+// QEMU (TCG, vhost-user-blk-pci) with a kernel and initramfs, wait for the
+// guest to power off, stop the device so the trace is closed, and leave
+// everything in a run folder. Nothing the boot started outlives it.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace blkrig::launch {
+
+struct BootSpec {
+    std::filesystem::path kernel;  // bzImage / vmlinuz
+    std::filesystem::path initrd;
+    std::filesystem::path disk;
+    std::filesystem::path out_dir;
+    std::string append;            // extra kernel command line
+    unsigned memory_mb = 512;
+    unsigned num_queues = 1;
+    unsigned queue_size = 128;
+    unsigned timeout_s = 120;
+    std::string qemu = "qemu-system-x86_64";
+    std::filesystem::path device;  // blkrig-device binary
+    std::vector<std::string> device_args;  // extra blkrig-device options
+};
+
+enum class BootOutcome { ok, timeout, qemu_failed, device_failed, interrupted };
+
+struct BootResult {
+    BootOutcome outcome = BootOutcome::ok;
+    std::string message;  // what went wrong, with log tails
+    double seconds = 0;
+};
+
+const char* to_string(BootOutcome o);
+
+// Files in out_dir: console.log (guest serial + QEMU's own messages),
+// device.log, trace.bin, boot.json (spec, outcome, exit statuses).
+BootResult boot(const BootSpec& spec);
+
+}  // namespace blkrig::launch

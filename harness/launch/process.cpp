@@ -1,0 +1,141 @@
+#include "launch/process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <deque>
+#include <thread>
+#include <utility>
+
+namespace blkrig::launch {
+
+namespace {
+sigset_t launcher_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+    return set;
+}
+}  // namespace
+
+int make_signal_fd() {
+    sigset_t set = launcher_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    const int fd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0) throw LaunchError(fmt::format("signalfd: {}", std::strerror(errno)));
+    return fd;
+}
+
+Child::Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path) : name_(std::move(name)) {
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) throw LaunchError(fmt::format("cannot open log {}: {}", log_path, std::strerror(errno)));
+    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    int err_pipe[2];
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw LaunchError(fmt::format("pipe: {}", std::strerror(errno)));
+    pid_ = ::fork();
+    if (pid_ < 0) {
+        const int e = errno;
+        ::close(log_fd);
+        ::close(null_fd);
+        throw LaunchError(fmt::format("fork for {}: {}", name_, std::strerror(e)));
+    }
+    if (pid_ == 0) {
+        // Child: only async-signal-safe calls until exec.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(127);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::dup2(null_fd, 0);
+        ::dup2(log_fd, 1);
+        ::dup2(log_fd, 2);
+        ::execvp(args[0], args.data());
+        const int e = errno;
+        [[maybe_unused]] auto n = ::write(err_pipe[1], &e, sizeof e);
+        ::_exit(127);
+    }
+    ::close(err_pipe[1]);
+    ::close(log_fd);
+    ::close(null_fd);
+    int exec_errno = 0;
+    const ssize_t n = ::read(err_pipe[0], &exec_errno, sizeof exec_errno);
+    ::close(err_pipe[0]);
+    if (n == sizeof exec_errno) {
+        int st;
+        ::waitpid(pid_, &st, 0);
+        pid_ = -1;
+        throw LaunchError(fmt::format("cannot run {} ({}): {}", name_, argv[0], std::strerror(exec_errno)));
+    }
+}
+
+Child::~Child() { terminate(std::chrono::milliseconds(2000)); }
+
+Child::Child(Child&& o) noexcept : name_(std::move(o.name_)), pid_(std::exchange(o.pid_, -1)), status_(o.status_) {}
+
+Child& Child::operator=(Child&& o) noexcept {
+    if (this != &o) {
+        terminate(std::chrono::milliseconds(2000));
+        name_ = std::move(o.name_);
+        pid_ = std::exchange(o.pid_, -1);
+        status_ = o.status_;
+    }
+    return *this;
+}
+
+bool Child::poll() {
+    if (pid_ <= 0) return true;
+    if (status_) return true;
+    int st;
+    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) status_ = st;
+    return status_.has_value();
+}
+
+std::string Child::describe_exit() const {
+    if (!status_) return "still running";
+    if (WIFEXITED(*status_)) return fmt::format("exited with {}", WEXITSTATUS(*status_));
+    if (WIFSIGNALED(*status_)) return fmt::format("killed by signal {} ({})", WTERMSIG(*status_), strsignal(WTERMSIG(*status_)));
+    return "ended";
+}
+
+void Child::terminate(std::chrono::milliseconds grace) {
+    if (pid_ <= 0 || poll()) return;
+    ::kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (poll()) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::kill(pid_, SIGKILL);
+    int st;
+    if (::waitpid(pid_, &st, 0) == pid_) status_ = st;
+}
+
+std::string tail_lines(const std::string& path, size_t n) {
+    std::ifstream in(path);
+    if (!in) return "";
+    std::deque<std::string> lines;
+    std::string line;
+    while (std::getline(in, line)) {
+        lines.push_back(line);
+        if (lines.size() > n) lines.pop_front();
+    }
+    std::string out;
+    for (const auto& l : lines) out += "    " + l + "\n";
+    return out;
+}
+
+}  // namespace blkrig::launch

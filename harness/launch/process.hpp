@@ -1,0 +1,57 @@
+// Child processes the rig starts (blkrig-device, QEMU). Each child dies with
+// the launcher (PR_SET_PDEATHSIG), so even a killed launcher leaves nothing
+// running; a Child that goes out of scope is terminated and reaped.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace blkrig::launch {
+
+struct LaunchError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+class Child {
+public:
+    Child() = default;
+    // stdout and stderr go to log_path (appended); stdin is /dev/null.
+    Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path);
+    ~Child();
+    Child(Child&& o) noexcept;
+    Child& operator=(Child&& o) noexcept;
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    pid_t pid() const { return pid_; }
+    const std::string& name() const { return name_; }
+    bool running() const { return pid_ > 0 && !status_; }
+
+    // Non-blocking reap; true if the child has exited (now or before).
+    bool poll();
+    // Wait status as from waitpid, once exited.
+    std::optional<int> status() const { return status_; }
+    std::string describe_exit() const;  // "exited with 0", "killed by signal 9"
+
+    // SIGTERM, wait up to grace, then SIGKILL; reaps.
+    void terminate(std::chrono::milliseconds grace);
+
+private:
+    std::string name_;
+    pid_t pid_ = -1;
+    std::optional<int> status_;
+};
+
+// Blocks SIGCHLD/SIGINT/SIGTERM/SIGHUP in the calling thread and returns a
+// signalfd for them; children get a clean signal mask.
+int make_signal_fd();
+
+// Last n lines of a text file (for error messages), or "" if unreadable.
+std::string tail_lines(const std::string& path, size_t n);
+
+}  // namespace blkrig::launch

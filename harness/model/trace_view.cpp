@@ -1,0 +1,91 @@
+#include "model/trace_view.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace blkrig::model {
+
+nlohmann::json to_json(const trace::RequestRecord& r) {
+    nlohmann::json j = {{"kind", "request"},
+                        {"seq", r.seq},
+                        {"queue", r.queue},
+                        {"op", trace::op_label(r.type)},
+                        {"sector", r.sector},
+                        {"bytes", r.bytes},
+                        {"nsegs", r.nsegs},
+                        {"seg_lens", r.seg_lens},
+                        {"status", trace::status_label(r.status)},
+                        {"t_submit_ns", r.t_submit_ns},
+                        {"t_complete_ns", r.t_complete_ns},
+                        {"head", r.head}};
+    if (r.flags & trace::kReqMalformed) j["malformed"] = true;
+    if (r.flags & trace::kReqSegsTruncated) j["seg_lens_truncated"] = true;
+    return j;
+}
+
+nlohmann::json to_json(const trace::EventRecord& e) {
+    return {{"kind", "event"}, {"event", trace::event_name(e.code)}, {"t_ns", e.t_ns}, {"queue", e.queue}, {"head", e.head}, {"text", e.text}};
+}
+
+std::string to_text(const trace::RequestRecord& r, uint64_t t0) {
+    const double at_ms = static_cast<double>(r.t_submit_ns - std::min(t0, r.t_submit_ns)) / 1e6;
+    const double lat_us = static_cast<double>(r.t_complete_ns - std::min(r.t_submit_ns, r.t_complete_ns)) / 1e3;
+    return fmt::format("{:>8} q{} {:>12.3f}ms {:<12} {:>10}+{:<6} {:>8}B {:>3}seg {:<6} {:>9.1f}us{}", r.seq, r.queue, at_ms,
+                       trace::op_label(r.type), r.sector, r.bytes / 512, r.bytes, r.nsegs, trace::status_label(r.status), lat_us,
+                       (r.flags & trace::kReqMalformed) ? " malformed" : "");
+}
+
+Summary summarize(const trace::Trace& t) {
+    Summary s;
+    std::vector<uint64_t> lat;
+    lat.reserve(t.requests.size());
+    uint64_t first = UINT64_MAX, last = 0;
+    for (const auto& r : t.requests) {
+        auto& o = s.ops[trace::op_label(r.type)];
+        ++o.count;
+        o.bytes += r.bytes;
+        o.min_bytes = std::min(o.min_bytes, r.bytes);
+        o.max_bytes = std::max(o.max_bytes, r.bytes);
+        if (r.status != trace::kStatusOk) ++o.errors;
+        if (r.flags & trace::kReqMalformed) ++s.malformed;
+        lat.push_back(r.t_complete_ns - std::min(r.t_submit_ns, r.t_complete_ns));
+        first = std::min(first, r.t_submit_ns);
+        last = std::max(last, r.t_complete_ns);
+    }
+    s.requests = t.requests.size();
+    s.events = t.events.size();
+    if (!lat.empty()) {
+        std::sort(lat.begin(), lat.end());
+        s.latency_p50_ns = lat[lat.size() / 2];
+        s.latency_p99_ns = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
+        s.latency_max_ns = lat.back();
+        s.span_ns = last - first;
+    }
+    s.incomplete = t.incompleteness();
+    return s;
+}
+
+nlohmann::json to_json(const Summary& s) {
+    nlohmann::json ops = nlohmann::json::object();
+    for (const auto& [name, o] : s.ops)
+        ops[name] = {{"count", o.count}, {"bytes", o.bytes}, {"errors", o.errors}, {"min_bytes", o.min_bytes}, {"max_bytes", o.max_bytes}};
+    return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events},
+            {"ops", ops},               {"latency_p50_ns", s.latency_p50_ns}, {"latency_p99_ns", s.latency_p99_ns},
+            {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
+            {"incomplete_reason", s.incomplete}};
+}
+
+std::string to_text(const Summary& s) {
+    std::string out = fmt::format("{} requests in {:.1f} ms (latency p50 {:.1f} us, p99 {:.1f} us, max {:.1f} us)\n", s.requests,
+                                  static_cast<double>(s.span_ns) / 1e6, static_cast<double>(s.latency_p50_ns) / 1e3,
+                                  static_cast<double>(s.latency_p99_ns) / 1e3, static_cast<double>(s.latency_max_ns) / 1e3);
+    for (const auto& [name, o] : s.ops)
+        out += fmt::format("  {:<13} {:>7} requests {:>12} bytes  sizes {}..{}  errors {}\n", name, o.count, o.bytes,
+                           o.count ? o.min_bytes : 0, o.max_bytes, o.errors);
+    if (s.malformed) out += fmt::format("  {} malformed requests (answered IOERR or nothing)\n", s.malformed);
+    out += s.incomplete.empty() ? "  trace complete\n" : fmt::format("  TRACE INCOMPLETE: {}\n", s.incomplete);
+    return out;
+}
+
+}  // namespace blkrig::model

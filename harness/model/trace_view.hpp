@@ -1,0 +1,42 @@
+// Presenting a device trace: one JSON object or text line per record, and a
+// short summary of what reached the device.
+#pragma once
+
+#include "trace/reader.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+
+namespace blkrig::model {
+
+nlohmann::json to_json(const trace::RequestRecord& r);
+nlohmann::json to_json(const trace::EventRecord& e);
+std::string to_text(const trace::RequestRecord& r, uint64_t t0);
+
+struct OpStats {
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+    uint64_t errors = 0;  // status other than ok
+    uint64_t min_bytes = UINT64_MAX;
+    uint64_t max_bytes = 0;
+};
+
+struct Summary {
+    std::map<std::string, OpStats> ops;  // by op label
+    uint64_t requests = 0;
+    uint64_t malformed = 0;
+    uint64_t events = 0;
+    uint64_t latency_p50_ns = 0;
+    uint64_t latency_p99_ns = 0;
+    uint64_t latency_max_ns = 0;
+    uint64_t span_ns = 0;  // first arrival to last completion
+    std::string incomplete;  // why the trace is incomplete, empty if complete
+};
+
+Summary summarize(const trace::Trace& t);
+nlohmann::json to_json(const Summary& s);
+std::string to_text(const Summary& s);
+
+}  // namespace blkrig::model
