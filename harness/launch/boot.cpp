@@ -28,6 +28,7 @@ const char* to_string(BootOutcome o) {
     case BootOutcome::timeout: return "timeout";
     case BootOutcome::qemu_failed: return "qemu_failed";
     case BootOutcome::device_failed: return "device_failed";
+    case BootOutcome::guest_panic: return "guest_panic";
     case BootOutcome::interrupted: return "interrupted";
     }
     return "?";
@@ -66,6 +67,12 @@ int wait_signal(int sig_fd, Clock::time_point deadline) {
     signalfd_siginfo si{};
     if (::read(sig_fd, &si, sizeof si) != sizeof si) return -1;
     return static_cast<int>(si.ssi_signo);
+}
+
+bool console_has(const fs::path& p, std::string_view needle) {
+    std::ifstream in(p, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find(needle) != std::string::npos;
 }
 
 }  // namespace
@@ -134,6 +141,10 @@ BootResult boot(const BootSpec& spec) {
             if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
                 res.outcome = BootOutcome::qemu_failed;
                 res.message = fmt::format("QEMU {}; console.log:\n{}", qemu.describe_exit(), tail_lines(console, 20));
+            } else if (console_has(console, "Kernel panic - not syncing")) {
+                // panic=-1 with -no-reboot makes QEMU exit 0 on a panic too.
+                res.outcome = BootOutcome::guest_panic;
+                res.message = fmt::format("the guest kernel panicked; console.log:\n{}", tail_lines(console, 20));
             }
             break;
         }

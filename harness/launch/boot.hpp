@@ -25,7 +25,7 @@ struct BootSpec {
     std::vector<std::string> device_args;  // extra blkrig-device options
 };
 
-enum class BootOutcome { ok, timeout, qemu_failed, device_failed, interrupted };
+enum class BootOutcome { ok, timeout, qemu_failed, device_failed, guest_panic, interrupted };
 
 struct BootResult {
     BootOutcome outcome = BootOutcome::ok;

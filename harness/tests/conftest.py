@@ -1,0 +1,5 @@
+import sys
+from pathlib import Path
+
+# The shared test helpers live in harness/python.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
