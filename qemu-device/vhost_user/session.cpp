@@ -110,6 +110,8 @@ void Session::stop_ring(Vring& v) {
     if (v.worker) {
         v.base = v.worker->stop();
         v.worker.reset();
+        const auto index = static_cast<uint16_t>(&v - vrings_.data());
+        dev_.note(trace::EventCode::queue_stopped, index, fmt::format("queue {} stopped at avail index {}", index, v.base));
     }
 }
 
@@ -138,7 +140,9 @@ void Session::maybe_start(uint32_t index) {
     s.call_fd = v.call.get();
     s.err_fd = v.err.get();
     v.worker = std::make_unique<virtio::QueueWorker>(s, mem_, dev_);
-    log(LogLevel::debug, "queue {} started: size {} base {}", index, v.num, v.base);
+    dev_.note(trace::EventCode::queue_started, s.index,
+              fmt::format("queue {} started: size {}, avail index {}, event_idx {}, indirect {}", index, v.num, v.base, s.event_idx,
+                          s.indirect));
 }
 
 bool Session::dispatch(Message& m) {

@@ -198,3 +198,38 @@ def test_boot_with_missing_kernel_is_a_usage_error(tmp_path):
     r = subprocess.run([str(bt.blkrig()), "boot", "--kernel", "no-such-kernel", "--initrd", "/dev/null", "--disk", "/dev/null",
                         "--out", str(tmp_path / "run")], capture_output=True, text=True)
     assert r.returncode == 2 and "no-such-kernel" in r.stderr and "fetch-debian" in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["listening", "connected"])
+def test_inherited_fd(tmp_path, mode):
+    """--fd serves an inherited socket: a listening one accepts front ends, a connected one is one session."""
+    if mode == "listening":
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(str(tmp_path / "s"))
+        lsock.listen(1)
+        fd, ours = lsock.fileno(), None
+    else:
+        ours, theirs = socket.socketpair()
+        fd = theirs.fileno()
+    proc = subprocess.Popen([str(bt.device()), "--fd", str(fd), "--ram", "1M"], pass_fds=[fd], stderr=subprocess.PIPE)
+    try:
+        if mode == "listening":
+            lsock.close()
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(str(tmp_path / "s"))
+        else:
+            theirs.close()
+            s = ours
+            s.settimeout(10)
+        s.sendall(msg(GET_FEATURES))
+        (f,) = struct.unpack("<Q", recv_reply(s, GET_FEATURES))
+        assert f & (1 << 32)
+        s.close()
+        if mode == "connected":
+            # The one session is over: the device exits by itself.
+            assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
