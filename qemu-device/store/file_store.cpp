@@ -114,7 +114,12 @@ private:
             else std::memcpy(v.iov_base, cur, v.iov_len);
             cur += v.iov_len;
         }
-        return write ? loop(start, std::span(&whole, 1), true) : 0;
+        if (!write) return 0;
+        if (int r = loop(start, std::span(&whole, 1), true); r < 0) return r;
+        // The rounded-up block may reach past the end of an image whose size
+        // is not a multiple of 4 KiB; cut the file back so it does not grow.
+        if (end > size_ && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0) return -errno;
+        return 0;
     }
 
     int zero_by_writing(uint64_t offset, uint64_t len) {

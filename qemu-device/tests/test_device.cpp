@@ -2,6 +2,7 @@
 // the store and to guest memory, the status it reports, used_len, and the
 // trace record it leaves.
 #include "blk_chain.hpp"
+#include "temp_dir.hpp"
 
 #include "blk/device.hpp"
 #include "store/store.hpp"
@@ -10,9 +11,6 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <numeric>
 
 namespace blkrig::blk {
 namespace {
@@ -291,8 +289,10 @@ TEST_F(DeviceTest, WrongDirectionIsMalformedWithKnownType) {
 
 TEST_F(DeviceTest, NoStatusByteReportsNothing) {
     const uint64_t hdr = b_.header(VIRTIO_BLK_T_OUT, 0), d = b_.g.alloc(512);
+    const auto chain = b_.walk({Seg{hdr, 16, false}, Seg{d, 512, false}});
     const auto before = b_.g.snapshot();
-    const auto c = run({Seg{hdr, 16, false}, Seg{d, 512, false}});
+    virtio::Completion c;
+    dev_.process(chain, c);
     EXPECT_EQ(c.used_len, 0u);
     EXPECT_TRUE(c.record.flags & trace::kReqMalformed);
     EXPECT_EQ(c.record.status, trace::kStatusNone);
@@ -414,9 +414,8 @@ TEST(DeviceConfig, ReadConfigCarriesGeometryAndWceIsWritable) {
 }
 
 TEST(DeviceTrace, CompletedRequestsReachTheTraceFile) {
-    const auto dir = std::filesystem::temp_directory_path() / ("blkrig-device-trace-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    const auto path = (dir / "t.trace").string();
+    test::TempDir dir;
+    const auto path = dir.file("t.trace");
     {
         auto store = store::make_ram(kCapacity * kSectorSize);
         trace::FileHeader fh{};
@@ -434,7 +433,6 @@ TEST(DeviceTrace, CompletedRequestsReachTheTraceFile) {
         w.close();
     }
     const auto t = trace::read_trace(path);
-    std::filesystem::remove_all(dir);
     EXPECT_TRUE(t.complete()) << t.incompleteness();
     ASSERT_EQ(t.requests.size(), 1u);
     EXPECT_EQ(t.requests[0].type, uint32_t{VIRTIO_BLK_T_OUT});

@@ -195,11 +195,11 @@ TEST(DecodeMemTable, EmptyOrWrappingRegion) {
 // --- config -----------------------------------------------------------------
 
 std::vector<uint8_t> config(uint32_t offset, uint32_t size, uint32_t flags, std::vector<uint8_t> data) {
-    std::vector<uint8_t> p(12);
+    std::vector<uint8_t> p(12 + data.size());
     std::memcpy(p.data(), &offset, 4);
     std::memcpy(p.data() + 4, &size, 4);
     std::memcpy(p.data() + 8, &flags, 4);
-    p.insert(p.end(), data.begin(), data.end());
+    std::copy(data.begin(), data.end(), p.begin() + 12);
     return p;
 }
 

@@ -1,0 +1,232 @@
+// Stores: file round trips (buffered and O_DIRECT through the bounce path),
+// the snapshot overlay never touching its base, and zeroing.
+#include "temp_dir.hpp"
+
+#include "store/store.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace blkrig::store {
+namespace {
+
+std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 31 + i / 509);
+    return v;
+}
+
+std::vector<uint8_t> slurp(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void spit(const std::string& path, const std::vector<uint8_t>& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+int write_at(Store& s, uint64_t off, const std::vector<uint8_t>& bytes) {
+    const iovec v{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+    return s.write(off, std::span(&v, 1));
+}
+
+std::vector<uint8_t> read_at(Store& s, uint64_t off, size_t len) {
+    std::vector<uint8_t> out(len, 0xcd);
+    const iovec v{out.data(), len};
+    EXPECT_EQ(s.read(off, std::span(&v, 1)), 0);
+    return out;
+}
+
+// Splits buf into iovecs of the given lengths (the last takes the rest).
+std::vector<iovec> split(std::vector<uint8_t>& buf, std::initializer_list<size_t> lens) {
+    std::vector<iovec> out;
+    size_t off = 0;
+    for (size_t l : lens) {
+        out.push_back({buf.data() + off, l});
+        off += l;
+    }
+    if (off < buf.size()) out.push_back({buf.data() + off, buf.size() - off});
+    return out;
+}
+
+constexpr size_t kImage = 1 << 20;
+
+class FileStoreTest : public ::testing::Test {
+protected:
+    FileStoreTest() { spit(path_, std::vector<uint8_t>(kImage, 0)); }
+    test::TempDir dir_;
+    std::string path_ = dir_.file("disk.img");
+};
+
+TEST_F(FileStoreTest, RoundTripWithScatteredBuffers) {
+    auto s = open_file(path_, false, false);
+    EXPECT_EQ(s->size(), kImage);
+    auto data = pattern(12288, 1);
+    const auto iov = split(data, {512, 4096, 100});
+    ASSERT_EQ(s->write(4096, iov), 0);
+    ASSERT_EQ(s->flush(), 0);
+
+    std::vector<uint8_t> back(12288, 0);
+    const auto riov = split(back, {3000, 1});
+    ASSERT_EQ(s->read(4096, riov), 0);
+    EXPECT_TRUE(back == data);
+
+    const auto file = slurp(path_);
+    EXPECT_TRUE(std::equal(data.begin(), data.end(), file.begin() + 4096)) << "the bytes are in the file";
+    EXPECT_TRUE(std::all_of(file.begin(), file.begin() + 4096, [](uint8_t b) { return b == 0; }));
+}
+
+TEST_F(FileStoreTest, DirectIoRoundTripThroughBounceBuffer) {
+    std::unique_ptr<Store> s;
+    try {
+        s = open_file(path_, false, true);
+    } catch (const StoreError& e) {
+        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
+    }
+    // Unaligned offset, length and buffer: read-modify-write of whole blocks.
+    const auto around = pattern(8192, 7);
+    ASSERT_EQ(write_at(*s, 0, around), 0);
+    auto data = pattern(1000, 9);
+    ASSERT_EQ(write_at(*s, 1500, data), 0);
+    auto want = around;
+    std::copy(data.begin(), data.end(), want.begin() + 1500);
+    EXPECT_TRUE(read_at(*s, 0, 8192) == want);
+    EXPECT_TRUE(read_at(*s, 1500, 1000) == data);
+}
+
+TEST_F(FileStoreTest, DirectWriteToLastSectorKeepsImageSize) {
+    // 1 MiB + 512: the last sector sits in a 4 KiB block that runs past the
+    // end of the file, and the bounce buffer writes that whole block.
+    constexpr size_t kOdd = kImage + 512;
+    spit(path_, std::vector<uint8_t>(kOdd, 0));
+    std::unique_ptr<Store> s;
+    try {
+        s = open_file(path_, false, true);
+    } catch (const StoreError& e) {
+        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
+    }
+    const auto data = pattern(512, 21);
+    ASSERT_EQ(write_at(*s, kImage, data), 0);
+    EXPECT_EQ(std::filesystem::file_size(path_), kOdd) << "the image grew";
+    EXPECT_TRUE(read_at(*s, kImage, 512) == data);
+}
+
+TEST_F(FileStoreTest, ZeroingAndDiscard) {
+    auto s = open_file(path_, false, false);
+    ASSERT_EQ(write_at(*s, 0, pattern(65536, 3)), 0);
+    ASSERT_EQ(s->write_zeroes(4096, 8192), 0);
+    ASSERT_EQ(s->discard(32768, 4096), 0);
+    auto want = pattern(65536, 3);
+    std::fill(want.begin() + 4096, want.begin() + 12288, 0);
+    std::fill(want.begin() + 32768, want.begin() + 36864, 0);
+    EXPECT_TRUE(read_at(*s, 0, 65536) == want);
+    EXPECT_EQ(s->size(), kImage) << "zeroing keeps the size";
+}
+
+TEST_F(FileStoreTest, ReadOnlyStoreRefusesWrites) {
+    auto s = open_file(path_, true, false);
+    EXPECT_LT(write_at(*s, 0, pattern(512, 1)), 0);
+    EXPECT_TRUE(slurp(path_) == std::vector<uint8_t>(kImage, 0));
+}
+
+TEST_F(FileStoreTest, MissingImageNamesThePath) {
+    try {
+        open_file(dir_.file("absent.img"), false, false);
+        FAIL() << "no StoreError";
+    } catch (const StoreError& e) {
+        EXPECT_NE(std::string(e.what()).find("absent.img"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(FileStoreTest, DirectoryIsNotAnImage) { EXPECT_THROW(open_file(dir_.file(""), true, false), StoreError); }
+
+class OverlayTest : public ::testing::Test {
+protected:
+    OverlayTest() : base_bytes_(pattern(kBaseSize, 42)) {
+        spit(path_, base_bytes_);
+        overlay_ = make_overlay(open_file(path_, true, false));
+    }
+    // Not a multiple of 4 KiB, so the last chunk is partial.
+    static constexpr size_t kBaseSize = 40960 + 1536;
+
+    test::TempDir dir_;
+    std::string path_ = dir_.file("base.img");
+    std::vector<uint8_t> base_bytes_;
+    std::unique_ptr<Store> overlay_;
+};
+
+TEST_F(OverlayTest, ReadsFallThroughToBase) {
+    EXPECT_EQ(overlay_->size(), kBaseSize);
+    EXPECT_TRUE(read_at(*overlay_, 0, kBaseSize) == base_bytes_);
+}
+
+TEST_F(OverlayTest, WritesReadBackAndLeaveBaseUnchanged) {
+    auto want = base_bytes_;
+    auto put = [&](uint64_t off, const std::vector<uint8_t>& bytes) {
+        ASSERT_EQ(write_at(*overlay_, off, bytes), 0);
+        std::copy(bytes.begin(), bytes.end(), want.begin() + static_cast<std::ptrdiff_t>(off));
+    };
+    put(8192, pattern(4096, 1));         // one whole chunk
+    put(100, pattern(200, 2));           // inside a chunk
+    put(4096 - 50, pattern(100, 3));     // across a chunk boundary, partial on both sides
+    put(16384 + 10, pattern(9000, 4));   // partial, whole, partial
+    put(kBaseSize - 700, pattern(700, 5));  // the partial last chunk
+    put(150, pattern(10, 6));            // again into an already copied chunk
+
+    EXPECT_TRUE(read_at(*overlay_, 0, kBaseSize) == want);
+    // Reads that start and end inside chunks see the merge too.
+    EXPECT_TRUE(read_at(*overlay_, 4000, 300) == std::vector<uint8_t>(want.begin() + 4000, want.begin() + 4300));
+    EXPECT_TRUE(slurp(path_) == base_bytes_) << "the base image was modified";
+}
+
+TEST_F(OverlayTest, ScatteredReadOverMixedChunks) {
+    ASSERT_EQ(write_at(*overlay_, 5000, pattern(3000, 8)), 0);
+    auto want = base_bytes_;
+    const auto w = pattern(3000, 8);
+    std::copy(w.begin(), w.end(), want.begin() + 5000);
+    std::vector<uint8_t> got(12288);
+    const auto iov = split(got, {1, 4095, 2048});
+    ASSERT_EQ(overlay_->read(0, iov), 0);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin()));
+}
+
+TEST_F(OverlayTest, WriteZeroesAndDiscardStayInTheOverlay) {
+    ASSERT_EQ(overlay_->write_zeroes(1000, 5000), 0);
+    ASSERT_EQ(overlay_->discard(20480, 4096), 0);
+    auto want = base_bytes_;
+    std::fill(want.begin() + 1000, want.begin() + 6000, 0);
+    std::fill(want.begin() + 20480, want.begin() + 24576, 0);
+    EXPECT_TRUE(read_at(*overlay_, 0, kBaseSize) == want);
+    EXPECT_TRUE(slurp(path_) == base_bytes_);
+}
+
+TEST(RamStore, StartsZeroedAndRoundTrips) {
+    auto s = make_ram(1 << 20);
+    EXPECT_EQ(s->size(), 1u << 20);
+    EXPECT_TRUE(read_at(*s, 0, 8192) == std::vector<uint8_t>(8192, 0));
+    auto data = pattern(6000, 11);
+    const auto iov = split(data, {1000, 2000});
+    ASSERT_EQ(s->write(777, iov), 0);
+    EXPECT_TRUE(read_at(*s, 777, 6000) == data);
+}
+
+TEST(RamStore, WriteZeroesZeroesOnlyTheRange) {
+    auto s = make_ram(1 << 20);
+    ASSERT_EQ(write_at(*s, 0, pattern(16384, 12)), 0);
+    ASSERT_EQ(s->write_zeroes(1024, 4096), 0);
+    ASSERT_EQ(s->discard(10000, 10), 0);
+    auto want = pattern(16384, 12);
+    std::fill(want.begin() + 1024, want.begin() + 5120, 0);
+    std::fill(want.begin() + 10000, want.begin() + 10010, 0);
+    EXPECT_TRUE(read_at(*s, 0, 16384) == want);
+}
+
+}  // namespace
+}  // namespace blkrig::store

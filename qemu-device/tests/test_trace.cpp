@@ -1,0 +1,335 @@
+// trace::Writer to a file and trace::read_trace back: records survive the
+// round trip, and a trace that lost anything (cut short, no end record,
+// dropped records) says so.
+#include "temp_dir.hpp"
+
+#include "trace/format.hpp"
+#include "trace/reader.hpp"
+#include "trace/writer.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace blkrig::trace {
+namespace {
+
+std::vector<uint8_t> slurp(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void spit(const std::string& path, const std::vector<uint8_t>& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Byte offsets of the records, found by following the length prefixes.
+std::vector<size_t> record_offsets(const std::vector<uint8_t>& b) {
+    FileHeader h;
+    std::memcpy(&h, b.data(), sizeof h);
+    size_t off = (sizeof h + h.config_json_len + 7) / 8 * 8;
+    std::vector<size_t> out;
+    while (off + sizeof(RecordPrefix) <= b.size()) {
+        RecordPrefix p;
+        std::memcpy(&p, b.data() + off, sizeof p);
+        if (p.length == 0) break;
+        out.push_back(off);
+        off += p.length;
+    }
+    return out;
+}
+
+FileHeader header() {
+    FileHeader h{};
+    h.t_start_ns = 123456789;
+    h.capacity_sectors = 2048;
+    h.logical_block_size = 512;
+    h.num_queues = 2;
+    return h;
+}
+
+RequestRecord request(uint64_t seq, uint32_t type, std::vector<uint32_t> segs, uint8_t status = kStatusOk, uint16_t flags = 0) {
+    RequestRecord r;
+    r.seq = seq;
+    r.sector = 1000 + seq * 8;
+    r.bytes = 0;
+    for (auto s : segs) r.bytes += s;
+    r.t_submit_ns = 5000 + seq;
+    r.t_complete_ns = 9000 + seq;
+    r.type = type;
+    r.queue = static_cast<uint16_t>(seq % 2);
+    r.head = static_cast<uint16_t>(seq * 3);
+    r.nsegs = static_cast<uint16_t>(segs.size());
+    r.status = status;
+    r.flags = flags;
+    r.seg_lens = std::move(segs);
+    return r;
+}
+
+void expect_same(const RequestRecord& got, const RequestRecord& want) {
+    EXPECT_EQ(got.seq, want.seq);
+    EXPECT_EQ(got.sector, want.sector);
+    EXPECT_EQ(got.bytes, want.bytes);
+    EXPECT_EQ(got.t_submit_ns, want.t_submit_ns);
+    EXPECT_EQ(got.t_complete_ns, want.t_complete_ns);
+    EXPECT_EQ(got.type, want.type);
+    EXPECT_EQ(got.queue, want.queue);
+    EXPECT_EQ(got.head, want.head);
+    EXPECT_EQ(got.nsegs, want.nsegs);
+    EXPECT_EQ(got.status, want.status);
+    EXPECT_EQ(got.flags, want.flags);
+    EXPECT_EQ(got.seg_lens, want.seg_lens);
+}
+
+class TraceTest : public ::testing::Test {
+protected:
+    // Three requests (odd and even segment counts, a malformed one) and an
+    // event with text that needs padding, closed cleanly.
+    void write_sample() {
+        reqs_ = {request(0, 1, {1024, 3072}), request(1, 0, {512, 512, 512}, kStatusIoErr),
+                 request(2, kTypeUnknown, {}, kStatusNone, kReqMalformed)};
+        event_ = EventRecord{777, EventCode::queue_broken, 1, 9, "queue 1 head 9: hello"};
+        Writer w(path_, header(), config_);
+        w.record(reqs_[0]);
+        w.record(reqs_[1]);
+        w.event(event_);
+        w.record(reqs_[2]);
+        w.close();
+        EXPECT_EQ(w.requests(), 3u);
+        EXPECT_EQ(w.dropped(), 0u);
+    }
+
+    test::TempDir dir_;
+    std::string path_ = dir_.file("sample.trace");
+    std::string config_ = R"({"capacity":2048,"store":"ram"})";  // 31 bytes: records start after padding
+    std::vector<RequestRecord> reqs_;
+    EventRecord event_;
+};
+
+TEST_F(TraceTest, RoundTripKeepsEveryField) {
+    write_sample();
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.complete()) << t.incompleteness();
+    EXPECT_TRUE(t.incompleteness().empty());
+    EXPECT_TRUE(t.truncation.empty());
+
+    EXPECT_EQ(std::memcmp(t.header.magic, kMagic, sizeof kMagic), 0);
+    EXPECT_EQ(t.header.version, kVersion);
+    EXPECT_EQ(t.header.t_start_ns, 123456789u);
+    EXPECT_EQ(t.header.capacity_sectors, 2048u);
+    EXPECT_EQ(t.header.logical_block_size, 512u);
+    EXPECT_EQ(t.header.num_queues, 2u);
+    EXPECT_EQ(t.config_json, config_);
+
+    ASSERT_EQ(t.requests.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        SCOPED_TRACE(i);
+        expect_same(t.requests[i], reqs_[i]);
+    }
+    ASSERT_EQ(t.events.size(), 1u);
+    EXPECT_EQ(t.events[0].t_ns, event_.t_ns);
+    EXPECT_EQ(t.events[0].code, event_.code);
+    EXPECT_EQ(t.events[0].queue, event_.queue);
+    EXPECT_EQ(t.events[0].head, event_.head);
+    EXPECT_EQ(t.events[0].text, event_.text);
+
+    ASSERT_TRUE(t.end.has_value());
+    EXPECT_EQ(t.end->requests, 3u);
+    EXPECT_EQ(t.end->dropped, 0u);
+    EXPECT_TRUE(t.dropped.empty());
+
+    // File order: request, request, event, request, end.
+    ASSERT_EQ(t.order.size(), 5u);
+    const RecordKind kinds[] = {RecordKind::request, RecordKind::request, RecordKind::event, RecordKind::request, RecordKind::end};
+    const size_t idx[] = {0, 1, 0, 2, 0};
+    for (size_t i = 0; i < 5; ++i) {
+        EXPECT_EQ(t.order[i].kind, kinds[i]) << i;
+        EXPECT_EQ(t.order[i].index, idx[i]) << i;
+    }
+}
+
+TEST_F(TraceTest, RecordsAreEightByteAligned) {
+    write_sample();
+    const auto b = slurp(path_);
+    EXPECT_EQ(b.size() % 8, 0u);
+    const auto offs = record_offsets(b);
+    ASSERT_EQ(offs.size(), 5u);
+    for (auto o : offs) EXPECT_EQ(o % 8, 0u);
+}
+
+TEST_F(TraceTest, FileCutInsideARecordIsTruncated) {
+    write_sample();
+    auto b = slurp(path_);
+    const auto offs = record_offsets(b);
+    ASSERT_EQ(offs.size(), 5u);
+    b.resize(offs[3] + 20);  // inside the third request's body
+    spit(path_, b);
+    const auto t = read_trace(path_);
+    EXPECT_FALSE(t.truncation.empty());
+    EXPECT_FALSE(t.complete());
+    EXPECT_EQ(t.incompleteness(), t.truncation);
+    EXPECT_EQ(t.requests.size(), 2u) << "records before the cut are kept";
+    EXPECT_EQ(t.events.size(), 1u);
+    EXPECT_FALSE(t.end.has_value());
+}
+
+TEST_F(TraceTest, FileCutInsideARecordPrefixIsTruncated) {
+    write_sample();
+    auto b = slurp(path_);
+    const auto offs = record_offsets(b);
+    b.resize(offs[1] + 4);
+    spit(path_, b);
+    const auto t = read_trace(path_);
+    EXPECT_NE(t.truncation.find("prefix"), std::string::npos) << t.truncation;
+    EXPECT_EQ(t.requests.size(), 1u);
+    EXPECT_FALSE(t.complete());
+}
+
+TEST_F(TraceTest, MissingEndRecordIsIncomplete) {
+    write_sample();
+    auto b = slurp(path_);
+    const auto offs = record_offsets(b);
+    b.resize(offs.back());  // exactly the end record removed
+    spit(path_, b);
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.truncation.empty()) << "the file ends on a record boundary";
+    EXPECT_FALSE(t.end.has_value());
+    EXPECT_EQ(t.requests.size(), 3u);
+    EXPECT_FALSE(t.complete());
+    EXPECT_NE(t.incompleteness().find("no end record"), std::string::npos) << t.incompleteness();
+}
+
+TEST_F(TraceTest, EndRecordCountingMoreRequestsThanPresentIsIncomplete) {
+    write_sample();
+    auto b = slurp(path_);
+    const auto offs = record_offsets(b);
+    // Drop the second request record (offs[1] .. offs[2]).
+    b.erase(b.begin() + static_cast<std::ptrdiff_t>(offs[1]), b.begin() + static_cast<std::ptrdiff_t>(offs[2]));
+    spit(path_, b);
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.truncation.empty());
+    EXPECT_EQ(t.requests.size(), 2u);
+    EXPECT_FALSE(t.complete());
+    EXPECT_NE(t.incompleteness().find("end record counts 3"), std::string::npos) << t.incompleteness();
+}
+
+TEST_F(TraceTest, UnknownRecordKindIsSkipped) {
+    write_sample();
+    auto b = slurp(path_);
+    const auto offs = record_offsets(b);
+    // A 24-byte record of a kind this reader does not know, before the end record.
+    std::vector<uint8_t> unknown(24, 0xab);
+    const RecordPrefix p{24, 99, 0};
+    std::memcpy(unknown.data(), &p, sizeof p);
+    b.insert(b.begin() + static_cast<std::ptrdiff_t>(offs.back()), unknown.begin(), unknown.end());
+    const auto t = parse_trace(b);
+    EXPECT_TRUE(t.complete()) << t.incompleteness();
+    EXPECT_EQ(t.requests.size(), 3u);
+    EXPECT_EQ(t.order.size(), 5u);
+}
+
+TEST_F(TraceTest, WriterFallingBehindDropsAndSaysSo) {
+    constexpr uint64_t kRecords = 20000;
+    uint64_t dropped = 0, written = 0;
+    {
+        // Room for one pending record: the loop outruns the writer thread.
+        Writer w(path_, header(), "", 64);
+        for (uint64_t i = 0; i < kRecords; ++i) w.record(request(i, 1, {4096}));
+        w.close();
+        dropped = w.dropped();
+        written = w.requests();
+    }
+    EXPECT_GT(dropped, 0u);
+    EXPECT_EQ(written + dropped, kRecords);
+
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.truncation.empty()) << t.truncation;
+    ASSERT_TRUE(t.end.has_value());
+    EXPECT_EQ(t.requests.size(), written);
+    EXPECT_EQ(t.end->requests, written);
+    EXPECT_EQ(t.end->dropped, dropped);
+    EXPECT_EQ(t.dropped_total(), dropped) << "dropped records account for every lost record";
+    EXPECT_FALSE(t.dropped.empty());
+    EXPECT_FALSE(t.complete());
+    EXPECT_NE(t.incompleteness().find("dropped"), std::string::npos) << t.incompleteness();
+    // Records that made it keep their order.
+    for (size_t i = 1; i < t.requests.size(); ++i) EXPECT_LT(t.requests[i - 1].seq, t.requests[i].seq);
+}
+
+TEST_F(TraceTest, RecordsAfterCloseAreNotWritten) {
+    Writer w(path_, header(), "");
+    w.record(request(0, 1, {512}));
+    w.close();
+    w.close();  // idempotent
+    w.record(request(1, 1, {512}));
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.complete()) << t.incompleteness();
+    EXPECT_EQ(t.requests.size(), 1u);
+}
+
+TEST_F(TraceTest, SegmentListsAreCappedAndFlagged) {
+    std::vector<uint32_t> segs(kMaxRecordedSegs + 10);
+    for (size_t i = 0; i < segs.size(); ++i) segs[i] = static_cast<uint32_t>(512 * (i + 1));
+    const auto r = request(0, 1, segs);
+    {
+        Writer w(path_, header(), "");
+        w.record(r);
+    }  // the destructor closes
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.complete()) << t.incompleteness();
+    ASSERT_EQ(t.requests.size(), 1u);
+    EXPECT_EQ(t.requests[0].nsegs, kMaxRecordedSegs + 10);
+    ASSERT_EQ(t.requests[0].seg_lens.size(), kMaxRecordedSegs);
+    EXPECT_TRUE(std::equal(t.requests[0].seg_lens.begin(), t.requests[0].seg_lens.end(), segs.begin()));
+    EXPECT_TRUE(t.requests[0].flags & kReqSegsTruncated);
+}
+
+TEST_F(TraceTest, BadMagicIsReadError) {
+    write_sample();
+    auto b = slurp(path_);
+    b[0] = 'X';
+    spit(path_, b);
+    EXPECT_THROW(read_trace(path_), ReadError);
+    EXPECT_THROW(parse_trace(b), ReadError);
+}
+
+TEST_F(TraceTest, UnsupportedVersionIsReadError) {
+    write_sample();
+    auto b = slurp(path_);
+    const uint32_t v = kVersion + 1;
+    std::memcpy(b.data() + offsetof(FileHeader, version), &v, 4);
+    EXPECT_THROW(parse_trace(b), ReadError);
+}
+
+TEST_F(TraceTest, ShortHeaderIsReadError) {
+    write_sample();
+    auto b = slurp(path_);
+    b.resize(sizeof(FileHeader) - 1);
+    EXPECT_THROW(parse_trace(b), ReadError);
+    b = slurp(path_);
+    b.resize(sizeof(FileHeader) + 10);  // inside the configuration JSON
+    EXPECT_THROW(parse_trace(b), ReadError);
+}
+
+TEST_F(TraceTest, MissingFileIsReadError) { EXPECT_THROW(read_trace(dir_.file("absent.trace")), ReadError); }
+
+TEST_F(TraceTest, UncreatableFileIsTraceError) {
+    EXPECT_THROW(Writer(dir_.file("no/such/dir/t.trace"), header(), ""), TraceError);
+}
+
+TEST(TraceLabels, OpsStatusesAndEvents) {
+    EXPECT_EQ(op_label(0), "read");
+    EXPECT_EQ(op_label(13), "write_zeroes");
+    EXPECT_EQ(op_label(99), "type_99");
+    EXPECT_EQ(op_label(kTypeUnknown), "invalid");
+    EXPECT_STREQ(status_label(kStatusUnsupp), "unsupp");
+    EXPECT_STREQ(status_label(kStatusNone), "none");
+    EXPECT_STREQ(event_name(EventCode::session_start), "session_start");
+}
+
+}  // namespace
+}  // namespace blkrig::trace

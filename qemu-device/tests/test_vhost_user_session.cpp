@@ -1,0 +1,425 @@
+// vhost_user::Session over a socketpair with a BlkDevice on a RAM store:
+// the replies the front end sees, REPLY_ACK, refusals, how serve() ends, and
+// one request carried end to end through a ring in shared memory.
+#include "blk/device.hpp"
+#include "store/store.hpp"
+#include "vhost_user/channel.hpp"
+#include "vhost_user/session.hpp"
+#include "virtio/split_ring.hpp"
+
+#include <linux/virtio_blk.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+namespace blkrig::vhost_user {
+namespace {
+
+constexpr uint64_t kCapacity = 2048;
+constexpr uint64_t bit(int n) { return 1ull << n; }
+
+struct UsedElem {  // virtio 2.7.8
+    uint32_t id;
+    uint32_t len;
+};
+
+template <typename T>
+std::vector<uint8_t> bytes_of(const T& v) {
+    std::vector<uint8_t> out(sizeof v);
+    std::memcpy(out.data(), &v, sizeof v);
+    return out;
+}
+
+std::vector<uint8_t> wire(uint32_t request, uint32_t flags, const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> b(kHeaderSize);
+    const uint32_t f = kVersion | flags;
+    const auto size = static_cast<uint32_t>(payload.size());
+    std::memcpy(b.data(), &request, 4);
+    std::memcpy(b.data() + 4, &f, 4);
+    std::memcpy(b.data() + 8, &size, 4);
+    b.insert(b.end(), payload.begin(), payload.end());
+    return b;
+}
+
+std::vector<uint8_t> config_request(uint32_t offset, uint32_t size) {
+    std::vector<uint8_t> p(12 + size, 0);
+    std::memcpy(p.data(), &offset, 4);
+    std::memcpy(p.data() + 4, &size, 4);
+    return p;
+}
+
+blk::Geometry geometry() {
+    blk::Geometry g;
+    g.capacity_sectors = kCapacity;
+    g.num_queues = 2;
+    g.queue_size = 64;
+    return g;
+}
+
+class SessionTest : public ::testing::Test {
+protected:
+    SessionTest() : store_(store::make_ram(kCapacity * blk::kSectorSize)), dev_(geometry(), *store_, nullptr) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+        peer_.reset(sv[1]);
+        // A missing reply must fail the test, not hang it.
+        const timeval tv{5, 0};
+        ::setsockopt(peer_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        session_ = std::make_unique<Session>(dev_, UniqueFd(sv[0]));
+    }
+
+    void handle(uint32_t request, std::vector<uint8_t> payload = {}, uint32_t flags = 0, std::vector<UniqueFd> fds = {}) {
+        Message m;
+        m.hdr = Header{request, kVersion | flags, static_cast<uint32_t>(payload.size())};
+        m.payload = std::move(payload);
+        m.fds = std::move(fds);
+        session_->handle(m);
+    }
+
+    Message reply(uint32_t request) {
+        auto m = receive(peer_.get());
+        if (!m) throw std::runtime_error("connection closed instead of a reply");
+        EXPECT_EQ(m->hdr.request, request) << request_name(m->hdr.request);
+        EXPECT_TRUE(m->hdr.flags & kFlagReply);
+        return std::move(*m);
+    }
+    uint64_t reply_u64(uint32_t request) {
+        const auto m = reply(request);
+        EXPECT_EQ(m.payload.size(), 8u);
+        uint64_t v = 0;
+        if (m.payload.size() == 8) std::memcpy(&v, m.payload.data(), 8);
+        return v;
+    }
+    bool reply_pending() const {
+        pollfd p{peer_.get(), POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0;
+    }
+    // Sends `request` with NEED_REPLY and returns the REPLY_ACK value (0: success).
+    uint64_t acked(uint32_t request, std::vector<uint8_t> payload = {}, std::vector<UniqueFd> fds = {}) {
+        handle(request, std::move(payload), kFlagNeedReply, std::move(fds));
+        return reply_u64(request);
+    }
+    void negotiate_reply_ack() {
+        handle(SET_PROTOCOL_FEATURES, bytes_of(uint64_t{bit(kProtoReplyAck)}));
+        ASSERT_FALSE(reply_pending());
+    }
+
+    std::unique_ptr<store::Store> store_;
+    blk::BlkDevice dev_;
+    UniqueFd peer_;
+    std::unique_ptr<Session> session_;  // declared last: it borrows dev_
+};
+
+TEST_F(SessionTest, GetFeaturesOffersProtocolFeaturesAndVersion1) {
+    handle(GET_FEATURES);
+    const uint64_t f = reply_u64(GET_FEATURES);
+    EXPECT_TRUE(f & bit(kFProtocolFeatures));
+    EXPECT_TRUE(f & bit(virtio::kFVersion1));
+    EXPECT_EQ(f, dev_.features() | bit(kFProtocolFeatures));
+}
+
+TEST_F(SessionTest, GetProtocolFeatures) {
+    handle(GET_PROTOCOL_FEATURES);
+    const uint64_t f = reply_u64(GET_PROTOCOL_FEATURES);
+    EXPECT_EQ(f, offered_protocol_features());
+    EXPECT_TRUE(f & bit(kProtoReplyAck));
+    EXPECT_TRUE(f & bit(kProtoMq));
+    EXPECT_TRUE(f & bit(kProtoConfig));
+}
+
+TEST_F(SessionTest, NeedReplyWithoutReplyAckGetsNoReply) {
+    handle(SET_OWNER, {}, kFlagNeedReply);
+    EXPECT_FALSE(reply_pending());
+}
+
+TEST_F(SessionTest, ReplyAckAnswersNeedReplyWithZero) {
+    negotiate_reply_ack();
+    EXPECT_EQ(acked(SET_OWNER), 0u);
+    // Without NEED_REPLY nothing comes back, even with REPLY_ACK negotiated.
+    handle(SET_OWNER);
+    EXPECT_FALSE(reply_pending());
+}
+
+TEST_F(SessionTest, SetProtocolFeaturesWithUnofferedBitFails) {
+    negotiate_reply_ack();
+    EXPECT_NE(acked(SET_PROTOCOL_FEATURES, bytes_of(uint64_t{bit(kProtoReplyAck) | bit(kProtoInflightShmfd)})), 0u);
+}
+
+TEST_F(SessionTest, SetFeaturesWithUnofferedBitFails) {
+    negotiate_reply_ack();
+    const uint64_t offered = dev_.features() | bit(kFProtocolFeatures);
+    uint64_t stray = 0;
+    for (int b = 0; b < 64 && stray == 0; ++b)
+        if (!(offered & bit(b))) stray = bit(b);
+    ASSERT_NE(stray, 0u);
+    EXPECT_NE(acked(SET_FEATURES, bytes_of(uint64_t{offered | stray})), 0u);
+}
+
+TEST_F(SessionTest, SetFeaturesReachesTheDevice) {
+    negotiate_reply_ack();
+    EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() & ~bit(VIRTIO_BLK_F_FLUSH)})), 0u);
+    EXPECT_FALSE(dev_.writeback()) << "FLUSH not acked: write-through";
+    EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features()})), 0u);
+    EXPECT_TRUE(dev_.writeback());
+}
+
+TEST_F(SessionTest, GetQueueNum) {
+    handle(GET_QUEUE_NUM);
+    EXPECT_EQ(reply_u64(GET_QUEUE_NUM), 2u);
+}
+
+TEST_F(SessionTest, GetConfigReturnsCapacity) {
+    handle(GET_CONFIG, config_request(0, 8));
+    const auto m = reply(GET_CONFIG);
+    ASSERT_EQ(m.payload.size(), 12u + 8u);
+    uint32_t offset, size;
+    uint64_t capacity;
+    std::memcpy(&offset, m.payload.data(), 4);
+    std::memcpy(&size, m.payload.data() + 4, 4);
+    std::memcpy(&capacity, m.payload.data() + 12, 8);
+    EXPECT_EQ(offset, 0u);
+    EXPECT_EQ(size, 8u);
+    EXPECT_EQ(capacity, kCapacity);
+}
+
+TEST_F(SessionTest, GetConfigWholeSpace) {
+    handle(GET_CONFIG, config_request(0, sizeof(virtio_blk_config)));
+    const auto m = reply(GET_CONFIG);
+    ASSERT_EQ(m.payload.size(), 12 + sizeof(virtio_blk_config));
+    virtio_blk_config cfg;
+    std::memcpy(&cfg, m.payload.data() + 12, sizeof cfg);
+    EXPECT_EQ(cfg.capacity, kCapacity);
+    EXPECT_EQ(cfg.num_queues, 2u);
+}
+
+TEST_F(SessionTest, GetConfigBeyondConfigSpaceGetsEmptyReply) {
+    negotiate_reply_ack();
+    handle(GET_CONFIG, config_request(sizeof(virtio_blk_config) - 4, 8), kFlagNeedReply);
+    const auto m = reply(GET_CONFIG);
+    EXPECT_TRUE(m.payload.empty());
+    EXPECT_FALSE(reply_pending()) << "GET_CONFIG has its own reply; no REPLY_ACK on top";
+}
+
+TEST_F(SessionTest, SetConfigWritesOnlyWce) {
+    negotiate_reply_ack();
+    std::vector<uint8_t> p(12, 0);
+    const uint32_t offset = offsetof(virtio_blk_config, wce), size = 1;
+    std::memcpy(p.data(), &offset, 4);
+    std::memcpy(p.data() + 4, &size, 4);
+    p.push_back(0);
+    EXPECT_EQ(acked(SET_CONFIG, p), 0u);
+    EXPECT_FALSE(dev_.writeback());
+
+    const uint32_t capacity_offset = 0;
+    std::memcpy(p.data(), &capacity_offset, 4);
+    EXPECT_NE(acked(SET_CONFIG, p), 0u);
+}
+
+TEST_F(SessionTest, SetVringNumMustBeAPowerOfTwoWithinQueueSize) {
+    negotiate_reply_ack();
+    EXPECT_NE(acked(SET_VRING_NUM, bytes_of(VringState{0, 48})), 0u);
+    EXPECT_NE(acked(SET_VRING_NUM, bytes_of(VringState{0, 0})), 0u);
+    EXPECT_NE(acked(SET_VRING_NUM, bytes_of(VringState{0, 128})), 0u) << "above the device's queue_size 64";
+    EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{0, 64})), 0u);
+    EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{1, 1})), 0u);
+}
+
+TEST_F(SessionTest, VringIndexBeyondQueueCountIsAProtocolError) {
+    EXPECT_THROW(handle(SET_VRING_NUM, bytes_of(VringState{2, 8})), ProtocolError);
+    EXPECT_THROW(handle(GET_VRING_BASE, bytes_of(VringState{7, 0})), ProtocolError);
+}
+
+TEST_F(SessionTest, GetVringBaseReturnsTheBaseThatWasSet) {
+    handle(SET_VRING_BASE, bytes_of(VringState{1, 1234}));
+    handle(GET_VRING_BASE, bytes_of(VringState{1, 0}));
+    const auto m = reply(GET_VRING_BASE);
+    ASSERT_EQ(m.payload.size(), sizeof(VringState));
+    VringState s;
+    std::memcpy(&s, m.payload.data(), sizeof s);
+    EXPECT_EQ(s.index, 1u);
+    EXPECT_EQ(s.num, 1234u);
+}
+
+TEST_F(SessionTest, KickWithoutFdIsRefused) {
+    negotiate_reply_ack();
+    EXPECT_NE(acked(SET_VRING_KICK, bytes_of(uint64_t{kVringNoFd})), 0u);
+    EXPECT_EQ(acked(SET_VRING_CALL, bytes_of(uint64_t{kVringNoFd})), 0u) << "no call fd is allowed (polling driver)";
+}
+
+TEST_F(SessionTest, MessageWithUnexpectedPayloadIsAProtocolError) {
+    EXPECT_THROW(handle(GET_FEATURES, {1, 2, 3, 4, 5, 6, 7, 8}), ProtocolError);
+}
+
+TEST_F(SessionTest, ServeClosesOnUnknownRequest) {
+    send_bytes(peer_.get(), wire(99, 0, {}));
+    EXPECT_FALSE(session_->serve(-1));
+    session_.reset();
+    char c;
+    EXPECT_EQ(::recv(peer_.get(), &c, 1, 0), 0) << "the connection should be closed";
+}
+
+TEST_F(SessionTest, ServeClosesOnBadVersion) {
+    auto b = wire(GET_FEATURES, 0, {});
+    b[4] = 2;  // flags: version 2
+    send_bytes(peer_.get(), b);
+    EXPECT_FALSE(session_->serve(-1));
+    EXPECT_FALSE(reply_pending());
+}
+
+TEST_F(SessionTest, ServeAnswersUntilThePeerCloses) {
+    send_bytes(peer_.get(), wire(GET_QUEUE_NUM, 0, {}));
+    send_bytes(peer_.get(), wire(GET_FEATURES, 0, {}));
+    ::shutdown(peer_.get(), SHUT_WR);
+    EXPECT_FALSE(session_->serve(-1));
+    EXPECT_EQ(reply_u64(GET_QUEUE_NUM), 2u);
+    EXPECT_TRUE(reply_u64(GET_FEATURES) & bit(kFProtocolFeatures));
+}
+
+TEST_F(SessionTest, ServeReturnsTrueOnStopFd) {
+    UniqueFd stop(::eventfd(0, EFD_CLOEXEC));
+    ASSERT_TRUE(stop.valid());
+    std::atomic<int> result{-1};
+    std::thread t([&] { result = session_->serve(stop.get()) ? 1 : 0; });
+    // The session thread is serving: a request gets its reply.
+    send_bytes(peer_.get(), wire(GET_QUEUE_NUM, 0, {}));
+    EXPECT_EQ(reply_u64(GET_QUEUE_NUM), 2u);
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(stop.get(), &one, sizeof one), static_cast<ssize_t>(sizeof one));
+    t.join();
+    EXPECT_EQ(result.load(), 1);
+}
+
+// --- a request through a ring in shared memory ------------------------------
+
+// Guest memory the "front end" (this test) shares with the session by fd.
+struct SharedGuest {
+    static constexpr uint64_t kSize = 1 << 20;
+    static constexpr uint64_t kUva = 0x7f1200000000ull;  // front end's address for gpa 0
+
+    SharedGuest() : fd(::memfd_create("blkrig-test-guest", MFD_CLOEXEC)) {
+        if (!fd.valid() || ::ftruncate(fd.get(), kSize) != 0) throw std::runtime_error("memfd");
+        void* p = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+        if (p == MAP_FAILED) throw std::runtime_error("mmap");
+        mem = static_cast<uint8_t*>(p);
+    }
+    ~SharedGuest() { ::munmap(mem, kSize); }
+    SharedGuest(const SharedGuest&) = delete;
+    SharedGuest& operator=(const SharedGuest&) = delete;
+
+    template <typename T>
+    void put(uint64_t gpa, const T& v) {
+        std::memcpy(mem + gpa, &v, sizeof v);
+    }
+    template <typename T>
+    T get(uint64_t gpa) const {
+        T v;
+        std::memcpy(&v, mem + gpa, sizeof v);
+        return v;
+    }
+    // Ring indices are shared with the queue thread.
+    void publish16(uint64_t gpa, uint16_t v) {
+        std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(mem + gpa)).store(v, std::memory_order_release);
+    }
+    uint16_t load16(uint64_t gpa) const {
+        return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(mem + gpa)).load(std::memory_order_acquire);
+    }
+
+    UniqueFd fd;
+    uint8_t* mem = nullptr;
+};
+
+bool wait_readable(int fd, int timeout_ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, timeout_ms) == 1;
+}
+
+TEST_F(SessionTest, WriteThenReadThroughARing) {
+    constexpr uint16_t kNum = 8;
+    constexpr uint64_t kDesc = 0x0, kAvail = 0x1000, kUsed = 0x2000, kHdr = 0x3000, kData = 0x4000, kStatus = 0x6000;
+    SharedGuest g;
+    negotiate_reply_ack();
+
+    EXPECT_EQ(acked(SET_OWNER), 0u);
+    EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
+    std::vector<uint8_t> table(8, 0);
+    const uint32_t nregions = 1;
+    std::memcpy(table.data(), &nregions, 4);
+    const auto region = bytes_of(MemRegionDesc{0, SharedGuest::kSize, SharedGuest::kUva, 0});
+    table.insert(table.end(), region.begin(), region.end());
+    std::vector<UniqueFd> fds;
+    fds.emplace_back(::dup(g.fd.get()));
+    EXPECT_EQ(acked(SET_MEM_TABLE, table, std::move(fds)), 0u);
+
+    UniqueFd kick(::eventfd(0, EFD_CLOEXEC)), call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{0, kNum})), 0u);
+    EXPECT_EQ(acked(SET_VRING_BASE, bytes_of(VringState{0, 0})), 0u);
+    EXPECT_EQ(acked(SET_VRING_ADDR, bytes_of(VringAddr{0, 0, SharedGuest::kUva + kDesc, SharedGuest::kUva + kUsed,
+                                                       SharedGuest::kUva + kAvail, 0})),
+              0u);
+    std::vector<UniqueFd> call_fd;
+    call_fd.emplace_back(::dup(call.get()));
+    EXPECT_EQ(acked(SET_VRING_CALL, bytes_of(uint64_t{0}), std::move(call_fd)), 0u);
+    std::vector<UniqueFd> kick_fd;
+    kick_fd.emplace_back(::dup(kick.get()));
+    EXPECT_EQ(acked(SET_VRING_KICK, bytes_of(uint64_t{0}), std::move(kick_fd)), 0u);
+    EXPECT_EQ(acked(SET_VRING_ENABLE, bytes_of(VringState{0, 1})), 0u);
+
+    // Submits a 3-descriptor request at avail index n and waits for its interrupt.
+    auto submit = [&](uint16_t n, uint32_t type, bool data_writable) {
+        virtio_blk_outhdr h{};
+        h.type = type;
+        h.sector = 16;
+        g.put(kHdr, h);
+        g.put(kStatus, uint8_t{0xee});
+        g.put(kDesc + 0, virtio::RawDesc{kHdr, 16, virtio::kDescFNext, 1});
+        g.put(kDesc + 16, virtio::RawDesc{kData, 4096, static_cast<uint16_t>(virtio::kDescFNext | (data_writable ? virtio::kDescFWrite : 0)), 2});
+        g.put(kDesc + 32, virtio::RawDesc{kStatus, 1, virtio::kDescFWrite, 0});
+        g.put<uint16_t>(kAvail + 4 + 2u * (n % kNum), 0);
+        g.put<uint16_t>(kAvail + 4 + 2u * kNum, n);  // used_event: interrupt once entry n is used
+        g.publish16(kAvail + 2, static_cast<uint16_t>(n + 1));
+        const uint64_t one = 1;
+        ASSERT_EQ(::write(kick.get(), &one, sizeof one), static_cast<ssize_t>(sizeof one));
+        ASSERT_TRUE(wait_readable(call.get(), 5000)) << "no interrupt for request " << n;
+        uint64_t count;
+        ASSERT_EQ(::read(call.get(), &count, sizeof count), static_cast<ssize_t>(sizeof count));
+        ASSERT_EQ(g.load16(kUsed + 2), n + 1);
+    };
+
+    for (size_t i = 0; i < 4096; ++i) g.mem[kData + i] = static_cast<uint8_t>(i * 13 + 1);
+    const std::vector<uint8_t> written(g.mem + kData, g.mem + kData + 4096);
+    submit(0, VIRTIO_BLK_T_OUT, false);
+    const auto e0 = g.get<UsedElem>(kUsed + 4);
+    EXPECT_EQ(e0.id, 0u);
+    EXPECT_EQ(e0.len, 1u);
+    EXPECT_EQ(g.get<uint8_t>(kStatus), VIRTIO_BLK_S_OK);
+    std::vector<uint8_t> stored(4096);
+    const iovec v{stored.data(), stored.size()};
+    ASSERT_EQ(store_->read(16 * blk::kSectorSize, std::span(&v, 1)), 0);
+    EXPECT_TRUE(stored == written);
+
+    std::memset(g.mem + kData, 0, 4096);
+    submit(1, VIRTIO_BLK_T_IN, true);
+    const auto e1 = g.get<UsedElem>(kUsed + 4 + 8);
+    EXPECT_EQ(e1.id, 0u);
+    EXPECT_EQ(e1.len, 4097u);
+    EXPECT_EQ(g.get<uint8_t>(kStatus), VIRTIO_BLK_S_OK);
+    EXPECT_TRUE(std::equal(written.begin(), written.end(), g.mem + kData));
+
+    // Stopping the ring reports where the driver should resume.
+    handle(GET_VRING_BASE, bytes_of(VringState{0, 0}));
+    const auto m = reply(GET_VRING_BASE);
+    ASSERT_EQ(m.payload.size(), sizeof(VringState));
+    VringState s;
+    std::memcpy(&s, m.payload.data(), sizeof s);
+    EXPECT_EQ(s.num, 2u);
+}
+
+}  // namespace
+}  // namespace blkrig::vhost_user
