@@ -172,7 +172,7 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         rec.nsegs = static_cast<uint16_t>(std::min<size_t>(r.ranges.size(), UINT16_MAX));
         for (const auto& rg : r.ranges) {
             rec.bytes += uint64_t{rg.num_sectors} * kSectorSize;
-            rec.seg_lens.push_back(rg.num_sectors * kSectorSize);
+            rec.seg_lens.push_back(static_cast<uint32_t>(std::min<uint64_t>(uint64_t{rg.num_sectors} * kSectorSize, UINT32_MAX)));
         }
     } else {
         rec.bytes = r.data_bytes;

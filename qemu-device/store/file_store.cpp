@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 namespace blkrig::store {
@@ -96,6 +97,11 @@ private:
     }
 
     int bounce(uint64_t offset, std::span<const iovec> iov, bool write) {
+        // A bounced write rewrites whole 4 KiB blocks: two queues writing
+        // different sectors of one block must not interleave their
+        // read-modify-write cycles, or one write is lost.
+        std::unique_lock lock(bounce_mu_, std::defer_lock);
+        if (write) lock.lock();
         const uint64_t start = offset / kDirectAlign * kDirectAlign;
         const uint64_t end = (offset + total(iov) + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
         const size_t len = end - start;
@@ -135,6 +141,7 @@ private:
     }
 
     int fd_;
+    std::mutex bounce_mu_;
     std::string path_;
     uint64_t size_;
     bool direct_;

@@ -44,7 +44,7 @@ public:
     FakeGuest& operator=(const FakeGuest&) = delete;
 
     const virtio::GuestMemory& mem() const { return mem_; }
-    uint64_t end() const { return end_; }  // one past the last mapped gpa
+    uint64_t end() const { return end_; }                      // one past the last mapped gpa
     uint64_t boundary() const { return kBase + kRegionSize; }  // where region 1 starts
 
     // Host address of [gpa, gpa+len), which must lie in one region.

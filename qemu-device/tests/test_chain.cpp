@@ -343,10 +343,10 @@ TEST_F(ChainTest, ReadableAfterWritableAcrossIndirectBoundary) {
 
 TEST(ChainErrorText, EveryKindHasADistinctDescription) {
     const ChainErrorKind kinds[] = {
-        ChainErrorKind::head_out_of_range,     ChainErrorKind::next_out_of_range,  ChainErrorKind::chain_too_long,
-        ChainErrorKind::nested_indirect,       ChainErrorKind::indirect_not_negotiated, ChainErrorKind::indirect_with_next,
-        ChainErrorKind::indirect_bad_length,   ChainErrorKind::indirect_unmapped,  ChainErrorKind::buffer_unmapped,
-        ChainErrorKind::length_overflow,       ChainErrorKind::readable_after_writable,
+        ChainErrorKind::head_out_of_range,   ChainErrorKind::next_out_of_range,       ChainErrorKind::chain_too_long,
+        ChainErrorKind::nested_indirect,     ChainErrorKind::indirect_not_negotiated, ChainErrorKind::indirect_with_next,
+        ChainErrorKind::indirect_bad_length, ChainErrorKind::indirect_unmapped,       ChainErrorKind::buffer_unmapped,
+        ChainErrorKind::length_overflow,     ChainErrorKind::readable_after_writable,
     };
     std::vector<std::string> seen;
     for (auto k : kinds) {
@@ -356,7 +356,8 @@ TEST(ChainErrorText, EveryKindHasADistinctDescription) {
         seen.push_back(s);
     }
     const ChainError e{ChainErrorKind::nested_indirect, 3, 1, true, "detail"};
-    EXPECT_EQ(e.message(), "descriptor chain head 3: indirect descriptor inside an indirect table at indirect descriptor 1: detail");
+    EXPECT_EQ(e.message(),
+              "descriptor chain head 3: indirect descriptor inside an indirect table at indirect descriptor 1: detail");
 }
 
 }  // namespace

@@ -11,7 +11,6 @@
 
 #include <gtest/gtest.h>
 
-
 namespace blkrig::blk {
 namespace {
 
@@ -300,8 +299,8 @@ TEST_F(DeviceTest, NoStatusByteReportsNothing) {
 }
 
 TEST_F(DeviceTest, CompletionRecordForWrite) {
-    const uint64_t hdr = b_.header(VIRTIO_BLK_T_OUT, 20), d0 = b_.g.alloc(512), d1 = b_.g.alloc(1024),
-                   d2 = b_.g.alloc(512), st = b_.status();
+    const uint64_t hdr = b_.header(VIRTIO_BLK_T_OUT, 20), d0 = b_.g.alloc(512), d1 = b_.g.alloc(1024), d2 = b_.g.alloc(512),
+                   st = b_.status();
     virtio::Completion c;
     c.record.seq = 41;
     c.record.queue = 2;

@@ -5,7 +5,6 @@
 
 #include "virtio/split_ring.hpp"
 
-
 #include <gtest/gtest.h>
 
 namespace blkrig::virtio {
@@ -24,7 +23,8 @@ struct UsedElem {
 class SplitRingTest : public ::testing::Test {
 protected:
     SplitRingTest()
-        : desc_(g_.alloc(desc_table_bytes(kNum))), avail_(g_.alloc(avail_ring_bytes(kNum), 2)),
+        : desc_(g_.alloc(desc_table_bytes(kNum))),
+          avail_(g_.alloc(avail_ring_bytes(kNum), 2)),
           used_(g_.alloc(used_ring_bytes(kNum), 4)) {}
 
     SplitRing ring(uint16_t last_avail = 0, bool event_idx = false) {

@@ -173,12 +173,12 @@ TEST_F(OverlayTest, WritesReadBackAndLeaveBaseUnchanged) {
         ASSERT_EQ(write_at(*overlay_, off, bytes), 0);
         std::copy(bytes.begin(), bytes.end(), want.begin() + static_cast<std::ptrdiff_t>(off));
     };
-    put(8192, pattern(4096, 1));         // one whole chunk
-    put(100, pattern(200, 2));           // inside a chunk
-    put(4096 - 50, pattern(100, 3));     // across a chunk boundary, partial on both sides
-    put(16384 + 10, pattern(9000, 4));   // partial, whole, partial
+    put(8192, pattern(4096, 1));            // one whole chunk
+    put(100, pattern(200, 2));              // inside a chunk
+    put(4096 - 50, pattern(100, 3));        // across a chunk boundary, partial on both sides
+    put(16384 + 10, pattern(9000, 4));      // partial, whole, partial
     put(kBaseSize - 700, pattern(700, 5));  // the partial last chunk
-    put(150, pattern(10, 6));            // again into an already copied chunk
+    put(150, pattern(10, 6));               // again into an already copied chunk
 
     EXPECT_TRUE(read_at(*overlay_, 0, kBaseSize) == want);
     // Reads that start and end inside chunks see the merge too.

@@ -144,7 +144,8 @@ TEST_F(TraceTest, RoundTripKeepsEveryField) {
 
     // File order: request, request, event, request, end.
     ASSERT_EQ(t.order.size(), 5u);
-    const RecordKind kinds[] = {RecordKind::request, RecordKind::request, RecordKind::event, RecordKind::request, RecordKind::end};
+    const RecordKind kinds[] = {RecordKind::request, RecordKind::request, RecordKind::event, RecordKind::request,
+                                RecordKind::end};
     const size_t idx[] = {0, 1, 0, 2, 0};
     for (size_t i = 0; i < 5; ++i) {
         EXPECT_EQ(t.order[i].kind, kinds[i]) << i;

@@ -38,10 +38,12 @@ std::string error_of(const std::function<void()>& f) {
     return {};
 }
 
-#define EXPECT_PROTOCOL_ERROR_MENTIONS(expr, text)                                    \
-    do {                                                                              \
-        const std::string msg_ = error_of([&] { (void)(expr); });                     \
-        EXPECT_NE(msg_.find(text), std::string::npos) << "message: \"" << msg_ << '"'; \
+// expr must throw ProtocolError whose text contains every one of the strings.
+#define EXPECT_PROTOCOL_ERROR_MENTIONS(expr, ...)                                                            \
+    do {                                                                                                     \
+        const std::string msg_ = error_of([&] { (void)(expr); });                                            \
+        for (const char* want_ : {__VA_ARGS__})                                                              \
+            EXPECT_NE(msg_.find(want_), std::string::npos) << "no \"" << want_ << "\" in \"" << msg_ << '"'; \
     } while (0)
 
 std::vector<uint8_t> header_bytes(uint32_t request, uint32_t flags, uint32_t size) {
@@ -78,20 +80,20 @@ TEST(ParseHeader, MaximumPayloadIsAccepted) {
 }
 
 TEST(ParseHeader, BadVersion) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(GET_FEATURES, 0, 0)), "GET_FEATURES");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(GET_FEATURES, 2, 0)), "version");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(SET_OWNER, 3 | kFlagReply, 0)), "SET_OWNER");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(GET_FEATURES, 0, 0)), "GET_FEATURES", "version 0");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(GET_FEATURES, 2, 0)), "GET_FEATURES", "version 2");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(SET_OWNER, 3 | kFlagReply, 0)), "SET_OWNER", "version 3");
 }
 
 TEST(ParseHeader, PayloadTooLarge) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(SET_MEM_TABLE, kVersion, kMaxPayload + 1)), "SET_MEM_TABLE");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(SET_MEM_TABLE, kVersion, UINT32_MAX)), "exceeds");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(SET_MEM_TABLE, kVersion, kMaxPayload + 1)), "SET_MEM_TABLE", "4097");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(header_bytes(SET_MEM_TABLE, kVersion, UINT32_MAX)), "SET_MEM_TABLE", "exceeds");
 }
 
 TEST(ParseHeader, WrongHeaderLength) {
     auto b = header_bytes(GET_FEATURES, kVersion, 0);
     b.pop_back();
-    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(b), "12");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(parse_header(b), "11 bytes, expected 12");
 }
 
 TEST(RequestName, KnownAndUnknown) {
@@ -102,16 +104,19 @@ TEST(RequestName, KnownAndUnknown) {
 
 // --- u64 --------------------------------------------------------------------
 
-TEST(DecodeU64, Good) { EXPECT_EQ(decode_u64(message(SET_FEATURES, bytes_of(uint64_t{0x1234'5678'9abcull}))), 0x1234'5678'9abcull); }
+TEST(DecodeU64, Good) {
+    EXPECT_EQ(decode_u64(message(SET_FEATURES, bytes_of(uint64_t{0x1234'5678'9abcull}))), 0x1234'5678'9abcull);
+}
 
 TEST(DecodeU64, WrongSize) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_FEATURES, bytes_of(uint32_t{1}))), "SET_FEATURES");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_PROTOCOL_FEATURES, {})), "SET_PROTOCOL_FEATURES");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_FEATURES, std::vector<uint8_t>(9))), "expected 8");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_FEATURES, bytes_of(uint32_t{1}))), "SET_FEATURES", "4 bytes");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_PROTOCOL_FEATURES, {})), "SET_PROTOCOL_FEATURES", "0 bytes");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_FEATURES, std::vector<uint8_t>(9))), "SET_FEATURES", "expected 8");
 }
 
 TEST(DecodeU64, UnexpectedFd) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_FEATURES, bytes_of(uint64_t{1}), 1)), "SET_FEATURES");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_u64(message(SET_FEATURES, bytes_of(uint64_t{1}), 1)), "SET_FEATURES",
+                                   "file descriptors");
 }
 
 // --- vring state / addr -----------------------------------------------------
@@ -123,12 +128,15 @@ TEST(DecodeVringState, Good) {
 }
 
 TEST(DecodeVringState, WrongSize) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_state(message(SET_VRING_BASE, bytes_of(uint32_t{0}))), "SET_VRING_BASE");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_state(message(SET_VRING_NUM, std::vector<uint8_t>(16))), "SET_VRING_NUM");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_state(message(SET_VRING_BASE, bytes_of(uint32_t{0}))), "SET_VRING_BASE",
+                                   "expected 8");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_state(message(SET_VRING_NUM, std::vector<uint8_t>(16))), "SET_VRING_NUM",
+                                   "16 bytes");
 }
 
 TEST(DecodeVringState, UnexpectedFd) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_state(message(SET_VRING_NUM, bytes_of(VringState{0, 8}), 1)), "file descriptors");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_state(message(SET_VRING_NUM, bytes_of(VringState{0, 8}), 1)), "SET_VRING_NUM",
+                                   "file descriptors");
 }
 
 TEST(DecodeVringAddr, Good) {
@@ -142,7 +150,7 @@ TEST(DecodeVringAddr, Good) {
 
 TEST(DecodeVringAddr, WrongSize) {
     EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_addr(message(SET_VRING_ADDR, std::vector<uint8_t>(sizeof(VringAddr) - 8))),
-                                   "SET_VRING_ADDR");
+                                   "SET_VRING_ADDR", "expected 40");
 }
 
 // --- mem table --------------------------------------------------------------
@@ -156,13 +164,13 @@ TEST(DecodeMemTable, GoodTwoRegions) {
 }
 
 TEST(DecodeMemTable, ZeroRegions) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(0, {}))), "SET_MEM_TABLE");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(0, {}))), "SET_MEM_TABLE", "0 regions");
 }
 
 TEST(DecodeMemTable, NineRegions) {
     std::vector<MemRegionDesc> r;
     for (uint64_t i = 0; i < 9; ++i) r.push_back(region(i << 20, 0x1000));
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(9, r), 9)), "SET_MEM_TABLE");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(9, r), 9)), "SET_MEM_TABLE", "9 regions");
 }
 
 TEST(DecodeMemTable, EightRegionsAreAccepted) {
@@ -173,23 +181,25 @@ TEST(DecodeMemTable, EightRegionsAreAccepted) {
 
 TEST(DecodeMemTable, FdCountMismatch) {
     const auto p = mem_table(2, {region(0, 0x1000), region(0x10000, 0x1000)});
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, p, 1)), "SET_MEM_TABLE");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, p, 3)), "file descriptors");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, p, 1)), "SET_MEM_TABLE", "carries 1 file descriptors");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, p, 3)), "SET_MEM_TABLE", "carries 3 file descriptors");
 }
 
 TEST(DecodeMemTable, PayloadSizeDisagreesWithRegionCount) {
     EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(2, {region(0, 0x1000)}), 2)),
-                                   "SET_MEM_TABLE");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, {1, 0, 0})), "shorter than 8");
+                                   "SET_MEM_TABLE", "expected 72");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, {1, 0, 0})), "SET_MEM_TABLE", "shorter than 8");
 }
 
 TEST(DecodeMemTable, EmptyOrWrappingRegion) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(1, {region(0, 0)}), 1)), "SET_MEM_TABLE");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(1, {region(UINT64_MAX - 0xfff, 0x2000)}), 1)),
-                                   "wraps");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(1, {region(0, 0)}), 1)), "SET_MEM_TABLE",
+                                   "empty");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(
+        decode_mem_table(message(SET_MEM_TABLE, mem_table(1, {region(UINT64_MAX - 0xfff, 0x2000)}), 1)), "SET_MEM_TABLE",
+        "wraps");
     MemRegionDesc off = region(0, 0x2000);
     off.mmap_offset = UINT64_MAX - 0xfff;
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(1, {off}), 1)), "wraps");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_mem_table(message(SET_MEM_TABLE, mem_table(1, {off}), 1)), "SET_MEM_TABLE", "wraps");
 }
 
 // --- config -----------------------------------------------------------------
@@ -218,16 +228,18 @@ TEST(DecodeConfig, SetConfigKeepsData) {
 
 TEST(DecodeConfig, SizeAbove256) {
     EXPECT_PROTOCOL_ERROR_MENTIONS(decode_config(message(GET_CONFIG, config(0, 257, 0, std::vector<uint8_t>(257))), false),
-                                   "GET_CONFIG");
+                                   "GET_CONFIG", "257 exceeds 256");
 }
 
 TEST(DecodeConfig, PayloadDisagreesWithSize) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_config(message(SET_CONFIG, config(0, 8, 0, {1, 2})), true), "SET_CONFIG");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_config(message(GET_CONFIG, std::vector<uint8_t>(8)), false), "shorter than 12");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_config(message(SET_CONFIG, config(0, 8, 0, {1, 2})), true), "SET_CONFIG", "14 bytes");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_config(message(GET_CONFIG, std::vector<uint8_t>(8)), false), "GET_CONFIG",
+                                   "shorter than 12");
 }
 
 TEST(DecodeConfig, UnexpectedFd) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_config(message(SET_CONFIG, config(0, 1, 0, {0}), 1), true), "SET_CONFIG");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_config(message(SET_CONFIG, config(0, 1, 0, {0}), 1), true), "SET_CONFIG",
+                                   "file descriptors");
 }
 
 // --- vring fds --------------------------------------------------------------
@@ -245,20 +257,25 @@ TEST(DecodeVringFd, NoFdFlag) {
 }
 
 TEST(DecodeVringFd, MissingFd) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_KICK, bytes_of(uint64_t{0}))), "SET_VRING_KICK");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_KICK, bytes_of(uint64_t{0}))), "SET_VRING_KICK",
+                                   "carries 0 file descriptors, expected 1");
 }
 
 TEST(DecodeVringFd, UnexpectedFd) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_CALL, bytes_of(uint64_t{kVringNoFd}), 1)), "SET_VRING_CALL");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_CALL, bytes_of(uint64_t{kVringNoFd}), 1)), "SET_VRING_CALL",
+                                   "carries 1 file descriptors, expected 0");
 }
 
 TEST(DecodeVringFd, ReservedBits) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_ERR, bytes_of(uint64_t{1u << 9}), 1)), "SET_VRING_ERR");
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_KICK, bytes_of(uint64_t{1ull << 63}), 1)), "reserved");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_ERR, bytes_of(uint64_t{1u << 9}), 1)), "SET_VRING_ERR",
+                                   "reserved");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_KICK, bytes_of(uint64_t{1ull << 63}), 1)), "SET_VRING_KICK",
+                                   "reserved");
 }
 
 TEST(DecodeVringFd, WrongSize) {
-    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_KICK, bytes_of(uint32_t{0}), 1)), "SET_VRING_KICK");
+    EXPECT_PROTOCOL_ERROR_MENTIONS(decode_vring_fd(message(SET_VRING_KICK, bytes_of(uint32_t{0}), 1)), "SET_VRING_KICK",
+                                   "expected 8");
 }
 
 // --- replies ----------------------------------------------------------------

@@ -379,7 +379,9 @@ TEST_F(SessionTest, WriteThenReadThroughARing) {
         g.put(kHdr, h);
         g.put(kStatus, uint8_t{0xee});
         g.put(kDesc + 0, virtio::RawDesc{kHdr, 16, virtio::kDescFNext, 1});
-        g.put(kDesc + 16, virtio::RawDesc{kData, 4096, static_cast<uint16_t>(virtio::kDescFNext | (data_writable ? virtio::kDescFWrite : 0)), 2});
+        g.put(kDesc + 16,
+              virtio::RawDesc{kData, 4096, static_cast<uint16_t>(virtio::kDescFNext | (data_writable ? virtio::kDescFWrite : 0)),
+                              2});
         g.put(kDesc + 32, virtio::RawDesc{kStatus, 1, virtio::kDescFWrite, 0});
         g.put<uint16_t>(kAvail + 4 + 2u * (n % kNum), 0);
         g.put<uint16_t>(kAvail + 4 + 2u * kNum, n);  // used_event: interrupt once entry n is used

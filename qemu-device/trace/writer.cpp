@@ -98,7 +98,11 @@ void Writer::close() {
     }
     if (thread_.joinable()) thread_.join();
     std::vector<uint8_t> tail;
-    if (dropped_since_ > 0) encode_dropped(dropped_since_, monotonic_ns(), tail);
+    {
+        std::lock_guard lock(mu_);
+        if (dropped_since_ > 0) encode_dropped(dropped_since_, monotonic_ns(), tail);
+        dropped_since_ = 0;
+    }
     encode_end(monotonic_ns(), requests_.load(), dropped_total_.load(), tail);
     write_all(tail);
     ::fsync(fd_);
