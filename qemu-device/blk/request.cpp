@@ -6,20 +6,6 @@
 
 namespace blkrig::blk {
 
-const char* op_name(uint32_t type) {
-    switch (type) {
-    case VIRTIO_BLK_T_IN: return "read";
-    case VIRTIO_BLK_T_OUT: return "write";
-    case VIRTIO_BLK_T_FLUSH: return "flush";
-    case VIRTIO_BLK_T_GET_ID: return "get_id";
-    case 10: return "get_lifetime";
-    case VIRTIO_BLK_T_DISCARD: return "discard";
-    case VIRTIO_BLK_T_WRITE_ZEROES: return "write_zeroes";
-    case VIRTIO_BLK_T_SECURE_ERASE: return "secure_erase";
-    default: return nullptr;
-    }
-}
-
 std::string RequestError::message() const {
     const char* what = "";
     switch (kind) {
@@ -126,7 +112,7 @@ std::variant<Request, RequestError> parse_request(const virtio::DescriptorChain&
     switch (r.type) {
     case VIRTIO_BLK_T_IN:
     case VIRTIO_BLK_T_GET_ID:
-    case 10:  // GET_LIFETIME
+    case kTypeGetLifetime:
         if (out_payload != 0) return wrong("device-readable payload on a request that returns data");
         r.data_bytes = in_payload;
         break;

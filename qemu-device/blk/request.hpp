@@ -17,6 +17,7 @@ namespace blkrig::blk {
 inline constexpr uint32_t kSectorSize = 512;
 inline constexpr uint32_t kHeaderSize = 16;
 inline constexpr uint32_t kGetIdBytes = VIRTIO_BLK_ID_BYTES;
+inline constexpr uint32_t kTypeGetLifetime = 10;  // VIRTIO_BLK_T_GET_LIFETIME, newer than this uapi header
 
 struct Range {  // one virtio_blk_discard_write_zeroes segment
     uint64_t sector;
@@ -53,7 +54,5 @@ struct RequestError {
 };
 
 std::variant<Request, RequestError> parse_request(const virtio::DescriptorChain& chain);
-
-const char* op_name(uint32_t type);  // "read", "write", ..., or nullptr if unknown
 
 }  // namespace blkrig::blk

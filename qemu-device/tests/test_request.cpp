@@ -240,15 +240,6 @@ TEST_F(RequestTest, ParsingWritesNothingToGuestMemory) {
     EXPECT_TRUE(b_.g.snapshot() == before);
 }
 
-TEST(RequestNames, OpNames) {
-    EXPECT_STREQ(op_name(VIRTIO_BLK_T_IN), "read");
-    EXPECT_STREQ(op_name(VIRTIO_BLK_T_OUT), "write");
-    EXPECT_STREQ(op_name(VIRTIO_BLK_T_FLUSH), "flush");
-    EXPECT_STREQ(op_name(VIRTIO_BLK_T_GET_ID), "get_id");
-    EXPECT_STREQ(op_name(VIRTIO_BLK_T_DISCARD), "discard");
-    EXPECT_STREQ(op_name(VIRTIO_BLK_T_WRITE_ZEROES), "write_zeroes");
-    EXPECT_EQ(op_name(99), nullptr);
-}
 
 }  // namespace
 }  // namespace blkrig::blk
