@@ -61,6 +61,9 @@ void add_options(CLI::App& app, Options& o) {
     app.add_option("--write-cache", o.write_cache, "Volatile write cache (FLUSH, CONFIG_WCE): on or off")->check(CLI::IsMember({"on", "off"}));
     app.add_option("--discard", o.discard, "Offer DISCARD: on or off")->check(CLI::IsMember({"on", "off"}));
     app.add_option("--write-zeroes", o.write_zeroes, "Offer WRITE_ZEROES: on or off")->check(CLI::IsMember({"on", "off"}));
+    app.add_option("--marker-sectors", o.geo.marker_sectors,
+                   "Reserve this many sectors past the image's end as the marker region (reads there are traced as markers)")
+        ->check(CLI::Range(0, 1 << 20));
     app.add_option("--serial", o.geo.serial, "Serial returned by GET_ID (up to 20 bytes)");
 }
 
@@ -86,6 +89,8 @@ nlohmann::json describe(const Options& o, const store::Store& s) {
     return {{"program", "blkrig-device"},
             {"store", s.describe()},
             {"capacity_sectors", g.capacity_sectors},
+            {"marker_sectors", g.marker_sectors},
+            {"marker_base_sector", g.capacity_sectors - g.marker_sectors},
             {"logical_block_size", g.logical_block_size},
             {"seg_max", g.seg_max},
             {"size_max", g.size_max},
@@ -136,6 +141,9 @@ int run(Options& o) {
         log(LogLevel::warn, "disk size {} is not a multiple of the logical block size {}; the tail is not visible", store->size(), lbs);
     o.geo.capacity_sectors = store->size() / lbs * lbs / blk::kSectorSize;
     if (o.geo.capacity_sectors == 0) throw UsageError(fmt::format("disk {} is smaller than one block", store->describe()));
+    if (o.geo.marker_sectors % (lbs / blk::kSectorSize))
+        throw UsageError(fmt::format("--marker-sectors {} is not a whole number of {}-byte blocks", o.geo.marker_sectors, lbs));
+    o.geo.capacity_sectors += o.geo.marker_sectors;
 
     std::unique_ptr<trace::Writer> tw;
     if (!o.trace_path.empty()) {

@@ -74,6 +74,17 @@ int trace_dump(const std::string& file, const std::string& format, bool strict) 
             else std::cout << nlohmann::json{{"kind", "dropped"}, {"count", d.count}, {"t_ns", d.t_ns}}.dump() << "\n";
             break;
         }
+        case trace::RecordKind::marker: {
+            const auto& m = t.markers[e.index];
+            if (format == "text")
+                std::cout << fmt::format("{:>8} q{} {:>12.3f}ms marker {}\n", m.seq, m.queue,
+                                         static_cast<double>(m.t_ns - std::min(t0, m.t_ns)) / 1e6, m.index);
+            else
+                std::cout << nlohmann::json{{"kind", "marker"}, {"seq", m.seq}, {"index", m.index}, {"queue", m.queue}, {"head", m.head},
+                                            {"t_ns", m.t_ns}}.dump()
+                          << "\n";
+            break;
+        }
         case trace::RecordKind::end:
             if (format != "text")
                 std::cout << nlohmann::json{{"kind", "end"}, {"requests", t.end->requests}, {"dropped", t.end->dropped}, {"t_ns", t.end->t_ns}}.dump()

@@ -28,6 +28,7 @@ struct Summary {
     uint64_t requests = 0;
     uint64_t malformed = 0;
     uint64_t events = 0;
+    uint64_t markers = 0;
     uint64_t latency_p50_ns = 0;
     uint64_t latency_p99_ns = 0;
     uint64_t latency_max_ns = 0;

@@ -2,6 +2,7 @@
 
 #include "common/log.hpp"
 
+#include <cstdio>
 #include <cstring>
 #include <variant>
 
@@ -86,23 +87,70 @@ bool BlkDevice::write_config(uint32_t offset, std::span<const uint8_t> data) {
     return false;
 }
 
-Refusal BlkDevice::check_range(uint64_t sector, uint64_t bytes) const {
+Refusal BlkDevice::check_range(uint64_t sector, uint64_t bytes, uint64_t limit) const {
     if (bytes % kSectorSize) return Refusal::unaligned_length;
     const uint64_t n = bytes / kSectorSize;
-    if (sector > geo_.capacity_sectors || n > geo_.capacity_sectors - sector) return Refusal::out_of_range;
+    if (sector > limit || n > limit - sector) return Refusal::out_of_range;
+    return Refusal::none;
+}
+
+int64_t BlkDevice::marker_index(const Request& r) const {
+    if (geo_.marker_sectors == 0 || r.type != VIRTIO_BLK_T_IN || r.data_bytes != geo_.logical_block_size) return -1;
+    const uint64_t base = data_sectors();
+    if (r.sector < base || r.sector >= geo_.capacity_sectors) return -1;
+    const uint64_t per_block = geo_.logical_block_size / kSectorSize;
+    if ((r.sector - base) % per_block) return -1;
+    return static_cast<int64_t>((r.sector - base) / per_block);
+}
+
+namespace {
+// Fills bytes [skip, end) of the payload with the marker pattern: each
+// 512-byte sector says which marker sector it is, so a guest can check it.
+void fill_marker(const std::vector<iovec>& data, uint64_t first_marker_sector, uint64_t skip, uint64_t end) {
+    std::vector<char> flat(end - skip, 0);
+    for (uint64_t off = 0; off < flat.size(); off += kSectorSize)
+        std::snprintf(flat.data() + off, kSectorSize, "BLKRIG-MARKER %llu\n",
+                      static_cast<unsigned long long>(first_marker_sector + off / kSectorSize));
+    uint64_t pos = 0;
+    for (const auto& v : data) {
+        const uint64_t lo = std::max(pos, skip), hi = std::min(pos + v.iov_len, end);
+        if (lo < hi) std::memcpy(static_cast<uint8_t*>(v.iov_base) + (lo - pos), flat.data() + (lo - skip), hi - lo);
+        pos += v.iov_len;
+    }
+}
+}  // namespace
+
+Refusal BlkDevice::read(const Request& r) {
+    if (auto e = check_range(r.sector, r.data_bytes, geo_.capacity_sectors); e != Refusal::none) return e;
+    const uint64_t end = r.sector + r.data_bytes / kSectorSize;
+    const uint64_t base = data_sectors();
+    if (end <= base) return store_.read(r.sector * kSectorSize, r.data) == 0 ? Refusal::none : Refusal::store_error;
+    // Reaches into the marker region: the store part first, then the pattern.
+    const uint64_t store_bytes = r.sector < base ? (base - r.sector) * kSectorSize : 0;
+    if (store_bytes) {
+        std::vector<iovec> head;
+        uint64_t left = store_bytes;
+        for (const auto& v : r.data) {
+            if (left == 0) break;
+            const size_t n = std::min<uint64_t>(left, v.iov_len);
+            head.push_back({v.iov_base, n});
+            left -= n;
+        }
+        if (store_.read(r.sector * kSectorSize, head) != 0) return Refusal::store_error;
+    }
+    fill_marker(r.data, std::max(r.sector, base) - base, store_bytes, r.data_bytes);
     return Refusal::none;
 }
 
 Refusal BlkDevice::execute(const Request& r) {
     const uint64_t acked = acked_.load(std::memory_order_relaxed);
     switch (r.type) {
-    case VIRTIO_BLK_T_IN: {
-        if (auto e = check_range(r.sector, r.data_bytes); e != Refusal::none) return e;
-        return store_.read(r.sector * kSectorSize, r.data) == 0 ? Refusal::none : Refusal::store_error;
-    }
+    case VIRTIO_BLK_T_IN:
+        return read(r);
     case VIRTIO_BLK_T_OUT: {
         if (geo_.read_only) return Refusal::read_only;
-        if (auto e = check_range(r.sector, r.data_bytes); e != Refusal::none) return e;
+        // The marker region is reserved: writes there are refused.
+        if (auto e = check_range(r.sector, r.data_bytes, data_sectors()); e != Refusal::none) return e;
         if (store_.write(r.sector * kSectorSize, r.data) != 0) return Refusal::store_error;
         if (!writeback_.load(std::memory_order_relaxed) && store_.flush() != 0) return Refusal::store_error;
         return Refusal::none;
@@ -134,7 +182,7 @@ Refusal BlkDevice::execute(const Request& r) {
             if ((discard && rg.flags != 0) || (!discard && (rg.flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)))
                 return Refusal::unsupported;
             if (rg.num_sectors > max_sectors) return Refusal::out_of_range;
-            if (auto e = check_range(rg.sector, uint64_t{rg.num_sectors} * kSectorSize); e != Refusal::none) return e;
+            if (auto e = check_range(rg.sector, uint64_t{rg.num_sectors} * kSectorSize, data_sectors()); e != Refusal::none) return e;
         }
         for (const auto& rg : r.ranges) {
             const uint64_t off = rg.sector * kSectorSize, len = uint64_t{rg.num_sectors} * kSectorSize;
@@ -180,6 +228,10 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         rec.seg_lens = r.seg_lens;
     }
 
+    if (const int64_t m = marker_index(r); m >= 0) {
+        c.marker = true;
+        c.marker_index = static_cast<uint32_t>(m);
+    }
     const Refusal result = execute(r);
     if (result != Refusal::none && result != Refusal::unsupported)
         log(LogLevel::debug, "queue {} head {} seq {}: {} sector {} bytes {}: {}", rec.queue, chain.head, rec.seq,
@@ -192,7 +244,10 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
 }
 
 void BlkDevice::completed(const virtio::Completion& c) {
-    if (trace_) trace_->record(c.record);
+    if (!trace_) return;
+    if (c.marker && c.record.status == VIRTIO_BLK_S_OK)
+        trace_->marker({c.record.seq, c.record.t_complete_ns, c.marker_index, c.record.queue, c.record.head});
+    else trace_->record(c.record);
 }
 
 void BlkDevice::queue_broken(uint16_t queue, uint16_t head, const std::string& why) {

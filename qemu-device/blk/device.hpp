@@ -19,7 +19,11 @@
 namespace blkrig::blk {
 
 struct Geometry {
-    uint64_t capacity_sectors = 0;
+    uint64_t capacity_sectors = 0;  // what the driver sees, marker region included
+    // The last marker_sectors sectors are the marker region: not backed by
+    // the store, reads return a fixed pattern, and a one-block read there is
+    // traced as a marker (a step boundary the guest puts in the trace).
+    uint32_t marker_sectors = 0;
     uint32_t logical_block_size = 512;
     uint32_t seg_max = 126;
     uint32_t size_max = 0;          // 0: not advertised
@@ -67,11 +71,15 @@ public:
     void note(trace::EventCode code, uint16_t queue, const std::string& text) override;
 
     const Geometry& geometry() const { return geo_; }
+    // Marker block index for a request, or -1 if it is not a marker read.
+    int64_t marker_index(const Request& r) const;
     bool writeback() const { return writeback_.load(); }
 
 private:
     Refusal execute(const Request& r);
-    Refusal check_range(uint64_t sector, uint64_t bytes) const;
+    Refusal check_range(uint64_t sector, uint64_t bytes, uint64_t limit) const;
+    uint64_t data_sectors() const { return geo_.capacity_sectors - geo_.marker_sectors; }
+    Refusal read(const Request& r);
 
     Geometry geo_;
     store::Store& store_;

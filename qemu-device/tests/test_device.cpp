@@ -444,5 +444,76 @@ TEST(DeviceTrace, CompletedRequestsReachTheTraceFile) {
     EXPECT_EQ(t.events[0].text, "test breakage");
 }
 
+// The marker region: 16 sectors past a 1 MiB store. A one-block read there is
+// a marker (the guest's step boundary); it is traced as a marker, not as I/O.
+TEST(DeviceMarkers, OneBlockReadIsAMarkerWithItsPatternAndTracedApart) {
+    test::TempDir dir;
+    const auto path = dir.file("t.trace");
+    Geometry g = geometry();
+    g.marker_sectors = 16;
+    g.capacity_sectors = kCapacity + 16;
+    auto store = store::make_ram(kCapacity * kSectorSize);
+    BlkChains b;
+    {
+        trace::Writer w(path, trace::FileHeader{}, "{}");
+        BlkDevice dev(g, *store, &w);
+        dev.set_features(dev.features());
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, kCapacity + 3), d = b.g.alloc(512), st = b.status();
+        virtio::Completion c;
+        c.record.seq = dev.next_seq();
+        dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 512, true}, Seg{st, 1, true}}), c);
+        EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_OK);
+        EXPECT_TRUE(c.marker);
+        EXPECT_EQ(c.marker_index, 3u);
+        const auto got = b.g.bytes(d, 512);
+        EXPECT_EQ(std::string(reinterpret_cast<const char*>(got.data())), "BLKRIG-MARKER 3\n");
+        dev.completed(c);
+        w.close();
+    }
+    const auto t = trace::read_trace(path);
+    EXPECT_TRUE(t.complete()) << t.incompleteness();
+    EXPECT_TRUE(t.requests.empty());
+    ASSERT_EQ(t.markers.size(), 1u);
+    EXPECT_EQ(t.markers[0].index, 3u);
+    EXPECT_EQ(t.markers[0].seq, 0u);
+}
+
+TEST(DeviceMarkers, WritesToTheRegionAreRefusedAndReadsAcrossItSplit) {
+    Geometry g = geometry();
+    g.marker_sectors = 16;
+    g.capacity_sectors = kCapacity + 16;
+    auto store = store::make_ram(kCapacity * kSectorSize);
+    const auto data = pattern(512, 5);
+    const iovec v{const_cast<uint8_t*>(data.data()), data.size()};
+    ASSERT_EQ(store->write((kCapacity - 1) * kSectorSize, std::span(&v, 1)), 0);
+    BlkDevice dev(g, *store, nullptr);
+    dev.set_features(dev.features());
+    BlkChains b;
+    {
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_OUT, kCapacity), d = b.g.alloc(512), st = b.status();
+        virtio::Completion c;
+        dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 512, false}, Seg{st, 1, true}}), c);
+        EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_IOERR);
+    }
+    {
+        // Last store sector plus the first marker sector: a normal read, not a marker.
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, kCapacity - 1), d = b.g.alloc(1024), st = b.status();
+        virtio::Completion c;
+        dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 1024, true}, Seg{st, 1, true}}), c);
+        EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_OK);
+        EXPECT_FALSE(c.marker);
+        EXPECT_TRUE(b.g.bytes(d, 512) == data);
+        const auto tail = b.g.bytes(d + 512, 512);
+        EXPECT_EQ(std::string(reinterpret_cast<const char*>(tail.data())), "BLKRIG-MARKER 0\n");
+    }
+    {
+        // Past the marker region: out of range as anywhere else.
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, kCapacity + 16), d = b.g.alloc(512), st = b.status();
+        virtio::Completion c;
+        dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 512, true}, Seg{st, 1, true}}), c);
+        EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_IOERR);
+    }
+}
+
 }  // namespace
 }  // namespace blkrig::blk

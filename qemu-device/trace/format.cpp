@@ -98,6 +98,13 @@ void encode(const EventRecord& e, std::vector<uint8_t>& out) {
     finish(out, start);
 }
 
+void encode(const MarkerRecord& m, std::vector<uint8_t>& out) {
+    const size_t start = out.size();
+    put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::marker), 0});
+    put(out, MarkerBody{m.seq, m.t_ns, m.index, m.queue, m.head});
+    finish(out, start);
+}
+
 void encode_dropped(uint64_t count, uint64_t t_ns, std::vector<uint8_t>& out) {
     const size_t start = out.size();
     put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::dropped), 0});

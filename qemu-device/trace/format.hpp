@@ -30,6 +30,7 @@ enum class RecordKind : uint16_t {
     dropped = 2,  // records lost because the writer fell behind
     event = 3,    // something that is not a request: connect, queue broken, ...
     end = 4,      // clean close; a trace without it is incomplete
+    marker = 5,   // a read of the marker region: a boundary the guest put in the trace
 };
 
 // Every record starts with this; `length` counts the whole record including
@@ -96,6 +97,15 @@ struct EventBody {
 };
 static_assert(sizeof(EventBody) == 24);
 
+struct MarkerBody {
+    uint64_t seq;    // from the same sequence as requests: orders markers among them
+    uint64_t t_ns;
+    uint32_t index;  // marker block index within the marker region
+    uint16_t queue;
+    uint16_t head;
+};
+static_assert(sizeof(MarkerBody) == 24);
+
 struct EndBody {
     uint64_t t_ns;
     uint64_t requests;       // request records written
@@ -126,6 +136,14 @@ struct EventRecord {
     std::string text;
 };
 
+struct MarkerRecord {
+    uint64_t seq = 0;
+    uint64_t t_ns = 0;
+    uint32_t index = 0;
+    uint16_t queue = 0;
+    uint16_t head = 0;
+};
+
 const char* event_name(EventCode c);
 std::string op_label(uint32_t type);          // "read", "write", ..., "type_N", "invalid"
 const char* status_label(uint8_t status);     // "ok", "ioerr", "unsupp", "none"
@@ -133,6 +151,7 @@ const char* status_label(uint8_t status);     // "ok", "ioerr", "unsupp", "none"
 // Appends the encoded record to out.
 void encode(const RequestRecord& r, std::vector<uint8_t>& out);
 void encode(const EventRecord& e, std::vector<uint8_t>& out);
+void encode(const MarkerRecord& m, std::vector<uint8_t>& out);
 void encode_dropped(uint64_t count, uint64_t t_ns, std::vector<uint8_t>& out);
 void encode_end(uint64_t t_ns, uint64_t requests, uint64_t dropped, std::vector<uint8_t>& out);
 

@@ -111,6 +111,13 @@ Trace parse_trace(std::span<const uint8_t> b) {
             t.events.push_back(std::move(e));
             break;
         }
+        case RecordKind::marker: {
+            if (too_short(sizeof(MarkerBody))) break;
+            const auto mb = get<MarkerBody>(body, 0);
+            t.order.push_back({RecordKind::marker, t.markers.size()});
+            t.markers.push_back({mb.seq, mb.t_ns, mb.index, mb.queue, mb.head});
+            break;
+        }
         case RecordKind::end: {
             if (too_short(sizeof(EndBody))) break;
             t.end = get<EndBody>(body, 0);

@@ -19,7 +19,7 @@ struct ReadError : std::runtime_error {
 
 struct Entry {  // one record, in file order
     RecordKind kind;
-    size_t index;  // into Trace::requests / events / dropped
+    size_t index;  // into Trace::requests / events / dropped / markers
 };
 
 struct DroppedRecord {
@@ -33,6 +33,7 @@ struct Trace {
     std::vector<RequestRecord> requests;
     std::vector<EventRecord> events;
     std::vector<DroppedRecord> dropped;
+    std::vector<MarkerRecord> markers;
     std::vector<Entry> order;
     std::optional<EndBody> end;
     std::string truncation;  // why the file stopped early, empty if it did not

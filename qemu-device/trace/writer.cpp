@@ -53,6 +53,10 @@ void Writer::event(const EventRecord& e) {
     append([&](std::vector<uint8_t>& out) { encode(e, out); }, false);
 }
 
+void Writer::marker(const MarkerRecord& m) {
+    append([&](std::vector<uint8_t>& out) { encode(m, out); }, false);
+}
+
 void Writer::write_all(const std::vector<uint8_t>& buf) {
     size_t off = 0;
     while (off < buf.size()) {

@@ -33,6 +33,7 @@ public:
 
     void record(const RequestRecord& r);
     void event(const EventRecord& e);
+    void marker(const MarkerRecord& m);
 
     // Writes everything pending and the end record, then closes. Idempotent.
     void close();

@@ -23,6 +23,8 @@ inline constexpr int kFVersion1 = 32;
 struct Completion {
     uint32_t used_len = 0;        // bytes the device wrote into the chain
     trace::RequestRecord record;  // seq, queue, head, t_submit_ns set by the queue
+    bool marker = false;          // a marker read: traced as a marker, not as I/O
+    uint32_t marker_index = 0;
 };
 
 class Device {
