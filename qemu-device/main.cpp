@@ -32,6 +32,7 @@ struct Options {
     bool direct = false;
     std::string trace_path;
     bool once = false;
+    std::string io_threads = "per-queue";
     std::string log_level = "info";
     blk::Geometry geo;
     std::string write_cache = "on";
@@ -51,6 +52,8 @@ void add_options(CLI::App& app, Options& o) {
     app.add_flag("--direct", o.direct, "Open the image with O_DIRECT");
     app.add_option("--trace", o.trace_path, "Write the request trace to this file");
     app.add_flag("--once", o.once, "Exit when the first front end disconnects");
+    app.add_option("--io-threads", o.io_threads, "per-queue (a thread per virtqueue) or single (one epoll thread for all)")
+        ->check(CLI::IsMember({"per-queue", "single"}));
     app.add_option("--log-level", o.log_level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     app.add_option("--num-queues", o.geo.num_queues, "Queues offered (config num_queues, GET_QUEUE_NUM)")->check(CLI::Range(1, 64));
     app.add_option("--queue-size", o.geo.queue_size, "Largest ring size accepted")->check(CLI::Range(1, 32768));
@@ -101,7 +104,8 @@ nlohmann::json describe(const Options& o, const store::Store& s) {
             {"discard", g.discard},
             {"write_zeroes", g.write_zeroes},
             {"snapshot", o.snapshot},
-            {"direct", o.direct}};
+            {"direct", o.direct},
+            {"io_threads", o.io_threads}};
 }
 
 // SIGINT/SIGTERM/SIGHUP become a readable fd that every wait also polls, so
@@ -155,19 +159,22 @@ int run(Options& o) {
         tw = std::make_unique<trace::Writer>(o.trace_path, h, describe(o, *store).dump());
     }
     blk::BlkDevice dev(o.geo, *store, tw.get());
+    std::unique_ptr<virtio::SharedLoop> loop;
+    if (o.io_threads == "single") loop = std::make_unique<virtio::SharedLoop>();
+    const vhost_user::ServeOptions serve{o.once, loop.get()};
 
     if (o.fd >= 0) {
         if (vhost_user::is_listening_socket(o.fd)) {
             UniqueFd lfd(o.fd);
-            vhost_user::serve_listening(lfd.get(), stop_fd, dev, {o.once});
+            vhost_user::serve_listening(lfd.get(), stop_fd, dev, serve);
         } else {
-            vhost_user::serve_connected(UniqueFd(o.fd), stop_fd, dev);
+            vhost_user::serve_connected(UniqueFd(o.fd), stop_fd, dev, serve);
         }
     } else {
         UniqueFd lfd = vhost_user::listen_at(o.socket_path);
         log(LogLevel::info, "serving {} on {} ({} sectors, {} queue(s))", store->describe(), o.socket_path, o.geo.capacity_sectors,
             o.geo.num_queues);
-        vhost_user::serve_listening(lfd.get(), stop_fd, dev, {o.once});
+        vhost_user::serve_listening(lfd.get(), stop_fd, dev, serve);
         ::unlink(o.socket_path.c_str());
     }
     if (tw) {

@@ -52,8 +52,8 @@ bool is_listening_socket(int fd) {
     return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) == 0 && v != 0;
 }
 
-void serve_connected(UniqueFd conn, int stop_fd, virtio::Device& dev) {
-    Session s(dev, std::move(conn));
+void serve_connected(UniqueFd conn, int stop_fd, virtio::Device& dev, ServeOptions opts) {
+    Session s(dev, std::move(conn), opts.loop);
     s.serve(stop_fd);
 }
 
@@ -75,7 +75,7 @@ void serve_listening(int listen_fd, int stop_fd, virtio::Device& dev, ServeOptio
         log(LogLevel::info, "front end connected");
         bool stopped;
         {
-            Session s(dev, std::move(conn));
+            Session s(dev, std::move(conn), opts.loop);
             stopped = s.serve(stop_fd);
         }
         if (stopped || opts.once) return;

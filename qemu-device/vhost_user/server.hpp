@@ -5,6 +5,7 @@
 
 #include "common/fd.hpp"
 #include "virtio/device.hpp"
+#include "virtio/queue_worker.hpp"
 
 #include <stdexcept>
 #include <string>
@@ -21,14 +22,15 @@ struct ServerError : std::runtime_error {
 UniqueFd listen_at(const std::string& path);
 
 struct ServeOptions {
-    bool once = false;  // return after the first session ends
+    bool once = false;                       // return after the first session ends
+    virtio::SharedLoop* loop = nullptr;      // one thread for all queues, or a thread per queue
 };
 
 // Serves sessions on a listening socket until stop_fd becomes readable.
 void serve_listening(int listen_fd, int stop_fd, virtio::Device& dev, ServeOptions opts);
 
 // Serves one already-connected socket (--fd given a connected socket).
-void serve_connected(UniqueFd conn, int stop_fd, virtio::Device& dev);
+void serve_connected(UniqueFd conn, int stop_fd, virtio::Device& dev, ServeOptions opts);
 
 bool is_listening_socket(int fd);
 

@@ -40,7 +40,8 @@ struct MappedMemory : virtio::GuestMemory {
 
 uint64_t offered_protocol_features() { return bit(kProtoMq) | bit(kProtoReplyAck) | bit(kProtoConfig); }
 
-Session::Session(virtio::Device& dev, UniqueFd conn) : dev_(dev), conn_(std::move(conn)), vrings_(dev.max_queues()) {
+Session::Session(virtio::Device& dev, UniqueFd conn, virtio::SharedLoop* loop)
+    : dev_(dev), conn_(std::move(conn)), loop_(loop), vrings_(dev.max_queues()) {
     dev_.note(trace::EventCode::session_start, 0, "front end connected");
 }
 
@@ -139,7 +140,7 @@ void Session::maybe_start(uint32_t index) {
     s.kick_fd = v.kick.get();
     s.call_fd = v.call.get();
     s.err_fd = v.err.get();
-    v.worker = std::make_unique<virtio::QueueWorker>(s, mem_, dev_);
+    v.worker = std::make_unique<virtio::QueueWorker>(s, mem_, dev_, loop_);
     dev_.note(trace::EventCode::queue_started, s.index,
               fmt::format("queue {} started: size {}, avail index {}, event_idx {}, indirect {}", index, v.num, v.base, s.event_idx,
                           s.indirect));

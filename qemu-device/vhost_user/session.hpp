@@ -19,7 +19,8 @@ uint64_t offered_protocol_features();
 
 class Session {
 public:
-    Session(virtio::Device& dev, UniqueFd conn);
+    // loop: serve all queues from one shared thread; nullptr: a thread per queue.
+    Session(virtio::Device& dev, UniqueFd conn, virtio::SharedLoop* loop = nullptr);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -53,6 +54,7 @@ private:
 
     virtio::Device& dev_;
     UniqueFd conn_;
+    virtio::SharedLoop* loop_;
     std::vector<Vring> vrings_;
     std::shared_ptr<const virtio::GuestMemory> mem_;
     uint64_t acked_features_ = 0;

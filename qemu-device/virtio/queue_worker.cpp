@@ -3,6 +3,7 @@
 #include "common/log.hpp"
 
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -12,11 +13,12 @@
 
 namespace blkrig::virtio {
 
-QueueWorker::QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev)
-    : s_(setup), mem_(std::move(mem)), dev_(dev), ring_(s_.addrs, s_.num, s_.last_avail, s_.event_idx) {
+QueueWorker::QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev, SharedLoop* loop)
+    : s_(setup), mem_(std::move(mem)), dev_(dev), ring_(s_.addrs, s_.num, s_.last_avail, s_.event_idx), loop_(loop) {
     stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (stop_fd_ < 0) throw std::runtime_error(fmt::format("eventfd: {}", std::strerror(errno)));
-    thread_ = std::thread([this] { run(); });
+    if (loop_) loop_->add(this);
+    else thread_ = std::thread([this] { run(); });
 }
 
 QueueWorker::~QueueWorker() {
@@ -27,9 +29,13 @@ QueueWorker::~QueueWorker() {
 uint16_t QueueWorker::stop() {
     if (!stopped_) {
         stopped_ = true;
-        const uint64_t one = 1;
-        [[maybe_unused]] auto n = ::write(stop_fd_, &one, sizeof one);
-        if (thread_.joinable()) thread_.join();
+        if (loop_) {
+            loop_->remove(this);
+        } else {
+            const uint64_t one = 1;
+            [[maybe_unused]] auto n = ::write(stop_fd_, &one, sizeof one);
+            if (thread_.joinable()) thread_.join();
+        }
     }
     return ring_.last_avail();
 }
@@ -69,11 +75,26 @@ bool QueueWorker::drain() {
     }
 }
 
+void QueueWorker::signal_broken() {
+    broken_ = true;
+    if (s_.err_fd >= 0) {
+        // The front end reports this as a vring error for the queue.
+        const uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(s_.err_fd, &one, sizeof one);
+    }
+}
+
+void QueueWorker::on_kick() {
+    // The kick fd is the front end's blocking eventfd: read only what is there.
+    pollfd p{s_.kick_fd, POLLIN, 0};
+    uint64_t v;
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) [[maybe_unused]] auto n = ::read(s_.kick_fd, &v, sizeof v);
+    if (!drain()) signal_broken();
+}
+
 void QueueWorker::run() {
     // Buffers may already be waiting (a ring restarted after SET_VRING_BASE).
-    if (!drain()) {
-        broken_ = true;
-    }
+    if (!drain()) signal_broken();
     pollfd fds[2] = {{s_.kick_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
     while (!broken_) {
         const int r = ::poll(fds, 2, -1);
@@ -87,16 +108,72 @@ void QueueWorker::run() {
             log(LogLevel::error, "queue {}: kick fd is no longer valid", s_.index);
             break;
         }
-        if (fds[0].revents & POLLIN) {
-            uint64_t v;
-            [[maybe_unused]] auto n = ::read(s_.kick_fd, &v, sizeof v);
-            if (!drain()) broken_ = true;
-        }
+        if (fds[0].revents & POLLIN) on_kick();
     }
-    if (broken_ && s_.err_fd >= 0) {
-        // The front end reports this as a vring error for the queue.
-        const uint64_t one = 1;
-        [[maybe_unused]] auto n = ::write(s_.err_fd, &one, sizeof one);
+}
+
+SharedLoop::SharedLoop() {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (epoll_fd_ < 0 || stop_fd_ < 0) throw std::runtime_error(fmt::format("epoll/eventfd: {}", std::strerror(errno)));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // the stop fd
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &ev);
+    thread_ = std::thread([this] { run(); });
+}
+
+SharedLoop::~SharedLoop() {
+    const uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(stop_fd_, &one, sizeof one);
+    thread_.join();
+    ::close(stop_fd_);
+    ::close(epoll_fd_);
+}
+
+void SharedLoop::add(QueueWorker* w) {
+    std::lock_guard lock(mu_);
+    // Buffers may already be waiting: drain once before waiting for kicks.
+    if (!w->drain()) {
+        w->signal_broken();
+        return;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = w;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->s_.kick_fd, &ev) != 0) {
+        log(LogLevel::error, "queue {}: cannot watch its kick fd: {}", w->s_.index, std::strerror(errno));
+        return;
+    }
+    registered_.insert(w);
+}
+
+void SharedLoop::remove(QueueWorker* w) {
+    std::lock_guard lock(mu_);
+    if (registered_.erase(w)) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
+}
+
+void SharedLoop::run() {
+    epoll_event events[64];
+    for (;;) {
+        const int n = ::epoll_wait(epoll_fd_, events, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            log(LogLevel::error, "shared queue loop: epoll_wait failed: {}", std::strerror(errno));
+            return;
+        }
+        std::lock_guard lock(mu_);
+        for (int i = 0; i < n; ++i) {
+            auto* w = static_cast<QueueWorker*>(events[i].data.ptr);
+            if (w == nullptr) return;
+            // An event fetched before remove() took the lock: skip it.
+            if (!registered_.count(w)) continue;
+            w->on_kick();
+            if (w->broken()) {
+                registered_.erase(w);
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
+            }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-// One thread per virtqueue: waits for kicks, walks chains, hands them to the
-// device, returns them on the used ring and notifies the driver.
-// One thread per queue (rather than one epoll loop for all) keeps queues
-// independent, which is what multi-queue guests measure; see docs/architecture.md.
+// A running virtqueue: waits for kicks, walks chains, hands them to the
+// device, returns them on the used ring and notifies the driver. Either with
+// a thread of its own (the default) or served by a SharedLoop: one epoll
+// thread for all queues (--io-threads single). docs/performance.md has the
+// measurement behind the default.
 #pragma once
 
 #include "virtio/device.hpp"
@@ -9,6 +10,8 @@
 #include "virtio/split_ring.hpp"
 
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <memory>
 #include <thread>
 
@@ -26,9 +29,12 @@ struct QueueSetup {
     int err_fd = -1;   // borrowed, may be -1
 };
 
+class SharedLoop;
+
 class QueueWorker {
 public:
-    QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev);
+    // loop == nullptr: the queue gets a thread of its own.
+    QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev, SharedLoop* loop = nullptr);
     ~QueueWorker();  // stops and joins
     QueueWorker(const QueueWorker&) = delete;
     QueueWorker& operator=(const QueueWorker&) = delete;
@@ -38,9 +44,12 @@ public:
     bool broken() const { return broken_.load(); }
 
 private:
+    friend class SharedLoop;
     void run();
     bool drain();  // false when the queue broke
     void notify();
+    void on_kick();   // read the kick, drain; marks broken on failure
+    void signal_broken();
 
     QueueSetup s_;
     std::shared_ptr<const GuestMemory> mem_;
@@ -49,7 +58,31 @@ private:
     int stop_fd_ = -1;
     std::atomic<bool> broken_{false};
     std::thread thread_;
+    SharedLoop* loop_ = nullptr;
     bool stopped_ = false;
+};
+
+// One thread and one epoll set serving every queue added to it. add() and
+// remove() may be called from other threads; once remove() returns, the
+// loop no longer touches that queue.
+class SharedLoop {
+public:
+    SharedLoop();
+    ~SharedLoop();
+    SharedLoop(const SharedLoop&) = delete;
+    SharedLoop& operator=(const SharedLoop&) = delete;
+
+    void add(QueueWorker* w);
+    void remove(QueueWorker* w);
+
+private:
+    void run();
+
+    int epoll_fd_ = -1;
+    int stop_fd_ = -1;
+    std::mutex mu_;  // held while a queue is drained, and by add/remove
+    std::set<QueueWorker*> registered_;
+    std::thread thread_;
 };
 
 }  // namespace blkrig::virtio

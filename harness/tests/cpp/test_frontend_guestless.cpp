@@ -28,7 +28,7 @@ fs::path build_dir() {
 }
 
 struct Backend {
-    std::string kind;  // "blkrig" or "qsd"
+    std::string kind;  // "blkrig", "blkrig-single" (--io-threads single) or "qsd"
     fs::path dir, image, socket, log, trace;
     launch::Child child;
 
@@ -42,9 +42,10 @@ struct Backend {
     }
     void start(unsigned queues, const std::vector<std::string>& extra = {}) {
         std::vector<std::string> argv;
-        if (kind == "blkrig") {
+        if (kind.starts_with("blkrig")) {
             argv = {(build_dir() / "qemu-device" / "blkrig-device").string(), "--socket-path", socket.string(), "--blk-file",
                     image.string(), "--trace", trace.string(), "--num-queues", std::to_string(queues)};
+            if (kind == "blkrig-single") argv.push_back("--io-threads=single");
         } else {
             argv = {"qemu-storage-daemon", "--blockdev", fmt::format("driver=file,node-name=f0,filename={}", image.string()), "--export",
                     fmt::format("type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path={},writable=on,num-queues={}",
@@ -150,7 +151,8 @@ TEST_P(Guestless, TwoQueuesInterleaved) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Guestless, ::testing::Values("blkrig", "qsd"));
+INSTANTIATE_TEST_SUITE_P(Backends, Guestless, ::testing::Values("blkrig", "blkrig-single", "qsd"),
+                         [](const auto& info) { return info.param == "blkrig-single" ? std::string("blkrig_single") : info.param; });
 
 // blkrig-device's trace holds each request exactly once, with the queue it
 // came on and its segments, as the front end sent them.
