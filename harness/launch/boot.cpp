@@ -126,6 +126,17 @@ BootResult boot(const BootSpec& spec) {
         "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot", "-kernel", spec.kernel.string(),
         "-initrd", spec.initrd.string(), "-append", append, "-chardev", fmt::format("socket,id=c0,path={}", sock.socket().string()),
         "-device", fmt::format("vhost-user-blk-pci,chardev=c0,num-queues={},queue-size={}", spec.num_queues, spec.queue_size)};
+    if (!spec.serial_ports.empty()) {
+        qemu_argv.insert(qemu_argv.end(), {"-device", "virtio-serial-pci,id=vser0"});
+        for (size_t i = 0; i < spec.serial_ports.size(); ++i) {
+            const auto& [name, file] = spec.serial_ports[i];
+            const fs::path path = spec.out_dir / file;
+            fs::remove(path);
+            qemu_argv.insert(qemu_argv.end(), {"-chardev", fmt::format("file,id=port{},path={}", i, path.string()), "-device",
+                                               fmt::format("virtserialport,bus=vser0.0,chardev=port{},name={}", i, name)});
+        }
+    }
+    qemu_argv.insert(qemu_argv.end(), spec.qemu_args.begin(), spec.qemu_args.end());
     Child qemu("qemu", qemu_argv, console.string());
 
     const auto deadline = Clock::now() + std::chrono::seconds(spec.timeout_s);
@@ -180,6 +191,7 @@ BootResult boot(const BootSpec& spec) {
                         {"num_queues", spec.num_queues},
                         {"queue_size", spec.queue_size},
                         {"device_args", spec.device_args},
+                        {"qemu_args", spec.qemu_args},
                         {"outcome", to_string(res.outcome)},
                         {"message", res.message},
                         {"seconds", res.seconds},

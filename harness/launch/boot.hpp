@@ -23,6 +23,11 @@ struct BootSpec {
     std::string qemu = "qemu-system-x86_64";
     std::filesystem::path device;  // blkrig-device binary
     std::vector<std::string> device_args;  // extra blkrig-device options
+    std::vector<std::string> qemu_args;    // extra QEMU options (e.g. virtio-serial ports)
+    // Named virtio-serial ports whose guest output is saved to out_dir/FILE:
+    // {"blkrig.results", "results.jsonl"} appears in the guest as a port of
+    // that name (/sys/class/virtio-ports/*/name).
+    std::vector<std::pair<std::string, std::string>> serial_ports;
 };
 
 enum class BootOutcome { ok, timeout, qemu_failed, device_failed, guest_panic, interrupted };
