@@ -1,0 +1,325 @@
+#include "scenario/scenario.hpp"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace blkrig::scenario {
+
+ScenarioError::ScenarioError(std::string f, int l, int c, const std::string& what)
+    : std::runtime_error(fmt::format("{}:{}:{}: {}", f, l, c, what)), file(std::move(f)), line(l), column(c) {}
+
+std::optional<uint64_t> parse_size(std::string_view s) {
+    if (s.empty()) return std::nullopt;
+    uint64_t mult = 1;
+    switch (s.back()) {
+    case 'K': case 'k': mult = 1ull << 10; break;
+    case 'M': case 'm': mult = 1ull << 20; break;
+    case 'G': case 'g': mult = 1ull << 30; break;
+    default: break;
+    }
+    if (mult != 1) s.remove_suffix(1);
+    if (s.empty() || s.size() > 15) return std::nullopt;
+    uint64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') return std::nullopt;
+        v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return v * mult;
+}
+
+namespace {
+
+// Reads one scenario file; every error names the file, line and column.
+class Reader {
+public:
+    explicit Reader(std::string file) : file_(std::move(file)) {}
+
+    [[noreturn]] void fail(const toml::source_region& at, const std::string& what) const {
+        throw ScenarioError(file_, static_cast<int>(at.begin.line), static_cast<int>(at.begin.column), what);
+    }
+    [[noreturn]] void fail(const toml::node& n, const std::string& what) const { fail(n.source(), what); }
+
+    // Unknown keys are errors: a typo must not silently do nothing.
+    void only(const toml::table& t, const std::string& where, std::initializer_list<const char*> allowed) const {
+        const std::set<std::string> ok(allowed.begin(), allowed.end());
+        for (auto&& [k, v] : t) {
+            if (!ok.count(std::string(k.str()))) {
+                std::string known;
+                for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
+                fail(k.source(), fmt::format("unknown key '{}' in {} (known: {})", k.str(), where, known));
+            }
+        }
+    }
+
+    std::string str(const toml::node& n, const std::string& what) const {
+        if (!n.is_string()) fail(n, fmt::format("{} must be a string", what));
+        return std::string(*n.value<std::string_view>());
+    }
+    int64_t integer(const toml::node& n, const std::string& what, int64_t lo, int64_t hi) const {
+        if (!n.is_integer()) fail(n, fmt::format("{} must be an integer", what));
+        const int64_t v = *n.value<int64_t>();
+        if (v < lo || v > hi) fail(n, fmt::format("{} is {}, must be from {} to {}", what, v, lo, hi));
+        return v;
+    }
+    bool boolean(const toml::node& n, const std::string& what) const {
+        if (!n.is_boolean()) fail(n, fmt::format("{} must be true or false", what));
+        return *n.value<bool>();
+    }
+    uint64_t size(const toml::node& n, const std::string& what) const {
+        if (n.is_integer()) {
+            const int64_t v = *n.value<int64_t>();
+            if (v < 0) fail(n, fmt::format("{} must not be negative", what));
+            return static_cast<uint64_t>(v);
+        }
+        if (n.is_string()) {
+            if (auto v = parse_size(*n.value<std::string_view>())) return *v;
+        }
+        fail(n, fmt::format("{} must be a size: bytes, or a number with K, M or G (e.g. \"4M\")", what));
+    }
+    std::string one_of(const toml::node& n, const std::string& what, std::initializer_list<const char*> values) const {
+        const std::string v = str(n, what);
+        std::string known;
+        for (const auto& a : values) {
+            if (v == a) return v;
+            known += (known.empty() ? "" : ", ") + std::string(a);
+        }
+        fail(n, fmt::format("{} '{}' is not one of: {}", what, v, known));
+    }
+    const toml::table& table(const toml::node& n, const std::string& what) const {
+        if (!n.is_table()) fail(n, fmt::format("{} must be a table", what));
+        return *n.as_table();
+    }
+
+    std::string file_;
+};
+
+// The fields each step op takes besides `op` and `expect`.
+const std::map<std::string, std::set<std::string>>& step_fields() {
+    static const std::map<std::string, std::set<std::string>> f = {
+        {"mount", {}},
+        {"umount", {}},
+        {"read", {"path", "offset", "length", "bs", "direct"}},
+        {"write", {"path", "offset", "length", "bs", "pattern", "seed", "direct", "append", "create"}},
+        {"fsync", {"path"}},
+        {"fdatasync", {"path"}},
+        {"sync", {}},
+        {"drop_caches", {"value"}},
+        {"truncate", {"path", "size"}},
+        {"mmap_write", {"path", "offset", "length", "pattern", "seed"}},
+        {"fiemap", {"path"}},
+        {"sleep", {"ms"}},
+    };
+    return f;
+}
+
+const std::set<std::string>& queue_knobs() {
+    static const std::set<std::string> k = {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity"};
+    return k;
+}
+
+}  // namespace
+
+Scenario parse_scenario(std::string_view text, const std::string& file) {
+    Reader rd(file);
+    toml::table root;
+    try {
+        root = toml::parse(text, file);
+    } catch (const toml::parse_error& e) {
+        throw ScenarioError(file, static_cast<int>(e.source().begin.line), static_cast<int>(e.source().begin.column),
+                            fmt::format("not valid TOML: {}", e.description()));
+    }
+    Scenario sc;
+    sc.file = file;
+    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps"});
+
+    if (auto* s = root["scenario"].node()) {
+        const auto& t = rd.table(*s, "[scenario]");
+        rd.only(t, "[scenario]", {"name", "description", "kernel", "timeout"});
+        if (auto* n = t["name"].node()) sc.name = rd.str(*n, "scenario.name");
+        if (auto* n = t["description"].node()) sc.description = rd.str(*n, "scenario.description");
+        if (auto* n = t["kernel"].node()) sc.kernel = rd.str(*n, "scenario.kernel");
+        if (auto* n = t["timeout"].node()) sc.timeout_s = static_cast<unsigned>(rd.integer(*n, "scenario.timeout (seconds)", 10, 3600));
+    }
+
+    if (auto* d = root["disk"].node()) {
+        const auto& t = rd.table(*d, "[disk]");
+        rd.only(t, "[disk]", {"fs", "size", "fat_bits", "cluster", "block", "files"});
+        if (auto* n = t["fs"].node()) sc.disk.fs = rd.one_of(*n, "disk.fs", {"vfat", "exfat", "ext4", "ext2", "raw"});
+        if (auto* n = t["size"].node()) sc.disk.size_bytes = rd.size(*n, "disk.size");
+        if (sc.disk.size_bytes < (1u << 20) || sc.disk.size_bytes % 512)
+            rd.fail(t["size"].node() ? t["size"].node()->source() : t.source(), "disk.size must be at least 1M and a multiple of 512");
+        if (auto* n = t["fat_bits"].node()) {
+            sc.disk.fat_bits = static_cast<unsigned>(rd.integer(*n, "disk.fat_bits", 12, 32));
+            if (sc.disk.fat_bits != 12 && sc.disk.fat_bits != 16 && sc.disk.fat_bits != 32) rd.fail(*n, "disk.fat_bits must be 12, 16 or 32");
+        }
+        if (auto* n = t["cluster"].node()) sc.disk.cluster_bytes = static_cast<uint32_t>(rd.size(*n, "disk.cluster"));
+        if (auto* n = t["block"].node()) sc.disk.block_bytes = static_cast<uint32_t>(rd.size(*n, "disk.block"));
+        if (auto* files = t["files"].node()) {
+            if (!files->is_array_of_tables()) rd.fail(*files, "disk.files must be [[disk.files]] tables");
+            uint64_t total = 0;
+            for (auto& fn : *files->as_array()) {
+                const auto& ft = *fn.as_table();
+                rd.only(ft, "[[disk.files]]", {"path", "size", "content", "seed", "layout", "extents", "holes"});
+                FileSpec f;
+                if (!ft["path"].node()) rd.fail(ft, "[[disk.files]] needs a path, e.g. path = \"/f1.bin\"");
+                f.path = rd.str(*ft["path"].node(), "disk.files.path");
+                if (f.path.empty() || f.path[0] != '/' || f.path.find("..") != std::string::npos)
+                    rd.fail(*ft["path"].node(), fmt::format("file path '{}' must be absolute inside the filesystem, e.g. \"/f1.bin\"", f.path));
+                if (!ft["size"].node()) rd.fail(ft, fmt::format("file {} needs a size", f.path));
+                f.size_bytes = rd.size(*ft["size"].node(), "disk.files.size");
+                if (auto* n = ft["content"].node()) f.content = rd.one_of(*n, "disk.files.content", {"random", "zero", "pattern"});
+                if (auto* n = ft["seed"].node()) f.seed = static_cast<uint64_t>(rd.integer(*n, "disk.files.seed", 0, INT64_MAX));
+                if (auto* n = ft["layout"].node()) f.layout = rd.one_of(*n, "disk.files.layout", {"contiguous", "fragmented", "sparse"});
+                if (auto* n = ft["extents"].node()) f.extents = static_cast<unsigned>(rd.integer(*n, "disk.files.extents", 2, 1024));
+                if (f.layout == "fragmented" && f.extents == 0) rd.fail(ft, fmt::format("file {}: layout \"fragmented\" needs extents = N (2 or more)", f.path));
+                if (f.layout != "fragmented" && ft["extents"].node()) rd.fail(*ft["extents"].node(), "extents only applies to layout = \"fragmented\"");
+                if (auto* n = ft["holes"].node()) {
+                    if (f.layout != "sparse") rd.fail(*n, "holes only applies to layout = \"sparse\"");
+                    if (!n->is_array()) rd.fail(*n, "holes must be a list of [offset, length] pairs");
+                    for (auto& h : *n->as_array()) {
+                        if (!h.is_array() || h.as_array()->size() != 2) rd.fail(h, "each hole is [offset, length]");
+                        f.holes.emplace_back(rd.size(*h.as_array()->get(0), "hole offset"), rd.size(*h.as_array()->get(1), "hole length"));
+                    }
+                }
+                if (f.layout == "sparse" && sc.disk.fs != "ext4" && sc.disk.fs != "ext2")
+                    rd.fail(ft, fmt::format("file {}: sparse files need disk.fs = \"ext4\" or \"ext2\"", f.path));
+                total += f.size_bytes;
+                if (f.size_bytes > sc.disk.size_bytes || total > sc.disk.size_bytes)
+                    rd.fail(ft["size"].node()->source(), fmt::format("file {} ({} bytes) does not fit on the {}-byte disk; make disk.size larger",
+                                                                     f.path, f.size_bytes, sc.disk.size_bytes));
+                sc.disk.files.push_back(std::move(f));
+            }
+        }
+    }
+    if (sc.disk.fs == "raw" && !sc.disk.files.empty()) rd.fail(root["disk"].node()->source(), "a raw disk has no files; use fs = \"vfat\" or another filesystem");
+
+    if (auto* d = root["device"].node()) {
+        const auto& t = rd.table(*d, "[device]");
+        rd.only(t, "[device]", {"seg_max", "size_max", "num_queues", "queue_size", "logical_block_size", "write_cache", "read_only"});
+        if (auto* n = t["seg_max"].node()) sc.device.seg_max = static_cast<uint32_t>(rd.integer(*n, "device.seg_max", 1, 1024));
+        if (auto* n = t["size_max"].node()) sc.device.size_max = static_cast<uint32_t>(rd.size(*n, "device.size_max"));
+        if (auto* n = t["num_queues"].node()) sc.device.num_queues = static_cast<uint16_t>(rd.integer(*n, "device.num_queues", 1, 64));
+        if (auto* n = t["queue_size"].node()) {
+            sc.device.queue_size = static_cast<uint16_t>(rd.integer(*n, "device.queue_size", 2, 1024));
+            if (sc.device.queue_size & (sc.device.queue_size - 1)) rd.fail(*n, "device.queue_size must be a power of two");
+        }
+        if (auto* n = t["logical_block_size"].node()) {
+            sc.device.logical_block_size = static_cast<uint32_t>(rd.integer(*n, "device.logical_block_size", 512, 4096));
+            if (sc.device.logical_block_size & (sc.device.logical_block_size - 1)) rd.fail(*n, "device.logical_block_size must be 512, 1024, 2048 or 4096");
+        }
+        if (auto* n = t["write_cache"].node()) sc.device.write_cache = rd.boolean(*n, "device.write_cache");
+        if (auto* n = t["read_only"].node()) sc.device.read_only = rd.boolean(*n, "device.read_only");
+    }
+
+    if (auto* g = root["guest"].node()) {
+        const auto& t = rd.table(*g, "[guest]");
+        rd.only(t, "[guest]", {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity", "memory", "mount_options", "step_timeout"});
+        for (auto&& [k, v] : t) {
+            const std::string key(k.str());
+            if (!queue_knobs().count(key)) continue;
+            if (v.is_integer()) sc.guest.queue[key] = std::to_string(*v.value<int64_t>());
+            else sc.guest.queue[key] = rd.str(v, "guest." + key);
+        }
+        if (auto* n = t["memory"].node()) sc.guest.memory_mb = static_cast<unsigned>(rd.size(*n, "guest.memory") >> 20);
+        if (sc.guest.memory_mb < 128) rd.fail(t["memory"].node()->source(), "guest.memory must be at least 128M");
+        if (auto* n = t["mount_options"].node()) sc.guest.mount_options = rd.str(*n, "guest.mount_options");
+        if (auto* n = t["step_timeout"].node()) sc.guest.step_timeout_s = static_cast<unsigned>(rd.integer(*n, "guest.step_timeout (seconds)", 1, 3600));
+    }
+
+    auto* steps = root["steps"].node();
+    if (!steps || !steps->is_array_of_tables() || steps->as_array()->empty())
+        throw ScenarioError(file, 1, 1, "no steps: add [[steps]] tables, e.g. [[steps]] op = \"mount\"");
+    for (auto& sn : *steps->as_array()) {
+        const auto& t = *sn.as_table();
+        Step st;
+        st.line = static_cast<int>(t.source().begin.line);
+        if (!t["op"].node()) rd.fail(t, "[[steps]] needs an op");
+        const auto& ops = step_fields();
+        st.op = rd.str(*t["op"].node(), "steps.op");
+        auto it = ops.find(st.op);
+        if (it == ops.end()) {
+            std::string known;
+            for (const auto& [k, v] : ops) known += (known.empty() ? "" : ", ") + k;
+            rd.fail(*t["op"].node(), fmt::format("unknown step op '{}' (known: {})", st.op, known));
+        }
+        st.args = {{"op", st.op}};
+        for (auto&& [k, v] : t) {
+            const std::string key(k.str());
+            if (key == "op") continue;
+            if (key == "expect") {
+                const auto& et = rd.table(v, "steps.expect");
+                rd.only(et, "expect", {"ret", "errno", "bytes", "sha256"});
+                if (auto* n = et["ret"].node()) st.expect.ret = rd.integer(*n, "expect.ret", INT32_MIN, INT32_MAX);
+                if (auto* n = et["errno"].node()) st.expect.error = rd.str(*n, "expect.errno");
+                if (auto* n = et["bytes"].node()) st.expect.bytes = rd.size(*n, "expect.bytes");
+                if (auto* n = et["sha256"].node()) {
+                    st.expect.sha256 = rd.str(*n, "expect.sha256");
+                    const auto& h = *st.expect.sha256;
+                    const bool hex = h.size() == 64 && h.find_first_not_of("0123456789abcdef") == std::string::npos;
+                    if (h != "file" && !hex) rd.fail(*n, "expect.sha256 must be \"file\" (the content the disk was built with) or 64 hex digits");
+                }
+                continue;
+            }
+            if (!it->second.count(key)) {
+                std::string known;
+                for (const auto& f : it->second) known += (known.empty() ? "" : ", ") + f;
+                rd.fail(k.source(), fmt::format("step '{}' has no field '{}' (fields: {})", st.op, key, known.empty() ? "none" : known));
+            }
+            if (key == "path") {
+                const std::string p = rd.str(v, "path");
+                const std::string mp = std::string(kMountpoint) + "/";
+                if (p.rfind(mp, 0) != 0 || p.find("/../") != std::string::npos || p.size() <= mp.size())
+                    rd.fail(v, fmt::format("path '{}' is outside the mount: step paths start with {}", p, mp));
+                st.args[key] = p;
+            } else if (key == "pattern") {
+                st.args[key] = rd.one_of(v, "pattern", {"random", "zero"});
+            } else if (v.is_boolean()) {
+                st.args[key] = *v.value<bool>();
+            } else if (key == "seed" || key == "ms" || key == "value") {
+                st.args[key] = rd.integer(v, key, 0, INT64_MAX);
+            } else if (key == "length" && v.is_integer() && *v.value<int64_t>() == -1) {
+                st.args[key] = -1;
+            } else {
+                st.args[key] = rd.size(v, key);
+            }
+        }
+        if (it->second.count("path") && !st.args.contains("path")) rd.fail(t, fmt::format("step '{}' needs a path", st.op));
+        if (st.expect.sha256 == "file") {
+            const std::string p = st.args.value("path", "").substr(std::string(kMountpoint).size());
+            bool known = false;
+            for (const auto& f : sc.disk.files) known = known || f.path == p;
+            if (!known || st.op != "read")
+                rd.fail(t, fmt::format("expect.sha256 = \"file\" needs a read step of a file in [[disk.files]] ({} is not one)", p));
+        }
+        sc.steps.push_back(std::move(st));
+    }
+    return sc;
+}
+
+Scenario load_scenario(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw ScenarioError(path, 0, 0, "cannot read the scenario file");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return parse_scenario(ss.str(), path);
+}
+
+nlohmann::json disk_json(const DiskSpec& d) {
+    nlohmann::json j = {{"fs", d.fs}, {"size_bytes", d.size_bytes}, {"files", nlohmann::json::array()}};
+    if (d.fat_bits) j["fat_bits"] = d.fat_bits;
+    if (d.cluster_bytes) j["cluster_bytes"] = d.cluster_bytes;
+    if (d.block_bytes) j["block_bytes"] = d.block_bytes;
+    for (const auto& f : d.files) {
+        nlohmann::json fj = {{"path", f.path}, {"size_bytes", f.size_bytes}, {"content", f.content}, {"seed", f.seed}, {"layout", f.layout}};
+        if (f.layout == "fragmented") fj["extents"] = f.extents;
+        if (!f.holes.empty()) fj["holes"] = f.holes;
+        j["files"].push_back(fj);
+    }
+    return j;
+}
+
+}  // namespace blkrig::scenario

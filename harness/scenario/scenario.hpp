@@ -1,0 +1,101 @@
+// Scenarios: what a run puts in front of the device (kernel, disk, device
+// and guest knobs) and the steps the guest agent performs, read from TOML.
+// parse_scenario is pure (text in, Scenario or ScenarioError out) so it can
+// be unit-tested and fuzzed. docs/scenarios.md is the reference.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace blkrig::scenario {
+
+// A bad scenario: where (file, line, column) and what to change.
+struct ScenarioError : std::runtime_error {
+    ScenarioError(std::string file, int line, int column, const std::string& what);
+    std::string file;
+    int line;
+    int column;
+};
+
+struct FileSpec {
+    std::string path;  // inside the filesystem, e.g. "/f1.bin"
+    uint64_t size_bytes = 0;
+    std::string content = "random";  // random | zero | pattern
+    uint64_t seed = 1;
+    std::string layout = "contiguous";  // contiguous | fragmented | sparse
+    unsigned extents = 0;               // fragmented
+    std::vector<std::pair<uint64_t, uint64_t>> holes;  // sparse: [offset, length]
+};
+
+struct DiskSpec {
+    std::string fs = "vfat";  // vfat | exfat | ext4 | ext2 | raw
+    uint64_t size_bytes = 64ull << 20;
+    unsigned fat_bits = 0;       // 0: mkfs chooses
+    uint32_t cluster_bytes = 0;  // 0: mkfs chooses
+    uint32_t block_bytes = 0;
+    std::vector<FileSpec> files;
+};
+
+struct DeviceKnobs {
+    uint32_t seg_max = 126;
+    uint32_t size_max = 0;
+    uint16_t num_queues = 1;
+    uint16_t queue_size = 128;
+    uint32_t logical_block_size = 512;
+    bool write_cache = true;
+    bool read_only = false;
+};
+
+struct GuestKnobs {
+    std::map<std::string, std::string> queue;  // /sys/block/vda/queue/<knob>
+    unsigned memory_mb = 512;
+    std::string mount_options;
+    unsigned step_timeout_s = 60;
+};
+
+struct Expect {
+    std::optional<int64_t> ret;
+    std::optional<std::string> error;   // errno name, e.g. "EIO"
+    std::optional<uint64_t> bytes;
+    std::optional<std::string> sha256;  // hex, or "file": the content the disk builder wrote
+};
+
+struct Step {
+    std::string op;
+    nlohmann::json args;  // what the agent gets (op included)
+    Expect expect;
+    int line = 0;
+};
+
+struct Scenario {
+    std::string file;
+    std::string name;
+    std::string description;
+    std::string kernel;  // empty: the caller's default
+    unsigned timeout_s = 300;
+    DiskSpec disk;
+    DeviceKnobs device;
+    GuestKnobs guest;
+    std::vector<Step> steps;
+};
+
+inline constexpr const char* kMountpoint = "/mnt";
+
+Scenario parse_scenario(std::string_view text, const std::string& file);
+Scenario load_scenario(const std::string& path);  // ScenarioError also for an unreadable file
+
+// "4M", "64K", "1G", "512" or an integer → bytes; nullopt if malformed.
+std::optional<uint64_t> parse_size(std::string_view s);
+
+// The disk builder's JSON spec for a disk.
+nlohmann::json disk_json(const DiskSpec& d);
+
+}  // namespace blkrig::scenario

@@ -1,0 +1,131 @@
+// Scenario parsing: a good scenario becomes the right structures; each kind
+// of mistake is an error naming the line and what to change.
+#include "scenario/scenario.hpp"
+
+#include <gtest/gtest.h>
+
+namespace blkrig::scenario {
+namespace {
+
+const char* kGood = R"(
+[scenario]
+name = "read"
+kernel = "debian-bookworm-cloud"
+
+[disk]
+fs = "vfat"
+size = "64M"
+cluster = 4096
+
+[[disk.files]]
+path = "/f1.bin"
+size = "4M"
+seed = 7
+
+[[disk.files]]
+path = "/frag.bin"
+size = 1048576
+layout = "fragmented"
+extents = 4
+
+[device]
+seg_max = 8
+queue_size = 256
+
+[guest]
+scheduler = "none"
+nomerges = 2
+
+[[steps]]
+op = "mount"
+
+[[steps]]
+op = "read"
+path = "/mnt/f1.bin"
+bs = "64K"
+expect = { ret = 0, bytes = "4M", sha256 = "file" }
+)";
+
+TEST(Scenario, GoodScenarioParses) {
+    const auto s = parse_scenario(kGood, "good.toml");
+    EXPECT_EQ(s.name, "read");
+    EXPECT_EQ(s.kernel, "debian-bookworm-cloud");
+    EXPECT_EQ(s.disk.size_bytes, 64u << 20);
+    EXPECT_EQ(s.disk.cluster_bytes, 4096u);
+    ASSERT_EQ(s.disk.files.size(), 2u);
+    EXPECT_EQ(s.disk.files[0].seed, 7u);
+    EXPECT_EQ(s.disk.files[1].layout, "fragmented");
+    EXPECT_EQ(s.disk.files[1].extents, 4u);
+    EXPECT_EQ(s.device.seg_max, 8u);
+    EXPECT_EQ(s.guest.queue.at("nomerges"), "2");
+    ASSERT_EQ(s.steps.size(), 2u);
+    EXPECT_EQ(s.steps[1].args["bs"], 65536);
+    EXPECT_EQ(s.steps[1].args["path"], "/mnt/f1.bin");
+    EXPECT_EQ(*s.steps[1].expect.bytes, 4u << 20);
+    EXPECT_EQ(*s.steps[1].expect.sha256, "file");
+    EXPECT_EQ(s.steps[1].line, 33);  // the [[steps]] header of the read
+    const auto dj = disk_json(s.disk);
+    EXPECT_EQ(dj["files"][1]["extents"], 4);
+}
+
+// Each case breaks one thing; the error must carry the line and the hint.
+struct Bad {
+    const char* name;
+    const char* text;
+    int line;
+    const char* says;
+};
+
+class BadScenario : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(BadScenario, IsAnErrorNamingLineAndFix) {
+    const Bad& b = GetParam();
+    try {
+        parse_scenario(b.text, "bad.toml");
+        FAIL() << b.name << ": parsed";
+    } catch (const ScenarioError& e) {
+        EXPECT_EQ(e.line, b.line) << e.what();
+        EXPECT_NE(std::string(e.what()).find(b.says), std::string::npos) << e.what();
+        EXPECT_EQ(std::string(e.what()).rfind("bad.toml:", 0), 0u) << e.what();
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadScenario,
+    ::testing::Values(
+        Bad{"unknown key", "[disk]\nfs = \"vfat\"\nsizee = \"4M\"\n[[steps]]\nop = \"sync\"\n", 3, "unknown key 'sizee'"},
+        Bad{"unknown top-level", "[disks]\n[[steps]]\nop = \"sync\"\n", 1, "unknown key 'disks'"},
+        Bad{"path outside mount", "[[steps]]\nop = \"read\"\npath = \"/etc/passwd\"\n", 3, "outside the mount"},
+        Bad{"file bigger than disk", "[disk]\nsize = \"4M\"\n[[disk.files]]\npath = \"/a\"\nsize = \"8M\"\n[[steps]]\nop = \"sync\"\n", 5,
+            "does not fit"},
+        Bad{"unknown op", "[[steps]]\nop = \"reed\"\n", 2, "unknown step op 'reed'"},
+        Bad{"field of another op", "[[steps]]\nop = \"sync\"\npath = \"/mnt/a\"\n", 3, "has no field 'path'"},
+        Bad{"bad size", "[disk]\nsize = \"4Q\"\n[[steps]]\nop = \"sync\"\n", 2, "must be a size"},
+        Bad{"bad fs", "[disk]\nfs = \"ntfs\"\n[[steps]]\nop = \"sync\"\n", 2, "not one of"},
+        Bad{"no steps", "[disk]\nfs = \"vfat\"\n", 1, "no steps"},
+        Bad{"not toml", "[disk\n", 1, "not valid TOML"},
+        Bad{"fragmented without extents", "[[disk.files]]\npath = \"/a\"\nsize = 4096\nlayout = \"fragmented\"\n[[steps]]\nop = \"sync\"\n", 1,
+            "needs extents"},
+        Bad{"sparse on vfat", "[[disk.files]]\npath = \"/a\"\nsize = 4096\nlayout = \"sparse\"\n[[steps]]\nop = \"sync\"\n", 1, "sparse files need"},
+        Bad{"sha256 file of unknown file", "[[steps]]\nop = \"read\"\npath = \"/mnt/x\"\nexpect = { sha256 = \"file\" }\n", 1, "needs a read step"},
+        Bad{"queue size not power of two", "[device]\nqueue_size = 100\n[[steps]]\nop = \"sync\"\n", 2, "power of two"}),
+    [](const auto& info) {
+        std::string n = info.param.name;
+        for (auto& c : n)
+            if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+        return n;
+    });
+
+TEST(Scenario, ParseSize) {
+    EXPECT_EQ(parse_size("512"), 512u);
+    EXPECT_EQ(parse_size("4K"), 4096u);
+    EXPECT_EQ(parse_size("64M"), 64u << 20);
+    EXPECT_EQ(parse_size("1G"), 1u << 30);
+    EXPECT_FALSE(parse_size(""));
+    EXPECT_FALSE(parse_size("M"));
+    EXPECT_FALSE(parse_size("-1"));
+    EXPECT_FALSE(parse_size("1.5M"));
+}
+
+}  // namespace
+}  // namespace blkrig::scenario
