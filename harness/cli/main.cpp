@@ -2,16 +2,24 @@
 //   blkrig trace dump FILE [--format jsonl|text]
 //   blkrig trace summary FILE [--json]
 //   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
+//   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
+//   blkrig kernel list | fetch NAME
 // Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict),
 // 2 bad arguments or input, 3 the infrastructure failed (boot), 130 interrupted.
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
 #include "model/trace_view.hpp"
+#include "run/run.hpp"
+#include "scenario/scenario.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <filesystem>
 #include <iostream>
 
@@ -42,6 +50,79 @@ fs::path resolve_kernel(const std::string& k) {
     throw UsageError(fmt::format("kernel '{}' is neither a file, a folder with vmlinuz, nor a fetched catalogue kernel ({} is missing; "
                                  "run guest-driver/kernels/fetch-debian {})",
                                  k, cached.string(), k));
+}
+
+fs::path default_device();
+
+// Where the rig's own pieces are: next to this program in the build tree
+// (build/harness/blkrig, build/qemu-device/..., build/guest-driver/...), and
+// the source tree for scripts.
+fs::path source_dir() {
+    if (const char* d = std::getenv("BLKRIG_SOURCE_DIR"); d && *d) return d;
+    return BLKRIG_SOURCE_DIR;
+}
+
+struct Catalogue {
+    const char* name;
+    const char* what;
+};
+constexpr Catalogue kKernels[] = {
+    {"debian-bookworm-cloud", "Debian 12 cloud kernel (6.1), the default"},
+    {"debian-trixie-cloud", "Debian 13 cloud kernel (6.12)"},
+    {"debian-trixie", "Debian 13 generic kernel (6.12, more filesystems)"},
+};
+
+int kernel_list() {
+    for (const auto& k : kKernels) {
+        const fs::path dir = kernel_cache() / k.name;
+        std::string state = "not fetched (blkrig kernel fetch " + std::string(k.name) + ")";
+        std::ifstream rel(dir / "release");
+        std::string release;
+        if (rel && std::getline(rel, release)) state = "fetched: " + release + " in " + dir.string();
+        fmt::print("{:<24} {:<52} {}\n", k.name, k.what, state);
+    }
+    return 0;
+}
+
+int kernel_fetch(const std::string& name) {
+    bool known = false;
+    for (const auto& k : kKernels) known = known || name == k.name;
+    if (!known) throw UsageError(fmt::format("unknown kernel '{}': see blkrig kernel list", name));
+    const std::string script = (source_dir() / "guest-driver" / "kernels" / "fetch-debian").string();
+    std::vector<char*> argv = {const_cast<char*>(script.c_str()), const_cast<char*>(name.c_str()), nullptr};
+    ::execv(script.c_str(), argv.data());
+    throw std::runtime_error(fmt::format("cannot run {}: {}", script, std::strerror(errno)));
+}
+
+int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout) {
+    scenario::Scenario sc;
+    try {
+        sc = scenario::load_scenario(scenario_path);
+    } catch (const scenario::ScenarioError& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return 2;
+    }
+    if (kernel.empty()) kernel = sc.kernel.empty() ? "debian-bookworm-cloud" : sc.kernel;
+    run::RunOptions o;
+    const fs::path vmlinuz = resolve_kernel(kernel);
+    o.kernel_dir = vmlinuz.parent_path();
+    if (!fs::exists(o.kernel_dir / "modules"))
+        throw UsageError(fmt::format("kernel {} has no modules folder at {}: give a catalogue kernel or a folder laid out by fetch-debian",
+                                     kernel, (o.kernel_dir / "modules").string()));
+    o.kernel_name = kernel;
+    o.out_dir = out.empty() ? fs::path("runs") / fs::path(scenario_path).stem() : fs::path(out);
+    o.timeout_s = timeout;
+    const fs::path build = self_dir().parent_path();
+    o.tools = {default_device(), build / "guest-driver" / "agent" / "blkrig-agent", build / "guest-driver" / "image" / "blkrig-mkdisk",
+               source_dir() / "guest-driver" / "image" / "mkinitramfs"};
+    for (const auto& t : {o.tools.agent, o.tools.mkdisk, o.tools.mkinitramfs})
+        if (!fs::exists(t)) throw launch::LaunchError(fmt::format("{} is missing: build the project (ci/build)", t.string()));
+    fmt::print(stderr, "blkrig: running {} on {} into {}\n", scenario_path, kernel, o.out_dir.string());
+    const auto r = run::run(sc, o);
+    std::cout << r.summary;
+    if (r.outcome == run::Outcome::bad_input || r.outcome == run::Outcome::infra)
+        for (const auto& p : r.problems) fmt::print(stderr, "blkrig: {}\n", p);
+    return static_cast<int>(r.outcome);
 }
 
 fs::path default_device() {
@@ -165,6 +246,21 @@ int main(int argc, char** argv) {
     boot->add_option("--device-arg", spec.device_args, "extra blkrig-device option (repeatable), e.g. --device-arg=--seg-max=8");
     boot->add_option("--qemu", spec.qemu, "QEMU binary")->capture_default_str();
 
+    std::string scenario_path, run_kernel, run_out;
+    unsigned run_timeout = 0;
+    auto* runc = app.add_subcommand("run", "Run a scenario: build its disk, boot the kernel with the guest agent, check its expectations");
+    runc->add_option("SCENARIO", scenario_path, "scenario file (TOML, see docs/scenarios.md)")->required();
+    runc->add_option("--kernel", run_kernel, "bzImage folder or catalogue name (default: the scenario's, else debian-bookworm-cloud)");
+    runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>)");
+    runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
+
+    auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
+    kern->require_subcommand(1);
+    auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
+    std::string fetch_name;
+    auto* kfetch = kern->add_subcommand("fetch", "Download a catalogue kernel from Debian's archive into the cache");
+    kfetch->add_option("NAME", fetch_name, "catalogue name")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -173,6 +269,9 @@ int main(int argc, char** argv) {
     try {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
+        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout);
+        if (klist->parsed()) return kernel_list();
+        if (kfetch->parsed()) return kernel_fetch(fetch_name);
         if (boot->parsed()) {
             spec.out_dir = out;
             return do_boot(spec, kernel);

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <deque>
 #include <thread>
 #include <utility>
@@ -122,6 +123,25 @@ void Child::terminate(std::chrono::milliseconds grace) {
     ::kill(pid_, SIGKILL);
     int st;
     if (::waitpid(pid_, &st, 0) == pid_) status_ = st;
+}
+
+ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
+    char tmpl[] = "/tmp/blkrig-tool-XXXXXX";
+    const int fd = ::mkstemp(tmpl);
+    if (fd < 0) throw LaunchError(fmt::format("mkstemp: {}", std::strerror(errno)));
+    ::close(fd);
+    ToolResult r;
+    {
+        Child c(argv.empty() ? "tool" : argv[0], argv, tmpl);
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!c.poll() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        c.terminate(std::chrono::milliseconds(1000));
+        if (c.status() && WIFEXITED(*c.status())) r.exit_code = WEXITSTATUS(*c.status());
+    }
+    std::ifstream in(tmpl);
+    r.output.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ::unlink(tmpl);
+    return r;
 }
 
 std::string tail_lines(const std::string& path, size_t n) {

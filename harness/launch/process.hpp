@@ -47,6 +47,14 @@ private:
     std::optional<int> status_;
 };
 
+// Runs a short tool to completion (stdout and stderr captured), killing it
+// after timeout. Returns its exit status (-1 if it was killed or did not run).
+struct ToolResult {
+    int exit_code = -1;
+    std::string output;
+};
+ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds timeout);
+
 // Blocks SIGCHLD/SIGINT/SIGTERM/SIGHUP in the calling thread and returns a
 // signalfd for them; children get a clean signal mask.
 int make_signal_fd();

@@ -1,0 +1,73 @@
+#include "result.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+
+namespace blkrig::agent {
+
+namespace {
+
+// ordered_json keeps "type" first, which makes the lines easy to read.
+using Json = nlohmann::ordered_json;
+
+std::string line(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n"; }
+
+}  // namespace
+
+void StepResult::fail(std::string failed_call, int errnum) {
+    ret = -1;
+    err = errnum;
+    error = errno_name(errnum);
+    call = std::move(failed_call);
+}
+
+void StepResult::fail_text(std::string text) {
+    ret = -1;
+    err = 0;
+    error = std::move(text);
+}
+
+std::string errno_name(int errnum) {
+    const char* name = ::strerrorname_np(errnum);
+    return name ? name : "errno " + std::to_string(errnum);
+}
+
+std::string encode(const Hello& h) {
+    Json queue = Json::object();
+    for (const auto& [key, value] : h.queue) queue[key] = value;
+    return line({{"type", "hello"},
+                 {"kernel", h.kernel},
+                 {"modules", h.modules},
+                 {"functions_traced", h.functions_traced},
+                 {"functions_missing", h.functions_missing},
+                 {"events", h.events},
+                 {"events_missing", h.events_missing},
+                 {"queue", queue},
+                 {"t_ns", h.t_ns}});
+}
+
+std::string encode(const StepResult& r) {
+    Json j = {{"type", "step"}, {"index", r.index}, {"op", op_name(r.op)}, {"ret", r.ret},
+              {"errno", r.err}, {"error", r.error}, {"call", r.call}};
+    if (r.bytes) j["bytes"] = *r.bytes;
+    if (r.sha256) j["sha256"] = *r.sha256;
+    if (r.extents) {
+        Json list = Json::array();
+        for (const Extent& e : *r.extents)
+            list.push_back({{"logical", e.logical}, {"physical", e.physical}, {"length", e.length}, {"flags", e.flags}});
+        j["extents"] = std::move(list);
+    }
+    j["t_start_ns"] = r.t_start_ns;
+    j["t_end_ns"] = r.t_end_ns;
+    j["marker_begin"] = r.marker_begin;
+    j["marker_end"] = r.marker_end;
+    if (!r.marker_error.empty()) j["marker_error"] = r.marker_error;
+    return line(j);
+}
+
+std::string encode(const ErrorRecord& e) { return line({{"type", "error"}, {"what", e.what}}); }
+
+std::string encode(const Done& d) { return line({{"type", "done"}, {"steps", d.steps}}); }
+
+}  // namespace blkrig::agent

@@ -1,0 +1,72 @@
+// What the agent reports on the results port: typed records, each encoded
+// as one JSON line (docs/agent-protocol.md, "Results").
+#pragma once
+
+#include "run_spec.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace blkrig::agent {
+
+struct Hello {
+    std::string kernel;  // uname -r
+    std::vector<std::string> modules;  // loaded from load-order
+    std::vector<std::string> functions_traced;
+    std::vector<std::string> functions_missing;  // wanted, matched nothing
+    std::vector<std::string> events;
+    std::vector<std::string> events_missing;
+    std::vector<std::pair<std::string, std::string>> queue;  // read back after setting
+    int64_t t_ns = 0;  // CLOCK_MONOTONIC
+};
+
+struct Extent {
+    uint64_t logical = 0;
+    uint64_t physical = 0;
+    uint64_t length = 0;
+    uint32_t flags = 0;  // FIEMAP_EXTENT_*; 0 from the FIBMAP fallback
+};
+
+struct StepResult {
+    size_t index = 0;
+    Op op = Op::sync;
+    int ret = 0;             // 0 or -1
+    int err = 0;             // errno of the failing call, 0 if none
+    std::string error;       // errno's name, or a text ("timeout")
+    std::string call;        // the failing call, e.g. "pread"
+    std::optional<uint64_t> bytes;
+    std::optional<std::string> sha256;
+    std::optional<std::vector<Extent>> extents;
+    int64_t t_start_ns = 0;  // CLOCK_MONOTONIC, around the op itself
+    int64_t t_end_ns = 0;
+    int64_t marker_begin = -1;  // marker index read before the op, -1 if none
+    int64_t marker_end = -1;
+    std::string marker_error;   // why a marker read failed
+
+    // Records a failed system call.
+    void fail(std::string failed_call, int errnum);
+    // Records a failure that is not one call's errno.
+    void fail_text(std::string text);
+};
+
+struct ErrorRecord {
+    std::string what;
+};
+
+struct Done {
+    size_t steps = 0;  // step records sent
+};
+
+// Each returns one line, newline included.
+std::string encode(const Hello& h);
+std::string encode(const StepResult& r);
+std::string encode(const ErrorRecord& e);
+std::string encode(const Done& d);
+
+// "EIO" for EIO; "errno 4242" for numbers without a name.
+std::string errno_name(int errnum);
+
+}  // namespace blkrig::agent

@@ -1,0 +1,260 @@
+#include "run/run.hpp"
+
+#include "checks/steps.hpp"
+#include "launch/boot.hpp"
+#include "launch/process.hpp"
+#include "model/ftrace.hpp"
+#include "model/trace_view.hpp"
+#include "trace/reader.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace blkrig::run {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Block events and mpage functions the agent traces (../shared/MPAGE.md):
+// names missing from a kernel are skipped by the agent and listed in hello.
+const std::vector<std::string> kEvents = {
+    "block/block_bio_queue", "block/block_bio_backmerge", "block/block_bio_frontmerge", "block/block_getrq",
+    "block/block_rq_issue",  "block/block_rq_complete",   "block/block_split",          "block/block_plug",
+    "block/block_unplug"};
+const std::vector<std::string> kFunctions = {
+    "mpage_readahead",      "mpage_read_folio",       "do_mpage_readpage", "__mpage_writepage", "mpage_writepages",
+    "mpage_end_io",         "mpage_read_end_io",      "mpage_write_end_io", "mpage_submit_folio", "block_read_full_folio",
+    "block_write_full_folio", "block_write_full_page", "ext4_mpage_readpages"};
+
+std::vector<std::string> fs_modules(const std::string& fstype) {
+    if (fstype == "vfat") return {"vfat", "nls_cp437", "nls_ascii"};
+    if (fstype == "exfat") return {"exfat", "nls_ascii"};
+    if (fstype == "ext4" || fstype == "ext2") return {"ext4"};
+    return {};
+}
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void write_file(const fs::path& p, const std::string& s) {
+    std::ofstream out(p, std::ios::binary);
+    out << s;
+    if (!out) throw std::runtime_error("cannot write " + p.string());
+}
+
+RunResult fail_with(Outcome o, std::string what) {
+    RunResult r;
+    r.outcome = o;
+    r.summary = what;
+    r.problems.push_back(std::move(what));
+    return r;
+}
+
+}  // namespace
+
+RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
+    fs::create_directories(o.out_dir);
+    const fs::path out = fs::absolute(o.out_dir);
+    if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
+
+    // 1. The disk, with each file's extents in device sectors.
+    json disk_spec = scenario::disk_json(sc.disk);
+    write_file(out / "disk-spec.json", disk_spec.dump(2));
+    auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out", (out / "disk.img").string(),
+                                "--extents", (out / "extents.json").string()},
+                               std::chrono::seconds(300));
+    if (mk.exit_code == 2) return fail_with(Outcome::bad_input, fmt::format("{}: the disk cannot be built: {}", sc.file, mk.output));
+    if (mk.exit_code != 0) return fail_with(Outcome::infra, fmt::format("building the disk failed: {}", mk.output));
+    const json extents = json::parse(read_file(out / "extents.json"));
+
+    // 2. What the agent runs: the scenario's steps, with a FIEMAP of every
+    //    file right after the first mount, so the guest confirms the extents.
+    std::vector<json> steps;
+    std::map<size_t, size_t> agent_to_scenario;  // agent step index -> scenario step index
+    std::vector<std::pair<size_t, std::string>> fiemap_steps;  // agent index, file path
+    bool mounted = false;
+    for (size_t i = 0; i < sc.steps.size(); ++i) {
+        agent_to_scenario[steps.size()] = i;
+        steps.push_back(sc.steps[i].args);
+        if (sc.steps[i].op == "mount" && !mounted) {
+            mounted = true;
+            for (const auto& f : sc.disk.files) {
+                fiemap_steps.emplace_back(steps.size(), f.path);
+                steps.push_back({{"op", "fiemap"}, {"path", std::string(scenario::kMountpoint) + f.path}});
+            }
+        }
+    }
+    const uint64_t disk_sectors = sc.disk.size_bytes / 512;
+    json queue = json::object();
+    for (const auto& [k, v] : sc.guest.queue) queue[k] = v;
+    const json run_json = {{"version", 1},
+                           {"disk", "/dev/vda"},
+                           {"mountpoint", scenario::kMountpoint},
+                           {"fstype", sc.disk.fs == "ext2" ? "ext4" : (sc.disk.fs == "raw" ? "" : sc.disk.fs)},
+                           {"mount_options", sc.guest.mount_options},
+                           {"queue", queue},
+                           {"marker", {{"first_sector", disk_sectors}, {"count", kMarkerSectors * 512 / sc.device.logical_block_size},
+                                       {"block_size", sc.device.logical_block_size}}},
+                           {"trace", {{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", 16384}}},
+                           {"step_timeout_s", sc.guest.step_timeout_s},
+                           {"steps", steps}};
+    if (steps.size() * 2 > kMarkerSectors * 512 / sc.device.logical_block_size)
+        return fail_with(Outcome::bad_input, fmt::format("{}: {} steps need more markers than the region holds", sc.file, steps.size()));
+    write_file(out / "run.json", run_json.dump(2));
+
+    // 3. The initramfs: the agent as /init, the run description, the modules.
+    std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", o.tools.agent.string(),
+                                   "--out", (out / "initrd.gz").string(), "--file", (out / "run.json").string() + ":/etc/blkrig/run.json"};
+    std::vector<std::string> modules = {"virtio_pci", "virtio_blk", "virtio_console"};
+    for (const auto& m : fs_modules(sc.disk.fs)) modules.push_back(m);
+    for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
+    auto ir = launch::run_tool(mi, std::chrono::seconds(120));
+    if (ir.exit_code != 0) {
+        const bool missing = ir.output.find("not found in kernel") != std::string::npos;
+        return fail_with(missing ? Outcome::bad_input : Outcome::infra,
+                         fmt::format("{}: the initramfs for kernel {} cannot be built{}: {}", sc.file, o.kernel_name,
+                                     missing ? " (the kernel lacks a module this scenario needs; pick another kernel)" : "", ir.output));
+    }
+
+    // 4. Boot.
+    launch::BootSpec b;
+    b.kernel = o.kernel_dir / "vmlinuz";
+    b.initrd = out / "initrd.gz";
+    b.disk = out / "disk.img";
+    b.out_dir = out;
+    b.memory_mb = sc.guest.memory_mb;
+    b.num_queues = sc.device.num_queues;
+    b.queue_size = sc.device.queue_size;
+    b.timeout_s = o.timeout_s ? o.timeout_s : sc.timeout_s;
+    b.device = o.tools.device;
+    b.device_args = {"--marker-sectors",     std::to_string(kMarkerSectors), "--seg-max", std::to_string(sc.device.seg_max),
+                     "--queue-size",         std::to_string(std::max<unsigned>(sc.device.queue_size, 256)),
+                     "--logical-block-size", std::to_string(sc.device.logical_block_size),
+                     "--write-cache",        sc.device.write_cache ? "on" : "off"};
+    if (sc.device.size_max) b.device_args.insert(b.device_args.end(), {"--size-max", std::to_string(sc.device.size_max)});
+    if (sc.device.read_only) b.device_args.push_back("--read-only");
+    b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
+    const auto br = launch::boot(b);
+    if (br.outcome == launch::BootOutcome::interrupted) return fail_with(Outcome::interrupted, br.message);
+
+    // 5. What came back.
+    std::map<size_t, json> results;
+    std::vector<std::string> problems;
+    bool done = false;
+    json hello;
+    {
+        std::istringstream in(read_file(out / "results.jsonl"));
+        std::string line;
+        while (std::getline(in, line)) {
+            if (line.empty()) continue;
+            json j;
+            try {
+                j = json::parse(line);
+            } catch (const json::exception&) {
+                problems.push_back(fmt::format("results.jsonl: unreadable line: {}", line.substr(0, 200)));
+                continue;
+            }
+            const std::string type = j.value("type", "");
+            if (type == "hello") hello = j;
+            else if (type == "done") done = true;
+            else if (type == "error") problems.push_back("agent: " + j.value("what", std::string("?")));
+            else if (type == "step") {
+                const size_t idx = j.value("index", SIZE_MAX);
+                if (auto it = agent_to_scenario.find(idx); it != agent_to_scenario.end()) results[it->second] = j;
+                for (const auto& [ai, path] : fiemap_steps) {
+                    if (ai != idx) continue;
+                    // The guest's FIEMAP (bytes) must equal the builder's extents (sectors).
+                    json want;
+                    for (const auto& f : extents.value("files", json::array()))
+                        if (f.value("path", "") == path) want = f["extents"];
+                    json got = json::array();
+                    for (const auto& e : j.value("extents", json::array()))
+                        got.push_back({{"file_offset", e.value("logical", 0ull)}, {"sector", e.value("physical", 0ull) / 512},
+                                       {"sectors", (e.value("length", 0ull) + 511) / 512}});
+                    json want_norm = json::array();
+                    for (const auto& e : want)
+                        want_norm.push_back({{"file_offset", e.value("file_offset", 0ull)}, {"sector", e.value("sector", 0ull)},
+                                             {"sectors", e.value("sectors", 0ull)}});
+                    if (j.value("ret", -1) != 0)
+                        problems.push_back(fmt::format("FIEMAP of {} failed in the guest: {}", path, j.value("error", std::string("?"))));
+                    else if (got != want_norm)
+                        problems.push_back(fmt::format("extents of {} disagree: the image says {}, the guest kernel says {}", path,
+                                                       want_norm.dump(), got.dump()));
+                }
+            }
+        }
+    }
+    {
+        std::ofstream ge(out / "guest-events.jsonl");
+        for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge << e.dump() << "\n";
+    }
+
+    std::map<std::string, std::string> file_sha;
+    for (const auto& f : extents.value("files", json::array()))
+        if (f.contains("sha256")) file_sha[std::string(scenario::kMountpoint) + f.value("path", "")] = f["sha256"];
+    const auto verdicts = checks::check_steps(sc, results, file_sha);
+
+    RunResult r;
+    bool infra = br.outcome != launch::BootOutcome::ok || !done;
+    if (br.outcome != launch::BootOutcome::ok) problems.insert(problems.begin(), fmt::format("boot: {}", br.message));
+    else if (!done)
+        problems.insert(problems.begin(), fmt::format("the guest agent did not finish; console.log:\n{}", launch::tail_lines((out / "console.log").string(), 20)));
+    bool expectations_hold = true;
+    for (const auto& v : verdicts)
+        if (!v.ok) {
+            expectations_hold = false;
+            if (v.ran) problems.push_back(checks::describe_failure(v));
+        }
+    const bool extent_problem = std::any_of(problems.begin(), problems.end(), [](const std::string& p) {
+        return p.rfind("extents of", 0) == 0 || p.rfind("FIEMAP", 0) == 0;
+    });
+    r.outcome = infra || extent_problem ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
+    r.problems = problems;
+
+    // 6. The verdict and a summary.
+    json steps_json = json::array();
+    for (const auto& v : verdicts) steps_json.push_back(checks::to_json(v));
+    std::string trace_summary;
+    json trace_json;
+    try {
+        const auto t = trace::read_trace((out / "trace.bin").string());
+        const auto s = model::summarize(t);
+        trace_summary = model::to_text(s);
+        trace_json = model::to_json(s);
+    } catch (const std::exception& e) {
+        trace_summary = std::string("no device trace: ") + e.what() + "\n";
+    }
+    const char* outcome_name = r.outcome == Outcome::pass ? "pass" : r.outcome == Outcome::fail ? "fail" : "error";
+    const json verdict = {{"scenario", sc.file},     {"name", sc.name},          {"kernel", o.kernel_name},
+                          {"outcome", outcome_name}, {"exit_code", static_cast<int>(r.outcome)},
+                          {"problems", problems},    {"steps", steps_json},      {"device_trace", trace_json},
+                          {"guest", hello},          {"boot_seconds", br.seconds}};
+    write_file(out / "verdict.json", verdict.dump(2) + "\n");
+
+    std::string s = fmt::format("{} on {}: {} ({:.1f} s), run folder {}\n", sc.name.empty() ? sc.file : sc.name, o.kernel_name,
+                                outcome_name, br.seconds, out.string());
+    for (const auto& v : verdicts) {
+        const auto& res = v.result;
+        s += fmt::format("  step {:>2} {:<11} {:<22} {}", v.index, v.op, v.path,
+                         !v.ran ? "did not run" : (v.ok ? "ok" : "FAILED"));
+        if (v.ran && res.contains("bytes") && res["bytes"].get<uint64_t>() > 0) s += fmt::format("  {} bytes", res["bytes"].get<uint64_t>());
+        if (v.ran && res.value("ret", 0) != 0) s += fmt::format("  ret {} {}", res.value("ret", 0), res.value("error", std::string()));
+        s += "\n";
+    }
+    s += trace_summary;
+    for (const auto& p : problems) s += "  problem: " + p + "\n";
+    r.summary = s;
+    return r;
+}
+
+}  // namespace blkrig::run

@@ -1,0 +1,46 @@
+// `blkrig run`: one scenario, end to end. Builds the disk and the
+// initramfs, boots the kernel on blkrig-device with the guest agent, brings
+// back the device trace, the guest's events and step results, checks the
+// expectations and writes verdict.json. Everything lands in one run folder:
+//   scenario.toml  disk-spec.json  disk.img  extents.json  run.json  initrd.gz
+//   console.log  device.log  trace.bin  results.jsonl  events.txt
+//   guest-events.jsonl  boot.json  verdict.json
+#pragma once
+
+#include "scenario/scenario.hpp"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace blkrig::run {
+
+struct Tools {
+    std::filesystem::path device;       // blkrig-device
+    std::filesystem::path agent;        // blkrig-agent (static)
+    std::filesystem::path mkdisk;       // blkrig-mkdisk
+    std::filesystem::path mkinitramfs;  // guest-driver/image/mkinitramfs
+};
+
+struct RunOptions {
+    std::filesystem::path kernel_dir;  // fetched catalogue kernel: vmlinuz, modules/
+    std::string kernel_name;
+    std::filesystem::path out_dir;
+    Tools tools;
+    unsigned timeout_s = 0;  // 0: the scenario's
+};
+
+enum class Outcome { pass = 0, fail = 1, bad_input = 2, infra = 3, interrupted = 130 };
+
+struct RunResult {
+    Outcome outcome = Outcome::infra;
+    std::string summary;               // for people
+    std::vector<std::string> problems; // each failed expectation or infrastructure problem
+};
+
+RunResult run(const scenario::Scenario& sc, const RunOptions& o);
+
+// The marker region: enough blocks for two markers per agent step.
+inline constexpr uint32_t kMarkerSectors = 2048;
+
+}  // namespace blkrig::run
