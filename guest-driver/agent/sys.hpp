@@ -1,0 +1,84 @@
+// Small system helpers for PID 1: owned descriptors, sysfs/procfs files,
+// the console, the clock. Errors carry the call, what it was applied to and
+// errno, so a message says exactly what failed.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace blkrig::agent {
+
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) : fd_(fd) {}
+    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& o) noexcept {
+        if (this != &o) reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    ~UniqueFd() { reset(); }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+
+    int get() const { return fd_; }
+    bool valid() const { return fd_ >= 0; }
+    void reset(int fd = -1) {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = fd;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// A system call that failed: "open /dev/vda: ENXIO".
+class SysError : public std::runtime_error {
+public:
+    SysError(const std::string& call, const std::string& target, int err);
+    int err() const { return err_; }
+
+private:
+    int err_;
+};
+
+// Something that ends the run: the agent reports it and powers off.
+class Fatal : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Whole file (sysfs, procfs, tracefs, the run description).
+std::string read_text(const std::string& path);
+// One write(2) of `text` (sysfs attributes want the value in one write).
+void write_text(const std::string& path, std::string_view text);
+std::string trim(std::string_view s);
+
+int64_t monotonic_ns();
+
+// Console lines for people: "blkrig-agent: ..." and "BLKRIG-AGENT error: ...".
+void say(std::string_view msg);
+void say_error(std::string_view msg);
+
+// Memory aligned for O_DIRECT.
+class AlignedBuffer {
+public:
+    explicit AlignedBuffer(size_t size);
+    ~AlignedBuffer();
+    AlignedBuffer(const AlignedBuffer&) = delete;
+    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+    uint8_t* data() { return p_; }
+    size_t size() const { return size_; }
+
+private:
+    uint8_t* p_;
+    size_t size_;
+};
+
+}  // namespace blkrig::agent
