@@ -1,0 +1,164 @@
+"""`blkrig run` end to end: scenarios from scenarios/ on real guest kernels,
+with the device trace, the guest's events and the step results agreeing."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import blkrig_test as bt
+
+SCEN = bt.REPO / "scenarios"
+
+
+def run(scenario, out, *args, timeout=600):
+    r = subprocess.run([str(bt.blkrig()), "run", str(scenario), "--out", str(out), *args], capture_output=True, text=True,
+                       timeout=timeout)
+    return r
+
+
+def load_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def step_requests(run_dir, agent_index):
+    """Device requests between the markers around one agent step."""
+    recs = bt.trace_records(run_dir / "trace.bin")
+    markers = {r["index"]: r["seq"] for r in recs if r["kind"] == "marker"}
+    lo, hi = markers[2 * agent_index], markers[2 * agent_index + 1]
+    return [r for r in recs if r["kind"] == "request" and lo < r["seq"] < hi]
+
+
+@pytest.fixture(scope="module")
+def contiguous(tmp_path_factory):
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched: run ci/setup")
+    out = tmp_path_factory.mktemp("run") / "contiguous"
+    r = run(SCEN / "read-contiguous.toml", out)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    return out
+
+
+def test_read_scenario_run_folder(contiguous):
+    out = contiguous
+    for f in ["trace.bin", "guest-events.jsonl", "results.jsonl", "verdict.json", "console.log", "extents.json", "disk.img"]:
+        assert (out / f).exists(), f"{f} missing from the run folder"
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["outcome"] == "pass" and verdict["exit_code"] == 0
+    # The read step's checksum is the file's, as the disk builder wrote it.
+    read = next(s for s in verdict["steps"] if s["op"] == "read")
+    sha = next(c for c in read["checks"] if c["what"] == "sha256")
+    assert sha["ok"] and sha["got"] == sha["expected"] and len(sha["got"]) == 64
+    events = load_jsonl(out / "guest-events.jsonl")
+    assert any(e["event"] == "block_bio_queue" for e in events), "no block_bio_queue in the guest's events"
+    assert any(e.get("function") == "do_mpage_readpage" for e in events), "do_mpage_readpage was not hit"
+
+
+def test_markers_bracket_every_step(contiguous):
+    results = [r for r in load_jsonl(contiguous / "results.jsonl") if r["type"] == "step"]
+    recs = bt.trace_records(contiguous / "trace.bin")
+    markers = {r["index"]: r["seq"] for r in recs if r["kind"] == "marker"}
+    assert results, "no step results"
+    for s in results:
+        i = s["index"]
+        assert 2 * i in markers and 2 * i + 1 in markers, f"step {i} ({s['op']}) has no markers around it"
+        assert markers[2 * i] < markers[2 * i + 1]
+    # The read of the whole file happened between its markers, at the device.
+    read = next(s for s in results if s["op"] == "read")
+    reqs = step_requests(contiguous, read["index"])
+    assert sum(r["bytes"] for r in reqs if r["op"] == "read") >= 4 << 20
+
+
+def test_guest_bios_and_device_requests_agree(contiguous):
+    """With nomerges=2 and no scheduler each bio is one request: the guest's
+    block_rq_issue sectors are exactly the device's read sectors in that step."""
+    results = [r for r in load_jsonl(contiguous / "results.jsonl") if r["type"] == "step"]
+    read = next(s for s in results if s["op"] == "read")
+    dev = {(r["sector"], r["bytes"] // 512) for r in step_requests(contiguous, read["index"]) if r["op"] == "read"}
+    events = load_jsonl(contiguous / "guest-events.jsonl")
+    issued = {(e["sector"], e["nsect"]) for e in events if e["event"] == "block_rq_issue" and "R" in e.get("rwbs", "")}
+    assert dev and dev <= issued, f"device requests the guest never issued: {sorted(dev - issued)[:5]}"
+    # M1: multi-page requests, not one per page.
+    assert max(n for _, n in dev) > 8
+
+
+def test_fragmented_file_gives_more_smaller_requests(contiguous, tmp_path):
+    out = tmp_path / "fragmented"
+    r = run(SCEN / "read-fragmented.toml", out)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+
+    def read_reqs(d):
+        results = [x for x in load_jsonl(d / "results.jsonl") if x["type"] == "step"]
+        read = next(s for s in results if s["op"] == "read")
+        return [q for q in step_requests(d, read["index"]) if q["op"] == "read"]
+
+    frag, cont = read_reqs(out), read_reqs(contiguous)
+    mean = lambda rs: sum(q["bytes"] for q in rs) / len(rs)
+    assert len(frag) > len(cont), f"fragmented {len(frag)} requests, contiguous {len(cont)}"
+    assert mean(frag) < mean(cont)
+    extents = json.loads((out / "extents.json").read_text())
+    assert len(extents["files"][0]["extents"]) == 8
+
+
+@pytest.mark.skipif(not bt.have_kernel("debian-trixie-cloud"), reason="debian-trixie-cloud not fetched: run ci/setup")
+def test_read_scenario_on_trixie_cloud(tmp_path):
+    r = run(SCEN / "read-contiguous.toml", tmp_path / "trixie", "--kernel", "debian-trixie-cloud")
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    events = load_jsonl(tmp_path / "trixie" / "guest-events.jsonl")
+    assert any(e["event"] == "block_bio_queue" for e in events)
+    assert any(e.get("function", "").startswith(("do_mpage_readpage", "mpage_read")) for e in events)
+
+
+def test_write_fsync_scenario(tmp_path):
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    r = run(SCEN / "write-fsync.toml", tmp_path / "w")
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    results = {s["op"]: s for s in load_jsonl(tmp_path / "w" / "results.jsonl") if s["type"] == "step"}
+    # What was written is what came back.
+    assert results["write"]["sha256"] == results["read"]["sha256"]
+    ops = {q["op"] for q in bt.trace_records(tmp_path / "w" / "trace.bin") if q["kind"] == "request"}
+    assert {"write", "flush"} <= ops
+
+
+def test_failed_expectation_exits_1_and_names_the_step(tmp_path):
+    bad = tmp_path / "wrong.toml"
+    bad.write_text((SCEN / "read-contiguous.toml").read_text().replace('bytes = "4M"', 'bytes = "3M"'))
+    r = run(bad, tmp_path / "wrong")
+    assert r.returncode == 1, f"{r.stdout}\n{r.stderr}"
+    assert "step 2 (read /mnt/f1.bin" in r.stdout and "bytes expected 3145728, got 4194304" in r.stdout
+
+
+def test_bad_scenario_is_exit_2_with_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[disk]\nfs = "vfat"\nsizee = "4M"\n[[steps]]\nop = "mount"\n')
+    r = run(bad, tmp_path / "bad")
+    assert r.returncode == 2
+    assert f"{bad}:3:1: unknown key 'sizee'" in r.stderr
+    assert not (tmp_path / "bad").exists() or not (tmp_path / "bad" / "trace.bin").exists()
+
+
+def test_kernel_without_the_module_is_exit_2(tmp_path):
+    """A user's kernel folder that lacks vfat: the run refuses before booting."""
+    src = bt.kernel_dir()
+    k = tmp_path / "kernel"
+    (k / "modules").mkdir(parents=True)
+    os.symlink(src / "vmlinuz", k / "vmlinuz")
+    release = (src / "release").read_text().strip()
+    (k / "release").write_text(release + "\n")
+    mods = src / "modules"
+    for rel in ["kernel/drivers/virtio", "kernel/drivers/block/virtio_blk.ko", "kernel/drivers/char/virtio_console.ko"]:
+        p = mods / rel
+        dst = k / "modules" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if p.is_dir() else shutil.copy)(p, dst)
+    for f in mods.glob("modules.builtin*"):
+        shutil.copy(f, k / "modules")
+    for f in mods.glob("modules.order"):
+        shutil.copy(f, k / "modules")
+    r = run(SCEN / "read-contiguous.toml", tmp_path / "out", "--kernel", str(k))
+    assert r.returncode == 2, f"{r.stdout}\n{r.stderr}"
+    assert "vfat" in r.stderr and "lacks a module" in r.stderr
+    assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout, "something was left running"
