@@ -66,6 +66,39 @@ std::string encode(const StepResult& r) {
     return line(j);
 }
 
+std::optional<StepResult> decode_step(std::string_view line) {
+    if (line.empty() || line.back() != '\n') return std::nullopt;
+    try {
+        const Json j = Json::parse(line);
+        if (j.at("type") != "step") return std::nullopt;
+        const auto op = op_from_name(j.at("op").get<std::string>());
+        if (!op) return std::nullopt;
+        StepResult r;
+        r.index = j.at("index").get<size_t>();
+        r.op = *op;
+        r.ret = j.at("ret").get<int>();
+        r.err = j.at("errno").get<int>();
+        r.error = j.at("error").get<std::string>();
+        r.call = j.at("call").get<std::string>();
+        if (j.contains("bytes")) r.bytes = j["bytes"].get<uint64_t>();
+        if (j.contains("sha256")) r.sha256 = j["sha256"].get<std::string>();
+        if (j.contains("extents")) {
+            r.extents.emplace();
+            for (const Json& e : j["extents"])
+                r.extents->push_back({e.at("logical").get<uint64_t>(), e.at("physical").get<uint64_t>(),
+                                      e.at("length").get<uint64_t>(), e.at("flags").get<uint32_t>()});
+        }
+        r.t_start_ns = j.at("t_start_ns").get<int64_t>();
+        r.t_end_ns = j.at("t_end_ns").get<int64_t>();
+        r.marker_begin = j.at("marker_begin").get<int64_t>();
+        r.marker_end = j.at("marker_end").get<int64_t>();
+        if (j.contains("marker_error")) r.marker_error = j["marker_error"].get<std::string>();
+        return r;
+    } catch (const Json::exception&) {
+        return std::nullopt;
+    }
+}
+
 std::string encode(const ErrorRecord& e) { return line({{"type", "error"}, {"what", e.what}}); }
 
 std::string encode(const Done& d) { return line({{"type", "done"}, {"steps", d.steps}}); }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -65,6 +66,10 @@ std::string encode(const Hello& h);
 std::string encode(const StepResult& r);
 std::string encode(const ErrorRecord& e);
 std::string encode(const Done& d);
+
+// A step line back into its record (PID 1 reads what a step's child sent);
+// nothing if the line is not a complete step record.
+std::optional<StepResult> decode_step(std::string_view line);
 
 // "EIO" for EIO; "errno 4242" for numbers without a name.
 std::string errno_name(int errnum);

@@ -106,11 +106,13 @@ public:
         const Json* v = dflt ? get(key) : &need(key);
         if (v == nullptr) return *dflt;
         if (!v->is_number_integer()) fail(key, std::string("expected an integer, got ") + type_name(*v));
-        if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(max))
-            fail(key, "must be at most " + std::to_string(max) + ", got " + v->dump());
+        // Non-negative numbers arrive as unsigned and may exceed int64_t.
+        const bool in_range = v->is_number_unsigned()
+                                  ? v->get<uint64_t>() <= static_cast<uint64_t>(max) && (min <= 0 || v->get<uint64_t>() >= static_cast<uint64_t>(min))
+                                  : v->get<int64_t>() >= min && v->get<int64_t>() <= max;
+        if (!in_range)
+            fail(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " + v->dump());
         const auto n = v->get<int64_t>();
-        if (n < min || n > max)
-            fail(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " + std::to_string(n));
         return n;
     }
 
@@ -334,6 +336,12 @@ std::vector<std::pair<std::string, std::string>> parse_queue(const Json& j) {
 }  // namespace
 
 const char* op_name(Op op) { return info(op).name; }
+
+std::optional<Op> op_from_name(std::string_view name) {
+    for (const auto& i : ops())
+        if (name == i.name) return i.op;
+    return std::nullopt;
+}
 
 SpecError::SpecError(std::string field, const std::string& problem)
     : std::runtime_error(field.empty() ? problem : field + ": " + problem), field_(std::move(field)) {}

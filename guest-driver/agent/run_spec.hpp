@@ -17,6 +17,7 @@ namespace blkrig::agent {
 enum class Op { mount, umount, read, write, fsync, fdatasync, sync, drop_caches, truncate, mmap_write, fiemap, sleep, open, close };
 
 const char* op_name(Op op);
+std::optional<Op> op_from_name(std::string_view name);
 
 enum class Access { read, write, read_write };
 
@@ -56,6 +57,13 @@ struct Marker {
 
     // Where marker block `index` is on the raw disk.
     uint64_t byte_offset(uint64_t index) const { return first_sector * 512 + index * block_size; }
+    // How that block starts: blkrig-device fills each marker sector with
+    // "BLKRIG-MARKER <n>\n", n counting sectors from the region's start. A
+    // block that does not start so means first_sector is not where the
+    // region begins (the image's size in sectors).
+    std::string expected_text(uint64_t index) const {
+        return "BLKRIG-MARKER " + std::to_string(index * block_size / 512) + "\n";
+    }
 };
 
 struct TraceSpec {

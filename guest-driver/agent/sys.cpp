@@ -5,6 +5,7 @@
 #include <fcntl.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <new>
@@ -60,9 +61,20 @@ void console(std::string line) {
 
 }  // namespace
 
-void say(std::string_view msg) { console("blkrig-agent: " + std::string(msg)); }
+namespace {
 
-void say_error(std::string_view msg) { console("BLKRIG-AGENT error: " + std::string(msg)); }
+// Seconds since boot, like the kernel's own console lines.
+std::string stamp() {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "[%.3f] ", static_cast<double>(monotonic_ns()) / 1e9);
+    return buf;
+}
+
+}  // namespace
+
+void say(std::string_view msg) { console("blkrig-agent: " + stamp() + std::string(msg)); }
+
+void say_error(std::string_view msg) { console("BLKRIG-AGENT error: " + stamp() + std::string(msg)); }
 
 AlignedBuffer::AlignedBuffer(size_t size) : size_(size) {
     void* p = nullptr;

@@ -89,8 +89,11 @@ struct DiskSpec {
 DiskSpec parse_spec(const nlohmann::json& spec);
 DiskSpec parse_spec_text(std::string_view json_text);  // also rejects bad JSON
 
-// One physically contiguous run of a file, in whole allocation units
-// (clusters or blocks): the last run may extend past the end of the file.
+// One physically contiguous run of a file. Runs are made of whole blocks as
+// the kernel maps them, which is what FIEMAP/FIBMAP in the guest report:
+// ext: filesystem blocks; FAT, exFAT: logical sectors (512 bytes, as we
+// format them), so the last run ends at the sector holding the last byte and
+// the rest of its cluster (geometry.alloc_bytes) is not listed. raw: sectors.
 struct Extent {
     uint64_t file_offset = 0;  // bytes
     uint64_t sector = 0;       // first device sector
@@ -118,7 +121,7 @@ struct FileExtents {
 // size; the FAT fields are zero for other filesystems.
 struct Geometry {
     FsKind fs = FsKind::raw;
-    uint64_t size_bytes = 0;
+    uint64_t size_bytes = 0;           // of the filesystem, which may end before the image
     uint32_t alloc_bytes = 0;
     unsigned fat_bits = 0;             // 12, 16, 32; exFAT 32
     uint64_t fat_start_sector = 0;
@@ -130,6 +133,7 @@ struct Geometry {
 };
 
 struct ImageReport {
+    uint64_t size_bytes = 0;  // of the image
     Geometry geometry;
     std::vector<FileExtents> files;  // in spec order
 };
@@ -141,7 +145,10 @@ struct ImageReport {
 // out other than asked.
 ImageReport build_image(const DiskSpec& spec, const std::filesystem::path& out);
 
-// {"fs", "size_bytes", "sector_bytes", "geometry": {...}, "files": [{"path",
+// {"fs", "size_bytes", "sector_bytes", "geometry": {"alloc_bytes", "fs_bytes",
+// FAT/exFAT: "cluster_bytes", "clusters", "fat_bits", "fats", "fat_start_sector",
+// "fat_sectors", "root_dir_sector", "data_start_sector"; ext: "block_bytes",
+// "blocks"}, "files": [{"path",
 // "size_bytes", "extents": [{"file_offset", "sector", "sectors"}],
 // "metadata": [{"kind", "sector", "sectors"}]}]}
 nlohmann::json to_json(const ImageReport& report);

@@ -1,0 +1,101 @@
+// blkrig-agent: PID 1 of the guest. It does what /etc/blkrig/run.json says
+// and reports on virtio-serial ports (docs/agent-protocol.md). Every way out
+// ends in power-off, with the reason on the console and, once the results
+// port is open, in an error record.
+#include "port.hpp"
+#include "process.hpp"
+#include "report.hpp"
+#include "setup.hpp"
+#include "step_runner.hpp"
+#include "tracing.hpp"
+
+#include <signal.h>
+#include <sys/reboot.h>
+#include <unistd.h>
+
+#include <chrono>
+
+namespace {
+
+using namespace blkrig::agent;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const char* const kRunSpecPath = "/etc/blkrig/run.json";
+constexpr milliseconds kDeviceWait{10'000};
+constexpr seconds kSyncLimit{10};
+
+// Setup, the steps and the trace copy together may take this long before
+// the watchdog ends the run.
+seconds watchdog_budget(const RunSpec& spec) {
+    return seconds(60 + static_cast<int64_t>(spec.steps.size()) * (spec.step_timeout_s + 5) + 120);
+}
+
+Hello make_hello(const std::vector<std::string>& modules, const TracingSetup& tracing) {
+    Hello h;
+    h.kernel = kernel_release();
+    h.modules = modules;
+    h.functions_traced = tracing.functions_traced;
+    h.functions_missing = tracing.functions_missing;
+    h.events = tracing.events;
+    h.events_missing = tracing.events_missing;
+    return h;
+}
+
+// Unwritten data must not be lost, but a device that stopped answering must
+// not keep the guest up.
+void sync_bounded(Reporter& rep) {
+    if (!run_bounded([] { ::sync(); return 0; }, kSyncLimit))
+        rep.fatal("sync did not finish within " + std::to_string(kSyncLimit.count()) + " s; powering off anyway");
+}
+
+[[noreturn]] void power_off() {
+    ::reboot(RB_POWER_OFF);
+    // Still here: PID 1 exiting makes the kernel panic, and panic=-1 with
+    // QEMU's -no-reboot ends the VM as well.
+    say_error("reboot(RB_POWER_OFF) failed");
+    ::_exit(1);
+}
+
+void run(Reporter& rep) {
+    mount_filesystems(rep);
+    const std::vector<std::string> modules = load_modules(rep);
+    Ports ports = open_ports(kDeviceWait);
+    rep.attach(std::move(ports.results));
+    say("T: line " + std::to_string(__LINE__));
+    const RunSpec spec = read_run_spec(kRunSpecPath);
+    start_watchdog(watchdog_budget(spec));
+
+    const UniqueFd disk = wait_for_disk(spec.disk, kDeviceWait);
+    say("T: line " + std::to_string(__LINE__));
+    const auto queue = set_queue_knobs(spec, rep);
+    say("T: line " + std::to_string(__LINE__));
+    const TracingSetup tracing = start_tracing(spec.trace, rep);
+    Hello hello = make_hello(modules, tracing);
+    hello.queue = queue;
+    hello.t_ns = monotonic_ns();
+    rep.hello(hello);
+
+    const size_t reported = StepRunner(spec, disk.get(), rep).run_all();
+
+    stop_tracing(rep);
+    copy_trace(ports.events, rep);
+    rep.done(reported);
+}
+
+}  // namespace
+
+int main() {
+    // A step's child may die while PID 1 writes to its socket.
+    ::signal(SIGPIPE, SIG_IGN);
+    Reporter rep;
+    try {
+        run(rep);
+    } catch (const std::exception& e) {
+        rep.fatal(e.what());
+    } catch (...) {
+        rep.fatal("unknown exception");
+    }
+    sync_bounded(rep);
+    power_off();
+}

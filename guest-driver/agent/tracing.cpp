@@ -1,0 +1,173 @@
+#include "tracing.hpp"
+
+#include "ftrace_filter.hpp"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace blkrig::agent {
+
+namespace {
+
+const std::string kTracing = "/sys/kernel/tracing/";
+
+bool tracefs_mounted() { return ::access((kTracing + "tracing_on").c_str(), W_OK) == 0; }
+
+const std::string kFilter = kTracing + "set_ftrace_filter";
+
+// Replaces the filter with `words`, one write each; false (noted) if the file
+// cannot be opened or a word is refused.
+bool write_filter(const std::vector<std::string>& words, Reporter& rep) {
+    UniqueFd fd(::open(kFilter.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+    if (!fd.valid()) {
+        rep.note(std::string("tracing: ") + SysError("open", kFilter, errno).what());
+        return false;
+    }
+    bool ok = true;
+    for (const auto& w : words) {
+        // The kernel takes one word per write and says so with a short count.
+        const std::string line = w + "\n";
+        std::string_view left = line;
+        while (!left.empty()) {
+            const ssize_t n = ::write(fd.get(), left.data(), left.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                rep.note("tracing: set_ftrace_filter refused '" + w + "': " + errno_name(errno));
+                ok = false;
+                break;
+            }
+            left.remove_prefix(static_cast<size_t>(n));
+        }
+    }
+    return ok;
+}
+
+std::vector<std::string> read_filter() {
+    try {
+        return filter_names(read_text(kFilter));
+    } catch (const SysError&) {
+        return {};
+    }
+}
+
+// Sets the selection by line number, checks what the kernel says it set, and
+// falls back to names if that differs (the index form is documented from
+// 5.1; a kernel could number its list differently). Returns what is set.
+std::vector<std::string> set_filter(const FilterSelection& sel, Reporter& rep) {
+    std::string indices;
+    for (const size_t line : sel.lines) indices += (indices.empty() ? "" : " ") + std::to_string(line);
+    if (write_filter({indices}, rep)) {
+        std::vector<std::string> got = read_filter(), want = sel.selected;
+        std::sort(got.begin(), got.end());
+        std::sort(want.begin(), want.end());
+        if (got == want) return sel.selected;
+        rep.note("tracing: setting the filter by line number set other functions; setting it by name");
+    }
+    write_filter(sel.selected, rep);
+    return read_filter();
+}
+
+}  // namespace
+
+TracingSetup start_tracing(const TraceSpec& spec, Reporter& rep) {
+    TracingSetup t;
+    if (spec.events.empty() && spec.functions.empty()) return t;
+    if (!tracefs_mounted()) {
+        rep.note("tracing: tracefs is not mounted on " + kTracing + "; nothing is traced");
+        t.functions_missing = spec.functions;
+        t.events_missing = spec.events;
+        return t;
+    }
+    auto knob = [&](const char* file, const std::string& value) {
+        try {
+            write_text(kTracing + file, value);
+            return true;
+        } catch (const SysError& e) {
+            rep.note(std::string("tracing: ") + e.what());
+            return false;
+        }
+    };
+    say("TT start");
+    knob("tracing_on", "0");
+    knob("trace_clock", "mono");
+    if (spec.buffer_kb > 0) knob("buffer_size_kb", std::to_string(spec.buffer_kb));
+
+    if (!spec.functions.empty()) {
+        FilterSelection sel;
+        try {
+            const std::string av = read_text(kTracing + "available_filter_functions");
+            say("TT read avail " + std::to_string(av.size()));
+            sel = select_filters(av, spec.functions);
+            say("TT selected");
+        } catch (const SysError& e) {
+            rep.note(std::string("tracing: ") + e.what());
+            sel.missing = spec.functions;
+        }
+        t.functions_missing = sel.missing;
+        if (!sel.selected.empty()) t.functions_traced = set_filter(sel, rep);
+        say("TT filter set");
+        // An empty filter would trace every function in the kernel.
+        if (!t.functions_traced.empty()) {
+            if (!knob("current_tracer", "function")) t.functions_traced.clear();
+        } else {
+            rep.note("tracing: none of the wanted functions exists in this kernel; the function tracer stays off");
+        }
+    }
+
+    say("TT tracer set");
+    for (const auto& e : spec.events) {
+        try {
+            write_text(kTracing + "events/" + e + "/enable", "1");
+            t.events.push_back(e);
+        } catch (const SysError& err) {
+            if (err.err() != ENOENT) rep.note(std::string("tracing: ") + err.what());
+            t.events_missing.push_back(e);
+        }
+    }
+
+    // Opening with O_TRUNC empties the buffer of what setup itself traced.
+    UniqueFd clear(::open((kTracing + "trace").c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+    knob("tracing_on", "1");
+    return t;
+}
+
+void stop_tracing(Reporter& rep) {
+    if (!tracefs_mounted()) return;
+    try {
+        write_text(kTracing + "tracing_on", "0");
+    } catch (const SysError& e) {
+        rep.note(std::string("tracing: ") + e.what());
+    }
+}
+
+void copy_trace(Port& events, Reporter& rep) {
+    if (!events.valid()) {
+        rep.note(std::string("no ") + kEventsPort + " port: the guest trace is not sent");
+        return;
+    }
+    if (!tracefs_mounted()) return;
+    const std::string path = kTracing + "trace";
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+        rep.note(std::string("tracing: ") + SysError("open", path, errno).what());
+        return;
+    }
+    std::string buf(1 << 16, '\0');
+    size_t total = 0;
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            rep.note(std::string("tracing: ") + SysError("read", path, errno).what());
+            return;
+        }
+        if (n == 0) break;
+        events.write(std::string_view(buf.data(), static_cast<size_t>(n)));
+        total += static_cast<size_t>(n);
+    }
+    say("guest trace sent: " + std::to_string(total) + " bytes");
+}
+
+}  // namespace blkrig::agent

@@ -1,0 +1,25 @@
+// ext2/ext4 block maps, read with e2fsprogs (debugfs, dumpe2fs): their
+// parsers are pure functions over the tools' text so they can be tested
+// without images.
+#pragma once
+
+#include "disk_image.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace blkrig::image {
+
+// `debugfs -R "stat PATH"`: the size and the BLOCKS/EXTENTS section, e.g.
+// "(0-11):598-609, (IND):610, (12-39):611-638". Adjacent runs are merged;
+// uninitialized extents (read as zeros without I/O) throw FormatError.
+FileExtents parse_debugfs_stat(std::string_view text, std::string_view path, uint32_t block_bytes);
+
+// `dumpe2fs -h`: block size and count.
+Geometry parse_dumpe2fs(std::string_view text);
+
+FileExtents ext_file_extents(const std::string& image, const std::string& path, uint32_t block_bytes);
+Geometry ext_geometry(const std::string& image);
+
+}  // namespace blkrig::image
