@@ -158,6 +158,11 @@ def test_kernel_without_the_module_is_exit_2(tmp_path):
         shutil.copy(f, k / "modules")
     for f in mods.glob("modules.order"):
         shutil.copy(f, k / "modules")
+    # As a user would: depmod over the folder (depmod wants BASE/lib/modules/VERSION).
+    base = tmp_path / "depmod-root"
+    (base / "lib" / "modules").mkdir(parents=True)
+    os.symlink(k / "modules", base / "lib" / "modules" / release)
+    subprocess.run(["depmod", "-b", str(base), release], check=True, capture_output=True)
     r = run(SCEN / "read-contiguous.toml", tmp_path / "out", "--kernel", str(k))
     assert r.returncode == 2, f"{r.stdout}\n{r.stderr}"
     assert "vfat" in r.stderr and "lacks a module" in r.stderr
