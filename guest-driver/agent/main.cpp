@@ -62,14 +62,11 @@ void run(Reporter& rep) {
     const std::vector<std::string> modules = load_modules(rep);
     Ports ports = open_ports(kDeviceWait);
     rep.attach(std::move(ports.results));
-    say("T: line " + std::to_string(__LINE__));
     const RunSpec spec = read_run_spec(kRunSpecPath);
     start_watchdog(watchdog_budget(spec));
 
     const UniqueFd disk = wait_for_disk(spec.disk, kDeviceWait);
-    say("T: line " + std::to_string(__LINE__));
     const auto queue = set_queue_knobs(spec, rep);
-    say("T: line " + std::to_string(__LINE__));
     const TracingSetup tracing = start_tracing(spec.trace, rep);
     Hello hello = make_hello(modules, tracing);
     hello.queue = queue;

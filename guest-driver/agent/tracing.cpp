@@ -89,7 +89,6 @@ TracingSetup start_tracing(const TraceSpec& spec, Reporter& rep) {
             return false;
         }
     };
-    say("TT start");
     knob("tracing_on", "0");
     knob("trace_clock", "mono");
     if (spec.buffer_kb > 0) knob("buffer_size_kb", std::to_string(spec.buffer_kb));
@@ -97,17 +96,13 @@ TracingSetup start_tracing(const TraceSpec& spec, Reporter& rep) {
     if (!spec.functions.empty()) {
         FilterSelection sel;
         try {
-            const std::string av = read_text(kTracing + "available_filter_functions");
-            say("TT read avail " + std::to_string(av.size()));
-            sel = select_filters(av, spec.functions);
-            say("TT selected");
+            sel = select_filters(read_text(kTracing + "available_filter_functions"), spec.functions);
         } catch (const SysError& e) {
             rep.note(std::string("tracing: ") + e.what());
             sel.missing = spec.functions;
         }
         t.functions_missing = sel.missing;
         if (!sel.selected.empty()) t.functions_traced = set_filter(sel, rep);
-        say("TT filter set");
         // An empty filter would trace every function in the kernel.
         if (!t.functions_traced.empty()) {
             if (!knob("current_tracer", "function")) t.functions_traced.clear();
@@ -116,7 +111,6 @@ TracingSetup start_tracing(const TraceSpec& spec, Reporter& rep) {
         }
     }
 
-    say("TT tracer set");
     for (const auto& e : spec.events) {
         try {
             write_text(kTracing + "events/" + e + "/enable", "1");

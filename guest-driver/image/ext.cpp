@@ -21,6 +21,7 @@ FileExtents parse_debugfs_stat(std::string_view text, std::string_view path, uin
     fx.size_bytes = std::stoull(m[1]);
 
     size_t start = t.find("\nEXTENTS:");
+    const bool extent_mapped = start != std::string::npos;
     if (start == std::string::npos) start = t.find("\nBLOCKS:");
     if (start == std::string::npos) {
         if (fx.size_bytes == 0) return fx;  // nothing mapped
@@ -49,13 +50,17 @@ FileExtents parse_debugfs_stat(std::string_view text, std::string_view path, uin
             throw FormatError(fmt::format("debugfs: inconsistent run '{}' for '{}'", x.str(), path));
         Extent e{lfirst * block_bytes, pfirst * per_block, (llast - lfirst + 1) * per_block};
         if (!fx.extents.empty()) {
-            Extent& prev = fx.extents.back();
-            if (prev.file_offset + prev.sectors * kSectorBytes == e.file_offset && prev.sector + prev.sectors == e.sector) {
-                prev.sectors += e.sectors;
-                continue;
-            }
+            const Extent& prev = fx.extents.back();
             if (e.file_offset < prev.file_offset + prev.sectors * kSectorBytes)
                 throw FormatError(fmt::format("debugfs: runs out of order for '{}'", path));
+            // ext2 maps block by block: debugfs prints runs, which we join
+            // when they continue each other. ext4 extents stay apart, even
+            // adjacent ones (at most 32768 blocks each), as FIEMAP lists them.
+            if (!extent_mapped && prev.file_offset + prev.sectors * kSectorBytes == e.file_offset &&
+                prev.sector + prev.sectors == e.sector) {
+                fx.extents.back().sectors += e.sectors;
+                continue;
+            }
         }
         fx.extents.push_back(e);
     }

@@ -12,8 +12,10 @@
 namespace blkrig::image {
 
 // `debugfs -R "stat PATH"`: the size and the BLOCKS/EXTENTS section, e.g.
-// "(0-11):598-609, (IND):610, (12-39):611-638". Adjacent runs are merged;
-// uninitialized extents (read as zeros without I/O) throw FormatError.
+// "(0-11):598-609, (IND):610, (12-39):611-638". ext4 extents are kept as
+// they are on disk (as the guest's FIEMAP reports them); ext2 runs that
+// continue each other are joined. Uninitialized extents (read as zeros
+// without I/O) throw FormatError.
 FileExtents parse_debugfs_stat(std::string_view text, std::string_view path, uint32_t block_bytes);
 
 // `dumpe2fs -h`: block size and count.

@@ -94,10 +94,24 @@ int kernel_fetch(const std::string& name) {
     throw std::runtime_error(fmt::format("cannot run {}: {}", script, std::strerror(errno)));
 }
 
-int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout) {
+// The disk `blkrig vm` gets without --scenario: vfat with one 4 MiB file.
+constexpr const char* kDefaultVm = R"(
+[scenario]
+name = "vm"
+[disk]
+fs = "vfat"
+size = "64M"
+[[disk.files]]
+path = "/f1.bin"
+size = "4M"
+[[steps]]
+op = "sync"
+)";
+
+int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false) {
     scenario::Scenario sc;
     try {
-        sc = scenario::load_scenario(scenario_path);
+        sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
     } catch (const scenario::ScenarioError& e) {
         fmt::print(stderr, "blkrig: {}\n", e.what());
         return 2;
@@ -110,15 +124,16 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
         throw UsageError(fmt::format("kernel {} has no modules folder at {}: give a catalogue kernel or a folder laid out by fetch-debian",
                                      kernel, (o.kernel_dir / "modules").string()));
     o.kernel_name = kernel;
-    o.out_dir = out.empty() ? fs::path("runs") / fs::path(scenario_path).stem() : fs::path(out);
+    o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
     o.timeout_s = timeout;
     const fs::path build = self_dir().parent_path();
     o.tools = {default_device(), build / "guest-driver" / "agent" / "blkrig-agent", build / "guest-driver" / "image" / "blkrig-mkdisk",
                source_dir() / "guest-driver" / "image" / "mkinitramfs"};
-    for (const auto& t : {o.tools.agent, o.tools.mkdisk, o.tools.mkinitramfs})
+    for (const auto& t : {interactive ? o.tools.mkdisk : o.tools.agent, o.tools.mkdisk, o.tools.mkinitramfs})
         if (!fs::exists(t)) throw launch::LaunchError(fmt::format("{} is missing: build the project (ci/build)", t.string()));
-    fmt::print(stderr, "blkrig: running {} on {} into {}\n", scenario_path, kernel, o.out_dir.string());
-    const auto r = run::run(sc, o);
+    fmt::print(stderr, "blkrig: {} {} on {} into {}\n", interactive ? "starting a VM for" : "running",
+               scenario_path.empty() ? "the default disk" : scenario_path, kernel, o.out_dir.string());
+    const auto r = interactive ? run::vm(sc, o, source_dir() / "guest-driver" / "image" / "init-shell.sh") : run::run(sc, o);
     std::cout << r.summary;
     if (r.outcome == run::Outcome::bad_input || r.outcome == run::Outcome::infra)
         for (const auto& p : r.problems) fmt::print(stderr, "blkrig: {}\n", p);
@@ -254,6 +269,12 @@ int main(int argc, char** argv) {
     runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>)");
     runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
 
+    std::string vm_scenario, vm_kernel, vm_out;
+    auto* vmc = app.add_subcommand("vm", "A VM by hand: a scenario's kernel, disk and knobs with a shell on this terminal");
+    vmc->add_option("--scenario", vm_scenario, "take disk, device and guest knobs from this scenario (its steps are not run)");
+    vmc->add_option("--kernel", vm_kernel, "bzImage folder or catalogue name");
+    vmc->add_option("--out", vm_out, "run folder (default: runs/vm or runs/<scenario>)");
+
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
     auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
@@ -270,6 +291,7 @@ int main(int argc, char** argv) {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout);
+        if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true);
         if (klist->parsed()) return kernel_list();
         if (kfetch->parsed()) return kernel_fetch(fetch_name);
         if (boot->parsed()) {

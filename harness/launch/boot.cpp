@@ -123,7 +123,7 @@ BootResult boot(const BootSpec& spec) {
     std::vector<std::string> qemu_argv = {
         spec.qemu, "-M", "q35,memory-backend=mem", "-object",
         fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mb), "-m", std::to_string(spec.memory_mb),
-        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot", "-kernel", spec.kernel.string(),
+        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", spec.kernel.string(),
         "-initrd", spec.initrd.string(), "-append", append, "-chardev", fmt::format("socket,id=c0,path={}", sock.socket().string()),
         "-device", fmt::format("vhost-user-blk-pci,chardev=c0,num-queues={},queue-size={}", spec.num_queues, spec.queue_size)};
     if (!spec.serial_ports.empty()) {
@@ -136,10 +136,17 @@ BootResult boot(const BootSpec& spec) {
                                                fmt::format("virtserialport,bus=vser0.0,chardev=port{},name={}", i, name)});
         }
     }
+    if (spec.interactive) {
+        // Raw terminal (signal=off: Ctrl-C goes to the guest), logged as well.
+        qemu_argv.insert(qemu_argv.end(), {"-chardev", fmt::format("stdio,id=ser0,signal=off,logfile={}", console.string()), "-serial",
+                                           "chardev:ser0"});
+    } else {
+        qemu_argv.insert(qemu_argv.end(), {"-serial", "stdio"});
+    }
     qemu_argv.insert(qemu_argv.end(), spec.qemu_args.begin(), spec.qemu_args.end());
-    Child qemu("qemu", qemu_argv, console.string());
+    Child qemu("qemu", qemu_argv, spec.interactive ? std::string() : console.string());
 
-    const auto deadline = Clock::now() + std::chrono::seconds(spec.timeout_s);
+    const auto deadline = spec.interactive ? Clock::time_point::max() : Clock::now() + std::chrono::seconds(spec.timeout_s);
     for (;;) {
         const int sig = wait_signal(sig_fd, deadline);
         if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {

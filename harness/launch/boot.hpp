@@ -28,6 +28,9 @@ struct BootSpec {
     // {"blkrig.results", "results.jsonl"} appears in the guest as a port of
     // that name (/sys/class/virtio-ports/*/name).
     std::vector<std::pair<std::string, std::string>> serial_ports;
+    // The guest console on this terminal (and still logged to console.log);
+    // no timeout applies.
+    bool interactive = false;
 };
 
 enum class BootOutcome { ok, timeout, qemu_failed, device_failed, guest_panic, interrupted };

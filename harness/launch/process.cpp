@@ -37,8 +37,11 @@ int make_signal_fd() {
 }
 
 Child::Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path) : name_(std::move(name)) {
-    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0) throw LaunchError(fmt::format("cannot open log {}: {}", log_path, std::strerror(errno)));
+    // No log path: the child keeps this process's stdin/stdout/stderr (an
+    // interactive console).
+    const bool inherit = log_path.empty();
+    const int log_fd = inherit ? -1 : ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (!inherit && log_fd < 0) throw LaunchError(fmt::format("cannot open log {}: {}", log_path, std::strerror(errno)));
     const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -49,7 +52,7 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
     pid_ = ::fork();
     if (pid_ < 0) {
         const int e = errno;
-        ::close(log_fd);
+        if (log_fd >= 0) ::close(log_fd);
         ::close(null_fd);
         throw LaunchError(fmt::format("fork for {}: {}", name_, std::strerror(e)));
     }
@@ -60,16 +63,18 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::dup2(null_fd, 0);
-        ::dup2(log_fd, 1);
-        ::dup2(log_fd, 2);
+        if (!inherit) {
+            ::dup2(null_fd, 0);
+            ::dup2(log_fd, 1);
+            ::dup2(log_fd, 2);
+        }
         ::execvp(args[0], args.data());
         const int e = errno;
         [[maybe_unused]] auto n = ::write(err_pipe[1], &e, sizeof e);
         ::_exit(127);
     }
     ::close(err_pipe[1]);
-    ::close(log_fd);
+    if (log_fd >= 0) ::close(log_fd);
     ::close(null_fd);
     int exec_errno = 0;
     const ssize_t n = ::read(err_pipe[0], &exec_errno, sizeof exec_errno);

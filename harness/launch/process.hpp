@@ -20,7 +20,8 @@ struct LaunchError : std::runtime_error {
 class Child {
 public:
     Child() = default;
-    // stdout and stderr go to log_path (appended); stdin is /dev/null.
+    // stdout and stderr go to log_path (appended); stdin is /dev/null. An
+    // empty log_path keeps the caller's stdin, stdout and stderr.
     Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path);
     ~Child();
     Child(Child&& o) noexcept;

@@ -14,6 +14,7 @@
 
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 namespace blkrig::run {
@@ -81,6 +82,56 @@ RunResult fail_with(Outcome o, std::string what) {
     return r;
 }
 
+// Builds disk.img and extents.json in out; nullopt when fine.
+std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out) {
+    write_file(out / "disk-spec.json", scenario::disk_json(sc.disk).dump(2));
+    auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out", (out / "disk.img").string(),
+                                "--extents", (out / "extents.json").string()},
+                               std::chrono::seconds(300));
+    if (mk.exit_code == 2) return fail_with(Outcome::bad_input, fmt::format("{}: the disk cannot be built: {}", sc.file, mk.output));
+    if (mk.exit_code != 0) return fail_with(Outcome::infra, fmt::format("building the disk failed: {}", mk.output));
+    return std::nullopt;
+}
+
+// Builds initrd.gz in out with init as /init and files (SRC:DEST).
+std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
+                                         const std::vector<std::string>& files, std::vector<std::string> modules) {
+    std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
+                                   "--out", (out / "initrd.gz").string()};
+    for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
+    for (const auto& m : fs_modules(sc.disk.fs)) modules.push_back(m);
+    for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
+    auto ir = launch::run_tool(mi, std::chrono::seconds(120));
+    if (ir.exit_code == 0) return std::nullopt;
+    const bool missing = ir.output.find("not found in kernel") != std::string::npos;
+    return fail_with(missing ? Outcome::bad_input : Outcome::infra,
+                     fmt::format("{}: the initramfs for kernel {} cannot be built{}: {}", sc.file, o.kernel_name,
+                                 missing ? " (the kernel lacks a module this scenario needs; pick another kernel)" : "", ir.output));
+}
+
+// The device and VM settings a scenario asks for.
+launch::BootSpec boot_spec(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out) {
+    launch::BootSpec b;
+    b.kernel = o.kernel_dir / "vmlinuz";
+    b.initrd = out / "initrd.gz";
+    b.disk = out / "disk.img";
+    b.out_dir = out;
+    b.memory_mb = sc.guest.memory_mb;
+    b.num_queues = sc.device.num_queues;
+    b.queue_size = sc.device.queue_size;
+    b.timeout_s = o.timeout_s ? o.timeout_s : sc.timeout_s;
+    b.device = o.tools.device;
+    b.device_args = {"--marker-sectors",     std::to_string(kMarkerSectors), "--seg-max", std::to_string(sc.device.seg_max),
+                     "--queue-size",         std::to_string(std::max<unsigned>(sc.device.queue_size, 256)),
+                     "--logical-block-size", std::to_string(sc.device.logical_block_size),
+                     "--write-cache",        sc.device.write_cache ? "on" : "off"};
+    if (sc.device.size_max) b.device_args.insert(b.device_args.end(), {"--size-max", std::to_string(sc.device.size_max)});
+    if (sc.device.read_only) b.device_args.push_back("--read-only");
+    return b;
+}
+
+std::string fstype_for(const scenario::DiskSpec& d) { return d.fs == "ext2" ? "ext4" : (d.fs == "raw" ? "" : d.fs); }
+
 }  // namespace
 
 RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
@@ -89,13 +140,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
 
     // 1. The disk, with each file's extents in device sectors.
-    json disk_spec = scenario::disk_json(sc.disk);
-    write_file(out / "disk-spec.json", disk_spec.dump(2));
-    auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out", (out / "disk.img").string(),
-                                "--extents", (out / "extents.json").string()},
-                               std::chrono::seconds(300));
-    if (mk.exit_code == 2) return fail_with(Outcome::bad_input, fmt::format("{}: the disk cannot be built: {}", sc.file, mk.output));
-    if (mk.exit_code != 0) return fail_with(Outcome::infra, fmt::format("building the disk failed: {}", mk.output));
+    if (auto bad = build_disk(sc, o, out)) return *bad;
     const json extents = json::parse(read_file(out / "extents.json"));
 
     // 2. What the agent runs: the scenario's steps, with a FIEMAP of every
@@ -121,7 +166,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     const json run_json = {{"version", 1},
                            {"disk", "/dev/vda"},
                            {"mountpoint", scenario::kMountpoint},
-                           {"fstype", sc.disk.fs == "ext2" ? "ext4" : (sc.disk.fs == "raw" ? "" : sc.disk.fs)},
+                           {"fstype", fstype_for(sc.disk)},
                            {"mount_options", sc.guest.mount_options},
                            {"queue", queue},
                            {"marker", {{"first_sector", disk_sectors}, {"count", kMarkerSectors * 512 / sc.device.logical_block_size},
@@ -134,36 +179,12 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     write_file(out / "run.json", run_json.dump(2));
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
-    std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", o.tools.agent.string(),
-                                   "--out", (out / "initrd.gz").string(), "--file", (out / "run.json").string() + ":/etc/blkrig/run.json"};
-    std::vector<std::string> modules = {"virtio_pci", "virtio_blk", "virtio_console"};
-    for (const auto& m : fs_modules(sc.disk.fs)) modules.push_back(m);
-    for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
-    auto ir = launch::run_tool(mi, std::chrono::seconds(120));
-    if (ir.exit_code != 0) {
-        const bool missing = ir.output.find("not found in kernel") != std::string::npos;
-        return fail_with(missing ? Outcome::bad_input : Outcome::infra,
-                         fmt::format("{}: the initramfs for kernel {} cannot be built{}: {}", sc.file, o.kernel_name,
-                                     missing ? " (the kernel lacks a module this scenario needs; pick another kernel)" : "", ir.output));
-    }
+    if (auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
+                                   {"virtio_pci", "virtio_blk", "virtio_console"}))
+        return *bad;
 
     // 4. Boot.
-    launch::BootSpec b;
-    b.kernel = o.kernel_dir / "vmlinuz";
-    b.initrd = out / "initrd.gz";
-    b.disk = out / "disk.img";
-    b.out_dir = out;
-    b.memory_mb = sc.guest.memory_mb;
-    b.num_queues = sc.device.num_queues;
-    b.queue_size = sc.device.queue_size;
-    b.timeout_s = o.timeout_s ? o.timeout_s : sc.timeout_s;
-    b.device = o.tools.device;
-    b.device_args = {"--marker-sectors",     std::to_string(kMarkerSectors), "--seg-max", std::to_string(sc.device.seg_max),
-                     "--queue-size",         std::to_string(std::max<unsigned>(sc.device.queue_size, 256)),
-                     "--logical-block-size", std::to_string(sc.device.logical_block_size),
-                     "--write-cache",        sc.device.write_cache ? "on" : "off"};
-    if (sc.device.size_max) b.device_args.insert(b.device_args.end(), {"--size-max", std::to_string(sc.device.size_max)});
-    if (sc.device.read_only) b.device_args.push_back("--read-only");
+    launch::BootSpec b = boot_spec(sc, o, out);
     b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
     const auto br = launch::boot(b);
     if (br.outcome == launch::BootOutcome::interrupted) return fail_with(Outcome::interrupted, br.message);
@@ -275,6 +296,42 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     s += trace_summary;
     for (const auto& p : problems) s += "  problem: " + p + "\n";
     r.summary = s;
+    return r;
+}
+
+}  // namespace blkrig::run
+
+namespace blkrig::run {
+
+RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const fs::path& init_shell) {
+    fs::create_directories(o.out_dir);
+    const fs::path out = fs::absolute(o.out_dir);
+    if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
+    if (auto bad = build_disk(sc, o, out)) return *bad;
+    std::string conf = fmt::format("FSTYPE='{}'\nMOUNT_OPTIONS='{}'\n", fstype_for(sc.disk), sc.guest.mount_options);
+    for (const auto& [k, v] : sc.guest.queue) conf += fmt::format("QUEUE_{}='{}'\n", k, v);
+    write_file(out / "vm.conf", conf);
+    if (auto bad = build_initramfs(sc, o, out, init_shell, {(out / "vm.conf").string() + ":/etc/blkrig/vm.conf"}, {"virtio_pci", "virtio_blk"}))
+        return *bad;
+    launch::BootSpec b = boot_spec(sc, o, out);
+    b.interactive = true;
+    fmt::print(stderr,
+               "blkrig: the guest console follows; leave its shell to power off.\n"
+               "blkrig: device trace (live): {0}   read it with: blkrig trace dump {0} --format text\n",
+               (out / "trace.bin").string());
+    const auto br = launch::boot(b);
+    RunResult r;
+    r.outcome = br.outcome == launch::BootOutcome::ok ? Outcome::pass
+                : br.outcome == launch::BootOutcome::interrupted ? Outcome::interrupted : Outcome::infra;
+    if (br.outcome != launch::BootOutcome::ok) r.problems.push_back(br.message);
+    std::string summary = fmt::format("vm on {}: {} ({:.1f} s), run folder {}\n", o.kernel_name, launch::to_string(br.outcome), br.seconds,
+                                      out.string());
+    try {
+        summary += model::to_text(model::summarize(trace::read_trace((out / "trace.bin").string())));
+    } catch (const std::exception& e) {
+        summary += std::string("no device trace: ") + e.what() + "\n";
+    }
+    r.summary = summary;
     return r;
 }
 

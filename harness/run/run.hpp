@@ -40,6 +40,12 @@ struct RunResult {
 
 RunResult run(const scenario::Scenario& sc, const RunOptions& o);
 
+// `blkrig vm`: the scenario's kernel, disk, device and guest knobs, with a
+// busybox shell on this terminal instead of steps. Prints where the device
+// trace is, so `blkrig trace` can read it from another terminal meanwhile.
+// tools.agent is unused; init_shell is guest-driver/image/init-shell.sh.
+RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const std::filesystem::path& init_shell);
+
 // The marker region: enough blocks for two markers per agent step.
 inline constexpr uint32_t kMarkerSectors = 2048;
 

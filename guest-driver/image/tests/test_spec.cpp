@@ -137,19 +137,19 @@ TEST(Content, PatternIsPositional) {
 TEST(DebugfsParser, Ext2IndirectBlocks) {
     const std::string text = "Inode: 12   Type: regular    Mode:  0644   Flags: 0x0\n"
                              "User:     0   Group:     0   Size: 40000\n"
-                             "BLOCKS:\n(0-11):598-609, (IND):610, (12-39):611-638\nTOTAL: 41\n\n";
+                             "BLOCKS:\n(0-11):598-609, (IND):610, (12-20):611-619, (21-39):620-638\nTOTAL: 41\n\n";
     const FileExtents fx = parse_debugfs_stat(text, "/f", 1024);
     EXPECT_EQ(fx.size_bytes, 40000u);
     EXPECT_EQ(fx.extents, (std::vector<Extent>{{0, 1196, 24}, {12288, 1222, 56}}));
     EXPECT_EQ(fx.metadata, (std::vector<MetaBlock>{{"IND", 1220, 2}}));
 }
 
-TEST(DebugfsParser, Ext4ExtentsMergeAndHoles) {
+TEST(DebugfsParser, Ext4ExtentsStayApartAndHolesAreAbsent) {
     const std::string text = "Inode: 13   Type: regular    Mode:  0644   Flags: 0x80000\n"
                              "User:     0   Group:     0   Project:     0   Size: 65536\n"
                              "EXTENTS:\n(ETB0):5000, (0-3):1216-1219, (4-7):1220-1223, (12):1300\n";
     const FileExtents fx = parse_debugfs_stat(text, "/f", 4096);
-    EXPECT_EQ(fx.extents, (std::vector<Extent>{{0, 9728, 64}, {49152, 10400, 8}}));
+    EXPECT_EQ(fx.extents, (std::vector<Extent>{{0, 9728, 32}, {16384, 9760, 32}, {49152, 10400, 8}}));
     EXPECT_EQ(fx.metadata, (std::vector<MetaBlock>{{"ETB0", 40000, 8}}));
     const std::string uninit = "Type: regular\nSize: 4096\nEXTENTS:\n(0[u]):1216\n";
     EXPECT_THROW(parse_debugfs_stat(uninit, "/f", 4096), FormatError);

@@ -1,0 +1,59 @@
+"""`blkrig vm` driven as a person would: a pseudo-terminal, a shell prompt in
+the guest, a read typed at it, power off, and the read found in the trace."""
+
+import os
+import pty
+import select
+import subprocess
+import time
+
+import pytest
+
+import blkrig_test as bt
+
+pytestmark = pytest.mark.skipif(not bt.have_kernel(), reason="default kernel not fetched: run ci/setup")
+
+
+def read_until(fd, needle, timeout):
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} did not appear; console so far:\n{buf.decode(errors='replace')[-2000:]}")
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def test_type_a_read_then_power_off(tmp_path):
+    out = tmp_path / "vm"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(bt.blkrig()), "vm", "--out", str(out)], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        banner = read_until(master, b"BLKRIG-VM ready", 120)
+        assert b"device trace (live)" in banner
+        read_until(master, b"# ", 30)
+        os.write(master, b"dd if=/mnt/f1.bin of=/dev/null bs=4k && echo READ-$((6*7))\r")
+        read_until(master, b"READ-42", 60)
+        os.write(master, b"exit\r")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 0
+    recs = bt.trace_records(out / "trace.bin")
+    assert recs[-1]["kind"] == "end"
+    assert sum(r["bytes"] for r in recs if r["kind"] == "request" and r["op"] == "read") >= 4 << 20
+    assert (out / "console.log").read_text(errors="replace").count("READ-42") >= 1
+    assert (out / "boot.json").exists()
