@@ -62,6 +62,7 @@ void run(Reporter& rep) {
     const std::vector<std::string> modules = load_modules(rep);
     Ports ports = open_ports(kDeviceWait);
     rep.attach(std::move(ports.results));
+    if (!ports.events.valid()) rep.note(std::string("no ") + kEventsPort + " port: the guest trace will not be sent");
     const RunSpec spec = read_run_spec(kRunSpecPath);
     start_watchdog(watchdog_budget(spec));
 

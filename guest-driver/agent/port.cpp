@@ -55,7 +55,8 @@ UniqueFd open_port_node(const fs::path& sys_dir) {
 
 Ports open_ports(std::chrono::milliseconds wait) {
     const fs::path root = "/sys/class/virtio-ports";
-    const auto deadline = Clock::now() + wait;
+    auto deadline = Clock::now() + wait;
+    bool results_seen = false;
     Ports ports;
     for (;;) {
         ports.seen.clear();
@@ -71,6 +72,12 @@ Ports open_ports(std::chrono::milliseconds wait) {
             ports.seen.push_back(name.empty() ? entry.path().filename().string() : name);
             if (name == kResultsPort) results = entry.path();
             if (name == kEventsPort) events = entry.path();
+        }
+        // QEMU announces its ports together: once the results port is there,
+        // the events port is either close behind or not coming.
+        if (!results.empty() && !results_seen) {
+            results_seen = true;
+            deadline = std::min(deadline, Clock::now() + kEventsGrace);
         }
         if ((!results.empty() && !events.empty()) || Clock::now() > deadline) {
             if (results.empty()) {

@@ -38,7 +38,9 @@ struct Ports {
     std::vector<std::string> seen;  // every port name found
 };
 
-// Waits up to `wait` for both ports; Fatal if the results port is not there.
+// Waits up to `wait` for the results port (Fatal if it does not come) and
+// then up to kEventsGrace for the events port.
+inline constexpr std::chrono::milliseconds kEventsGrace{500};
 Ports open_ports(std::chrono::milliseconds wait);
 
 }  // namespace blkrig::agent

@@ -386,7 +386,8 @@ RunSpec parse_run_spec(std::string_view json_text) {
             "step_timeout_s", "steps"},
            "");
     RunSpec r;
-    r.version = static_cast<int>(o.integer("version", std::nullopt, 1, 1));
+    r.version = static_cast<int>(o.integer("version", std::nullopt, 0, 1000));
+    if (r.version != 1) o.fail("version", "this agent speaks version 1, not " + std::to_string(r.version));
     r.modules = o.strings("modules");
     r.disk = o.path("disk");
     if (o.has("mountpoint")) r.mountpoint = o.path("mountpoint");

@@ -182,6 +182,7 @@ int64_t StepRunner::read_marker(uint64_t index, std::string& error) const {
     do n = ::pread(disk_fd_, buf.data(), m.block_size, static_cast<off_t>(offset));
     while (n < 0 && errno == EINTR);
     if (n < 0) return fail("pread: " + errno_name(errno));
+    if (n == 0) return fail("past the end of the disk (blkrig-device needs --marker-sectors)");
     if (static_cast<size_t>(n) != m.block_size) return fail("short read of " + std::to_string(n) + " bytes");
     const std::string want = m.expected_text(index);
     if (std::memcmp(buf.data(), want.data(), want.size()) != 0)

@@ -2,6 +2,7 @@
 // places the files, then reads the layout back from the image (our FAT/exFAT
 // parser, or debugfs for ext*) and refuses to return one that differs from
 // what the spec asked for.
+#include "../agent/sha256.hpp"
 #include "content.hpp"
 #include "disk_image.hpp"
 #include "exfat_writer.hpp"
@@ -489,13 +490,57 @@ ImageReport build_raw(const DiskSpec& spec, const std::string& img) {
     uint64_t at = 0;
     for (const FileSpec& f : spec.files) {
         at = (at + 4095) / 4096 * 4096;
-        FileExtents fx{f.path, f.size_bytes, {}, {}};
+        FileExtents fx;
+        fx.path = f.path;
+        fx.size_bytes = f.size_bytes;
         if (f.size_bytes > 0) fx.extents.push_back({0, at / kSectorBytes, (f.size_bytes + kSectorBytes - 1) / kSectorBytes});
         write_content(fd.get(), f, fx);
         r.files.push_back(std::move(fx));
         at += f.size_bytes;
     }
     return r;
+}
+
+// The file's bytes as the image holds them (holes read as zeros) must be
+// the spec's. Returns their SHA-256, which scenarios compare reads with.
+std::string verify_content(std::span<const uint8_t> img, const FileSpec& f, const FileExtents& fx) {
+    agent::Sha256 got, want;
+    std::vector<uint8_t> zeros(1 << 20, 0);
+    uint64_t pos = 0;
+    auto zeros_until = [&](uint64_t end) {
+        while (pos < end) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), end - pos));
+            got.update(zeros.data(), n);
+            pos += n;
+        }
+    };
+    for (const Extent& x : fx.extents) {
+        if (x.file_offset < pos) throw FormatError(fmt::format("{}: extents overlap or are out of order", f.path));
+        zeros_until(std::min(x.file_offset, f.size_bytes));
+        const uint64_t end = std::min(x.file_offset + x.sectors * kSectorBytes, f.size_bytes);
+        if (end <= pos) continue;
+        const uint64_t src = x.sector * kSectorBytes;
+        if (src > img.size() || end - x.file_offset > img.size() - src)
+            throw FormatError(fmt::format("{}: an extent reaches past the image", f.path));
+        got.update(img.data() + src, static_cast<size_t>(end - pos));
+        pos = end;
+    }
+    zeros_until(f.size_bytes);
+
+    ContentReader content(f.content, f.seed);
+    std::vector<uint8_t> buf(1 << 20);
+    for (uint64_t off = 0; off < f.size_bytes; off += buf.size()) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), f.size_bytes - off));
+        content.read(off, std::span<uint8_t>(buf.data(), n));
+        for (const Range& h : f.holes) {
+            const uint64_t a = std::max(h.offset, off), b = std::min(h.offset + h.length, off + n);
+            if (a < b) std::fill(buf.begin() + static_cast<ptrdiff_t>(a - off), buf.begin() + static_cast<ptrdiff_t>(b - off), 0);
+        }
+        want.update(buf.data(), n);
+    }
+    const std::string digest = want.hex();
+    if (got.hex() != digest) throw ToolError(fmt::format("{}: the image holds other bytes than the spec asks for", f.path));
+    return digest;
 }
 
 }  // namespace
@@ -514,6 +559,9 @@ ImageReport build_image(const DiskSpec& spec, const fs::path& out) {
         case FsKind::raw: r = build_raw(spec, img); break;
         }
         r.size_bytes = spec.size_bytes;
+        MappedFile m(img, false);
+        for (size_t i = 0; i < spec.files.size(); ++i)
+            r.files[i].sha256 = verify_content(m.bytes(), spec.files[i], r.files[i]);
         return r;
     } catch (...) {
         // Half an image is worse than none: nobody must boot it.
@@ -546,7 +594,8 @@ nlohmann::json to_json(const ImageReport& r) {
         for (const auto& x : f.extents)
             ex.push_back({{"file_offset", x.file_offset}, {"sector", x.sector}, {"sectors", x.sectors}});
         for (const auto& m : f.metadata) meta.push_back({{"kind", m.kind}, {"sector", m.sector}, {"sectors", m.sectors}});
-        files.push_back({{"path", f.path}, {"size_bytes", f.size_bytes}, {"extents", ex}, {"metadata", meta}});
+        files.push_back(
+            {{"path", f.path}, {"size_bytes", f.size_bytes}, {"sha256", f.sha256}, {"extents", ex}, {"metadata", meta}});
     }
     return {{"fs", std::string(name(g.fs))},
             {"size_bytes", r.size_bytes},

@@ -154,7 +154,7 @@ struct Bad {
 
 const Bad kBad[] = {
     {"version_missing", [](Json& j) { j.erase("version"); }, "version", "missing"},
-    {"version_2", [](Json& j) { j["version"] = 2; }, "version", "between 1 and 1"},
+    {"version_2", [](Json& j) { j["version"] = 2; }, "version", "speaks version 1, not 2"},
     {"unknown_top_field", [](Json& j) { j["disks"] = "/dev/vda"; }, "disks", "unknown field"},
     {"disk_missing", [](Json& j) { j.erase("disk"); }, "disk", "missing"},
     {"disk_relative", [](Json& j) { j["disk"] = "vda"; }, "disk", "absolute path"},
