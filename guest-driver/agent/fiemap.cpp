@@ -56,7 +56,9 @@ bool by_fibmap(int fd, std::vector<Extent>& out, const char*& call) {
         if (::ioctl(fd, FIBMAP, &phys) != 0) return false;
         if (phys == 0) continue;
         const uint64_t logical = b * bsz, physical = static_cast<uint64_t>(phys) * bsz;
-        if (!out.empty() && out.back().logical + out.back().length == logical && out.back().physical + out.back().length == physical) {
+        const bool joins = !out.empty() && out.back().logical + out.back().length == logical &&
+                           out.back().physical + out.back().length == physical;
+        if (joins) {
             out.back().length += bsz;
         } else {
             out.push_back({logical, physical, static_cast<uint64_t>(bsz), 0});

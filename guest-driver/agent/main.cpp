@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -31,14 +34,17 @@ seconds watchdog_budget(const RunSpec& spec) {
     return seconds(60 + static_cast<int64_t>(spec.steps.size()) * (spec.step_timeout_s + 5) + 120);
 }
 
-Hello make_hello(const std::vector<std::string>& modules, const TracingSetup& tracing) {
+Hello make_hello(const std::vector<std::string>& modules, std::vector<std::pair<std::string, std::string>> queue,
+                 const TracingSetup& tracing) {
     Hello h;
     h.kernel = kernel_release();
     h.modules = modules;
+    h.queue = std::move(queue);
     h.functions_traced = tracing.functions_traced;
     h.functions_missing = tracing.functions_missing;
     h.events = tracing.events;
     h.events_missing = tracing.events_missing;
+    h.t_ns = monotonic_ns();
     return h;
 }
 
@@ -67,12 +73,9 @@ void run(Reporter& rep) {
     start_watchdog(watchdog_budget(spec));
 
     const UniqueFd disk = wait_for_disk(spec.disk, kDeviceWait);
-    const auto queue = set_queue_knobs(spec, rep);
+    auto queue = set_queue_knobs(spec, rep);
     const TracingSetup tracing = start_tracing(spec.trace, rep);
-    Hello hello = make_hello(modules, tracing);
-    hello.queue = queue;
-    hello.t_ns = monotonic_ns();
-    rep.hello(hello);
+    rep.hello(make_hello(modules, std::move(queue), tracing));
 
     const size_t reported = StepRunner(spec, disk.get(), rep).run_all();
 

@@ -42,8 +42,10 @@ UniqueFd open_port_node(const fs::path& sys_dir) {
     if (::stat(node.c_str(), &st) != 0) {
         const std::string dev = trim(read_text(sys_dir / "dev"));
         unsigned maj = 0, min = 0;
-        if (std::sscanf(dev.c_str(), "%u:%u", &maj, &min) != 2) throw Fatal("bad dev attribute '" + dev + "' in " + sys_dir.string());
-        if (::mknod(node.c_str(), S_IFCHR | 0600, makedev(maj, min)) != 0 && errno != EEXIST) throw SysError("mknod", node, errno);
+        if (std::sscanf(dev.c_str(), "%u:%u", &maj, &min) != 2)
+            throw Fatal("bad dev attribute '" + dev + "' in " + sys_dir.string());
+        if (::mknod(node.c_str(), S_IFCHR | 0600, makedev(maj, min)) != 0 && errno != EEXIST)
+            throw SysError("mknod", node, errno);
     }
     // Non-blocking, so Port::write can bound how long it waits.
     UniqueFd fd(::open(node.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));

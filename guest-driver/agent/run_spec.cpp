@@ -108,7 +108,8 @@ public:
         if (!v->is_number_integer()) fail(key, std::string("expected an integer, got ") + type_name(*v));
         // Non-negative numbers arrive as unsigned and may exceed int64_t.
         const bool in_range = v->is_number_unsigned()
-                                  ? v->get<uint64_t>() <= static_cast<uint64_t>(max) && (min <= 0 || v->get<uint64_t>() >= static_cast<uint64_t>(min))
+                                  ? v->get<uint64_t>() <= static_cast<uint64_t>(max) &&
+                                        (min <= 0 || v->get<uint64_t>() >= static_cast<uint64_t>(min))
                                   : v->get<int64_t>() >= min && v->get<int64_t>() <= max;
         if (!in_range)
             fail(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " + v->dump());
@@ -139,7 +140,8 @@ public:
         for (size_t i = 0; i < v->size(); ++i) {
             const Json& e = (*v)[i];
             if (!e.is_string())
-                throw SpecError(field(key) + "[" + std::to_string(i) + "]", std::string("expected a string, got ") + type_name(e));
+                throw SpecError(field(key) + "[" + std::to_string(i) + "]",
+                                std::string("expected a string, got ") + type_name(e));
             out.push_back(e.get<std::string>());
         }
         return out;
@@ -265,7 +267,8 @@ Step parse_step(const Json& j, size_t index) {
         s.fd = o.string("fd", std::nullopt);
         break;
     }
-    if ((s.op == Op::open || s.op == Op::close || o.has("fd")) && !is_name(s.fd, "-.")) o.fail("fd", "must be a name of letters, digits, _ - ., got '" + s.fd + "'");
+    if ((s.op == Op::open || s.op == Op::close || o.has("fd")) && !is_name(s.fd, "-."))
+        o.fail("fd", "must be a name of letters, digits, _ - ., got '" + s.fd + "'");
     if (s.op == Op::open && s.create && s.access == Access::read) o.fail("create", "needs access \"w\" or \"rw\"");
     return s;
 }
@@ -289,10 +292,12 @@ Marker parse_marker(const Json& j) {
     const Object o(j, "marker");
     o.only({"first_sector", "count", "block_size"}, "");
     Marker m;
-    m.first_sector = static_cast<uint64_t>(o.integer("first_sector", std::nullopt, 1, std::numeric_limits<int64_t>::max() / 512));
+    constexpr int64_t kMaxSector = std::numeric_limits<int64_t>::max() / 512;
+    m.first_sector = static_cast<uint64_t>(o.integer("first_sector", std::nullopt, 1, kMaxSector));
     m.count = static_cast<uint64_t>(o.integer("count", std::nullopt, 1, std::numeric_limits<uint32_t>::max()));
     m.block_size = static_cast<uint32_t>(o.integer("block_size", 512, 512, 4096));
-    if (m.block_size & (m.block_size - 1)) o.fail("block_size", "must be 512, 1024, 2048 or 4096, got " + std::to_string(m.block_size));
+    if (m.block_size & (m.block_size - 1))
+        o.fail("block_size", "must be 512, 1024, 2048 or 4096, got " + std::to_string(m.block_size));
     return m;
 }
 
@@ -305,7 +310,9 @@ TraceSpec parse_trace(const Json& j) {
         const std::string& e = t.events[i];
         const auto slash = e.find('/');
         const bool ok = slash == std::string::npos ? is_name(e) : is_name(e.substr(0, slash)) && is_name(e.substr(slash + 1));
-        if (!ok) throw SpecError(o.field("events") + "[" + std::to_string(i) + "]", "expected \"subsystem/event\" or \"subsystem\", got '" + e + "'");
+        if (!ok)
+            throw SpecError(o.field("events") + "[" + std::to_string(i) + "]",
+                            "expected \"subsystem/event\" or \"subsystem\", got '" + e + "'");
     }
     t.functions = o.strings("functions");
     for (size_t i = 0; i < t.functions.size(); ++i) {

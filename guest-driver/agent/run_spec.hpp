@@ -14,7 +14,9 @@
 
 namespace blkrig::agent {
 
-enum class Op { mount, umount, read, write, fsync, fdatasync, sync, drop_caches, truncate, mmap_write, fiemap, sleep, open, close };
+enum class Op {
+    mount, umount, read, write, fsync, fdatasync, sync, drop_caches, truncate, mmap_write, fiemap, sleep, open, close
+};
 
 const char* op_name(Op op);
 std::optional<Op> op_from_name(std::string_view name);

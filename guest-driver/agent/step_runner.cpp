@@ -136,8 +136,8 @@ StepResult StepRunner::run_one(size_t index, bool& timed_out) {
         }
         return r;
     }
-    r.fail_text("the step's process " + (status ? describe_status(*status) : std::string("did not exit")) +
-                " without a result");
+    r.fail_text("the step's process ended without a result (" +
+                (status ? describe_status(*status) : std::string("it did not exit")) + ")");
     r.t_start_ns = t_fork;
     r.t_end_ns = monotonic_ns();
     return r;
@@ -175,7 +175,8 @@ int64_t StepRunner::read_marker(uint64_t index, std::string& error) const {
     AlignedBuffer buf(m.block_size);
     const uint64_t offset = m.byte_offset(index);
     auto fail = [&](const std::string& why) {
-        error += (error.empty() ? "" : "; ") + ("marker " + std::to_string(index) + " at byte " + std::to_string(offset) + ": " + why);
+        error += (error.empty() ? "" : "; ") + ("marker " + std::to_string(index) + " at byte " + std::to_string(offset) +
+                                                ": " + why);
         return int64_t{-1};
     };
     ssize_t n;
@@ -186,7 +187,8 @@ int64_t StepRunner::read_marker(uint64_t index, std::string& error) const {
     if (static_cast<size_t>(n) != m.block_size) return fail("short read of " + std::to_string(n) + " bytes");
     const std::string want = m.expected_text(index);
     if (std::memcmp(buf.data(), want.data(), want.size()) != 0)
-        return fail("no marker text there (marker.first_sector must be the image size in sectors, and the device needs --marker-sectors)");
+        return fail("no marker text there (marker.first_sector must be the image size in sectors, and the device needs "
+                    "--marker-sectors)");
     return static_cast<int64_t>(index);
 }
 
