@@ -167,3 +167,20 @@ def test_kernel_without_the_module_is_exit_2(tmp_path):
     assert r.returncode == 2, f"{r.stdout}\n{r.stderr}"
     assert "vfat" in r.stderr and "lacks a module" in r.stderr
     assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout, "something was left running"
+
+
+def test_kernel_that_does_not_boot_is_exit_3_with_console_tail(tmp_path):
+    """A kernel image QEMU cannot start: exit 3, the reason and the console tail, nothing left running."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    k = tmp_path / "kernel"
+    k.mkdir()
+    (k / "vmlinuz").write_bytes(b"\x7fELF not really a kernel" * 100)
+    os.symlink(bt.kernel_dir() / "modules", k / "modules")
+    shutil.copy(bt.kernel_dir() / "release", k / "release")
+    r = run(SCEN / "read-contiguous.toml", tmp_path / "out", "--kernel", str(k), timeout=300)
+    assert r.returncode == 3, f"{r.stdout}\n{r.stderr}"
+    assert "boot:" in r.stderr and "console.log" in r.stderr
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert verdict["outcome"] == "error" and verdict["exit_code"] == 3
+    assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout, "something was left running"
