@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <regex>
 #include <set>
 
 namespace blkrig::image {
@@ -301,6 +302,12 @@ ImageReport build_vfat(const DiskSpec& spec, const std::string& img, const TempD
         run_checked(args);
     };
 
+    // Names of our temporary files; a spec's file must not collide with them.
+    static const std::regex reserved(R"(/BR[HS]\d{5}\.TMP)", std::regex::icase);
+    for (size_t i = 0; i < spec.files.size(); ++i) {
+        if (std::regex_match(spec.files[i].path, reserved))
+            throw SpecError(fmt::format("files[{}].path", i), "names /BRHnnnnn.TMP and /BRSnnnnn.TMP are reserved on vfat");
+    }
     const fs::path empty = tmp.path() / "empty", spacer = tmp.path() / "spacer", hole = tmp.path() / "hole";
     create_sized(empty, 0);
     create_sized(spacer, cs);
@@ -413,15 +420,36 @@ void run_debugfs_script(const std::string& img, const fs::path& script, const st
     if (!errors.empty()) throw ToolError(fmt::format("debugfs -w -f {}: {}", script.string(), errors));
 }
 
-uint64_t first_free_block(const std::string& img) {
-    const ToolResult r = run_checked({"debugfs", "-R", "ffb 1", img});
-    const size_t at = r.out.find("found:");
-    if (at == std::string::npos) throw ToolError(fmt::format("debugfs ffb: no free block ({})", r.out + r.err));
-    return std::stoull(r.out.substr(at + 6));
+// The file's data blocks as runs of logical blocks: (first, count).
+std::vector<std::pair<uint64_t, uint64_t>> data_runs(const FileSpec& f, uint64_t block, const std::vector<uint64_t>& plan) {
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    if (f.layout == Layout::fragmented) {
+        uint64_t at = 0;
+        for (uint64_t n : plan) {
+            runs.emplace_back(at, n);
+            at += n;
+        }
+        return runs;
+    }
+    const uint64_t units = (f.size_bytes + block - 1) / block;
+    for (uint64_t b = 0; b < units; ++b) {
+        if (in_hole(f, b * block)) continue;
+        if (!runs.empty() && runs.back().first + runs.back().second == b)
+            ++runs.back().second;
+        else
+            runs.emplace_back(b, 1);
+    }
+    return runs;
 }
 
+// ext2 files are copied in by mke2fs -d, which allocates them in order. ext4
+// files are mapped block by block with debugfs (set_bmap) onto free space we
+// choose, so a file's extents are exactly the planned runs: mke2fs would
+// split a file at block-group metadata, and libext2fs puts a new extent-tree
+// block right after the data block that needs it, which breaks a run.
 ImageReport build_ext(const DiskSpec& spec, const std::string& img, const TempDir& tmp) {
     const uint32_t block = spec.block_bytes.value_or(4096);
+    const bool place = spec.fs == FsKind::ext4;
     const fs::path root = tmp.path() / "root";
     fs::create_directory(root);
     fs::permissions(root, fs::perms(0755));
@@ -430,37 +458,68 @@ ImageReport build_ext(const DiskSpec& spec, const std::string& img, const TempDi
         const FileSpec& f = spec.files[i];
         plans.push_back(plan_runs(f, i, block, "block"));
         for (const auto& dir : parents(f.path)) fs::create_directory(root / dir.substr(1));
-        // Fragmented files come later, through debugfs.
-        stage_file(f.layout == Layout::fragmented ? tmp.path() / fmt::format("f{}", i) : root / f.path.substr(1), f,
-                   block);
+        if (!place) stage_file(root / f.path.substr(1), f, block);
     }
+    const fs::path empty = tmp.path() / "empty";
+    FileSpec none;
+    stage_file(empty, none, 0);
 
     const std::string type = spec.fs == FsKind::ext4 ? "ext4" : "ext2";
     run_checked({"mke2fs", "-q", "-F", "-t", type, "-b", std::to_string(block), "-U", kFixedUuid, "-E",
                  std::string("root_owner=0:0,hash_seed=") + kFixedUuid, "-d", root.string(), img},
                 {fmt::format("E2FSPROGS_FAKE_TIME={}", kFixedMtime)});
 
-    // Fragmented: mark one block in use after each run, so debugfs's
-    // allocator (which takes the next free block) steps over it; free those
-    // blocks once every file is in.
-    std::string unmark;
-    for (size_t i = 0; i < spec.files.size(); ++i) {
-        const FileSpec& f = spec.files[i];
-        if (f.layout != Layout::fragmented) continue;
-        uint64_t at = first_free_block(img);
-        std::string script;
-        for (size_t k = 0; k + 1 < plans[i].size(); ++k) {
-            at += plans[i][k];
-            script += fmt::format("setb {}\n", at);
-            unmark += fmt::format("freeb {}\n", at);
-            ++at;
+    if (place && !spec.files.empty()) {
+        const auto free = parse_free_blocks(run_checked({"dumpe2fs", img}).out);
+        uint64_t cursor = 0;
+        // Every data block is marked in use before any file is mapped, so
+        // extent-tree blocks land outside the planned runs.
+        std::string mark, map;
+        for (size_t i = 0; i < spec.files.size(); ++i) {
+            const FileSpec& f = spec.files[i];
+            const size_t slash = f.path.rfind('/');
+            const std::string leaf = f.path.substr(slash + 1);
+            map += fmt::format("cd {}\nwrite {} {}\n", slash == 0 ? "/" : f.path.substr(0, slash), empty.string(), leaf);
+            const auto runs = data_runs(f, block, plans[i]);
+            if (runs.empty()) continue;
+            const uint64_t gap = f.layout == Layout::fragmented ? 1 : 0;
+            uint64_t span = 0;
+            for (const auto& r : runs) span += r.second + gap;
+            span -= gap;
+            uint64_t start = 0;
+            bool found = false;
+            for (const auto& [first, last] : free) {
+                const uint64_t s = std::max(first, cursor);
+                if (s <= last && last - s + 1 >= span) {
+                    start = s;
+                    found = true;
+                    break;
+                }
+            }
+            if (!found)
+                throw SpecError(fmt::format("files[{}].size_bytes", i),
+                                fmt::format("no run of {} free {}-byte blocks left for {} (block-group metadata cuts "
+                                            "the free space: a larger block_bytes or disk helps)", span, block, f.path));
+            map += fmt::format("eo {}\n", leaf);
+            uint64_t p = start;
+            for (const auto& [logical, count] : runs) {
+                mark += fmt::format("setb {} {}\n", p, count);
+                for (uint64_t k = 0; k < count; ++k) map += fmt::format("set_bmap {} {}\n", logical + k, p + k);
+                p += count + gap;
+            }
+            map += fmt::format("ec\nsif {} size {}\n", leaf, f.size_bytes);
+            cursor = start + span;
         }
-        const size_t slash = f.path.rfind('/');
-        script += fmt::format("cd {}\nwrite {} {}\n", slash == 0 ? "/" : f.path.substr(0, slash),
-                              (tmp.path() / fmt::format("f{}", i)).string(), f.path.substr(slash + 1));
-        run_debugfs_script(img, tmp.path() / "script", script);
+        run_debugfs_script(img, tmp.path() / "script", mark + map);
+        // setb and set_bmap leave the free-block counts, the block-group
+        // flags and i_blocks as they were; e2fsck's preen mode brings them in
+        // line with the inodes and refuses anything that is not such a
+        // bookkeeping fix (exit 4 and up).
+        const ToolResult preen = run_tool({"e2fsck", "-f", "-p", img});
+        if (preen.exit_code >= 4)
+            throw ToolError(fmt::format("e2fsck -f -p {} after placing the files (exit {}): {}", img, preen.exit_code,
+                                        preen.out + preen.err));
     }
-    if (!unmark.empty()) run_debugfs_script(img, tmp.path() / "script", unmark);
 
     ImageReport r;
     {

@@ -81,6 +81,26 @@ Geometry parse_dumpe2fs(std::string_view text) {
     return g;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> parse_free_blocks(std::string_view text) {
+    const std::string t(text);
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    // Per group: "  Free blocks: 4139-32767, 40000"; the summary line has no indent.
+    static const std::regex line(R"(\n\s+Free blocks: ([^\n]*))");
+    static const std::regex range(R"((\d+)(?:-(\d+))?)");
+    for (auto it = std::sregex_iterator(t.begin(), t.end(), line); it != std::sregex_iterator(); ++it) {
+        const std::string list = (*it)[1];
+        for (auto r = std::sregex_iterator(list.begin(), list.end(), range); r != std::sregex_iterator(); ++r) {
+            const uint64_t first = std::stoull((*r)[1]);
+            const uint64_t last = (*r)[2].matched ? std::stoull((*r)[2]) : first;
+            if (!out.empty() && out.back().second + 1 == first)
+                out.back().second = last;
+            else
+                out.emplace_back(first, last);
+        }
+    }
+    return out;
+}
+
 FileExtents ext_file_extents(const std::string& image, const std::string& path, uint32_t block_bytes) {
     const ToolResult r = run_checked({"debugfs", "-R", "stat " + path, image});
     if (r.out.find("Inode:") == std::string::npos)

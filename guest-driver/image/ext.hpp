@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace blkrig::image {
 
@@ -20,6 +22,11 @@ FileExtents parse_debugfs_stat(std::string_view text, std::string_view path, uin
 
 // `dumpe2fs -h`: block size and count.
 Geometry parse_dumpe2fs(std::string_view text);
+
+// `dumpe2fs`: the free blocks, as [first, last] ranges in block order, with
+// ranges that continue each other across block groups joined.
+std::vector<std::pair<uint64_t, uint64_t>> parse_free_blocks(std::string_view dumpe2fs);
+
 
 FileExtents ext_file_extents(const std::string& image, const std::string& path, uint32_t block_bytes);
 Geometry ext_geometry(const std::string& image);

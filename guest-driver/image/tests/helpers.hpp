@@ -4,6 +4,7 @@
 #pragma once
 
 #include "../../agent/pattern.hpp"
+#include "../../agent/sha256.hpp"
 #include "disk_image.hpp"
 #include "tool.hpp"
 
@@ -46,6 +47,12 @@ inline std::vector<uint8_t> read_bytes(const std::string& path) {
 }
 
 inline std::vector<uint8_t> to_bytes(const std::string& s) { return {s.begin(), s.end()}; }
+
+inline std::string sha256_hex(const std::string& s) {
+    agent::Sha256 h;
+    h.update(s);
+    return h.hex();
+}
 
 // What the file must hold, from the spec's own definition.
 inline std::vector<uint8_t> expected_content(const FileSpec& f) {

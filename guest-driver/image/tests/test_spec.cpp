@@ -156,6 +156,21 @@ TEST(DebugfsParser, Ext4ExtentsStayApartAndHolesAreAbsent) {
     EXPECT_THROW(parse_debugfs_stat("Type: directory\nSize: 4096\n", "/d", 4096), FormatError);
 }
 
+TEST(Dumpe2fsParser, FreeRangesJoinAcrossGroups) {
+    const std::string text = "Free blocks:              9000\n"
+                             "Group 0: (Blocks 1-8192) [ITABLE_ZEROED]\n"
+                             "  7000 free blocks, 2000 free inodes\n"
+                             "  Free blocks: 1193-8192\n"
+                             "Group 1: (Blocks 8193-16384) [INODE_UNINIT]\n"
+                             "  Free blocks: 8193-8200, 8450-16384\n"
+                             "Group 2: (Blocks 16385-24576)\n"
+                             "  Free blocks: 16385-24576\n"
+                             "Group 3: (Blocks 24577-32768)\n"
+                             "  Free blocks: \n";
+    EXPECT_EQ(parse_free_blocks(text),
+              (std::vector<std::pair<uint64_t, uint64_t>>{{1193, 8200}, {8450, 24576}}));
+}
+
 TEST(FatParser, RejectsWhatIsNotAVolume) {
     std::vector<uint8_t> junk(4096, 0);
     EXPECT_THROW(parse_fat_volume(junk), FormatError);

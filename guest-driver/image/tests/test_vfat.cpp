@@ -68,6 +68,7 @@ TEST_P(Vfat, LayoutMatchesMtoolsAndContentReadsBack) {
         // (c) the bytes, through mtools
         const auto got = run_checked({"mcopy", "-i", b.image, "::" + f.path, "-"}).out;
         EXPECT_EQ(test::to_bytes(got), test::expected_content(f));
+        EXPECT_EQ(fx.sha256, test::sha256_hex(got));
     }
     // (d) exactly the extents asked for, split where asked
     EXPECT_EQ(b.report.files[0].extents.size(), 1u);
