@@ -99,14 +99,15 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.gz").string()};
     for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
+    for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
     for (const auto& m : fs_modules(sc.disk.fs)) modules.push_back(m);
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     auto ir = launch::run_tool(mi, std::chrono::seconds(120));
     if (ir.exit_code == 0) return std::nullopt;
-    const bool missing = ir.output.find("not found in kernel") != std::string::npos;
+    const bool missing = ir.output.find("not found in kernel") != std::string::npos || ir.output.find("--program") != std::string::npos;
     return fail_with(missing ? Outcome::bad_input : Outcome::infra,
                      fmt::format("{}: the initramfs for kernel {} cannot be built{}: {}", sc.file, o.kernel_name,
-                                 missing ? " (the kernel lacks a module this scenario needs; pick another kernel)" : "", ir.output));
+                                 missing ? " (a module or program this scenario needs is missing)" : "", ir.output));
 }
 
 // The device and VM settings a scenario asks for.

@@ -217,7 +217,12 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
 
     if (auto* g = root["guest"].node()) {
         const auto& t = rd.table(*g, "[guest]");
-        rd.only(t, "[guest]", {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity", "memory", "mount_options", "step_timeout"});
+        rd.only(t, "[guest]",
+                {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity", "memory", "mount_options", "step_timeout", "programs"});
+        if (auto* n = t["programs"].node()) {
+            if (!n->is_array()) rd.fail(*n, "guest.programs must be a list of program names, e.g. [\"fio\"]");
+            for (auto& p : *n->as_array()) sc.guest.programs.push_back(rd.str(p, "guest.programs entry"));
+        }
         for (auto&& [k, v] : t) {
             const std::string key(k.str());
             if (!queue_knobs().count(key)) continue;

@@ -59,6 +59,7 @@ struct GuestKnobs {
     unsigned memory_mb = 512;
     std::string mount_options;
     unsigned step_timeout_s = 60;
+    std::vector<std::string> programs;  // host programs put into the initramfs (e.g. "fio")
 };
 
 struct Expect {

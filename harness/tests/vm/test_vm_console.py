@@ -57,3 +57,31 @@ def test_type_a_read_then_power_off(tmp_path):
     assert sum(r["bytes"] for r in recs if r["kind"] == "request" and r["op"] == "read") >= 4 << 20
     assert (out / "console.log").read_text(errors="replace").count("READ-42") >= 1
     assert (out / "boot.json").exists()
+
+
+def test_host_program_in_the_guest(tmp_path):
+    """guest.programs puts a host program and its libraries into the guest: fio runs there."""
+    if not bt.have("fio"):
+        pytest.skip("fio is not installed (ci/setup installs it)")
+    scen = tmp_path / "fio.toml"
+    scen.write_text('[disk]\nfs = "raw"\nsize = "16M"\n[guest]\nprograms = ["fio"]\n[[steps]]\nop = "sync"\n')
+    out = tmp_path / "vm"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(bt.blkrig()), "vm", "--scenario", str(scen), "--out", str(out)], stdin=slave, stdout=slave,
+                            stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        read_until(master, b"BLKRIG-VM ready", 120)
+        read_until(master, b"# ", 30)
+        os.write(master, b"fio --name=r --filename=/dev/vda --rw=read --bs=64k --size=1M --direct=1 --minimal >/dev/null && echo FIO-OK\r")
+        read_until(master, b"FIO-OK", 120)
+        os.write(master, b"exit\r")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 0
+    reads = [r for r in bt.trace_records(out / "trace.bin") if r["kind"] == "request" and r["op"] == "read"]
+    assert any(r["bytes"] == 65536 for r in reads), "fio's 64 KiB direct reads did not reach the device"
