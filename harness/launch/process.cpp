@@ -135,6 +135,10 @@ ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds t
     const int fd = ::mkstemp(tmpl);
     if (fd < 0) throw LaunchError(fmt::format("mkstemp: {}", std::strerror(errno)));
     ::close(fd);
+    struct Unlink {
+        const char* path;
+        ~Unlink() { ::unlink(path); }
+    } unlink_output{tmpl};
     ToolResult r;
     {
         Child c(argv.empty() ? "tool" : argv[0], argv, tmpl);
@@ -145,7 +149,6 @@ ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds t
     }
     std::ifstream in(tmpl);
     r.output.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    ::unlink(tmpl);
     return r;
 }
 
