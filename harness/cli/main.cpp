@@ -108,7 +108,28 @@ size = "4M"
 op = "sync"
 )";
 
-int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false) {
+// A user's own build: a bzImage and its modules folder (lib/modules/VERSION,
+// after depmod) become a kernel folder like the catalogue's, inside the run
+// folder.
+fs::path own_kernel(const fs::path& bzimage, const fs::path& modules, const fs::path& out) {
+    std::error_code ec;
+    if (!fs::is_regular_file(bzimage, ec)) throw UsageError(fmt::format("--kernel {} is not a file (with --modules, give the bzImage)", bzimage.string()));
+    if (!fs::is_directory(modules, ec)) throw UsageError(fmt::format("--modules {} is not a folder", modules.string()));
+    if (!fs::exists(modules / "modules.dep"))
+        throw UsageError(fmt::format("--modules {} has no modules.dep: run depmod for it (depmod -b BASE VERSION, with the folder at "
+                                     "BASE/lib/modules/VERSION)",
+                                     modules.string()));
+    const fs::path dir = fs::absolute(out) / "kernel";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    fs::create_symlink(fs::absolute(bzimage), dir / "vmlinuz");
+    fs::create_symlink(fs::absolute(modules), dir / "modules");
+    std::ofstream(dir / "release") << fs::absolute(modules).filename().string() << "\n";
+    return dir / "vmlinuz";
+}
+
+int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
+           const std::string& modules = {}) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -118,13 +139,13 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     }
     if (kernel.empty()) kernel = sc.kernel.empty() ? "debian-bookworm-cloud" : sc.kernel;
     run::RunOptions o;
-    const fs::path vmlinuz = resolve_kernel(kernel);
+    o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
+    const fs::path vmlinuz = modules.empty() ? resolve_kernel(kernel) : own_kernel(kernel, modules, o.out_dir);
     o.kernel_dir = vmlinuz.parent_path();
     if (!fs::exists(o.kernel_dir / "modules"))
         throw UsageError(fmt::format("kernel {} has no modules folder at {}: give a catalogue kernel or a folder laid out by fetch-debian",
                                      kernel, (o.kernel_dir / "modules").string()));
     o.kernel_name = kernel;
-    o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
     o.timeout_s = timeout;
     const fs::path build = self_dir().parent_path();
     o.tools = {default_device(), build / "guest-driver" / "agent" / "blkrig-agent", build / "guest-driver" / "image" / "blkrig-mkdisk",
@@ -268,12 +289,16 @@ int main(int argc, char** argv) {
     runc->add_option("--kernel", run_kernel, "bzImage folder or catalogue name (default: the scenario's, else debian-bookworm-cloud)");
     runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>)");
     runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
+    std::string run_modules;
+    runc->add_option("--modules", run_modules, "with --kernel BZIMAGE: the build's modules folder (lib/modules/VERSION, after depmod)");
 
     std::string vm_scenario, vm_kernel, vm_out;
     auto* vmc = app.add_subcommand("vm", "A VM by hand: a scenario's kernel, disk and knobs with a shell on this terminal");
     vmc->add_option("--scenario", vm_scenario, "take disk, device and guest knobs from this scenario (its steps are not run)");
     vmc->add_option("--kernel", vm_kernel, "bzImage folder or catalogue name");
     vmc->add_option("--out", vm_out, "run folder (default: runs/vm or runs/<scenario>)");
+    std::string vm_modules;
+    vmc->add_option("--modules", vm_modules, "with --kernel BZIMAGE: the build's modules folder");
 
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
@@ -290,8 +315,8 @@ int main(int argc, char** argv) {
     try {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
-        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout);
-        if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true);
+        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules);
+        if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (klist->parsed()) return kernel_list();
         if (kfetch->parsed()) return kernel_fetch(fetch_name);
         if (boot->parsed()) {

@@ -184,3 +184,16 @@ def test_kernel_that_does_not_boot_is_exit_3_with_console_tail(tmp_path):
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert verdict["outcome"] == "error" and verdict["exit_code"] == 3
     assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout, "something was left running"
+
+
+def test_own_build_with_kernel_and_modules(tmp_path):
+    """--kernel BZIMAGE --modules DIR: a user's own build, laid out as a catalogue kernel in the run folder."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    k = bt.kernel_dir()
+    r = run(SCEN / "read-contiguous.toml", tmp_path / "own", "--kernel", str(k / "vmlinuz"), "--modules", str(k / "modules"))
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    hello = next(json.loads(l) for l in (tmp_path / "own" / "results.jsonl").read_text().splitlines() if '"hello"' in l)
+    assert hello["kernel"] == (k / "release").read_text().strip()
+    r = run(SCEN / "read-contiguous.toml", tmp_path / "bad", "--kernel", str(k / "vmlinuz"), "--modules", str(tmp_path))
+    assert r.returncode == 2 and "no modules.dep" in r.stderr
