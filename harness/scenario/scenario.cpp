@@ -163,7 +163,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
             uint64_t total = 0;
             for (auto& fn : *files->as_array()) {
                 const auto& ft = *fn.as_table();
-                rd.only(ft, "[[disk.files]]", {"path", "size", "content", "seed", "layout", "extents", "holes"});
+                rd.only(ft, "[[disk.files]]", {"path", "size", "content", "seed", "layout", "extents", "split_at", "holes"});
                 FileSpec f;
                 if (!ft["path"].node()) rd.fail(ft, "[[disk.files]] needs a path, e.g. path = \"/f1.bin\"");
                 f.path = rd.str(*ft["path"].node(), "disk.files.path");
@@ -177,6 +177,12 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 if (auto* n = ft["extents"].node()) f.extents = static_cast<unsigned>(rd.integer(*n, "disk.files.extents", 2, 1024));
                 if (f.layout == "fragmented" && f.extents == 0) rd.fail(ft, fmt::format("file {}: layout \"fragmented\" needs extents = N (2 or more)", f.path));
                 if (f.layout != "fragmented" && ft["extents"].node()) rd.fail(*ft["extents"].node(), "extents only applies to layout = \"fragmented\"");
+                if (auto* n = ft["split_at"].node()) {
+                    if (f.layout != "fragmented" || !n->is_array()) rd.fail(*n, "split_at is a list of file offsets for layout = \"fragmented\"");
+                    for (auto& v : *n->as_array()) f.split_at.push_back(rd.size(v, "split_at entry"));
+                    if (f.split_at.size() + 1 != f.extents)
+                        rd.fail(*n, fmt::format("split_at has {} offsets; extents = {} needs {}", f.split_at.size(), f.extents, f.extents - 1));
+                }
                 if (auto* n = ft["holes"].node()) {
                     if (f.layout != "sparse") rd.fail(*n, "holes only applies to layout = \"sparse\"");
                     if (!n->is_array()) rd.fail(*n, "holes must be a list of [offset, length] pairs");
@@ -321,6 +327,7 @@ nlohmann::json disk_json(const DiskSpec& d) {
     for (const auto& f : d.files) {
         nlohmann::json fj = {{"path", f.path}, {"size_bytes", f.size_bytes}, {"content", f.content}, {"seed", f.seed}, {"layout", f.layout}};
         if (f.layout == "fragmented") fj["extents"] = f.extents;
+        if (!f.split_at.empty()) fj["split_at"] = f.split_at;
         if (!f.holes.empty()) fj["holes"] = f.holes;
         j["files"].push_back(fj);
     }

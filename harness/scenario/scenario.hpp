@@ -32,6 +32,7 @@ struct FileSpec {
     uint64_t seed = 1;
     std::string layout = "contiguous";  // contiguous | fragmented | sparse
     unsigned extents = 0;               // fragmented
+    std::vector<uint64_t> split_at;     // fragmented: file offsets where extents 2..N start
     std::vector<std::pair<uint64_t, uint64_t>> holes;  // sparse: [offset, length]
 };
 
