@@ -1,6 +1,7 @@
 // blkrig-device: a vhost-user virtio-blk back end that records every request.
 // main() reads like the table of contents: options, store, trace, device, serve.
 #include "blk/device.hpp"
+#include "faults/engine.hpp"
 #include "common/log.hpp"
 #include "store/store.hpp"
 #include "trace/writer.hpp"
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 
 using namespace blkrig;
@@ -33,6 +35,8 @@ struct Options {
     std::string trace_path;
     bool once = false;
     std::string io_threads = "per-queue";
+    std::vector<std::string> fault_rules;
+    std::string faults_file;
     std::string log_level = "info";
     blk::Geometry geo;
     std::string write_cache = "on";
@@ -67,6 +71,8 @@ void add_options(CLI::App& app, Options& o) {
     app.add_option("--marker-sectors", o.geo.marker_sectors,
                    "Reserve this many sectors past the image's end as the marker region (reads there are traced as markers)")
         ->check(CLI::Range(0, 1 << 20));
+    app.add_option("--fault", o.fault_rules, "A fault rule (docs/faults.md), e.g. \"ioerr op=read sector=264..271\"; repeatable");
+    app.add_option("--faults", o.faults_file, "A file of fault rules, one per line (# comments)");
     app.add_option("--serial", o.geo.serial, "Serial returned by GET_ID (up to 20 bytes)");
 }
 
@@ -78,6 +84,29 @@ void print_capabilities() {
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+
+// Rules from --fault and --faults; a bad one is a usage error naming where.
+void load_faults(const Options& o, faults::Engine& engine) {
+    auto add = [&](const std::string& text, const std::string& where) {
+        auto parsed = faults::parse_rule(text);
+        if (auto* e = std::get_if<faults::RuleError>(&parsed))
+            throw UsageError(fmt::format("{}:{}: {} (in '{}')", where, e->column, e->message, text));
+        const uint32_t id = engine.add(std::get<faults::Rule>(parsed));
+        log(LogLevel::info, "fault rule {}: {}", id, faults::to_text(std::get<faults::Rule>(parsed)));
+    };
+    for (const auto& r : o.fault_rules) add(r, "--fault");
+    if (!o.faults_file.empty()) {
+        std::ifstream in(o.faults_file);
+        if (!in) throw UsageError(fmt::format("cannot read fault rules from {}", o.faults_file));
+        std::string line;
+        for (int n = 1; std::getline(in, line); ++n) {
+            const auto hash = line.find('#');
+            const std::string body = line.substr(0, hash);
+            if (body.find_first_not_of(" \t\r") == std::string::npos) continue;
+            add(body, fmt::format("{}:{}", o.faults_file, n));
+        }
+    }
+}
 
 std::unique_ptr<store::Store> open_store(const Options& o) {
     if (!o.blk_file.empty() && o.ram_size) throw UsageError("give either --blk-file or --ram, not both");
@@ -131,6 +160,8 @@ int run(Options& o) {
     else if (o.log_level == "error") log_threshold() = static_cast<int>(LogLevel::error);
     if (o.socket_path.empty() == (o.fd < 0)) throw UsageError("give exactly one of --socket-path PATH or --fd N");
     if (o.snapshot && o.blk_file.empty()) throw UsageError("--snapshot needs --blk-file");
+    faults::Engine engine;
+    load_faults(o, engine);
 
     o.geo.read_only = o.read_only;
     o.geo.write_cache = o.write_cache == "on";
@@ -158,7 +189,7 @@ int run(Options& o) {
         h.num_queues = o.geo.num_queues;
         tw = std::make_unique<trace::Writer>(o.trace_path, h, describe(o, *store).dump());
     }
-    blk::BlkDevice dev(o.geo, *store, tw.get());
+    blk::BlkDevice dev(o.geo, *store, tw.get(), &engine);
     std::unique_ptr<virtio::SharedLoop> loop;
     if (o.io_threads == "single") loop = std::make_unique<virtio::SharedLoop>();
     const vhost_user::ServeOptions serve{o.once, loop.get()};

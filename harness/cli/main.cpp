@@ -22,6 +22,7 @@
 #include <fstream>
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 using namespace blkrig;
 namespace fs = std::filesystem;
@@ -171,10 +172,26 @@ fs::path default_device() {
 int trace_dump(const std::string& file, const std::string& format, bool strict) {
     const auto t = trace::read_trace(file);
     const uint64_t t0 = t.header.t_start_ns;
+    // Fault records follow their request; shown on the request they touched.
+    std::map<uint64_t, const trace::FaultRecord*> faults;
+    for (const auto& f : t.faults) faults[f.seq] = &f;
     for (const auto& e : t.order) {
         switch (e.kind) {
-        case trace::RecordKind::request:
-            std::cout << (format == "text" ? model::to_text(t.requests[e.index], t0) : model::to_json(t.requests[e.index]).dump()) << "\n";
+        case trace::RecordKind::request: {
+            const auto& r = t.requests[e.index];
+            auto f = faults.find(r.seq);
+            if (format == "text") {
+                std::cout << model::to_text(r, t0);
+                if (f != faults.end()) std::cout << fmt::format(" fault rule {} {}", f->second->rule_id, trace::fault_action_name(f->second->action));
+                std::cout << "\n";
+            } else {
+                auto j = model::to_json(r);
+                if (f != faults.end()) j["fault"] = {{"rule", f->second->rule_id}, {"action", trace::fault_action_name(f->second->action)}};
+                std::cout << j.dump() << "\n";
+            }
+            break;
+        }
+        case trace::RecordKind::fault:
             break;
         case trace::RecordKind::event: {
             const auto& ev = t.events[e.index];

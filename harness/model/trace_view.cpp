@@ -56,6 +56,7 @@ Summary summarize(const trace::Trace& t) {
     s.requests = t.requests.size();
     s.events = t.events.size();
     s.markers = t.markers.size();
+    s.faults = t.faults.size();
     if (!lat.empty()) {
         std::sort(lat.begin(), lat.end());
         s.latency_p50_ns = lat[lat.size() / 2];
@@ -71,7 +72,7 @@ nlohmann::json to_json(const Summary& s) {
     nlohmann::json ops = nlohmann::json::object();
     for (const auto& [name, o] : s.ops)
         ops[name] = {{"count", o.count}, {"bytes", o.bytes}, {"errors", o.errors}, {"min_bytes", o.min_bytes}, {"max_bytes", o.max_bytes}};
-    return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events}, {"markers", s.markers},
+    return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events}, {"markers", s.markers}, {"faults", s.faults},
             {"ops", ops},               {"latency_p50_ns", s.latency_p50_ns}, {"latency_p99_ns", s.latency_p99_ns},
             {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
             {"incomplete_reason", s.incomplete}};
@@ -85,6 +86,7 @@ std::string to_text(const Summary& s) {
         out += fmt::format("  {:<13} {:>7} requests {:>12} bytes  sizes {}..{}  errors {}\n", name, o.count, o.bytes,
                            o.count ? o.min_bytes : 0, o.max_bytes, o.errors);
     if (s.markers) out += fmt::format("  {} markers\n", s.markers);
+    if (s.faults) out += fmt::format("  {} requests hit by fault rules\n", s.faults);
     if (s.malformed) out += fmt::format("  {} malformed requests (answered IOERR or nothing)\n", s.malformed);
     out += s.incomplete.empty() ? "  trace complete\n" : fmt::format("  TRACE INCOMPLETE: {}\n", s.incomplete);
     return out;

@@ -144,6 +144,31 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     if (auto bad = build_disk(sc, o, out)) return *bad;
     const json extents = json::parse(read_file(out / "extents.json"));
 
+    // Faults aimed at a file become rules on the sectors that hold it.
+    std::vector<std::string> fault_args;
+    for (const auto& f : sc.faults) {
+        if (f.file.empty()) {
+            fault_args.insert(fault_args.end(), {"--fault", f.rule});
+            continue;
+        }
+        json file;
+        for (const auto& x : extents.value("files", json::array()))
+            if (x.value("path", "") == f.file) file = x;
+        const uint64_t size = file.value("size_bytes", uint64_t{0});
+        const uint64_t lo = f.offset, hi = std::min(size, f.length == UINT64_MAX ? size : f.offset + f.length);
+        bool any = false;
+        for (const auto& e : file.value("extents", json::array())) {
+            const uint64_t eo = e.value("file_offset", uint64_t{0}), es = e.value("sector", uint64_t{0}), en = e.value("sectors", uint64_t{0});
+            const uint64_t a = std::max(lo, eo), b = std::min(hi, eo + en * 512);
+            if (a >= b) continue;
+            fault_args.insert(fault_args.end(), {"--fault", fmt::format("{} sector={}..{}", f.rule, es + (a - eo) / 512, es + (b - eo - 1) / 512)});
+            any = true;
+        }
+        if (!any)
+            return fail_with(Outcome::bad_input, fmt::format("{}:{}: the fault's range {}+{} is not inside {} ({} bytes)", sc.file, f.line, f.offset,
+                                                             f.length == UINT64_MAX ? 0 : f.length, f.file, size));
+    }
+
     // 2. What the agent runs: the scenario's steps, with a FIEMAP of every
     //    file right after the first mount, so the guest confirms the extents.
     std::vector<json> steps;
@@ -186,6 +211,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
 
     // 4. Boot.
     launch::BootSpec b = boot_spec(sc, o, out);
+    b.device_args.insert(b.device_args.end(), fault_args.begin(), fault_args.end());
     b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
     const auto br = launch::boot(b);
     if (br.outcome == launch::BootOutcome::interrupted) return fail_with(Outcome::interrupted, br.message);

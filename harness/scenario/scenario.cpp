@@ -1,5 +1,7 @@
 #include "scenario/scenario.hpp"
 
+#include "faults/rule.hpp"
+
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
@@ -102,10 +104,12 @@ const std::map<std::string, std::set<std::string>>& step_fields() {
     static const std::map<std::string, std::set<std::string>> f = {
         {"mount", {}},
         {"umount", {}},
-        {"read", {"path", "offset", "length", "bs", "direct"}},
-        {"write", {"path", "offset", "length", "bs", "pattern", "seed", "direct", "append", "create"}},
-        {"fsync", {"path"}},
-        {"fdatasync", {"path"}},
+        {"read", {"path", "fd", "offset", "length", "bs", "direct"}},
+        {"write", {"path", "fd", "offset", "length", "bs", "pattern", "seed", "direct", "append", "create"}},
+        {"fsync", {"path", "fd"}},
+        {"fdatasync", {"path", "fd"}},
+        {"open", {"path", "fd", "access", "create", "direct", "append"}},
+        {"close", {"fd"}},
         {"sync", {}},
         {"drop_caches", {"value"}},
         {"truncate", {"path", "size"}},
@@ -134,7 +138,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
     }
     Scenario sc;
     sc.file = file;
-    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps"});
+    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults"});
 
     if (auto* s = root["scenario"].node()) {
         const auto& t = rd.table(*s, "[scenario]");
@@ -241,6 +245,39 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         if (auto* n = t["step_timeout"].node()) sc.guest.step_timeout_s = static_cast<unsigned>(rd.integer(*n, "guest.step_timeout (seconds)", 1, 3600));
     }
 
+    if (auto* fl = root["faults"].node()) {
+        if (!fl->is_array_of_tables()) rd.fail(*fl, "faults must be [[faults]] tables");
+        for (auto& fn : *fl->as_array()) {
+            const auto& ft = *fn.as_table();
+            rd.only(ft, "[[faults]]", {"rule", "file", "offset", "length"});
+            FaultSpec f;
+            f.line = static_cast<int>(ft.source().begin.line);
+            auto* rn = ft["rule"].node();
+            if (!rn) rd.fail(ft, "[[faults]] needs a rule, e.g. rule = \"ioerr op=read\"");
+            f.rule = rd.str(*rn, "faults.rule");
+            auto parsed = faults::parse_rule(f.rule);
+            if (auto* e = std::get_if<faults::RuleError>(&parsed)) {
+                // Point at the column inside the quoted rule text.
+                toml::source_region at = rn->source();
+                at.begin.column += static_cast<toml::source_index>(e->column);
+                rd.fail(at, fmt::format("fault rule: {}", e->message));
+            }
+            if (auto* n = ft["file"].node()) {
+                f.file = rd.str(*n, "faults.file");
+                bool known = false;
+                for (const auto& df : sc.disk.files) known = known || df.path == f.file;
+                if (!known) rd.fail(*n, fmt::format("faults.file '{}' is not in [[disk.files]]", f.file));
+                const auto& r = std::get<faults::Rule>(parsed);
+                if (r.first_sector != 0 || r.last_sector != UINT64_MAX) rd.fail(*rn, "give either sector= in the rule or file=, not both");
+            } else if (ft["offset"].node() || ft["length"].node()) {
+                rd.fail(ft, "offset and length need file = a path from [[disk.files]]");
+            }
+            if (auto* n = ft["offset"].node()) f.offset = rd.size(*n, "faults.offset");
+            if (auto* n = ft["length"].node()) f.length = rd.size(*n, "faults.length");
+            sc.faults.push_back(std::move(f));
+        }
+    }
+
     auto* steps = root["steps"].node();
     if (!steps || !steps->is_array_of_tables() || steps->as_array()->empty())
         throw ScenarioError(file, 1, 1, "no steps: add [[steps]] tables, e.g. [[steps]] op = \"mount\"");
@@ -286,6 +323,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 if (p.rfind(mp, 0) != 0 || p.find("/../") != std::string::npos || p.size() <= mp.size())
                     rd.fail(v, fmt::format("path '{}' is outside the mount: step paths start with {}", p, mp));
                 st.args[key] = p;
+            } else if (key == "fd") {
+                st.args[key] = rd.str(v, "fd (a name given at open)");
+            } else if (key == "access") {
+                st.args[key] = rd.one_of(v, "access", {"r", "w", "rw"});
             } else if (key == "pattern") {
                 st.args[key] = rd.one_of(v, "pattern", {"random", "zero"});
             } else if (v.is_boolean()) {
@@ -298,7 +339,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 st.args[key] = rd.size(v, key);
             }
         }
-        if (it->second.count("path") && !st.args.contains("path")) rd.fail(t, fmt::format("step '{}' needs a path", st.op));
+        const bool wants_fd = it->second.count("fd") && (st.op == "close" || st.op == "open");
+        if (wants_fd && !st.args.contains("fd")) rd.fail(t, fmt::format("step '{}' needs fd = a name", st.op));
+        if (it->second.count("path") && !st.args.contains("path") && !(it->second.count("fd") && st.args.contains("fd") && st.op != "open"))
+            rd.fail(t, fmt::format("step '{}' needs a path{}", st.op, it->second.count("fd") ? " or fd" : ""));
         if (st.expect.sha256 == "file") {
             const std::string p = st.args.value("path", "").substr(std::string(kMountpoint).size());
             bool known = false;

@@ -77,6 +77,17 @@ struct Step {
     int line = 0;
 };
 
+// A device fault for the whole run: a rule (docs/faults.md), optionally
+// aimed at part of a file, which the run turns into sectors once the disk
+// is built.
+struct FaultSpec {
+    std::string rule;
+    std::string file;  // a [[disk.files]] path, or empty
+    uint64_t offset = 0;
+    uint64_t length = UINT64_MAX;  // to the end of the file
+    int line = 0;
+};
+
 struct Scenario {
     std::string file;
     std::string name;
@@ -87,6 +98,7 @@ struct Scenario {
     DeviceKnobs device;
     GuestKnobs guest;
     std::vector<Step> steps;
+    std::vector<FaultSpec> faults;
 };
 
 inline constexpr const char* kMountpoint = "/mnt";

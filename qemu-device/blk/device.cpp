@@ -2,7 +2,9 @@
 
 #include "common/log.hpp"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <cstring>
 #include <variant>
 
@@ -11,7 +13,8 @@ namespace blkrig::blk {
 uint8_t status(Refusal r) {
     switch (r) {
     case Refusal::none: return VIRTIO_BLK_S_OK;
-    case Refusal::unsupported: return VIRTIO_BLK_S_UNSUPP;
+    case Refusal::unsupported:
+    case Refusal::injected_unsupp: return VIRTIO_BLK_S_UNSUPP;
     default: return VIRTIO_BLK_S_IOERR;
     }
 }
@@ -25,6 +28,8 @@ const char* to_string(Refusal r) {
     case Refusal::read_only: return "device is read-only";
     case Refusal::unsupported: return "unsupported request type";
     case Refusal::store_error: return "store I/O error";
+    case Refusal::injected_ioerr: return "fault rule: IOERR";
+    case Refusal::injected_unsupp: return "fault rule: UNSUPP";
     }
     return "?";
 }
@@ -33,8 +38,8 @@ namespace {
 constexpr uint64_t bit(int n) { return 1ull << n; }
 }  // namespace
 
-BlkDevice::BlkDevice(Geometry g, store::Store& store, trace::Writer* trace)
-    : geo_(std::move(g)), store_(store), trace_(trace), writeback_(geo_.write_cache) {}
+BlkDevice::BlkDevice(Geometry g, store::Store& store, trace::Writer* trace, faults::Engine* faults)
+    : geo_(std::move(g)), store_(store), trace_(trace), faults_(faults), writeback_(geo_.write_cache) {}
 
 uint64_t BlkDevice::features() const {
     uint64_t f = bit(virtio::kFVersion1) | bit(virtio::kFIndirectDesc) | bit(virtio::kFEventIdx) | bit(VIRTIO_BLK_F_SEG_MAX) |
@@ -232,7 +237,24 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         c.marker = true;
         c.marker_index = static_cast<uint32_t>(m);
     }
-    const Refusal result = execute(r);
+    Refusal result = Refusal::none;
+    faults::Decision fault;
+    // Marker reads are the rig's own boundaries: faults never touch them.
+    if (faults_ && !c.marker) fault = faults_->decide(r.type, r.sector, r.ranges.empty() ? r.data_bytes / kSectorSize : rec.bytes / kSectorSize, rec.queue);
+    if (fault.fire) {
+        c.fault_rule = fault.rule_id;
+        c.fault_action = static_cast<uint16_t>(fault.action.kind);
+        c.fault_delay_ns = fault.action.delay_ns;
+        log(LogLevel::info, "queue {} seq {}: fault rule {} ({}) on {} sector {}", rec.queue, rec.seq, fault.rule_id,
+            faults::to_string(fault.action.kind), trace::op_label(r.type), r.sector);
+    }
+    if (fault.fire && fault.action.kind == faults::ActionKind::ioerr) result = Refusal::injected_ioerr;
+    else if (fault.fire && fault.action.kind == faults::ActionKind::unsupp) result = Refusal::injected_unsupp;
+    else {
+        // A delay holds this queue's thread: the other queues go on.
+        if (fault.fire && fault.action.kind == faults::ActionKind::delay) std::this_thread::sleep_for(std::chrono::nanoseconds(fault.action.delay_ns));
+        result = execute(r);
+    }
     if (result != Refusal::none && result != Refusal::unsupported)
         log(LogLevel::debug, "queue {} head {} seq {}: {} sector {} bytes {}: {}", rec.queue, chain.head, rec.seq,
             trace::op_label(r.type), r.sector, r.data_bytes, to_string(result));
@@ -248,6 +270,7 @@ void BlkDevice::completed(const virtio::Completion& c) {
     if (c.marker && c.record.status == VIRTIO_BLK_S_OK)
         trace_->marker({c.record.seq, c.record.t_complete_ns, c.marker_index, c.record.queue, c.record.head});
     else trace_->record(c.record);
+    if (c.fault_rule) trace_->fault({c.record.seq, c.fault_rule, c.fault_action, c.fault_delay_ns});
 }
 
 void BlkDevice::queue_broken(uint16_t queue, uint16_t head, const std::string& why) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "blk/request.hpp"
+#include "faults/engine.hpp"
 #include "store/store.hpp"
 #include "trace/writer.hpp"
 #include "virtio/device.hpp"
@@ -50,13 +51,15 @@ enum class Refusal {
     read_only,           // a modifying request on a read-only device
     unsupported,         // a type or feature the device does not offer
     store_error,         // the store failed (host I/O error)
+    injected_ioerr,      // a fault rule said IOERR
+    injected_unsupp,     // a fault rule said UNSUPP
 };
 uint8_t status(Refusal r);
 const char* to_string(Refusal r);
 
 class BlkDevice final : public virtio::Device {
 public:
-    BlkDevice(Geometry g, store::Store& store, trace::Writer* trace);
+    BlkDevice(Geometry g, store::Store& store, trace::Writer* trace, faults::Engine* faults = nullptr);
 
     uint64_t features() const override;
     void set_features(uint64_t acked) override;
@@ -84,6 +87,7 @@ private:
     Geometry geo_;
     store::Store& store_;
     trace::Writer* trace_;
+    faults::Engine* faults_;
     std::atomic<uint64_t> seq_{0};
     std::atomic<uint64_t> acked_{0};
     std::atomic<bool> writeback_;

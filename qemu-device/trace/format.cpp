@@ -105,6 +105,22 @@ void encode(const MarkerRecord& m, std::vector<uint8_t>& out) {
     finish(out, start);
 }
 
+void encode(const FaultRecord& f, std::vector<uint8_t>& out) {
+    const size_t start = out.size();
+    put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::fault), 0});
+    put(out, FaultBody{f.seq, f.rule_id, f.action, 0, f.delay_ns});
+    finish(out, start);
+}
+
+const char* fault_action_name(uint16_t a) {
+    switch (a) {
+    case 1: return "ioerr";
+    case 2: return "unsupp";
+    case 3: return "delay";
+    default: return "unknown";
+    }
+}
+
 void encode_dropped(uint64_t count, uint64_t t_ns, std::vector<uint8_t>& out) {
     const size_t start = out.size();
     put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::dropped), 0});

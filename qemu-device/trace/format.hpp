@@ -31,6 +31,7 @@ enum class RecordKind : uint16_t {
     event = 3,    // something that is not a request: connect, queue broken, ...
     end = 4,      // clean close; a trace without it is incomplete
     marker = 5,   // a read of the marker region: a boundary the guest put in the trace
+    fault = 6,    // a fault rule fired on the request with this seq
 };
 
 // Every record starts with this; `length` counts the whole record including
@@ -106,6 +107,15 @@ struct MarkerBody {
 };
 static_assert(sizeof(MarkerBody) == 24);
 
+struct FaultBody {
+    uint64_t seq;      // the request it touched
+    uint32_t rule_id;
+    uint16_t action;   // faults::ActionKind: 1 ioerr, 2 unsupp, 3 delay
+    uint16_t reserved;
+    uint64_t delay_ns;
+};
+static_assert(sizeof(FaultBody) == 24);
+
 struct EndBody {
     uint64_t t_ns;
     uint64_t requests;       // request records written
@@ -144,6 +154,14 @@ struct MarkerRecord {
     uint16_t head = 0;
 };
 
+struct FaultRecord {
+    uint64_t seq = 0;
+    uint32_t rule_id = 0;
+    uint16_t action = 0;
+    uint64_t delay_ns = 0;
+};
+const char* fault_action_name(uint16_t action);
+
 const char* event_name(EventCode c);
 std::string op_label(uint32_t type);          // "read", "write", ..., "type_N", "invalid"
 const char* status_label(uint8_t status);     // "ok", "ioerr", "unsupp", "none"
@@ -152,6 +170,7 @@ const char* status_label(uint8_t status);     // "ok", "ioerr", "unsupp", "none"
 void encode(const RequestRecord& r, std::vector<uint8_t>& out);
 void encode(const EventRecord& e, std::vector<uint8_t>& out);
 void encode(const MarkerRecord& m, std::vector<uint8_t>& out);
+void encode(const FaultRecord& f, std::vector<uint8_t>& out);
 void encode_dropped(uint64_t count, uint64_t t_ns, std::vector<uint8_t>& out);
 void encode_end(uint64_t t_ns, uint64_t requests, uint64_t dropped, std::vector<uint8_t>& out);
 

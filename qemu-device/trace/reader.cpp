@@ -118,6 +118,13 @@ Trace parse_trace(std::span<const uint8_t> b) {
             t.markers.push_back({mb.seq, mb.t_ns, mb.index, mb.queue, mb.head});
             break;
         }
+        case RecordKind::fault: {
+            if (too_short(sizeof(FaultBody))) break;
+            const auto fb = get<FaultBody>(body, 0);
+            t.order.push_back({RecordKind::fault, t.faults.size()});
+            t.faults.push_back({fb.seq, fb.rule_id, fb.action, fb.delay_ns});
+            break;
+        }
         case RecordKind::end: {
             if (too_short(sizeof(EndBody))) break;
             t.end = get<EndBody>(body, 0);

@@ -34,6 +34,7 @@ struct Trace {
     std::vector<EventRecord> events;
     std::vector<DroppedRecord> dropped;
     std::vector<MarkerRecord> markers;
+    std::vector<FaultRecord> faults;
     std::vector<Entry> order;
     std::optional<EndBody> end;
     std::string truncation;  // why the file stopped early, empty if it did not

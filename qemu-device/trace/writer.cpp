@@ -57,6 +57,10 @@ void Writer::marker(const MarkerRecord& m) {
     append([&](std::vector<uint8_t>& out) { encode(m, out); }, false);
 }
 
+void Writer::fault(const FaultRecord& f) {
+    append([&](std::vector<uint8_t>& out) { encode(f, out); }, false);
+}
+
 void Writer::write_all(const std::vector<uint8_t>& buf) {
     size_t off = 0;
     while (off < buf.size()) {

@@ -34,6 +34,7 @@ public:
     void record(const RequestRecord& r);
     void event(const EventRecord& e);
     void marker(const MarkerRecord& m);
+    void fault(const FaultRecord& f);
 
     // Writes everything pending and the end record, then closes. Idempotent.
     void close();

@@ -25,6 +25,9 @@ struct Completion {
     trace::RequestRecord record;  // seq, queue, head, t_submit_ns set by the queue
     bool marker = false;          // a marker read: traced as a marker, not as I/O
     uint32_t marker_index = 0;
+    uint32_t fault_rule = 0;      // the fault rule that fired on it, 0 for none
+    uint16_t fault_action = 0;
+    uint64_t fault_delay_ns = 0;
 };
 
 class Device {

@@ -197,3 +197,43 @@ def test_own_build_with_kernel_and_modules(tmp_path):
     assert hello["kernel"] == (k / "release").read_text().strip()
     r = run(SCEN / "read-contiguous.toml", tmp_path / "bad", "--kernel", str(k / "vmlinuz"), "--modules", str(tmp_path))
     assert r.returncode == 2 and "no modules.dep" in r.stderr
+
+
+def test_read_eio_inside_a_file(tmp_path):
+    """M6: read() returns the bytes before the bad page, then EIO; later pages read fine; the trace
+    marks exactly the requests that hold the failing sectors."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    out = tmp_path / "eio"
+    r = run(SCEN / "read-eio.toml", out)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    ext = json.loads((out / "extents.json").read_text())["files"][0]["extents"]
+    assert len(ext) == 1
+    bad_lo = ext[0]["sector"] + 80 * 1024 // 512
+    bad_hi = bad_lo + 7
+    reqs = [q for q in bt.trace_records(out / "trace.bin") if q["kind"] == "request"]
+    hit = [q for q in reqs if "fault" in q]
+    assert hit and all(q["status"] == "ioerr" and q["fault"]["action"] == "ioerr" for q in hit)
+    for q in reqs:
+        overlaps = q["op"] == "read" and q["sector"] <= bad_hi and q["sector"] + q["bytes"] // 512 - 1 >= bad_lo
+        assert overlaps == ("fault" in q), f"request seq {q['seq']} sector {q['sector']}+{q['bytes'] // 512}: fault attribution wrong"
+
+
+def test_write_eio_fsync_reports_once(tmp_path):
+    """M7: fsync() returns EIO, the next fsync() on the same open file returns 0."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    out = tmp_path / "weio"
+    r = run(SCEN / "write-eio-fsync.toml", out)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    steps = [s for s in load_jsonl(out / "results.jsonl") if s["type"] == "step" and s["op"] == "fsync"]
+    assert [(s["ret"], s["error"]) for s in steps] == [(-1, "EIO"), (0, "")]
+    assert any("fault" in q and q["op"] == "write" for q in bt.trace_records(out / "trace.bin") if q["kind"] == "request")
+
+
+def test_bad_fault_rule_is_exit_2_with_column(tmp_path):
+    bad = tmp_path / "f.toml"
+    bad.write_text('[[faults]]\nrule = "ioerr op=reed"\n[[steps]]\nop = "sync"\n')
+    r = run(bad, tmp_path / "out")
+    assert r.returncode == 2
+    assert f"{bad}:2:" in r.stderr and "expected an op" in r.stderr

@@ -1,0 +1,185 @@
+#include "faults/rule.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+#include <vector>
+
+namespace blkrig::faults {
+
+uint8_t op_bit(uint32_t t) {
+    switch (t) {
+    case 0: return kOpRead;
+    case 1: return kOpWrite;
+    case 4: return kOpFlush;
+    case 11: return kOpDiscard;
+    case 13: return kOpWriteZeroes;
+    default: return kOpOther;
+    }
+}
+
+const char* to_string(ActionKind k) {
+    switch (k) {
+    case ActionKind::ioerr: return "ioerr";
+    case ActionKind::unsupp: return "unsupp";
+    case ActionKind::delay: return "delay";
+    }
+    return "?";
+}
+
+namespace {
+
+struct Term {
+    std::string_view key, value;
+    size_t column;        // of the term
+    size_t value_column;  // of its value
+    bool has_value;
+};
+
+std::optional<uint64_t> u64(std::string_view s) {
+    uint64_t v = 0;
+    if (s.empty()) return std::nullopt;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+// "50ms", "200us", "1s", "5000ns"
+std::optional<uint64_t> duration_ns(std::string_view s) {
+    static const std::pair<const char*, uint64_t> units[] = {{"ns", 1}, {"us", 1000}, {"ms", 1000000}, {"s", 1000000000}};
+    for (const auto& [u, mult] : units) {
+        const std::string_view us(u);
+        if (s.size() > us.size() && s.substr(s.size() - us.size()) == us) {
+            auto n = u64(s.substr(0, s.size() - us.size()));
+            if (n && *n <= UINT64_MAX / mult) return *n * mult;
+            return std::nullopt;
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::variant<Rule, RuleError> parse_rule(std::string_view text) {
+    std::vector<Term> terms;
+    size_t i = 0;
+    while (i < text.size()) {
+        while (i < text.size() && (text[i] == ' ' || text[i] == '\t')) ++i;
+        if (i >= text.size()) break;
+        const size_t start = i;
+        while (i < text.size() && text[i] != ' ' && text[i] != '\t') ++i;
+        const std::string_view word = text.substr(start, i - start);
+        const size_t eq = word.find('=');
+        Term t{word.substr(0, eq), eq == std::string_view::npos ? std::string_view{} : word.substr(eq + 1), start + 1,
+               start + 1 + (eq == std::string_view::npos ? word.size() : eq + 1), eq != std::string_view::npos};
+        terms.push_back(t);
+    }
+    if (terms.empty()) return RuleError{1, "empty rule: expected an action (ioerr, unsupp or delay=DURATION)"};
+
+    Rule r;
+    auto err = [](size_t col, std::string msg) { return RuleError{col, std::move(msg)}; };
+    const Term& a = terms[0];
+    if (a.key == "ioerr" && !a.has_value) r.action.kind = ActionKind::ioerr;
+    else if (a.key == "unsupp" && !a.has_value) r.action.kind = ActionKind::unsupp;
+    else if (a.key == "delay") {
+        auto d = a.has_value ? duration_ns(a.value) : std::nullopt;
+        if (!d || *d == 0) return err(a.value_column, "expected a duration after delay=, e.g. delay=50ms (units ns, us, ms, s)");
+        r.action = {ActionKind::delay, *d};
+    } else {
+        return err(a.column, fmt::format("expected an action (ioerr, unsupp or delay=DURATION), got '{}'", a.key.empty() ? a.value : a.key));
+    }
+
+    bool seen_sector = false;
+    for (size_t k = 1; k < terms.size(); ++k) {
+        const Term& t = terms[k];
+        if (!t.has_value || t.value.empty())
+            return err(t.column, fmt::format("expected key=value (op, sector, queue, nth, every, first, prob, seed), got '{}'", t.key));
+        if (t.key == "op") {
+            r.ops = 0;
+            size_t p = 0;
+            while (p <= t.value.size()) {
+                size_t c = t.value.find(',', p);
+                if (c == std::string_view::npos) c = t.value.size();
+                const std::string_view op = t.value.substr(p, c - p);
+                static const std::pair<const char*, uint8_t> names[] = {{"read", kOpRead},       {"write", kOpWrite},
+                                                                        {"flush", kOpFlush},     {"discard", kOpDiscard},
+                                                                        {"write_zeroes", kOpWriteZeroes}, {"any", kOpAny}};
+                bool found = false;
+                for (const auto& [n, b] : names)
+                    if (op == n) {
+                        r.ops |= b;
+                        found = true;
+                    }
+                if (!found)
+                    return err(t.value_column + p, fmt::format("expected an op (read, write, flush, discard, write_zeroes, any), got '{}'", op));
+                p = c + 1;
+            }
+        } else if (t.key == "sector") {
+            // A, A..B (inclusive) or A..
+            const size_t dots = t.value.find("..");
+            auto lo = u64(t.value.substr(0, dots));
+            if (!lo) return err(t.value_column, "expected a sector number, e.g. sector=264 or sector=264..271 or sector=264..");
+            r.first_sector = *lo;
+            r.last_sector = *lo;
+            if (dots != std::string_view::npos) {
+                const std::string_view hi_s = t.value.substr(dots + 2);
+                if (hi_s.empty()) r.last_sector = UINT64_MAX;
+                else {
+                    auto hi = u64(hi_s);
+                    if (!hi) return err(t.value_column + dots + 2, "expected the last sector of the range after '..'");
+                    if (*hi < *lo) return err(t.value_column, fmt::format("empty sector range {}..{}: the last sector is before the first", *lo, *hi));
+                    r.last_sector = *hi;
+                }
+            }
+            seen_sector = true;
+        } else if (t.key == "queue") {
+            auto q = u64(t.value);
+            if (!q || *q > 0xffff) return err(t.value_column, "expected a queue index (0..65535)");
+            r.queue = static_cast<uint16_t>(*q);
+        } else if (t.key == "nth" || t.key == "every" || t.key == "first") {
+            auto n = u64(t.value);
+            if (!n || *n == 0) return err(t.value_column, fmt::format("expected a count of 1 or more after {}=", t.key));
+            (t.key == "nth" ? r.nth : t.key == "every" ? r.every : r.first) = *n;
+        } else if (t.key == "prob") {
+            double p = -1;
+            auto res = std::from_chars(t.value.data(), t.value.data() + t.value.size(), p);
+            if (res.ec != std::errc() || res.ptr != t.value.data() + t.value.size() || !(p > 0.0 && p <= 1.0))
+                return err(t.value_column, "expected a probability greater than 0 and at most 1, e.g. prob=0.1");
+            r.probability = p;
+        } else if (t.key == "seed") {
+            auto s = u64(t.value);
+            if (!s) return err(t.value_column, "expected a seed (an unsigned integer)");
+            r.seed = *s;
+        } else {
+            return err(t.column, fmt::format("unknown key '{}' (known: op, sector, queue, nth, every, first, prob, seed)", t.key));
+        }
+    }
+    (void)seen_sector;
+    if ((r.nth != 0) + (r.every != 0) + (r.first != 0) > 1) return err(1, "give at most one of nth, every and first");
+    return r;
+}
+
+std::string to_text(const Rule& r) {
+    std::string s = r.action.kind == ActionKind::delay ? fmt::format("delay={}ns", r.action.delay_ns) : to_string(r.action.kind);
+    if (r.ops != kOpAny) {
+        std::string ops;
+        static const std::pair<const char*, uint8_t> names[] = {
+            {"read", kOpRead}, {"write", kOpWrite}, {"flush", kOpFlush}, {"discard", kOpDiscard}, {"write_zeroes", kOpWriteZeroes}};
+        for (const auto& [n, b] : names)
+            if (r.ops & b) ops += (ops.empty() ? "" : ",") + std::string(n);
+        s += " op=" + ops;
+    }
+    if (r.first_sector != 0 || r.last_sector != UINT64_MAX) {
+        s += fmt::format(" sector={}..", r.first_sector);
+        if (r.last_sector != UINT64_MAX) s += std::to_string(r.last_sector);
+    }
+    if (r.queue) s += fmt::format(" queue={}", *r.queue);
+    if (r.nth) s += fmt::format(" nth={}", r.nth);
+    if (r.every) s += fmt::format(" every={}", r.every);
+    if (r.first) s += fmt::format(" first={}", r.first);
+    if (r.probability < 1.0) s += fmt::format(" prob={} seed={}", r.probability, r.seed);
+    return s;
+}
+
+}  // namespace blkrig::faults

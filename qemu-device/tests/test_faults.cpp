@@ -1,0 +1,146 @@
+// Fault rules: the grammar (each mistake names its column) and the engine's
+// matching and counting.
+#include "faults/engine.hpp"
+#include "faults/rule.hpp"
+
+#include <gtest/gtest.h>
+
+namespace blkrig::faults {
+namespace {
+
+Rule parse_ok(const std::string& text) {
+    auto r = parse_rule(text);
+    if (auto* e = std::get_if<RuleError>(&r)) ADD_FAILURE() << text << ": column " << e->column << ": " << e->message;
+    return std::get<Rule>(r);
+}
+
+RuleError parse_bad(const std::string& text) {
+    auto r = parse_rule(text);
+    EXPECT_TRUE(std::holds_alternative<RuleError>(r)) << text << " parsed";
+    return std::holds_alternative<RuleError>(r) ? std::get<RuleError>(r) : RuleError{};
+}
+
+TEST(FaultRule, ParsesEveryKey) {
+    const Rule r = parse_ok("ioerr op=read,write sector=264..271 queue=1 nth=3");
+    EXPECT_EQ(r.action.kind, ActionKind::ioerr);
+    EXPECT_EQ(r.ops, kOpRead | kOpWrite);
+    EXPECT_EQ(r.first_sector, 264u);
+    EXPECT_EQ(r.last_sector, 271u);
+    EXPECT_EQ(*r.queue, 1);
+    EXPECT_EQ(r.nth, 3u);
+    const Rule d = parse_ok("delay=50ms op=write every=2");
+    EXPECT_EQ(d.action.kind, ActionKind::delay);
+    EXPECT_EQ(d.action.delay_ns, 50'000'000u);
+    EXPECT_EQ(d.every, 2u);
+    const Rule p = parse_ok("unsupp op=flush sector=1000.. prob=0.25 seed=7");
+    EXPECT_EQ(p.last_sector, UINT64_MAX);
+    EXPECT_DOUBLE_EQ(p.probability, 0.25);
+    EXPECT_EQ(p.seed, 7u);
+}
+
+TEST(FaultRule, CanonicalTextParsesBackToTheSameRule) {
+    for (const char* t : {"ioerr", "ioerr op=read sector=264..271", "delay=1us op=write queue=2 first=4", "unsupp sector=5.. prob=0.5 seed=3"}) {
+        const Rule a = parse_ok(t);
+        const Rule b = parse_ok(to_text(a));
+        EXPECT_EQ(to_text(a), to_text(b)) << t;
+    }
+}
+
+TEST(FaultRule, ErrorsNameTheColumn) {
+    struct Case {
+        const char* text;
+        size_t column;
+        const char* says;
+    } cases[] = {
+        {"", 1, "expected an action"},
+        {"explode", 1, "expected an action"},
+        {"ioerr op=rd", 10, "expected an op"},
+        {"ioerr op=read,bogus", 15, "expected an op"},
+        {"ioerr sector=x", 14, "expected a sector"},
+        {"ioerr sector=9..3", 14, "empty sector range"},
+        {"ioerr prob=1.5", 12, "probability"},
+        {"ioerr prob=0", 12, "probability"},
+        {"ioerr nth=0", 11, "count of 1 or more"},
+        {"ioerr colour=red", 7, "unknown key 'colour'"},
+        {"ioerr op", 7, "expected key=value"},
+        {"delay=fast", 7, "expected a duration"},
+        {"ioerr nth=2 every=3", 1, "at most one of"},
+    };
+    for (const auto& c : cases) {
+        const RuleError e = parse_bad(c.text);
+        EXPECT_EQ(e.column, c.column) << c.text << ": " << e.message;
+        EXPECT_NE(e.message.find(c.says), std::string::npos) << c.text << ": " << e.message;
+    }
+}
+
+TEST(FaultEngine, MatchesOpRangeAndQueue) {
+    Engine e;
+    const uint32_t id = e.add(parse_ok("ioerr op=read sector=100..107 queue=0"));
+    EXPECT_FALSE(e.decide(0, 92, 8, 0).fire);   // ends at 99
+    EXPECT_TRUE(e.decide(0, 96, 8, 0).fire);    // overlaps 100..103
+    EXPECT_TRUE(e.decide(0, 107, 1, 0).fire);
+    EXPECT_FALSE(e.decide(0, 108, 8, 0).fire);
+    EXPECT_FALSE(e.decide(1, 100, 8, 0).fire);  // a write
+    EXPECT_FALSE(e.decide(0, 100, 8, 1).fire);  // another queue
+    const auto d = e.decide(0, 100, 8, 0);
+    EXPECT_EQ(d.rule_id, id);
+    const auto l = e.list();
+    ASSERT_EQ(l.size(), 1u);
+    EXPECT_EQ(l[0].matched, 3u);
+    EXPECT_EQ(l[0].fired, 3u);
+}
+
+TEST(FaultEngine, NthEveryFirstAndFlushes) {
+    Engine e;
+    e.add(parse_ok("ioerr op=write nth=2"));
+    EXPECT_FALSE(e.decide(1, 0, 8, 0).fire);
+    EXPECT_TRUE(e.decide(1, 0, 8, 0).fire);
+    EXPECT_FALSE(e.decide(1, 0, 8, 0).fire);
+    e.clear();
+    e.add(parse_ok("unsupp op=flush every=2"));
+    EXPECT_FALSE(e.decide(4, 0, 0, 0).fire);
+    EXPECT_EQ(e.decide(4, 0, 0, 0).action.kind, ActionKind::unsupp);
+    e.clear();
+    e.add(parse_ok("ioerr first=2"));
+    int fired = 0;
+    for (int i = 0; i < 5; ++i) fired += e.decide(0, 0, 1, 0).fire;
+    EXPECT_EQ(fired, 2);
+    // A ranged rule never matches a flush, which has no sectors.
+    e.clear();
+    e.add(parse_ok("ioerr sector=0..10"));
+    EXPECT_FALSE(e.decide(4, 0, 0, 0).fire);
+}
+
+TEST(FaultEngine, ProbabilityIsReproducibleFromTheSeed) {
+    auto run = [](uint64_t seed) {
+        Engine e;
+        e.add(parse_ok("ioerr prob=0.3 seed=" + std::to_string(seed)));
+        std::string pattern;
+        for (int i = 0; i < 200; ++i) pattern += e.decide(0, i, 1, 0).fire ? '1' : '0';
+        return pattern;
+    };
+    EXPECT_EQ(run(5), run(5));
+    EXPECT_NE(run(5), run(6));
+    const auto p = run(5);
+    const auto ones = std::count(p.begin(), p.end(), '1');
+    EXPECT_GT(ones, 30);
+    EXPECT_LT(ones, 90);
+}
+
+TEST(FaultEngine, FirstFiringRuleDecidesAllMatchingCount) {
+    Engine e;
+    const uint32_t a = e.add(parse_ok("delay=1ms op=read"));
+    e.add(parse_ok("ioerr op=read"));
+    const auto d = e.decide(0, 0, 8, 0);
+    EXPECT_EQ(d.rule_id, a);
+    const auto l = e.list();
+    EXPECT_EQ(l[0].fired, 1u);
+    EXPECT_EQ(l[1].matched, 1u);
+    EXPECT_EQ(l[1].fired, 0u);
+    EXPECT_TRUE(e.remove(a));
+    EXPECT_FALSE(e.remove(a));
+    EXPECT_EQ(e.decide(0, 0, 8, 0).action.kind, ActionKind::ioerr);
+}
+
+}  // namespace
+}  // namespace blkrig::faults
