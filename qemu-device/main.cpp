@@ -1,6 +1,7 @@
 // blkrig-device: a vhost-user virtio-blk back end that records every request.
 // main() reads like the table of contents: options, store, trace, device, serve.
 #include "blk/device.hpp"
+#include "control/methods.hpp"
 #include "faults/engine.hpp"
 #include "common/log.hpp"
 #include "store/store.hpp"
@@ -36,6 +37,7 @@ struct Options {
     bool once = false;
     std::string io_threads = "per-queue";
     std::vector<std::string> fault_rules;
+    std::string control_path;
     std::string faults_file;
     std::string log_level = "info";
     blk::Geometry geo;
@@ -73,6 +75,7 @@ void add_options(CLI::App& app, Options& o) {
         ->check(CLI::Range(0, 1 << 20));
     app.add_option("--fault", o.fault_rules, "A fault rule (docs/faults.md), e.g. \"ioerr op=read sector=264..271\"; repeatable");
     app.add_option("--faults", o.faults_file, "A file of fault rules, one per line (# comments)");
+    app.add_option("--control", o.control_path, "JSON-RPC 2.0 control socket (created 0600): fault.add/remove/list/clear, trace.mark, stats, save_config");
     app.add_option("--serial", o.geo.serial, "Serial returned by GET_ID (up to 20 bytes)");
 }
 
@@ -193,6 +196,8 @@ int run(Options& o) {
     std::unique_ptr<virtio::SharedLoop> loop;
     if (o.io_threads == "single") loop = std::make_unique<virtio::SharedLoop>();
     const vhost_user::ServeOptions serve{o.once, loop.get()};
+    std::unique_ptr<control::Server> ctl;
+    if (!o.control_path.empty()) ctl = std::make_unique<control::Server>(o.control_path, control::device_methods(engine, dev, tw.get()));
 
     if (o.fd >= 0) {
         if (vhost_user::is_listening_socket(o.fd)) {
@@ -208,6 +213,7 @@ int run(Options& o) {
         vhost_user::serve_listening(lfd.get(), stop_fd, dev, serve);
         ::unlink(o.socket_path.c_str());
     }
+    ctl.reset();  // no control calls once the trace is closing
     if (tw) {
         tw->close();
         log(LogLevel::info, "trace {}: {} requests, {} dropped", o.trace_path, tw->requests(), tw->dropped());

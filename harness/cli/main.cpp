@@ -15,7 +15,11 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include "common/fd.hpp"
 
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +97,27 @@ int kernel_fetch(const std::string& name) {
     std::vector<char*> argv = {const_cast<char*>(script.c_str()), const_cast<char*>(name.c_str()), nullptr};
     ::execv(script.c_str(), argv.data());
     throw std::runtime_error(fmt::format("cannot run {}: {}", script, std::strerror(errno)));
+}
+
+// One JSON-RPC call to a device's control socket; the result, or an error
+// (UsageError for a refused call, LaunchError when the device is not there).
+nlohmann::json control_call(const std::string& path, const std::string& method, const nlohmann::json& params) {
+    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) throw UsageError("control socket path too long: " + path);
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+        throw launch::LaunchError(fmt::format("cannot reach the device's control socket {}: {}", path, std::strerror(errno)));
+    const std::string req = nlohmann::json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}}.dump() + "\n";
+    if (::send(s.get(), req.data(), req.size(), MSG_NOSIGNAL) < 0) throw launch::LaunchError(fmt::format("writing to {}: {}", path, std::strerror(errno)));
+    std::string line;
+    char c;
+    while (::recv(s.get(), &c, 1, 0) == 1 && c != '\n') line += c;
+    const auto resp = nlohmann::json::parse(line, nullptr, false);
+    if (resp.is_discarded()) throw launch::LaunchError(fmt::format("unreadable answer from {}: {}", path, line));
+    if (resp.contains("error")) throw UsageError(fmt::format("{}: {}", method, resp["error"].value("message", std::string("?"))));
+    return resp["result"];
 }
 
 // The disk `blkrig vm` gets without --scenario: vfat with one 4 MiB file.
@@ -317,6 +342,23 @@ int main(int argc, char** argv) {
     std::string vm_modules;
     vmc->add_option("--modules", vm_modules, "with --kernel BZIMAGE: the build's modules folder");
 
+    std::string ctl_path, fault_rule, mark_text, save_path;
+    uint32_t fault_id = 0;
+    auto* fault = app.add_subcommand("fault", "Steer a running blkrig-device's faults over its control socket");
+    fault->add_option("--control", ctl_path, "the device's --control socket")->required();
+    fault->require_subcommand(1);
+    auto* fadd = fault->add_subcommand("add", "Add a rule (docs/faults.md)");
+    fadd->add_option("RULE", fault_rule, "e.g. \"ioerr op=read sector=264..271\"")->required();
+    auto* fremove = fault->add_subcommand("remove", "Remove a rule");
+    fremove->add_option("ID", fault_id, "rule id")->required();
+    auto* flist = fault->add_subcommand("list", "Rules with their matched/fired counters");
+    auto* fclear = fault->add_subcommand("clear", "Remove every rule");
+    auto* fmark = fault->add_subcommand("mark", "Put a mark into the device trace");
+    fmark->add_option("TEXT", mark_text, "what the mark says");
+    auto* fstats = fault->add_subcommand("stats", "Per-op counts, bytes, errors, latency");
+    auto* fsave = fault->add_subcommand("save", "Write the live rule set as replayable JSON-RPC calls");
+    fsave->add_option("FILE", save_path, "output file (JSON lines)")->required();
+
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
     auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
@@ -334,6 +376,31 @@ int main(int argc, char** argv) {
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules);
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
+        if (fault->parsed()) {
+            if (fadd->parsed()) {
+                const auto r = control_call(ctl_path, "fault.add", {{"rule", fault_rule}});
+                fmt::print("rule {}: {}\n", r["id"].get<uint32_t>(), r["rule"].get<std::string>());
+            } else if (fremove->parsed()) {
+                control_call(ctl_path, "fault.remove", {{"id", fault_id}});
+            } else if (flist->parsed()) {
+                fmt::print("{:>4} {:>10} {:>10}  {}\n", "id", "matched", "fired", "rule");
+                for (const auto& r : control_call(ctl_path, "fault.list", nlohmann::json::object()))
+                    fmt::print("{:>4} {:>10} {:>10}  {}\n", r["id"].get<uint32_t>(), r["matched"].get<uint64_t>(), r["fired"].get<uint64_t>(),
+                               r["rule"].get<std::string>());
+            } else if (fclear->parsed()) {
+                control_call(ctl_path, "fault.clear", nlohmann::json::object());
+            } else if (fmark->parsed()) {
+                control_call(ctl_path, "trace.mark", {{"text", mark_text}});
+            } else if (fstats->parsed()) {
+                std::cout << control_call(ctl_path, "stats", nlohmann::json::object()).dump(2) << "\n";
+            } else if (fsave->parsed()) {
+                const auto saved = control_call(ctl_path, "save_config", nlohmann::json::object());
+                std::ofstream out(save_path);
+                for (const auto& c : saved["calls"]) out << c.dump() << "\n";
+                if (!out) throw UsageError("cannot write " + save_path);
+            }
+            return 0;
+        }
         if (klist->parsed()) return kernel_list();
         if (kfetch->parsed()) return kernel_fetch(fetch_name);
         if (boot->parsed()) {

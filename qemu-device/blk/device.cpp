@@ -2,6 +2,7 @@
 
 #include "common/log.hpp"
 
+#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -265,7 +266,55 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
     c.used_len = static_cast<uint32_t>((returns_data && result == Refusal::none ? r.data_bytes : 0) + 1);
 }
 
+namespace {
+size_t stat_slot(uint32_t type) {
+    switch (type) {
+    case VIRTIO_BLK_T_IN: return 0;
+    case VIRTIO_BLK_T_OUT: return 1;
+    case VIRTIO_BLK_T_FLUSH: return 2;
+    case VIRTIO_BLK_T_GET_ID: return 3;
+    case VIRTIO_BLK_T_DISCARD: return 4;
+    case VIRTIO_BLK_T_WRITE_ZEROES: return 5;
+    default: return 6;
+    }
+}
+constexpr const char* kStatNames[] = {"read", "write", "flush", "get_id", "discard", "write_zeroes", "other"};
+}  // namespace
+
+nlohmann::json BlkDevice::stats_json() const {
+    nlohmann::json out = nlohmann::json::object();
+    for (size_t i = 0; i < kStatOps; ++i) {
+        const auto& s = stats_[i];
+        const uint64_t n = s.count.load();
+        if (n == 0) continue;
+        auto pct = [&](double p) -> uint64_t {
+            const auto want = static_cast<uint64_t>(p * static_cast<double>(n) + 0.5);
+            uint64_t seen = 0;
+            for (size_t b = 0; b < s.latency_log2.size(); ++b) {
+                seen += s.latency_log2[b].load();
+                if (seen >= std::max<uint64_t>(want, 1)) return uint64_t{1} << b;
+            }
+            return 0;
+        };
+        out[kStatNames[i]] = {{"count", n},
+                              {"bytes", s.bytes.load()},
+                              {"errors", s.errors.load()},
+                              {"latency_p50_ns_below", pct(0.5)},
+                              {"latency_p99_ns_below", pct(0.99)}};
+    }
+    return out;
+}
+
 void BlkDevice::completed(const virtio::Completion& c) {
+    if (!c.marker) {
+        auto& s = stats_[stat_slot(c.record.type)];
+        s.count.fetch_add(1, std::memory_order_relaxed);
+        s.bytes.fetch_add(c.record.bytes, std::memory_order_relaxed);
+        if (c.record.status != VIRTIO_BLK_S_OK) s.errors.fetch_add(1, std::memory_order_relaxed);
+        const uint64_t lat = c.record.t_complete_ns - std::min(c.record.t_submit_ns, c.record.t_complete_ns);
+        const size_t b = std::min<size_t>(s.latency_log2.size() - 1, static_cast<size_t>(std::bit_width(lat)));
+        s.latency_log2[b].fetch_add(1, std::memory_order_relaxed);
+    }
     if (!trace_) return;
     if (c.marker && c.record.status == VIRTIO_BLK_S_OK)
         trace_->marker({c.record.seq, c.record.t_complete_ns, c.marker_index, c.record.queue, c.record.head});

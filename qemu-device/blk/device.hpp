@@ -12,6 +12,9 @@
 
 #include <linux/virtio_blk.h>
 
+#include <nlohmann/json.hpp>
+
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -74,6 +77,9 @@ public:
     void note(trace::EventCode code, uint16_t queue, const std::string& text) override;
 
     const Geometry& geometry() const { return geo_; }
+    // Per-op counts, bytes, errors and latency percentiles (log2 buckets),
+    // for the control plane's `stats`.
+    nlohmann::json stats_json() const;
     // Marker block index for a request, or -1 if it is not a marker read.
     int64_t marker_index(const Request& r) const;
     bool writeback() const { return writeback_.load(); }
@@ -91,6 +97,13 @@ private:
     std::atomic<uint64_t> seq_{0};
     std::atomic<uint64_t> acked_{0};
     std::atomic<bool> writeback_;
+
+    struct OpStats {
+        std::atomic<uint64_t> count{0}, bytes{0}, errors{0};
+        std::array<std::atomic<uint64_t>, 48> latency_log2{};  // bucket b: latency < 2^b ns
+    };
+    static constexpr size_t kStatOps = 7;  // read, write, flush, get_id, discard, write_zeroes, other
+    std::array<OpStats, kStatOps> stats_;
 };
 
 }  // namespace blkrig::blk

@@ -13,6 +13,7 @@ const char* event_name(EventCode c) {
     case EventCode::queue_broken: return "queue_broken";
     case EventCode::queue_started: return "queue_started";
     case EventCode::queue_stopped: return "queue_stopped";
+    case EventCode::mark: return "mark";
     }
     return "unknown";
 }

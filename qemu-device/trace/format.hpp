@@ -85,6 +85,7 @@ enum class EventCode : uint32_t {
     queue_broken = 3,
     queue_started = 4,
     queue_stopped = 5,
+    mark = 6,  // a mark set over the control socket (trace.mark)
 };
 
 // RecordPrefix, this, then text_len bytes of UTF-8, zero-padded to 8.

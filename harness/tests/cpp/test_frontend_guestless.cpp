@@ -4,6 +4,7 @@
 // side disagrees with the other.
 #include "frontend/frontend.hpp"
 #include "launch/process.hpp"
+#include "control/rpc.hpp"
 #include "trace/reader.hpp"
 
 #include <gtest/gtest.h>
@@ -186,6 +187,82 @@ TEST(GuestlessTrace, EveryRequestOnceWithQueueAndSegments) {
         EXPECT_EQ(r.seg_lens, (std::vector<uint32_t>{4096, 8192}));
         EXPECT_GE(r.t_complete_ns, r.t_submit_ns);
     }
+}
+
+}  // namespace
+}  // namespace blkrig
+
+namespace blkrig {
+namespace {
+
+launch::ToolResult fault_cli(const fs::path& ctl, std::vector<std::string> args) {
+    std::vector<std::string> argv = {(build_dir() / "harness" / "blkrig").string(), "fault", "--control", ctl.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return launch::run_tool(argv, std::chrono::seconds(10));
+}
+
+// Faults changed while requests flow: a rule added over the control socket
+// fails the next read of its sectors, its counters move, and once removed the
+// same read succeeds. The trace marks the faulted request.
+TEST(GuestlessControl, RulesAddedAndRemovedAtRunTime) {
+    const std::string tag = std::to_string(::getpid());
+    const fs::path ctl = fs::path("/tmp") / ("blkrig-ctl-" + tag + ".sock");
+    std::string trace_path;
+    {
+        Backend be("blkrig", 4 << 20, 1, {"--control", ctl.string()});
+        trace_path = (be.dir.parent_path() / (be.dir.filename().string() + ".trace")).string();
+        ASSERT_EQ(fs::status(ctl).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+        frontend::Frontend fe(be.opts());
+        auto b = fe.alloc(4096);
+        ASSERT_EQ(fe.read(64, b), VIRTIO_BLK_S_OK);
+        auto add = fault_cli(ctl, {"add", "ioerr op=read sector=64..71"});
+        ASSERT_EQ(add.exit_code, 0) << add.output;
+        EXPECT_NE(add.output.find("rule 1: ioerr op=read sector=64..71"), std::string::npos) << add.output;
+        EXPECT_EQ(fe.read(64, b), VIRTIO_BLK_S_IOERR);
+        EXPECT_EQ(fe.read(72, b), VIRTIO_BLK_S_OK);  // next to it: untouched
+        auto list = fault_cli(ctl, {"list"});
+        EXPECT_NE(list.output.find("   1          1          1  ioerr op=read sector=64..71"), std::string::npos) << list.output;
+        auto bad = fault_cli(ctl, {"add", "ioerr op=reed"});
+        EXPECT_EQ(bad.exit_code, 2);
+        EXPECT_NE(bad.output.find("rule column 10: expected an op"), std::string::npos) << bad.output;
+        const fs::path saved = be.dir / "rules.jsonl";
+        ASSERT_EQ(fault_cli(ctl, {"save", saved.string()}).exit_code, 0);
+        std::ifstream in(saved);
+        std::string line;
+        std::getline(in, line);
+        EXPECT_EQ(line, R"({"jsonrpc":"2.0","method":"fault.add","params":{"rule":"ioerr op=read sector=64..71"}})");
+        ASSERT_EQ(fault_cli(ctl, {"remove", "1"}).exit_code, 0);
+        EXPECT_EQ(fe.read(64, b), VIRTIO_BLK_S_OK);
+        EXPECT_EQ(fault_cli(ctl, {"remove", "1"}).exit_code, 2);  // already gone
+        auto stats = fault_cli(ctl, {"stats"});
+        EXPECT_NE(stats.output.find("\"errors\": 1"), std::string::npos) << stats.output;
+        ASSERT_EQ(fault_cli(ctl, {"mark", "checkpoint"}).exit_code, 0);
+        be.child.terminate(std::chrono::milliseconds(3000));
+        fs::copy_file(be.trace, trace_path);
+        EXPECT_FALSE(fs::exists(ctl)) << "control socket left behind";
+    }
+    const auto t = trace::read_trace(trace_path);
+    fs::remove(trace_path);
+    ASSERT_EQ(t.faults.size(), 1u);
+    EXPECT_EQ(t.faults[0].rule_id, 1u);
+    EXPECT_EQ(t.requests[t.faults[0].seq].status, trace::kStatusIoErr);
+    bool marked = false;
+    for (const auto& e : t.events) marked = marked || (e.code == trace::EventCode::mark && e.text == "checkpoint");
+    EXPECT_TRUE(marked);
+}
+
+// Malformed, unknown and oversized JSON-RPC requests get errors; the control
+// plane keeps answering.
+TEST(GuestlessControl, BadRequestsGetJsonRpcErrors) {
+    control::MethodTable m;
+    m["ping"] = [](const nlohmann::json&) { return nlohmann::json("pong"); };
+    auto code = [&](const std::string& line) { return control::handle_line(line, m)["error"]["code"].get<int>(); };
+    EXPECT_EQ(code("{not json"), -32700);
+    EXPECT_EQ(code(R"({"jsonrpc":"2.0","id":1})"), -32600);
+    EXPECT_EQ(code(R"({"jsonrpc":"2.0","id":1,"method":"nope"})"), -32601);
+    EXPECT_EQ(code(R"({"jsonrpc":"2.0","id":1,"method":"ping","params":[1]})"), -32602);
+    EXPECT_EQ(code(std::string(70000, ' ')), -32600);
+    EXPECT_EQ(control::handle_line(R"({"jsonrpc":"2.0","id":7,"method":"ping"})", m)["result"], "pong");
 }
 
 }  // namespace
