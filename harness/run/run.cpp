@@ -144,31 +144,6 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     if (auto bad = build_disk(sc, o, out)) return *bad;
     const json extents = json::parse(read_file(out / "extents.json"));
 
-    // Faults aimed at a file become rules on the sectors that hold it.
-    std::vector<std::string> fault_args;
-    for (const auto& f : sc.faults) {
-        if (f.file.empty()) {
-            fault_args.insert(fault_args.end(), {"--fault", f.rule});
-            continue;
-        }
-        json file;
-        for (const auto& x : extents.value("files", json::array()))
-            if (x.value("path", "") == f.file) file = x;
-        const uint64_t size = file.value("size_bytes", uint64_t{0});
-        const uint64_t lo = f.offset, hi = std::min(size, f.length == UINT64_MAX ? size : f.offset + f.length);
-        bool any = false;
-        for (const auto& e : file.value("extents", json::array())) {
-            const uint64_t eo = e.value("file_offset", uint64_t{0}), es = e.value("sector", uint64_t{0}), en = e.value("sectors", uint64_t{0});
-            const uint64_t a = std::max(lo, eo), b = std::min(hi, eo + en * 512);
-            if (a >= b) continue;
-            fault_args.insert(fault_args.end(), {"--fault", fmt::format("{} sector={}..{}", f.rule, es + (a - eo) / 512, es + (b - eo - 1) / 512)});
-            any = true;
-        }
-        if (!any)
-            return fail_with(Outcome::bad_input, fmt::format("{}:{}: the fault's range {}+{} is not inside {} ({} bytes)", sc.file, f.line, f.offset,
-                                                             f.length == UINT64_MAX ? 0 : f.length, f.file, size));
-    }
-
     // 2. What the agent runs: the scenario's steps, with a FIEMAP of every
     //    file right after the first mount, so the guest confirms the extents.
     std::vector<json> steps;
@@ -186,6 +161,35 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
             }
         }
     }
+    // Faults aimed at a file become rules on the sectors that hold it.
+    std::vector<std::string> fault_args;
+    std::map<size_t, size_t> scenario_to_agent;
+    for (const auto& [a, sidx] : agent_to_scenario) scenario_to_agent[sidx] = a;
+    for (const auto& f : sc.faults) {
+        // Armed after a step: the device arms it when it reads that step's closing marker.
+        const std::string armed = f.after_step < 0 ? "" : fmt::format(" after_marker={}", 2 * scenario_to_agent.at(static_cast<size_t>(f.after_step)) + 1);
+        if (f.file.empty()) {
+            fault_args.insert(fault_args.end(), {"--fault", f.rule + armed});
+            continue;
+        }
+        json file;
+        for (const auto& x : extents.value("files", json::array()))
+            if (x.value("path", "") == f.file) file = x;
+        const uint64_t size = file.value("size_bytes", uint64_t{0});
+        const uint64_t lo = f.offset, hi = std::min(size, f.length == UINT64_MAX ? size : f.offset + f.length);
+        bool any = false;
+        for (const auto& e : file.value("extents", json::array())) {
+            const uint64_t eo = e.value("file_offset", uint64_t{0}), es = e.value("sector", uint64_t{0}), en = e.value("sectors", uint64_t{0});
+            const uint64_t a = std::max(lo, eo), b = std::min(hi, eo + en * 512);
+            if (a >= b) continue;
+            fault_args.insert(fault_args.end(), {"--fault", fmt::format("{} sector={}..{}{}", f.rule, es + (a - eo) / 512, es + (b - eo - 1) / 512, armed)});
+            any = true;
+        }
+        if (!any)
+            return fail_with(Outcome::bad_input, fmt::format("{}:{}: the fault's range {}+{} is not inside {} ({} bytes)", sc.file, f.line, f.offset,
+                                                             f.length == UINT64_MAX ? 0 : f.length, f.file, size));
+    }
+
     const uint64_t disk_sectors = sc.disk.size_bytes / 512;
     json queue = json::object();
     for (const auto& [k, v] : sc.guest.queue) queue[k] = v;

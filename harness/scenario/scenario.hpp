@@ -85,6 +85,7 @@ struct FaultSpec {
     std::string file;  // a [[disk.files]] path, or empty
     uint64_t offset = 0;
     uint64_t length = UINT64_MAX;  // to the end of the file
+    int after_step = -1;           // armed once this step (index) has finished
     int line = 0;
 };
 

@@ -237,6 +237,7 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
     if (const int64_t m = marker_index(r); m >= 0) {
         c.marker = true;
         c.marker_index = static_cast<uint32_t>(m);
+        if (faults_) faults_->marker(c.marker_index);
     }
     Refusal result = Refusal::none;
     faults::Decision fault;

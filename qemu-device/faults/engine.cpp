@@ -36,6 +36,11 @@ std::vector<RuleStatus> Engine::list() const {
     return out;
 }
 
+void Engine::marker(uint32_t index) {
+    std::lock_guard lock(mu_);
+    last_marker_ = std::max<int64_t>(last_marker_, index);
+}
+
 Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors, uint16_t queue) {
     const uint8_t op = op_bit(virtio_type);
     // Requests without a sector range (flush) match only rules without one.
@@ -46,6 +51,7 @@ Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors,
     for (auto& e : rules_) {
         const Rule& r = e.rule;
         if (!(r.ops & op)) continue;
+        if (r.after_marker > last_marker_) continue;
         if (r.queue && *r.queue != queue) continue;
         const bool whole_disk = r.first_sector == 0 && r.last_sector == UINT64_MAX;
         if (!whole_disk && (!ranged || last < r.first_sector || sector > r.last_sector)) continue;

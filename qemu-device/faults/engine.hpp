@@ -37,6 +37,10 @@ public:
     std::vector<RuleStatus> list() const;
     bool empty() const;
 
+    // The device read marker `index`: rules waiting for it (or an earlier
+    // one) are armed from now on.
+    void marker(uint32_t index);
+
     // sectors: the request's length in 512-byte sectors (0 for flush).
     Decision decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors, uint16_t queue);
 
@@ -51,6 +55,7 @@ private:
     mutable std::mutex mu_;
     std::vector<Entry> rules_;
     uint32_t next_id_ = 1;
+    int64_t last_marker_ = -1;
 };
 
 }  // namespace blkrig::faults

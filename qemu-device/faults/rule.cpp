@@ -147,12 +147,16 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
             if (res.ec != std::errc() || res.ptr != t.value.data() + t.value.size() || !(p > 0.0 && p <= 1.0))
                 return err(t.value_column, "expected a probability greater than 0 and at most 1, e.g. prob=0.1");
             r.probability = p;
+        } else if (t.key == "after_marker") {
+            auto m = u64(t.value);
+            if (!m || *m > UINT32_MAX) return err(t.value_column, "expected a marker index after after_marker=");
+            r.after_marker = static_cast<int64_t>(*m);
         } else if (t.key == "seed") {
             auto s = u64(t.value);
             if (!s) return err(t.value_column, "expected a seed (an unsigned integer)");
             r.seed = *s;
         } else {
-            return err(t.column, fmt::format("unknown key '{}' (known: op, sector, queue, nth, every, first, prob, seed)", t.key));
+            return err(t.column, fmt::format("unknown key '{}' (known: op, sector, queue, nth, every, first, prob, seed, after_marker)", t.key));
         }
     }
     (void)seen_sector;
@@ -179,6 +183,7 @@ std::string to_text(const Rule& r) {
     if (r.every) s += fmt::format(" every={}", r.every);
     if (r.first) s += fmt::format(" first={}", r.first);
     if (r.probability < 1.0) s += fmt::format(" prob={} seed={}", r.probability, r.seed);
+    if (r.after_marker >= 0) s += fmt::format(" after_marker={}", r.after_marker);
     return s;
 }
 

@@ -42,6 +42,9 @@ struct Rule {
     uint64_t first = 0;  // the first N
     double probability = 1.0;  // of those, this share, drawn from seed
     uint64_t seed = 0;
+    // Armed only once the device has seen this marker (a step boundary:
+    // the agent reads marker 2i+1 after step i). -1: armed from the start.
+    int64_t after_marker = -1;
     Action action;
 };
 

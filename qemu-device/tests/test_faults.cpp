@@ -142,5 +142,18 @@ TEST(FaultEngine, FirstFiringRuleDecidesAllMatchingCount) {
     EXPECT_EQ(e.decide(0, 0, 8, 0).action.kind, ActionKind::ioerr);
 }
 
+TEST(FaultEngine, AfterMarkerArmsTheRuleAtThatBoundary) {
+    Engine e;
+    e.add(parse_ok("ioerr after_marker=5"));
+    EXPECT_FALSE(e.decide(0, 0, 8, 0).fire);
+    e.marker(4);
+    EXPECT_FALSE(e.decide(0, 0, 8, 0).fire);
+    e.marker(5);
+    EXPECT_TRUE(e.decide(0, 0, 8, 0).fire);
+    e.marker(2);  // markers only move forward
+    EXPECT_TRUE(e.decide(0, 0, 8, 0).fire);
+    EXPECT_EQ(e.list()[0].matched, 2u);  // not counted while unarmed
+}
+
 }  // namespace
 }  // namespace blkrig::faults

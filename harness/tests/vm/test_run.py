@@ -237,3 +237,13 @@ def test_bad_fault_rule_is_exit_2_with_column(tmp_path):
     r = run(bad, tmp_path / "out")
     assert r.returncode == 2
     assert f"{bad}:2:" in r.stderr and "expected an op" in r.stderr
+
+
+def test_fault_armed_after_a_step(tmp_path):
+    """A fault armed by a step: the read before it succeeds, the read after it fails at the bad page."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    r = run(SCEN / "read-eio-after-step.toml", tmp_path / "armed")
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    boot = json.loads((tmp_path / "armed" / "boot.json").read_text())
+    assert any("after_marker=" in a for a in boot["device_args"])
