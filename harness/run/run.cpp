@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <fstream>
 #include <map>
 #include <optional>
@@ -346,10 +348,14 @@ RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const fs::path& 
         return *bad;
     launch::BootSpec b = boot_spec(sc, o, out);
     b.interactive = true;
+    // Socket paths are short-limited; the run folder may be deep.
+    const std::string control = fmt::format("/tmp/blkrig-ctl-{}.sock", ::getpid());
+    b.device_args.insert(b.device_args.end(), {"--control", control});
     fmt::print(stderr,
                "blkrig: the guest console follows; leave its shell to power off.\n"
-               "blkrig: device trace (live): {0}   read it with: blkrig trace dump {0} --format text\n",
-               (out / "trace.bin").string());
+               "blkrig: device trace (live): {0}   read it with: blkrig trace dump {0} --format text\n"
+               "blkrig: device control: {1}   e.g. blkrig fault --control {1} add \"ioerr op=read\"\n",
+               (out / "trace.bin").string(), control);
     const auto br = launch::boot(b);
     RunResult r;
     r.outcome = br.outcome == launch::BootOutcome::ok ? Outcome::pass

@@ -2,6 +2,7 @@
 the guest, a read typed at it, power off, and the read found in the trace."""
 
 import os
+import re
 import pty
 import select
 import subprocess
@@ -41,9 +42,17 @@ def test_type_a_read_then_power_off(tmp_path):
     try:
         banner = read_until(master, b"BLKRIG-VM ready", 120)
         assert b"device trace (live)" in banner
+        ctl = re.search(rb"device control: (\S+)", banner).group(1).decode()
         read_until(master, b"# ", 30)
         os.write(master, b"dd if=/mnt/f1.bin of=/dev/null bs=4k && echo READ-$((6*7))\r")
         read_until(master, b"READ-42", 60)
+        # From another terminal, while the guest runs: a fault makes the guest's next direct read fail.
+        add = subprocess.run([str(bt.blkrig()), "fault", "--control", ctl, "add", "ioerr op=read sector=0..7"], capture_output=True, text=True)
+        assert add.returncode == 0, add.stderr
+        os.write(master, b"dd if=/dev/vda of=/dev/null bs=4k count=1 iflag=direct || echo FAILED-$((6*7))\r")
+        read_until(master, b"FAILED-42", 60)
+        lst = subprocess.run([str(bt.blkrig()), "fault", "--control", ctl, "list"], capture_output=True, text=True)
+        assert lst.returncode == 0 and " 1  ioerr op=read sector=0..7" in lst.stdout, lst.stdout
         os.write(master, b"exit\r")
         proc.wait(timeout=60)
     finally:
