@@ -169,7 +169,9 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     for (const auto& [a, sidx] : agent_to_scenario) scenario_to_agent[sidx] = a;
     for (const auto& f : sc.faults) {
         // Armed after a step: the device arms it when it reads that step's closing marker.
-        const std::string armed = f.after_step < 0 ? "" : fmt::format(" after_marker={}", 2 * scenario_to_agent.at(static_cast<size_t>(f.after_step)) + 1);
+        std::string armed = f.after_step < 0 ? "" : fmt::format(" after_marker={}", 2 * scenario_to_agent.at(static_cast<size_t>(f.after_step)) + 1);
+        // Disarmed as the step begins: its opening marker.
+        if (f.until_step >= 0) armed += fmt::format(" until_marker={}", 2 * scenario_to_agent.at(static_cast<size_t>(f.until_step)));
         if (f.file.empty()) {
             fault_args.insert(fault_args.end(), {"--fault", f.rule + armed});
             continue;

@@ -249,7 +249,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         if (!fl->is_array_of_tables()) rd.fail(*fl, "faults must be [[faults]] tables");
         for (auto& fn : *fl->as_array()) {
             const auto& ft = *fn.as_table();
-            rd.only(ft, "[[faults]]", {"rule", "file", "offset", "length", "after_step"});
+            rd.only(ft, "[[faults]]", {"rule", "file", "offset", "length", "after_step", "until_step"});
             FaultSpec f;
             f.line = static_cast<int>(ft.source().begin.line);
             auto* rn = ft["rule"].node();
@@ -273,6 +273,12 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 rd.fail(ft, "offset and length need file = a path from [[disk.files]]");
             }
             if (auto* n = ft["after_step"].node()) f.after_step = static_cast<int>(rd.integer(*n, "faults.after_step (a step index, from 0)", 0, 100000));
+            if (auto* n = ft["until_step"].node()) {
+                f.until_step = static_cast<int>(rd.integer(*n, "faults.until_step (a step index, from 0)", 0, 100000));
+                if (f.until_step <= f.after_step) rd.fail(*n, "until_step must come after after_step");
+            }
+            if (std::get<faults::Rule>(parsed).until_marker >= 0 && f.until_step >= 0)
+                rd.fail(*rn, "give either until_marker= in the rule or until_step, not both");
             if (std::get<faults::Rule>(parsed).after_marker >= 0 && f.after_step >= 0)
                 rd.fail(*rn, "give either after_marker= in the rule or after_step, not both");
             if (auto* n = ft["offset"].node()) f.offset = rd.size(*n, "faults.offset");
@@ -356,8 +362,8 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         sc.steps.push_back(std::move(st));
     }
     for (const auto& f : sc.faults)
-        if (f.after_step >= static_cast<int>(sc.steps.size()))
-            throw ScenarioError(file, f.line, 1, fmt::format("faults.after_step {} but the scenario has {} steps (0..{})", f.after_step, sc.steps.size(), sc.steps.size() - 1));
+        if (f.after_step >= static_cast<int>(sc.steps.size()) || f.until_step >= static_cast<int>(sc.steps.size()))
+            throw ScenarioError(file, f.line, 1, fmt::format("faults.after_step/until_step {} but the scenario has {} steps (0..{})", std::max(f.after_step, f.until_step), sc.steps.size(), sc.steps.size() - 1));
     return sc;
 }
 

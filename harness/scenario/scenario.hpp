@@ -86,6 +86,7 @@ struct FaultSpec {
     uint64_t offset = 0;
     uint64_t length = UINT64_MAX;  // to the end of the file
     int after_step = -1;           // armed once this step (index) has finished
+    int until_step = -1;           // disarmed when this step (index) begins
     int line = 0;
 };
 

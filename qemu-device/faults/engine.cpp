@@ -52,6 +52,7 @@ Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors,
         const Rule& r = e.rule;
         if (!(r.ops & op)) continue;
         if (r.after_marker > last_marker_) continue;
+        if (r.until_marker >= 0 && last_marker_ >= r.until_marker) continue;
         if (r.queue && *r.queue != queue) continue;
         const bool whole_disk = r.first_sector == 0 && r.last_sector == UINT64_MAX;
         if (!whole_disk && (!ranged || last < r.first_sector || sector > r.last_sector)) continue;

@@ -147,20 +147,22 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
             if (res.ec != std::errc() || res.ptr != t.value.data() + t.value.size() || !(p > 0.0 && p <= 1.0))
                 return err(t.value_column, "expected a probability greater than 0 and at most 1, e.g. prob=0.1");
             r.probability = p;
-        } else if (t.key == "after_marker") {
+        } else if (t.key == "after_marker" || t.key == "until_marker") {
             auto m = u64(t.value);
-            if (!m || *m > UINT32_MAX) return err(t.value_column, "expected a marker index after after_marker=");
-            r.after_marker = static_cast<int64_t>(*m);
+            if (!m || *m > UINT32_MAX) return err(t.value_column, fmt::format("expected a marker index after {}=", t.key));
+            (t.key == "after_marker" ? r.after_marker : r.until_marker) = static_cast<int64_t>(*m);
         } else if (t.key == "seed") {
             auto s = u64(t.value);
             if (!s) return err(t.value_column, "expected a seed (an unsigned integer)");
             r.seed = *s;
         } else {
-            return err(t.column, fmt::format("unknown key '{}' (known: op, sector, queue, nth, every, first, prob, seed, after_marker)", t.key));
+            return err(t.column, fmt::format("unknown key '{}' (known: op, sector, queue, nth, every, first, prob, seed, after_marker, until_marker)", t.key));
         }
     }
     (void)seen_sector;
     if ((r.nth != 0) + (r.every != 0) + (r.first != 0) > 1) return err(1, "give at most one of nth, every and first");
+    if (r.until_marker >= 0 && r.until_marker <= r.after_marker)
+        return err(1, fmt::format("until_marker={} is not after after_marker={}: the rule could never match", r.until_marker, r.after_marker));
     return r;
 }
 
@@ -184,6 +186,7 @@ std::string to_text(const Rule& r) {
     if (r.first) s += fmt::format(" first={}", r.first);
     if (r.probability < 1.0) s += fmt::format(" prob={} seed={}", r.probability, r.seed);
     if (r.after_marker >= 0) s += fmt::format(" after_marker={}", r.after_marker);
+    if (r.until_marker >= 0) s += fmt::format(" until_marker={}", r.until_marker);
     return s;
 }
 

@@ -45,6 +45,9 @@ struct Rule {
     // Armed only once the device has seen this marker (a step boundary:
     // the agent reads marker 2i+1 after step i). -1: armed from the start.
     int64_t after_marker = -1;
+    // Disarmed for good once the device has seen this marker (the agent
+    // reads 2i before step i). -1: never.
+    int64_t until_marker = -1;
     Action action;
 };
 

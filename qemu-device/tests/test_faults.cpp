@@ -155,5 +155,17 @@ TEST(FaultEngine, AfterMarkerArmsTheRuleAtThatBoundary) {
     EXPECT_EQ(e.list()[0].matched, 2u);  // not counted while unarmed
 }
 
+TEST(FaultEngine, UntilMarkerDisarmsForGood) {
+    Engine e;
+    e.add(parse_ok("ioerr after_marker=1 until_marker=4"));
+    EXPECT_FALSE(e.decide(0, 0, 8, 0).fire);
+    e.marker(1);
+    EXPECT_TRUE(e.decide(0, 0, 8, 0).fire);
+    e.marker(4);
+    EXPECT_FALSE(e.decide(0, 0, 8, 0).fire);
+    const RuleError bad = parse_bad("ioerr after_marker=4 until_marker=4");
+    EXPECT_NE(bad.message.find("could never match"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace blkrig::faults

@@ -109,7 +109,7 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"sparse on vfat", "[[disk.files]]\npath = \"/a\"\nsize = 4096\nlayout = \"sparse\"\n[[steps]]\nop = \"sync\"\n", 1, "sparse files need"},
         Bad{"sha256 file of unknown file", "[[steps]]\nop = \"read\"\npath = \"/mnt/x\"\nexpect = { sha256 = \"file\" }\n", 1, "needs a read step"},
         Bad{"fault after a step that does not exist", "[[faults]]\nrule = \"ioerr\"\nafter_step = 3\n[[steps]]\nop = \"sync\"\n", 1,
-            "after_step 3 but the scenario has 1 steps"},
+            "after_step/until_step 3 but the scenario has 1 steps"},
         Bad{"bad fault rule", "[[faults]]\nrule = \"ioerr op=reed\"\n[[steps]]\nop = \"sync\"\n", 2, "expected an op"},
         Bad{"queue size not power of two", "[device]\nqueue_size = 100\n[[steps]]\nop = \"sync\"\n", 2, "power of two"}),
     [](const auto& info) {

@@ -247,3 +247,26 @@ def test_fault_armed_after_a_step(tmp_path):
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
     boot = json.loads((tmp_path / "armed" / "boot.json").read_text())
     assert any("after_marker=" in a for a in boot["device_args"])
+
+
+def test_read_eio_then_rule_removed_reads_again(tmp_path):
+    """The rule of read-eio.toml is disarmed as step 4 begins; the same file then reads whole and right."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    out = tmp_path / "eio2"
+    r = run(SCEN / "read-eio.toml", out)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    reads = [s for s in load_jsonl(out / "results.jsonl") if s["type"] == "step" and s["op"] == "read"]
+    assert [s["ret"] for s in reads] == [-1, 0, 0] and reads[-1]["bytes"] == 256 * 1024
+
+
+def test_delayed_requests_still_deliver_the_right_bytes(tmp_path):
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    out = tmp_path / "delay"
+    r = run(SCEN / "read-delayed.toml", out)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    delayed = [q for q in bt.trace_records(out / "trace.bin") if q["kind"] == "request" and "fault" in q]
+    assert delayed and all(q["fault"]["action"] == "delay" and q["status"] == "ok" for q in delayed)
+    # The device held each one at least the rule's 300 ms (its own clock).
+    assert all(q["t_complete_ns"] - q["t_submit_ns"] >= 300_000_000 for q in delayed)
