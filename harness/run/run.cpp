@@ -106,10 +106,16 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     auto ir = launch::run_tool(mi, std::chrono::seconds(120));
     if (ir.exit_code == 0) return std::nullopt;
-    const bool missing = ir.output.find("not found in kernel") != std::string::npos || ir.output.find("--program") != std::string::npos;
-    return fail_with(missing ? Outcome::bad_input : Outcome::infra,
+    const bool no_module = ir.output.find("not found in kernel") != std::string::npos;
+    const bool no_program = ir.output.find("--program") != std::string::npos;
+    if (no_module)
+        return fail_with(Outcome::bad_input,
+                         fmt::format("{}:{}: disk.fs = \"{}\" needs a module that kernel {} does not have; pick a kernel with it "
+                                     "(blkrig kernel list) or another fs. {}",
+                                     sc.file, std::max(sc.disk.fs_line, 1), sc.disk.fs, o.kernel_name, ir.output));
+    return fail_with(no_program ? Outcome::bad_input : Outcome::infra,
                      fmt::format("{}: the initramfs for kernel {} cannot be built{}: {}", sc.file, o.kernel_name,
-                                 missing ? " (a module or program this scenario needs is missing)" : "", ir.output));
+                                 no_program ? " (guest.programs names a program this host lacks)" : "", ir.output));
 }
 
 // The device and VM settings a scenario asks for.

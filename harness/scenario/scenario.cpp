@@ -152,7 +152,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
     if (auto* d = root["disk"].node()) {
         const auto& t = rd.table(*d, "[disk]");
         rd.only(t, "[disk]", {"fs", "size", "fat_bits", "cluster", "block", "files"});
-        if (auto* n = t["fs"].node()) sc.disk.fs = rd.one_of(*n, "disk.fs", {"vfat", "exfat", "ext4", "ext2", "raw"});
+        if (auto* n = t["fs"].node()) {
+            sc.disk.fs = rd.one_of(*n, "disk.fs", {"vfat", "exfat", "ext4", "ext2", "raw"});
+            sc.disk.fs_line = static_cast<int>(n->source().begin.line);
+        }
         if (auto* n = t["size"].node()) sc.disk.size_bytes = rd.size(*n, "disk.size");
         if (sc.disk.size_bytes < (1u << 20) || sc.disk.size_bytes % 512)
             rd.fail(t["size"].node() ? t["size"].node()->source() : t.source(), "disk.size must be at least 1M and a multiple of 512");

@@ -38,6 +38,7 @@ struct FileSpec {
 
 struct DiskSpec {
     std::string fs = "vfat";  // vfat | exfat | ext4 | ext2 | raw
+    int fs_line = 0;          // where disk.fs was given (0: the default)
     uint64_t size_bytes = 64ull << 20;
     unsigned fat_bits = 0;       // 0: mkfs chooses
     uint32_t cluster_bytes = 0;  // 0: mkfs chooses

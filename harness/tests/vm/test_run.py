@@ -165,7 +165,7 @@ def test_kernel_without_the_module_is_exit_2(tmp_path):
     subprocess.run(["depmod", "-b", str(base), release], check=True, capture_output=True)
     r = run(SCEN / "read-contiguous.toml", tmp_path / "out", "--kernel", str(k))
     assert r.returncode == 2, f"{r.stdout}\n{r.stderr}"
-    assert "module 'vfat' not found" in r.stderr and "is missing" in r.stderr
+    assert "module 'vfat' not found" in r.stderr and f"{SCEN / 'read-contiguous.toml'}:9: disk.fs" in r.stderr
     assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout, "something was left running"
 
 
