@@ -1,6 +1,7 @@
 #include "faults/engine.hpp"
 
 #include <algorithm>
+#include <bit>
 
 namespace blkrig::faults {
 
@@ -8,6 +9,7 @@ uint32_t Engine::add(const Rule& r) {
     std::lock_guard lock(mu_);
     const uint32_t id = next_id_++;
     rules_.push_back(Entry{id, r, 0, 0, std::mt19937_64(r.seed)});
+    reindex();
     return id;
 }
 
@@ -16,12 +18,29 @@ bool Engine::remove(uint32_t id) {
     auto it = std::find_if(rules_.begin(), rules_.end(), [&](const Entry& e) { return e.id == id; });
     if (it == rules_.end()) return false;
     rules_.erase(it);
+    reindex();
     return true;
 }
 
 void Engine::clear() {
     std::lock_guard lock(mu_);
     rules_.clear();
+    reindex();
+}
+
+void Engine::reindex() {
+    for (auto& ix : index_) ix = OpIndex{};
+    for (uint32_t pos = 0; pos < rules_.size(); ++pos) {
+        const Rule& r = rules_[pos].rule;
+        const uint64_t b0 = r.first_sector >> kBucketShift, b1 = r.last_sector >> kBucketShift;
+        for (unsigned bit = 0; bit < index_.size(); ++bit) {
+            if (!(r.ops & (1u << bit))) continue;
+            auto& ix = index_[bit];
+            if (b1 - b0 >= kMaxBucketsPerRule) ix.wide.push_back(pos);
+            else
+                for (uint64_t b = b0; b <= b1; ++b) ix.buckets[b].push_back(pos);
+        }
+    }
 }
 
 bool Engine::empty() const {
@@ -48,9 +67,27 @@ Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors,
     const uint64_t last = ranged ? sector + sectors - 1 : sector;
     Decision d;
     std::lock_guard lock(mu_);
-    for (auto& e : rules_) {
+    if (rules_.empty()) return d;
+
+    // Candidates in id order: the op's wide rules and those in the request's buckets.
+    const auto& ix = index_[std::countr_zero(static_cast<unsigned>(op))];
+    scratch_.assign(ix.wide.begin(), ix.wide.end());
+    if (ranged) {
+        const uint64_t b0 = sector >> kBucketShift, b1 = last >> kBucketShift;
+        if (b1 - b0 >= kMaxBucketsPerRule) {
+            for (uint32_t pos = 0; pos < rules_.size(); ++pos)
+                if (rules_[pos].rule.ops & op) scratch_.push_back(pos);
+        } else {
+            for (uint64_t b = b0; b <= b1; ++b)
+                if (auto it = ix.buckets.find(b); it != ix.buckets.end()) scratch_.insert(scratch_.end(), it->second.begin(), it->second.end());
+        }
+        std::sort(scratch_.begin(), scratch_.end());
+        scratch_.erase(std::unique(scratch_.begin(), scratch_.end()), scratch_.end());
+    }
+
+    for (const uint32_t pos : scratch_) {
+        auto& e = rules_[pos];
         const Rule& r = e.rule;
-        if (!(r.ops & op)) continue;
         if (r.after_marker > last_marker_) continue;
         if (r.until_marker >= 0 && last_marker_ >= r.until_marker) continue;
         if (r.queue && *r.queue != queue) continue;

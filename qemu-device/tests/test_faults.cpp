@@ -167,5 +167,29 @@ TEST(FaultEngine, UntilMarkerDisarmsForGood) {
     EXPECT_NE(bad.message.find("could never match"), std::string::npos);
 }
 
+// The sector index must not change which rule decides: with many rules in
+// many buckets, plus wide ones, the first in id order still wins, and
+// requests across bucket boundaries see rules on both sides.
+TEST(FaultEngine, IndexKeepsIdOrderAcrossBucketsAndWideRules) {
+    Engine e;
+    std::vector<uint32_t> ids;
+    for (uint64_t k = 0; k < 1000; ++k) ids.push_back(e.add(parse_ok("ioerr op=read sector=" + std::to_string(k * 100000) + ".." +
+                                                                     std::to_string(k * 100000 + 7))));
+    const uint32_t wide = e.add(parse_ok("unsupp op=read"));  // later id: loses to the narrow ones
+    for (uint64_t k : {0ull, 1ull, 500ull, 999ull}) {
+        const auto d = e.decide(0, k * 100000 + 4, 8, 0);
+        EXPECT_EQ(d.rule_id, ids[k]) << k;
+    }
+    EXPECT_EQ(e.decide(0, 50, 8, 0).rule_id, wide);  // between rules: only the wide one
+    EXPECT_FALSE(e.decide(1, 0, 8, 0).fire);          // a write: no rule for writes
+    // A request straddling a 32 MiB bucket boundary (sector 65536) sees a rule just past it.
+    const uint32_t edge = e.add(parse_ok("ioerr op=write sector=65536..65536"));
+    EXPECT_EQ(e.decide(1, 65530, 16, 0).rule_id, edge);
+    // A huge request (many buckets) still finds the rules inside it.
+    EXPECT_EQ(e.decide(0, 8, 1ull << 30, 0).rule_id, ids[1]);  // starts just past rule 0
+    EXPECT_TRUE(e.remove(ids[500]));
+    EXPECT_EQ(e.decide(0, 500 * 100000 + 4, 8, 0).rule_id, wide);
+}
+
 }  // namespace
 }  // namespace blkrig::faults
