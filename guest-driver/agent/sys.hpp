@@ -3,6 +3,8 @@
 // errno, so a message says exactly what failed.
 #pragma once
 
+#include "common/fd.hpp"
+
 #include <unistd.h>
 
 #include <cstddef>
@@ -14,29 +16,8 @@
 
 namespace blkrig::agent {
 
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    UniqueFd& operator=(UniqueFd&& o) noexcept {
-        if (this != &o) reset(std::exchange(o.fd_, -1));
-        return *this;
-    }
-    ~UniqueFd() { reset(); }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-
-    int get() const { return fd_; }
-    bool valid() const { return fd_ >= 0; }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_ = -1;
-};
+// The device's owned-descriptor type (header-only, no dependencies).
+using blkrig::UniqueFd;
 
 // A system call that failed: "open /dev/vda: ENXIO".
 class SysError : public std::runtime_error {
