@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -178,8 +179,12 @@ TEST(GuestlessTrace, EveryRequestOnceWithQueueAndSegments) {
     fs::remove(trace_path);
     ASSERT_TRUE(t.complete()) << t.incompleteness();
     ASSERT_EQ(t.requests.size(), 10u);
+    // Records are written as requests complete, by each queue's thread: two
+    // queues may interleave them. seq is the arrival order.
+    auto reqs = t.requests;
+    std::sort(reqs.begin(), reqs.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
     for (size_t i = 0; i < 10; ++i) {
-        const auto& r = t.requests[i];
+        const auto& r = reqs[i];
         EXPECT_EQ(r.seq, i);
         EXPECT_EQ(r.queue, i % 2);
         EXPECT_EQ(r.sector, 64u * i);
