@@ -1,6 +1,7 @@
 """`blkrig vm` driven as a person would: a pseudo-terminal, a shell prompt in
 the guest, a read typed at it, power off, and the read found in the trace."""
 
+import contextlib
 import os
 import re
 import pty
@@ -34,16 +35,31 @@ def read_until(fd, needle, timeout):
     return buf
 
 
-def test_type_a_read_then_power_off(tmp_path):
-    out = tmp_path / "vm"
+@contextlib.contextmanager
+def vm_console(*args):
+    """`blkrig vm ARGS` on a pseudo-terminal; yields (process, terminal fd, banner up to the first prompt).
+    The block ends by typing exit; the VM must then power off by itself."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([str(bt.blkrig()), "vm", "--out", str(out)], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    proc = subprocess.Popen([str(bt.blkrig()), "vm", *args], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     try:
         banner = read_until(master, b"BLKRIG-VM ready", 120)
+        read_until(master, b"# ", 30)
+        yield proc, master, banner
+        os.write(master, b"exit\r")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_type_a_read_then_power_off(tmp_path):
+    out = tmp_path / "vm"
+    with vm_console("--out", str(out)) as (proc, master, banner):
         assert b"device trace (live)" in banner
         ctl = re.search(rb"device control: (\S+)", banner).group(1).decode()
-        read_until(master, b"# ", 30)
         os.write(master, b"dd if=/mnt/f1.bin of=/dev/null bs=4k && echo READ-$((6*7))\r")
         read_until(master, b"READ-42", 60)
         # From another terminal, while the guest runs: a fault makes the guest's next direct read fail.
@@ -53,13 +69,6 @@ def test_type_a_read_then_power_off(tmp_path):
         read_until(master, b"FAILED-42", 60)
         lst = subprocess.run([str(bt.blkrig()), "fault", "--control", ctl, "list"], capture_output=True, text=True)
         assert lst.returncode == 0 and " 1  ioerr op=read sector=0..7" in lst.stdout, lst.stdout
-        os.write(master, b"exit\r")
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
     assert proc.returncode == 0
     recs = bt.trace_records(out / "trace.bin")
     assert recs[-1]["kind"] == "end"
@@ -75,22 +84,9 @@ def test_host_program_in_the_guest(tmp_path):
     scen = tmp_path / "fio.toml"
     scen.write_text('[disk]\nfs = "raw"\nsize = "16M"\n[guest]\nprograms = ["fio"]\n[[steps]]\nop = "sync"\n')
     out = tmp_path / "vm"
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([str(bt.blkrig()), "vm", "--scenario", str(scen), "--out", str(out)], stdin=slave, stdout=slave,
-                            stderr=slave, close_fds=True)
-    os.close(slave)
-    try:
-        read_until(master, b"BLKRIG-VM ready", 120)
-        read_until(master, b"# ", 30)
+    with vm_console("--scenario", str(scen), "--out", str(out)) as (proc, master, _):
         os.write(master, b"fio --name=r --filename=/dev/vda --rw=read --bs=64k --size=1M --direct=1 --minimal >/dev/null && echo FIO-OK\r")
         read_until(master, b"FIO-OK", 120)
-        os.write(master, b"exit\r")
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
     assert proc.returncode == 0
     reads = [r for r in bt.trace_records(out / "trace.bin") if r["kind"] == "request" and r["op"] == "read"]
     assert any(r["bytes"] == 65536 for r in reads), "fio's 64 KiB direct reads did not reach the device"
