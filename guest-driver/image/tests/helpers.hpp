@@ -17,29 +17,15 @@
 #include <iterator>
 #include <regex>
 #include <stdexcept>
+#include "temp_dir.hpp"
+
 #include <string>
 #include <vector>
 
 namespace blkrig::image::test {
 
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "blkrig-image-XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-    std::filesystem::path path_;
-};
+// The unit tests' temporary folder (qemu-device/tests/temp_dir.hpp).
+using blkrig::test::TempDir;
 
 inline std::vector<uint8_t> read_bytes(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
