@@ -44,6 +44,9 @@ struct Options {
     std::string write_cache = "on";
     std::string discard = "on";
     std::string write_zeroes = "on";
+    bool crash_model = false;
+    std::string write_log;
+    std::string power_cut;
 };
 
 void add_options(CLI::App& app, Options& o) {
@@ -76,6 +79,11 @@ void add_options(CLI::App& app, Options& o) {
     app.add_option("--fault", o.fault_rules, "A fault rule (docs/faults.md), e.g. \"ioerr op=read sector=264..271\"; repeatable");
     app.add_option("--faults", o.faults_file, "A file of fault rules, one per line (# comments)");
     app.add_option("--control", o.control_path, "JSON-RPC 2.0 control socket (created 0600): fault.add/remove/list/clear, trace.mark, stats, save_config");
+    app.add_flag("--crash-model", o.crash_model,
+                 "Keep writes not covered by a FLUSH so a power cut (power.cut, --power-cut) can lose them (docs/faults.md)");
+    app.add_option("--write-log", o.write_log, "Also append every write, flush and marker to this file in dm-log-writes format (implies --crash-model)");
+    app.add_option("--power-cut", o.power_cut,
+                   "Cut the power when the guest reads a marker: marker=N[,mode=drop_all|drop_random|keep_all][,seed=S][,share=F][,report=PATH]");
     app.add_option("--serial", o.geo.serial, "Serial returned by GET_ID (up to 20 bytes)");
 }
 
@@ -111,6 +119,48 @@ void load_faults(const Options& o, faults::Engine& engine) {
     }
 }
 
+// "marker=9,mode=drop_random,seed=3,share=0.5,report=/x.json"
+blk::PowerCutPlan parse_power_cut(const std::string& spec) {
+    blk::PowerCutPlan p;
+    size_t pos = 0;
+    while (pos <= spec.size()) {
+        size_t comma = spec.find(',', pos);
+        if (comma == std::string::npos) comma = spec.size();
+        const std::string term = spec.substr(pos, comma - pos);
+        const size_t eq = term.find('=');
+        const std::string key = term.substr(0, eq), value = eq == std::string::npos ? "" : term.substr(eq + 1);
+        auto bad = [&](const std::string& want) { return UsageError(fmt::format("--power-cut: column {}: {}, got '{}'", pos + 1, want, term)); };
+        try {
+            size_t used = 0;
+            if (key == "marker") {
+                p.at_marker = static_cast<int64_t>(std::stoull(value, &used));
+                if (used != value.size()) throw bad("expected marker=N (a marker index)");
+            } else if (key == "mode") {
+                if (value == "drop_all") p.mode = store::CutMode::drop_all;
+                else if (value == "drop_random") p.mode = store::CutMode::drop_random;
+                else if (value == "keep_all") p.mode = store::CutMode::keep_all;
+                else throw bad("expected mode=drop_all, drop_random or keep_all");
+            } else if (key == "seed") {
+                p.seed = std::stoull(value, &used);
+                if (used != value.size()) throw bad("expected seed=N");
+            } else if (key == "share") {
+                p.share = std::stod(value, &used);
+                if (used != value.size() || !(p.share >= 0.0 && p.share <= 1.0)) throw bad("expected share=F with 0 <= F <= 1");
+            } else if (key == "report") {
+                if (value.empty()) throw bad("expected report=PATH");
+                p.report_path = value;
+            } else {
+                throw bad("expected marker=, mode=, seed=, share= or report=");
+            }
+        } catch (const std::logic_error&) {  // stoull/stod on a non-number
+            throw bad(fmt::format("expected a number after {}=", key));
+        }
+        pos = comma + 1;
+    }
+    if (p.at_marker < 0) throw UsageError("--power-cut: give marker=N (the marker read that cuts the power)");
+    return p;
+}
+
 std::unique_ptr<store::Store> open_store(const Options& o) {
     if (!o.blk_file.empty() && o.ram_size) throw UsageError("give either --blk-file or --ram, not both");
     if (o.blk_file.empty() && !o.ram_size) throw UsageError("no disk: give --blk-file PATH or --ram SIZE");
@@ -137,7 +187,8 @@ nlohmann::json describe(const Options& o, const store::Store& s) {
             {"write_zeroes", g.write_zeroes},
             {"snapshot", o.snapshot},
             {"direct", o.direct},
-            {"io_threads", o.io_threads}};
+            {"io_threads", o.io_threads},
+            {"crash_model", o.crash_model || !o.write_log.empty() || !o.power_cut.empty()}};
 }
 
 // SIGINT/SIGTERM/SIGHUP become a readable fd that every wait also polls, so
@@ -192,7 +243,14 @@ int run(Options& o) {
         h.num_queues = o.geo.num_queues;
         tw = std::make_unique<trace::Writer>(o.trace_path, h, describe(o, *store).dump());
     }
-    blk::BlkDevice dev(o.geo, *store, tw.get(), &engine);
+    blk::PowerCutPlan plan;
+    if (!o.power_cut.empty()) plan = parse_power_cut(o.power_cut);
+    std::unique_ptr<store::WriteLog> wlog;
+    if (o.crash_model || !o.write_log.empty() || !o.power_cut.empty()) {
+        if (!o.geo.write_cache) log(LogLevel::warn, "--crash-model with --write-cache off: every write is durable, a power cut loses nothing");
+        wlog = std::make_unique<store::WriteLog>(*store, o.write_log);
+    }
+    blk::BlkDevice dev(o.geo, *store, tw.get(), &engine, wlog.get(), plan);
     std::unique_ptr<virtio::SharedLoop> loop;
     if (o.io_threads == "single") loop = std::make_unique<virtio::SharedLoop>();
     const vhost_user::ServeOptions serve{o.once, loop.get()};

@@ -31,6 +31,7 @@ const char* to_string(Refusal r) {
     case Refusal::store_error: return "store I/O error";
     case Refusal::injected_ioerr: return "fault rule: IOERR";
     case Refusal::injected_unsupp: return "fault rule: UNSUPP";
+    case Refusal::powered_off: return "device powered off (power cut)";
     }
     return "?";
 }
@@ -39,8 +40,10 @@ namespace {
 constexpr uint64_t bit(int n) { return 1ull << n; }
 }  // namespace
 
-BlkDevice::BlkDevice(Geometry g, store::Store& store, trace::Writer* trace, faults::Engine* faults)
-    : geo_(std::move(g)), store_(store), trace_(trace), faults_(faults), writeback_(geo_.write_cache) {}
+BlkDevice::BlkDevice(Geometry g, store::Store& store, trace::Writer* trace, faults::Engine* faults, store::WriteLog* wlog,
+                     PowerCutPlan plan)
+    : geo_(std::move(g)), store_(store), trace_(trace), faults_(faults), wlog_(wlog), plan_(std::move(plan)),
+      start_ns_(monotonic_ns()), writeback_(geo_.write_cache) {}
 
 uint64_t BlkDevice::features() const {
     uint64_t f = bit(virtio::kFVersion1) | bit(virtio::kFIndirectDesc) | bit(virtio::kFEventIdx) | bit(VIRTIO_BLK_F_SEG_MAX) |
@@ -148,22 +151,34 @@ Refusal BlkDevice::read(const Request& r) {
     return Refusal::none;
 }
 
-Refusal BlkDevice::execute(const Request& r) {
+Refusal BlkDevice::write(const Request& r, uint64_t seq, const std::vector<iovec>& data, uint64_t bytes) {
+    if (geo_.read_only) return Refusal::read_only;
+    // The marker region is reserved: writes there are refused.
+    if (auto e = check_range(r.sector, r.data_bytes, data_sectors()); e != Refusal::none) return e;
+    const uint64_t off = r.sector * kSectorSize;
+    auto store_write = [&] { return store_.write(off, data); };
+    if ((wlog_ ? wlog_->change(seq, r.type, off, bytes, store_write) : store_write()) != 0) return Refusal::store_error;
+    // Write-through (no FLUSH negotiated, or the driver turned the cache
+    // off): the write is durable when it completes.
+    if (!writeback_.load(std::memory_order_relaxed)) {
+        auto store_flush = [&] { return store_.flush(); };
+        if ((wlog_ ? wlog_->flush(seq, store_flush) : store_flush()) != 0) return Refusal::store_error;
+    }
+    return Refusal::none;
+}
+
+Refusal BlkDevice::execute(const Request& r, uint64_t seq) {
     const uint64_t acked = acked_.load(std::memory_order_relaxed);
     switch (r.type) {
     case VIRTIO_BLK_T_IN:
         return read(r);
-    case VIRTIO_BLK_T_OUT: {
-        if (geo_.read_only) return Refusal::read_only;
-        // The marker region is reserved: writes there are refused.
-        if (auto e = check_range(r.sector, r.data_bytes, data_sectors()); e != Refusal::none) return e;
-        if (store_.write(r.sector * kSectorSize, r.data) != 0) return Refusal::store_error;
-        if (!writeback_.load(std::memory_order_relaxed) && store_.flush() != 0) return Refusal::store_error;
-        return Refusal::none;
-    }
-    case VIRTIO_BLK_T_FLUSH:
+    case VIRTIO_BLK_T_OUT:
+        return write(r, seq, r.data, r.data_bytes);
+    case VIRTIO_BLK_T_FLUSH: {
         if (!(acked & bit(VIRTIO_BLK_F_FLUSH))) return Refusal::unsupported;
-        return store_.flush() == 0 ? Refusal::none : Refusal::store_error;
+        auto store_flush = [&] { return store_.flush(); };
+        return (wlog_ ? wlog_->flush(seq, store_flush) : store_flush()) == 0 ? Refusal::none : Refusal::store_error;
+    }
     case VIRTIO_BLK_T_GET_ID: {
         char id[kGetIdBytes] = {};
         std::memcpy(id, geo_.serial.data(), std::min<size_t>(geo_.serial.size(), sizeof id));
@@ -192,7 +207,8 @@ Refusal BlkDevice::execute(const Request& r) {
         }
         for (const auto& rg : r.ranges) {
             const uint64_t off = rg.sector * kSectorSize, len = uint64_t{rg.num_sectors} * kSectorSize;
-            if ((discard ? store_.discard(off, len) : store_.write_zeroes(off, len)) != 0) return Refusal::store_error;
+            auto op = [&] { return discard ? store_.discard(off, len) : store_.write_zeroes(off, len); };
+            if ((wlog_ ? wlog_->change(seq, r.type, off, len, op) : op()) != 0) return Refusal::store_error;
         }
         return Refusal::none;
     }
@@ -237,25 +253,33 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
     if (const int64_t m = marker_index(r); m >= 0) {
         c.marker = true;
         c.marker_index = static_cast<uint32_t>(m);
+    }
+    if (powered_off_.load()) {
+        *r.status = VIRTIO_BLK_S_IOERR;
+        rec.status = VIRTIO_BLK_S_IOERR;
+        c.marker = false;  // traced as the failed request it is
+        c.used_len = 1;
+        return;
+    }
+    if (c.marker) {
         if (faults_) faults_->marker(c.marker_index);
+        if (wlog_) wlog_->mark(fmt::format("blkrig marker {}", c.marker_index));
     }
     Refusal result = Refusal::none;
     faults::Decision fault;
     // Marker reads are the rig's own boundaries: faults never touch them.
-    if (faults_ && !c.marker) fault = faults_->decide(r.type, r.sector, r.ranges.empty() ? r.data_bytes / kSectorSize : rec.bytes / kSectorSize, rec.queue);
+    if (faults_ && !c.marker)
+        fault = faults_->decide(r.type, r.sector, r.ranges.empty() ? r.data_bytes / kSectorSize : rec.bytes / kSectorSize, rec.queue,
+                                c.queue_depth, monotonic_ns() - start_ns_);
     if (fault.fire) {
         c.fault_rule = fault.rule_id;
         c.fault_action = static_cast<uint16_t>(fault.action.kind);
         c.fault_delay_ns = fault.action.delay_ns;
         log(LogLevel::info, "queue {} seq {}: fault rule {} ({}) on {} sector {}", rec.queue, rec.seq, fault.rule_id,
             faults::to_string(fault.action.kind), trace::op_label(r.type), r.sector);
-    }
-    if (fault.fire && fault.action.kind == faults::ActionKind::ioerr) result = Refusal::injected_ioerr;
-    else if (fault.fire && fault.action.kind == faults::ActionKind::unsupp) result = Refusal::injected_unsupp;
-    else {
-        // A delay holds this queue's thread: the other queues go on.
-        if (fault.fire && fault.action.kind == faults::ActionKind::delay) std::this_thread::sleep_for(std::chrono::nanoseconds(fault.action.delay_ns));
-        result = execute(r);
+        result = run_fault(r, rec.seq, fault.action, c);
+    } else {
+        result = execute(r, rec.seq);
     }
     if (result != Refusal::none && result != Refusal::unsupported)
         log(LogLevel::debug, "queue {} head {} seq {}: {} sector {} bytes {}: {}", rec.queue, chain.head, rec.seq,
@@ -265,6 +289,118 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
     rec.status = st;
     const bool returns_data = r.type == VIRTIO_BLK_T_IN || r.type == VIRTIO_BLK_T_GET_ID;
     c.used_len = static_cast<uint32_t>((returns_data && result == Refusal::none ? r.data_bytes : 0) + 1);
+    // The marker read itself is answered: the cut falls between the step
+    // that ended and whatever the guest does next.
+    if (c.marker && plan_.at_marker >= 0 && c.marker_index == static_cast<uint64_t>(plan_.at_marker) && wlog_ && !powered_off_) {
+        const auto rep = power_cut(plan_.mode, plan_.seed, plan_.share);
+        if (!plan_.report_path.empty()) {
+            std::FILE* f = std::fopen(plan_.report_path.c_str(), "w");
+            if (!f) log(LogLevel::error, "power cut report {}: {}", plan_.report_path, std::strerror(errno));
+            else {
+                const std::string text = rep.dump(2) + "\n";
+                std::fwrite(text.data(), 1, text.size(), f);
+                std::fclose(f);
+            }
+        }
+    }
+}
+
+namespace {
+// XORs byte `offset` of a payload spread over iovecs; false if it is beyond it.
+bool xor_byte(const std::vector<iovec>& data, uint64_t offset, uint8_t mask) {
+    for (const auto& v : data) {
+        if (offset < v.iov_len) {
+            static_cast<uint8_t*>(v.iov_base)[offset] ^= mask;
+            return true;
+        }
+        offset -= v.iov_len;
+    }
+    return false;
+}
+}  // namespace
+
+Refusal BlkDevice::run_fault(const Request& r, uint64_t seq, const faults::Action& a, virtio::Completion& c) {
+    using faults::ActionKind;
+    switch (a.kind) {
+    case ActionKind::ioerr: return Refusal::injected_ioerr;
+    case ActionKind::unsupp: return Refusal::injected_unsupp;
+    case ActionKind::delay:
+        // Done now, on the used ring later: the queue goes on meanwhile, so
+        // later requests can overtake this one.
+        c.defer = virtio::Defer::until;
+        c.defer_until_ns = monotonic_ns() + a.delay_ns;
+        return execute(r, seq);
+    case ActionKind::hold:
+        c.defer = virtio::Defer::hold;
+        return execute(r, seq);
+    case ActionKind::reorder:
+        c.defer = virtio::Defer::reorder;
+        c.reorder_after = a.count;
+        return execute(r, seq);
+    case ActionKind::torn: {
+        if (r.type != VIRTIO_BLK_T_OUT) return execute(r, seq);
+        const uint64_t keep = std::min<uint64_t>(uint64_t{a.count} * kSectorSize, r.data_bytes);
+        std::vector<iovec> head;
+        uint64_t left = keep;
+        for (const auto& v : r.data) {
+            if (left == 0) break;
+            const size_t n = std::min<uint64_t>(left, v.iov_len);
+            head.push_back({v.iov_base, n});
+            left -= n;
+        }
+        Refusal res = Refusal::none;
+        if (keep) res = write(r, seq, head, keep);
+        else if (geo_.read_only) res = Refusal::read_only;
+        if (res != Refusal::none) return res;
+        return a.torn_ok || keep == r.data_bytes ? Refusal::none : Refusal::injected_ioerr;
+    }
+    case ActionKind::corrupt: {
+        if (r.type == VIRTIO_BLK_T_IN) {
+            const Refusal res = execute(r, seq);
+            if (res == Refusal::none) xor_byte(r.data, a.offset, a.mask);
+            return res;
+        }
+        if (r.type != VIRTIO_BLK_T_OUT || a.offset >= r.data_bytes) return execute(r, seq);
+        // The guest's buffer stays as it is: the store gets a changed copy.
+        std::vector<uint8_t> copy(r.data_bytes);
+        uint64_t pos = 0;
+        for (const auto& v : r.data) {
+            std::memcpy(copy.data() + pos, v.iov_base, v.iov_len);
+            pos += v.iov_len;
+        }
+        copy[a.offset] ^= a.mask;
+        return write(r, seq, {iovec{copy.data(), copy.size()}}, copy.size());
+    }
+    case ActionKind::lie:
+        // Nothing reaches the store; a lying flush leaves the cache volatile.
+        return Refusal::none;
+    }
+    return execute(r, seq);
+}
+
+nlohmann::json BlkDevice::power_cut(store::CutMode mode, uint64_t seed, double share) {
+    if (!wlog_) throw std::logic_error("the device has no write log (start it with --crash-model)");
+    powered_off_ = true;
+    const auto rep = wlog_->power_cut(mode, seed, share);
+    auto list = [](const std::vector<store::LoggedWrite>& ws) {
+        nlohmann::json a = nlohmann::json::array();
+        for (const auto& w : ws)
+            a.push_back({{"seq", w.seq}, {"op", trace::op_label(w.type)}, {"sector", w.offset / kSectorSize}, {"sectors", w.bytes / kSectorSize}});
+        return a;
+    };
+    nlohmann::json out = {{"mode", store::to_string(mode)}, {"seed", seed}, {"dropped", list(rep.dropped)}, {"kept", list(rep.kept)}};
+    if (mode == store::CutMode::drop_random) out["share"] = share;
+    if (rep.error) out["store_error"] = std::strerror(-rep.error);
+    const std::string text = fmt::format("power cut ({}): {} unflushed write(s) dropped, {} kept{}", store::to_string(mode),
+                                         rep.dropped.size(), rep.kept.size(), rep.error ? "; the store failed while restoring" : "");
+    log(rep.error ? LogLevel::error : LogLevel::info, "{}", text);
+    if (trace_) trace_->event({monotonic_ns(), trace::EventCode::power_cut, 0, 0, text});
+    return out;
+}
+
+void BlkDevice::power_on() {
+    powered_off_ = false;
+    log(LogLevel::info, "power on: serving the surviving contents");
 }
 
 namespace {

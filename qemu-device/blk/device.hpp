@@ -7,7 +7,9 @@
 #include "blk/request.hpp"
 #include "faults/engine.hpp"
 #include "store/store.hpp"
+#include "store/write_log.hpp"
 #include "trace/writer.hpp"
+#include "virtio/deferrals.hpp"
 #include "virtio/device.hpp"
 
 #include <linux/virtio_blk.h>
@@ -56,13 +58,26 @@ enum class Refusal {
     store_error,         // the store failed (host I/O error)
     injected_ioerr,      // a fault rule said IOERR
     injected_unsupp,     // a fault rule said UNSUPP
+    powered_off,         // the crash model cut the power: the device answers nothing but IOERR
 };
 uint8_t status(Refusal r);
 const char* to_string(Refusal r);
 
+// A power cut the device performs by itself when the guest reads a marker
+// (the end of a step), so a scenario can cut at an exact point.
+struct PowerCutPlan {
+    int64_t at_marker = -1;  // -1: none
+    store::CutMode mode = store::CutMode::drop_all;
+    uint64_t seed = 0;
+    double share = 0.5;           // drop_random: the chance each unflushed write is lost
+    std::string report_path;      // where the CutReport is written as JSON, may be empty
+};
+
 class BlkDevice final : public virtio::Device {
 public:
-    BlkDevice(Geometry g, store::Store& store, trace::Writer* trace, faults::Engine* faults = nullptr);
+    // wlog: the crash model's write log, nullptr when writes are never lost.
+    BlkDevice(Geometry g, store::Store& store, trace::Writer* trace, faults::Engine* faults = nullptr,
+              store::WriteLog* wlog = nullptr, PowerCutPlan plan = {});
 
     uint64_t features() const override;
     void set_features(uint64_t acked) override;
@@ -75,6 +90,15 @@ public:
     void completed(const virtio::Completion& c) override;
     void queue_broken(uint16_t queue, uint16_t head, const std::string& why) override;
     void note(trace::EventCode code, uint16_t queue, const std::string& text) override;
+    virtio::Deferrals* deferrals() override { return &deferrals_; }
+
+    // Loses unflushed writes as the crash model says and turns the device
+    // off (every later request fails with IOERR until power_on()). Returns
+    // the report; throws std::logic_error without a write log.
+    nlohmann::json power_cut(store::CutMode mode, uint64_t seed, double share);
+    void power_on();
+    bool powered_off() const { return powered_off_.load(); }
+    bool has_write_log() const { return wlog_ != nullptr; }
 
     const Geometry& geometry() const { return geo_; }
     // Per-op counts, bytes, errors and latency percentiles (log2 buckets),
@@ -85,7 +109,9 @@ public:
     bool writeback() const { return writeback_.load(); }
 
 private:
-    Refusal execute(const Request& r);
+    Refusal execute(const Request& r, uint64_t seq);
+    Refusal write(const Request& r, uint64_t seq, const std::vector<iovec>& data, uint64_t bytes);
+    Refusal run_fault(const Request& r, uint64_t seq, const faults::Action& a, virtio::Completion& c);
     Refusal check_range(uint64_t sector, uint64_t bytes, uint64_t limit) const;
     uint64_t data_sectors() const { return geo_.capacity_sectors - geo_.marker_sectors; }
     Refusal read(const Request& r);
@@ -94,6 +120,11 @@ private:
     store::Store& store_;
     trace::Writer* trace_;
     faults::Engine* faults_;
+    store::WriteLog* wlog_;
+    PowerCutPlan plan_;
+    virtio::Deferrals deferrals_;
+    uint64_t start_ns_;
+    std::atomic<bool> powered_off_{false};
     std::atomic<uint64_t> seq_{0};
     std::atomic<uint64_t> acked_{0};
     std::atomic<bool> writeback_;

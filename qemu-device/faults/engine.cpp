@@ -60,7 +60,8 @@ void Engine::marker(uint32_t index) {
     last_marker_ = std::max<int64_t>(last_marker_, index);
 }
 
-Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors, uint16_t queue) {
+Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors, uint16_t queue, uint32_t depth,
+                        uint64_t elapsed_ns) {
     const uint8_t op = op_bit(virtio_type);
     // Requests without a sector range (flush) match only rules without one.
     const bool ranged = sectors > 0;
@@ -91,6 +92,8 @@ Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors,
         if (r.after_marker > last_marker_) continue;
         if (r.until_marker >= 0 && last_marker_ >= r.until_marker) continue;
         if (r.queue && *r.queue != queue) continue;
+        if (depth < r.min_depth) continue;
+        if (elapsed_ns < r.time_from_ns || elapsed_ns >= r.time_to_ns) continue;
         const bool whole_disk = r.first_sector == 0 && r.last_sector == UINT64_MAX;
         if (!whole_disk && (!ranged || last < r.first_sector || sector > r.last_sector)) continue;
         const uint64_t n = ++e.matched;
@@ -102,6 +105,8 @@ Decision Engine::decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors,
         if (fire && !d.fire) {
             ++e.fired;
             d = {true, e.id, r.action};
+            if (r.action.kind == ActionKind::delay && r.action.delay_max_ns)
+                d.action.delay_ns = std::uniform_int_distribution<uint64_t>(r.action.delay_ns, r.action.delay_max_ns)(e.rng);
         }
     }
     return d;

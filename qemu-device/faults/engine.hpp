@@ -22,7 +22,7 @@ namespace blkrig::faults {
 struct Decision {
     bool fire = false;
     uint32_t rule_id = 0;
-    Action action;
+    Action action;  // for a random delay, delay_ns is the one drawn
 };
 
 struct RuleStatus {
@@ -44,8 +44,11 @@ public:
     // one) are armed from now on.
     void marker(uint32_t index);
 
-    // sectors: the request's length in 512-byte sectors (0 for flush).
-    Decision decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors, uint16_t queue);
+    // sectors: the request's length in 512-byte sectors (0 for flush);
+    // depth: requests outstanding on the queue, this one included;
+    // elapsed_ns: device time, for rules with a time window.
+    Decision decide(uint32_t virtio_type, uint64_t sector, uint64_t sectors, uint16_t queue, uint32_t depth = 1,
+                    uint64_t elapsed_ns = 0);
 
 private:
     struct Entry {

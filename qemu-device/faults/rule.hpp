@@ -23,12 +23,27 @@ enum OpBit : uint8_t {
 };
 uint8_t op_bit(uint32_t virtio_type);
 
-enum class ActionKind : uint16_t { ioerr = 1, unsupp = 2, delay = 3 };
+// The values are the trace's fault record `action` field: never renumber.
+enum class ActionKind : uint16_t {
+    ioerr = 1,    // complete with VIRTIO_BLK_S_IOERR, store untouched
+    unsupp = 2,   // complete with VIRTIO_BLK_S_UNSUPP, store untouched
+    delay = 3,    // execute, complete after a fixed or random time
+    hold = 4,     // execute, complete when released over the control plane
+    reorder = 5,  // execute, complete after N later requests of the queue
+    torn = 6,     // write only the first N sectors, then IOERR (or OK with torn=N:ok)
+    corrupt = 7,  // XOR a byte of the payload: after a read, or before a write reaches the store
+    lie = 8,      // report success without doing it (a dropped write, a flush that flushes nothing)
+};
 const char* to_string(ActionKind k);
 
 struct Action {
     ActionKind kind = ActionKind::ioerr;
-    uint64_t delay_ns = 0;  // delay
+    uint64_t delay_ns = 0;      // delay: the time, or the shortest of a random range
+    uint64_t delay_max_ns = 0;  // delay: the longest of a random range (0: fixed)
+    uint32_t count = 0;         // reorder: later completions to wait for; torn: sectors written
+    bool torn_ok = false;       // torn: report success
+    uint64_t offset = 0;        // corrupt: byte offset in the request's payload
+    uint8_t mask = 0xff;        // corrupt: XOR mask
 };
 
 struct Rule {
@@ -48,6 +63,12 @@ struct Rule {
     // Disarmed for good once the device has seen this marker (the agent
     // reads 2i before step i). -1: never.
     int64_t until_marker = -1;
+    // Only within this window of device time (ns since the device started).
+    uint64_t time_from_ns = 0;
+    uint64_t time_to_ns = UINT64_MAX;
+    // Only when the queue has at least this many requests outstanding
+    // (this one included): 0 or 1 means any depth.
+    uint32_t min_depth = 0;
     Action action;
 };
 

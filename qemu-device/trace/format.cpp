@@ -14,6 +14,9 @@ const char* event_name(EventCode c) {
     case EventCode::queue_started: return "queue_started";
     case EventCode::queue_stopped: return "queue_stopped";
     case EventCode::mark: return "mark";
+    case EventCode::deferred_flushed: return "deferred_flushed";
+    case EventCode::power_cut: return "power_cut";
+    case EventCode::released: return "released";
     }
     return "unknown";
 }

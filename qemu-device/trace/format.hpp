@@ -86,6 +86,9 @@ enum class EventCode : uint32_t {
     queue_started = 4,
     queue_stopped = 5,
     mark = 6,  // a mark set over the control socket (trace.mark)
+    deferred_flushed = 7,  // a stopping queue completed requests a fault still deferred
+    power_cut = 8,         // the crash model dropped unflushed writes; the device is off
+    released = 9,          // held requests released over the control socket
 };
 
 // RecordPrefix, this, then text_len bytes of UTF-8, zero-padded to 8.

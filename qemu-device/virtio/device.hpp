@@ -18,6 +18,16 @@ inline constexpr int kFIndirectDesc = 28;
 inline constexpr int kFEventIdx = 29;
 inline constexpr int kFVersion1 = 32;
 
+class Deferrals;
+
+// When a processed request goes on the used ring.
+enum class Defer : uint8_t {
+    none,     // at once
+    until,    // at defer_until_ns (monotonic)
+    reorder,  // after reorder_after later requests of its queue completed
+    hold,     // when released over the control plane
+};
+
 // One request from the moment it left the available ring to the moment it
 // went on the used ring; the record is the trace's view of it.
 struct Completion {
@@ -28,6 +38,10 @@ struct Completion {
     uint32_t fault_rule = 0;      // the fault rule that fired on it, 0 for none
     uint16_t fault_action = 0;
     uint64_t fault_delay_ns = 0;
+    uint32_t queue_depth = 1;     // requests the queue had outstanding, this one included
+    Defer defer = Defer::none;
+    uint64_t defer_until_ns = 0;
+    uint32_t reorder_after = 0;
 };
 
 class Device {
@@ -49,6 +63,8 @@ public:
     // A queue hit a chain it cannot process; the queue stops.
     virtual void queue_broken(uint16_t queue, uint16_t head, const std::string& why) = 0;
     virtual void note(trace::EventCode code, uint16_t queue, const std::string& text) = 0;
+    // Where completions that process() deferred wait; nullptr if it never defers.
+    virtual Deferrals* deferrals() { return nullptr; }
 };
 
 }  // namespace blkrig::virtio

@@ -14,7 +14,8 @@
 namespace blkrig::virtio {
 
 QueueWorker::QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev, SharedLoop* loop)
-    : s_(setup), mem_(std::move(mem)), dev_(dev), ring_(s_.addrs, s_.num, s_.last_avail, s_.event_idx), loop_(loop) {
+    : s_(setup), mem_(std::move(mem)), dev_(dev), ring_(s_.addrs, s_.num, s_.last_avail, s_.event_idx),
+      deferrals_(dev.deferrals()), loop_(loop) {
     stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (stop_fd_ < 0) throw std::runtime_error(fmt::format("eventfd: {}", std::strerror(errno)));
     if (loop_) loop_->add(this);
@@ -36,6 +37,17 @@ uint16_t QueueWorker::stop() {
             [[maybe_unused]] auto n = ::write(stop_fd_, &one, sizeof one);
             if (thread_.joinable()) thread_.join();
         }
+        // Nothing else touches the ring now. Take from the deferrals first:
+        // the timer may still move one of them into the inbox until then.
+        std::vector<Completion> left;
+        if (deferrals_) left = deferrals_->take_all(&inbox_);
+        auto due = inbox_.take();
+        left.insert(left.begin(), std::make_move_iterator(due.begin()), std::make_move_iterator(due.end()));
+        if (!left.empty()) {
+            log(LogLevel::info, "queue {}: completing {} deferred request(s) as the queue stops", s_.index, left.size());
+            dev_.note(trace::EventCode::deferred_flushed, s_.index, fmt::format("{} deferred request(s) completed at queue stop", left.size()));
+        }
+        for (auto& c : left) complete(c);
     }
     return ring_.last_avail();
 }
@@ -61,11 +73,10 @@ bool QueueWorker::drain() {
             c.record.seq = dev_.next_seq();
             c.record.queue = s_.index;
             c.record.head = *head;
+            c.queue_depth = 1u + ring_.avail_pending() + (deferrals_ ? static_cast<uint32_t>(deferrals_->pending(&inbox_)) : 0u);
             dev_.process(std::get<DescriptorChain>(walked), c);
-            ring_.push_used(*head, c.used_len);
-            c.record.t_complete_ns = monotonic_ns();
-            dev_.completed(c);
-            notify();
+            if (c.defer != Defer::none && deferrals_) deferrals_->add(std::move(c), &inbox_);
+            else complete(c);
         }
         if (!ring_.error().empty()) {
             dev_.queue_broken(s_.index, 0, ring_.error());
@@ -73,6 +84,18 @@ bool QueueWorker::drain() {
         }
         if (!ring_.arm_and_recheck()) return true;
     }
+}
+
+void QueueWorker::complete(Completion& c) {
+    ring_.push_used(c.record.head, c.used_len);
+    c.record.t_complete_ns = monotonic_ns();
+    dev_.completed(c);
+    notify();
+    if (deferrals_) deferrals_->completed_on(&inbox_);
+}
+
+void QueueWorker::on_inbox() {
+    for (auto& c : inbox_.take()) complete(c);
 }
 
 void QueueWorker::signal_broken() {
@@ -95,9 +118,9 @@ void QueueWorker::on_kick() {
 void QueueWorker::run() {
     // Buffers may already be waiting (a ring restarted after SET_VRING_BASE).
     if (!drain()) signal_broken();
-    pollfd fds[2] = {{s_.kick_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    pollfd fds[3] = {{s_.kick_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_.fd(), POLLIN, 0}};
     while (!broken_) {
-        const int r = ::poll(fds, 2, -1);
+        const int r = ::poll(fds, 3, -1);
         if (r < 0) {
             if (errno == EINTR) continue;
             log(LogLevel::error, "queue {}: poll failed: {}", s_.index, std::strerror(errno));
@@ -108,6 +131,7 @@ void QueueWorker::run() {
             log(LogLevel::error, "queue {}: kick fd is no longer valid", s_.index);
             break;
         }
+        if (fds[2].revents & POLLIN) on_inbox();
         if (fds[0].revents & POLLIN) on_kick();
     }
 }
@@ -138,11 +162,17 @@ void SharedLoop::add(QueueWorker* w) {
         w->signal_broken();
         return;
     }
+    // The low bit of the tag tells a due completion from a kick.
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.ptr = w;
-    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->s_.kick_fd, &ev) != 0) {
+    ev.data.u64 = reinterpret_cast<uintptr_t>(w);
+    epoll_event iev{};
+    iev.events = EPOLLIN;
+    iev.data.u64 = reinterpret_cast<uintptr_t>(w) | 1u;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->s_.kick_fd, &ev) != 0 ||
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->inbox_.fd(), &iev) != 0) {
         log(LogLevel::error, "queue {}: cannot watch its kick fd: {}", w->s_.index, std::strerror(errno));
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
         return;
     }
     registered_.insert(w);
@@ -150,7 +180,10 @@ void SharedLoop::add(QueueWorker* w) {
 
 void SharedLoop::remove(QueueWorker* w) {
     std::lock_guard lock(mu_);
-    if (registered_.erase(w)) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
+    if (registered_.erase(w)) {
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
+    }
 }
 
 void SharedLoop::run() {
@@ -164,14 +197,17 @@ void SharedLoop::run() {
         }
         std::lock_guard lock(mu_);
         for (int i = 0; i < n; ++i) {
-            auto* w = static_cast<QueueWorker*>(events[i].data.ptr);
+            const uint64_t tag = events[i].data.u64;
+            auto* w = reinterpret_cast<QueueWorker*>(static_cast<uintptr_t>(tag & ~uint64_t{1}));
             if (w == nullptr) return;
             // An event fetched before remove() took the lock: skip it.
             if (!registered_.count(w)) continue;
-            w->on_kick();
+            if (tag & 1) w->on_inbox();
+            else w->on_kick();
             if (w->broken()) {
                 registered_.erase(w);
                 ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
             }
         }
     }

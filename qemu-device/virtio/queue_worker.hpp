@@ -5,6 +5,7 @@
 // measurement behind the default.
 #pragma once
 
+#include "virtio/deferrals.hpp"
 #include "virtio/device.hpp"
 #include "virtio/guest_memory.hpp"
 #include "virtio/split_ring.hpp"
@@ -39,7 +40,9 @@ public:
     QueueWorker(const QueueWorker&) = delete;
     QueueWorker& operator=(const QueueWorker&) = delete;
 
-    // Stops the thread and returns the next avail index to process.
+    // Stops the thread, completes what the device still defers for this
+    // queue (a stopped queue must not keep buffers), and returns the next
+    // avail index to process.
     uint16_t stop();
     bool broken() const { return broken_.load(); }
 
@@ -49,12 +52,16 @@ private:
     bool drain();  // false when the queue broke
     void notify();
     void on_kick();   // read the kick, drain; marks broken on failure
+    void on_inbox();  // deferred completions that came due
+    void complete(Completion& c);
     void signal_broken();
 
     QueueSetup s_;
     std::shared_ptr<const GuestMemory> mem_;
     Device& dev_;
     SplitRing ring_;
+    Deferrals* deferrals_ = nullptr;
+    Inbox inbox_;
     int stop_fd_ = -1;
     std::atomic<bool> broken_{false};
     std::thread thread_;

@@ -43,6 +43,8 @@ public:
     bool arm_and_recheck();
 
     uint16_t last_avail() const { return last_avail_; }
+    // Buffers the driver made available that pop() has not taken yet.
+    uint16_t avail_pending() const { return static_cast<uint16_t>(load_avail_idx() - last_avail_); }
     uint16_t num() const { return num_; }
     const RawDesc* desc() const { return addrs_.desc; }
     const std::string& error() const { return error_; }
