@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -155,7 +156,7 @@ fs::path own_kernel(const fs::path& bzimage, const fs::path& modules, const fs::
 }
 
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
-           const std::string& modules = {}) {
+           const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {}) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -173,6 +174,10 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
                                      kernel, (o.kernel_dir / "modules").string()));
     o.kernel_name = kernel;
     o.timeout_s = timeout;
+    o.control_path = control;
+    o.disk_from = disk_from;
+    if (!disk_from.empty() && !fs::is_regular_file(fs::path(disk_from) / "disk.img"))
+        throw UsageError(fmt::format("--disk-from {}: no disk.img there (give the run folder of an earlier run)", disk_from));
     const fs::path build = self_dir().parent_path();
     o.tools = {default_device(), build / "guest-driver" / "agent" / "blkrig-agent", build / "guest-driver" / "image" / "blkrig-mkdisk",
                source_dir() / "guest-driver" / "image" / "mkinitramfs"};
@@ -331,8 +336,11 @@ int main(int argc, char** argv) {
     runc->add_option("--kernel", run_kernel, "bzImage folder or catalogue name (default: the scenario's, else debian-bookworm-cloud)");
     runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>)");
     runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
-    std::string run_modules;
+    std::string run_modules, run_control, run_disk_from;
     runc->add_option("--modules", run_modules, "with --kernel BZIMAGE: the build's modules folder (lib/modules/VERSION, after depmod)");
+    runc->add_option("--control", run_control, "give the device a JSON-RPC control socket here (for blkrig fault ... during the run)");
+    runc->add_option("--disk-from", run_disk_from,
+                     "boot on the disk an earlier run left (its run folder: disk.img, extents.json), e.g. what survived a power cut");
 
     std::string vm_scenario, vm_kernel, vm_out;
     auto* vmc = app.add_subcommand("vm", "A VM by hand: a scenario's kernel, disk and knobs with a shell on this terminal");
@@ -358,6 +366,20 @@ int main(int argc, char** argv) {
     auto* fstats = fault->add_subcommand("stats", "Per-op counts, bytes, errors, latency");
     auto* fsave = fault->add_subcommand("save", "Write the live rule set as replayable JSON-RPC calls");
     fsave->add_option("FILE", save_path, "output file (JSON lines)")->required();
+    auto* fheld = fault->add_subcommand("held", "Requests a hold rule keeps pending");
+    std::optional<uint64_t> release_seq;
+    std::optional<uint32_t> release_rule;
+    auto* frelease = fault->add_subcommand("release", "Complete held requests (all, or --seq / --rule)");
+    frelease->add_option("--seq", release_seq, "the held request with this seq");
+    frelease->add_option("--rule", release_rule, "the requests held by this rule");
+    std::string cut_mode = "drop_all";
+    uint64_t cut_seed = 0;
+    double cut_share = 0.5;
+    auto* fcut = fault->add_subcommand("power-cut", "Cut the power: lose unflushed writes (device started with --crash-model)");
+    fcut->add_option("--mode", cut_mode, "drop_all, drop_random or keep_all")->capture_default_str()->check(CLI::IsMember({"drop_all", "drop_random", "keep_all"}));
+    fcut->add_option("--seed", cut_seed, "drop_random: the seed")->capture_default_str();
+    fcut->add_option("--share", cut_share, "drop_random: the chance each unflushed write is lost")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+    auto* fon = fault->add_subcommand("power-on", "Turn the device back on, serving what survived");
 
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
@@ -374,7 +396,7 @@ int main(int argc, char** argv) {
     try {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
-        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules);
+        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from);
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (fault->parsed()) {
             if (fadd->parsed()) {
@@ -393,6 +415,21 @@ int main(int argc, char** argv) {
                 control_call(ctl_path, "trace.mark", {{"text", mark_text}});
             } else if (fstats->parsed()) {
                 std::cout << control_call(ctl_path, "stats", nlohmann::json::object()).dump(2) << "\n";
+            } else if (fheld->parsed()) {
+                fmt::print("{:>8} {:>5} {:>5} {:<6} {:>12} {:>9}\n", "seq", "queue", "rule", "op", "sector", "held_ms");
+                for (const auto& h : control_call(ctl_path, "request.held", nlohmann::json::object()))
+                    fmt::print("{:>8} {:>5} {:>5} {:<6} {:>12} {:>9}\n", h["seq"].get<uint64_t>(), h["queue"].get<uint32_t>(), h["rule"].get<uint32_t>(),
+                               h["op"].get<std::string>(), h["sector"].get<uint64_t>(), h["held_ms"].get<uint64_t>());
+            } else if (frelease->parsed()) {
+                nlohmann::json p = nlohmann::json::object();
+                if (release_seq) p["seq"] = *release_seq;
+                if (release_rule) p["rule"] = *release_rule;
+                const auto r = control_call(ctl_path, "request.release", p);
+                fmt::print("released {} request(s)\n", r["released"].size());
+            } else if (fcut->parsed()) {
+                std::cout << control_call(ctl_path, "power.cut", {{"mode", cut_mode}, {"seed", cut_seed}, {"share", cut_share}}).dump(2) << "\n";
+            } else if (fon->parsed()) {
+                control_call(ctl_path, "power.on", nlohmann::json::object());
             } else if (fsave->parsed()) {
                 const auto saved = control_call(ctl_path, "save_config", nlohmann::json::object());
                 std::ofstream out(save_path);

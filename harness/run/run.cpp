@@ -66,6 +66,14 @@ RunResult fail_with(Outcome o, std::string what) {
 
 // Builds disk.img and extents.json in out; nullopt when fine.
 std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out) {
+    if (!o.disk_from.empty()) {
+        for (const char* f : {"disk.img", "extents.json"}) {
+            std::error_code ec;
+            fs::copy_file(o.disk_from / f, out / f, fs::copy_options::overwrite_existing, ec);
+            if (ec) return fail_with(Outcome::bad_input, fmt::format("--disk-from {}: cannot copy {}: {}", o.disk_from.string(), f, ec.message()));
+        }
+        return std::nullopt;
+    }
     write_file(out / "disk-spec.json", scenario::disk_json(sc.disk).dump(2));
     auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out", (out / "disk.img").string(),
                                 "--extents", (out / "extents.json").string()},
@@ -137,17 +145,10 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     std::vector<json> steps;
     std::map<size_t, size_t> agent_to_scenario;  // agent step index -> scenario step index
     std::vector<std::pair<size_t, std::string>> fiemap_steps;  // agent index, file path
-    bool mounted = false;
-    for (size_t i = 0; i < sc.steps.size(); ++i) {
-        agent_to_scenario[steps.size()] = i;
-        steps.push_back(sc.steps[i].args);
-        if (sc.steps[i].op == "mount" && !mounted) {
-            mounted = true;
-            for (const auto& f : sc.disk.files) {
-                fiemap_steps.emplace_back(steps.size(), f.path);
-                steps.push_back({{"op", "fiemap"}, {"path", std::string(scenario::kMountpoint) + f.path}});
-            }
-        }
+    for (const auto& a : scenario::agent_steps(sc)) {
+        if (a.scenario_index >= 0) agent_to_scenario[steps.size()] = static_cast<size_t>(a.scenario_index);
+        else fiemap_steps.emplace_back(steps.size(), a.fiemap_file);
+        steps.push_back(a.args);
     }
     // Faults aimed at a file become rules on the sectors that hold it.
     std::vector<std::string> fault_args;
@@ -180,7 +181,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                                                              f.length == UINT64_MAX ? 0 : f.length, f.file, size));
     }
 
-    const uint64_t disk_sectors = sc.disk.size_bytes / 512;
+    const uint64_t disk_sectors = fs::file_size(out / "disk.img") / 512;
     json queue = json::object();
     for (const auto& [k, v] : sc.guest.queue) queue[k] = v;
     const json run_json = {{"version", 1},
@@ -206,6 +207,17 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     // 4. Boot.
     launch::BootSpec b = boot_spec(sc, o, out);
     b.device_args.insert(b.device_args.end(), fault_args.begin(), fault_args.end());
+    if (!o.control_path.empty()) b.device_args.insert(b.device_args.end(), {"--control", o.control_path});
+    const fs::path cut_report = out / "power-cut.json";
+    fs::remove(cut_report);
+    if (sc.power_cut.after_step >= 0) {
+        // The closing marker of the step: the device cuts once the guest has read it.
+        const size_t marker = 2 * scenario_to_agent.at(static_cast<size_t>(sc.power_cut.after_step)) + 1;
+        b.device_args.insert(b.device_args.end(),
+                             {"--power-cut", fmt::format("marker={},mode={},seed={},share={},report={}", marker, sc.power_cut.mode,
+                                                         sc.power_cut.seed, sc.power_cut.share, cut_report.string()),
+                              "--write-log", (out / "write-log.bin").string()});
+    }
     b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
     const auto br = launch::boot(b);
     if (br.outcome == launch::BootOutcome::interrupted) return fail_with(Outcome::interrupted, br.message);
@@ -267,6 +279,15 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     for (const auto& f : extents.value("files", json::array()))
         file_sha[std::string(scenario::kMountpoint) + f.value("path", "")] = f.value("sha256", std::string("(not reported)"));
     const auto verdicts = checks::check_steps(sc, results, file_sha);
+    json power_cut;
+    if (sc.power_cut.after_step >= 0) {
+        try {
+            power_cut = json::parse(read_file(cut_report));
+        } catch (const std::exception& e) {
+            problems.push_back(fmt::format("{}:{}: the power cut after step {} did not happen ({} is missing or unreadable)", sc.file,
+                                           sc.power_cut.line, sc.power_cut.after_step, cut_report.string()));
+        }
+    }
 
     RunResult r;
     bool infra = br.outcome != launch::BootOutcome::ok || !done;
@@ -282,6 +303,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     const bool extent_problem = std::any_of(problems.begin(), problems.end(), [](const std::string& p) {
         return p.rfind("extents of", 0) == 0 || p.rfind("FIEMAP", 0) == 0;
     });
+    if (sc.power_cut.after_step >= 0 && !power_cut.is_object()) expectations_hold = false;
     r.outcome = infra || extent_problem ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
     r.problems = problems;
 
@@ -302,7 +324,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     const json verdict = {{"scenario", sc.file},     {"name", sc.name},          {"kernel", o.kernel_name},
                           {"outcome", outcome_name}, {"exit_code", static_cast<int>(r.outcome)},
                           {"problems", problems},    {"steps", steps_json},      {"device_trace", trace_json},
-                          {"guest", hello},          {"boot_seconds", br.seconds}};
+                          {"guest", hello},          {"boot_seconds", br.seconds}, {"power_cut", power_cut}};
     write_file(out / "verdict.json", verdict.dump(2) + "\n");
 
     std::string s = fmt::format("{} on {}: {} ({:.1f} s), run folder {}\n", sc.name.empty() ? sc.file : sc.name, o.kernel_name,
@@ -316,6 +338,9 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         s += "\n";
     }
     s += trace_summary;
+    if (power_cut.is_object())
+        s += fmt::format("  power cut after step {} ({}): {} unflushed write(s) dropped, {} kept; survivors in disk.img, log in write-log.bin\n",
+                         sc.power_cut.after_step, power_cut.value("mode", ""), power_cut["dropped"].size(), power_cut["kept"].size());
     for (const auto& p : problems) s += "  problem: " + p + "\n";
     r.summary = s;
     return r;

@@ -28,6 +28,10 @@ struct RunOptions {
     std::filesystem::path out_dir;
     Tools tools;
     unsigned timeout_s = 0;  // 0: the scenario's
+    std::string control_path;  // the device's JSON-RPC socket; empty: none
+    // Boot on the disk an earlier run left (e.g. what survived its power
+    // cut) instead of building one: its disk.img and extents.json are copied.
+    std::filesystem::path disk_from;
 };
 
 enum class Outcome { pass = 0, fail = 1, bad_input = 2, infra = 3, interrupted = 130 };

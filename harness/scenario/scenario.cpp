@@ -120,6 +120,39 @@ const std::map<std::string, std::set<std::string>>& step_fields() {
     return f;
 }
 
+// An [[expect]] table's values as JSON; what they mean is the checks' business.
+ExpectTable expect_table(const Reader& rd, const toml::table& t) {
+    ExpectTable e;
+    e.line = static_cast<int>(t.source().begin.line);
+    e.values = nlohmann::json::object();
+    auto scalar = [&](const toml::node& v, const std::string& key) -> nlohmann::json {
+        if (v.is_string()) return std::string(*v.value<std::string_view>());
+        if (v.is_integer()) return *v.value<int64_t>();
+        if (v.is_floating_point()) return *v.value<double>();
+        if (v.is_boolean()) return *v.value<bool>();
+        rd.fail(v, fmt::format("expect.{} must be a string, number, boolean or a list of them", key));
+    };
+    for (auto&& [k, v] : t) {
+        const std::string key(k.str());
+        e.key_lines[key] = static_cast<int>(k.source().begin.line);
+        if (v.is_array()) {
+            nlohmann::json a = nlohmann::json::array();
+            for (auto& x : *v.as_array()) a.push_back(scalar(x, key));
+            e.values[key] = std::move(a);
+        } else {
+            e.values[key] = scalar(v, key);
+        }
+    }
+    return e;
+}
+
+std::vector<ExpectTable> expect_tables(const Reader& rd, const toml::node& n) {
+    if (!n.is_array_of_tables()) rd.fail(n, "expect must be [[expect]] tables");
+    std::vector<ExpectTable> out;
+    for (auto& t : *n.as_array()) out.push_back(expect_table(rd, *t.as_table()));
+    return out;
+}
+
 const std::set<std::string>& queue_knobs() {
     static const std::set<std::string> k = {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity"};
     return k;
@@ -138,7 +171,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
     }
     Scenario sc;
     sc.file = file;
-    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults"});
+    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults", "expect", "power_cut"});
 
     if (auto* s = root["scenario"].node()) {
         const auto& t = rd.table(*s, "[scenario]");
@@ -364,10 +397,64 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         }
         sc.steps.push_back(std::move(st));
     }
+    if (auto* ex = root["expect"].node()) sc.expects = expect_tables(rd, *ex);
+    if (auto* pc = root["power_cut"].node()) {
+        if (!pc->is_table()) rd.fail(*pc, "power_cut must be a table: [power_cut]");
+        const auto& t = *pc->as_table();
+        rd.only(t, "[power_cut]", {"after_step", "mode", "seed", "share"});
+        sc.power_cut.line = static_cast<int>(t.source().begin.line);
+        auto* as = t["after_step"].node();
+        if (!as) rd.fail(t, "[power_cut] needs after_step: the step after which the power goes off");
+        sc.power_cut.after_step = static_cast<int>(rd.integer(*as, "power_cut.after_step (a step index, from 0)", 0, 100000));
+        if (sc.power_cut.after_step != static_cast<int>(sc.steps.size()) - 1)
+            rd.fail(*as, fmt::format("power_cut.after_step must be the last step ({}): nothing after the power cut reaches the disk",
+                                     static_cast<int>(sc.steps.size()) - 1));
+        if (auto* n = t["mode"].node()) {
+            sc.power_cut.mode = rd.str(*n, "power_cut.mode");
+            if (sc.power_cut.mode != "drop_all" && sc.power_cut.mode != "drop_random" && sc.power_cut.mode != "keep_all")
+                rd.fail(*n, fmt::format("power_cut.mode must be drop_all, drop_random or keep_all, got \"{}\"", sc.power_cut.mode));
+        }
+        if (auto* n = t["seed"].node()) sc.power_cut.seed = static_cast<uint64_t>(rd.integer(*n, "power_cut.seed", 0, INT64_MAX));
+        if (auto* n = t["share"].node()) {
+            if (!n->is_number()) rd.fail(*n, "power_cut.share must be a number from 0 to 1");
+            sc.power_cut.share = n->is_integer() ? static_cast<double>(n->as_integer()->get()) : n->as_floating_point()->get();
+            if (!(sc.power_cut.share >= 0.0 && sc.power_cut.share <= 1.0)) rd.fail(*n, "power_cut.share must be from 0 to 1");
+        }
+        if (!sc.device.write_cache) rd.fail(t, "a power cut needs device.write_cache = true: without a volatile cache no write is ever lost");
+    }
     for (const auto& f : sc.faults)
         if (f.after_step >= static_cast<int>(sc.steps.size()) || f.until_step >= static_cast<int>(sc.steps.size()))
             throw ScenarioError(file, f.line, 1, fmt::format("faults.after_step/until_step {} but the scenario has {} steps (0..{})", std::max(f.after_step, f.until_step), sc.steps.size(), sc.steps.size() - 1));
     return sc;
+}
+
+std::vector<ExpectTable> parse_expect_file(std::string_view text, const std::string& file) {
+    Reader rd(file);
+    toml::table root;
+    try {
+        root = toml::parse(text, file);
+    } catch (const toml::parse_error& e) {
+        throw ScenarioError(file, static_cast<int>(e.source().begin.line), static_cast<int>(e.source().begin.column),
+                            fmt::format("not valid TOML: {}", e.description()));
+    }
+    rd.only(root, "an expectations file", {"expect"});
+    auto* ex = root["expect"].node();
+    if (!ex) throw ScenarioError(file, 1, 1, "no [[expect]] tables");
+    return expect_tables(rd, *ex);
+}
+
+std::vector<AgentStep> agent_steps(const Scenario& sc) {
+    std::vector<AgentStep> out;
+    bool mounted = false;
+    for (size_t i = 0; i < sc.steps.size(); ++i) {
+        out.push_back({sc.steps[i].args, static_cast<int>(i), ""});
+        if (sc.steps[i].op == "mount" && !mounted) {
+            mounted = true;
+            for (const auto& f : sc.disk.files)
+                out.push_back({{{"op", "fiemap"}, {"path", std::string(kMountpoint) + f.path}}, -1, f.path});
+        }
+    }
+    return out;
 }
 
 Scenario load_scenario(const std::string& path) {

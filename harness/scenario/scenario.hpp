@@ -91,6 +91,25 @@ struct FaultSpec {
     int line = 0;
 };
 
+// An [[expect]] table as written: checks::parse_expectation gives it
+// meaning (docs/harness.md). Kept raw here so the scenario layer does not
+// depend on the checks; lines point errors at the TOML.
+struct ExpectTable {
+    nlohmann::json values;                // key -> string, integer, float, boolean or list of them
+    int line = 0;                         // the table's line
+    std::map<std::string, int> key_lines;  // each key's line
+};
+
+// The crash model (docs/faults.md): the device cuts the power when the
+// guest has finished step after_step, losing unflushed writes per mode.
+struct PowerCutSpec {
+    int after_step = -1;  // -1: no power cut
+    std::string mode = "drop_all";  // drop_all | drop_random | keep_all
+    uint64_t seed = 0;
+    double share = 0.5;
+    int line = 0;
+};
+
 struct Scenario {
     std::string file;
     std::string name;
@@ -102,12 +121,27 @@ struct Scenario {
     GuestKnobs guest;
     std::vector<Step> steps;
     std::vector<FaultSpec> faults;
+    std::vector<ExpectTable> expects;  // [[expect]]
+    PowerCutSpec power_cut;
 };
 
 inline constexpr const char* kMountpoint = "/mnt";
 
 Scenario parse_scenario(std::string_view text, const std::string& file);
 Scenario load_scenario(const std::string& path);  // ScenarioError also for an unreadable file
+
+// A file of [[expect]] tables only (`blkrig check RUN EXPECT.toml`).
+std::vector<ExpectTable> parse_expect_file(std::string_view text, const std::string& file);
+
+// The steps the agent runs for a scenario: its own, plus a FIEMAP of every
+// [[disk.files]] file right after the first mount (the run compares the
+// guest's extents with the image's). scenario_index is -1 for those.
+struct AgentStep {
+    nlohmann::json args;
+    int scenario_index = -1;
+    std::string fiemap_file;  // the [[disk.files]] path an added FIEMAP is for
+};
+std::vector<AgentStep> agent_steps(const Scenario& sc);
 
 // "4M", "64K", "1G", "512" or an integer → bytes; nullopt if malformed.
 std::optional<uint64_t> parse_size(std::string_view s);

@@ -1,0 +1,448 @@
+#include "model/run_model.hpp"
+
+#include "model/correlate.hpp"
+#include "scenario/scenario.hpp"
+#include "trace/reader.hpp"
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace blkrig::model {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+RunError::RunError(fs::path f, const std::string& what) : std::runtime_error(fmt::format("{}: {}", f.string(), what)), file(std::move(f)) {}
+
+bool Request::is_data() const {
+    switch (type) {
+    case 0: case 1: case 11: case 13: case 14: return true;
+    default: return false;
+    }
+}
+
+std::string Request::op() const { return trace::op_label(type); }
+
+const char* op_name(GuestOp op) {
+    switch (op) {
+    case GuestOp::read: return "read";
+    case GuestOp::write: return "write";
+    case GuestOp::flush: return "flush";
+    case GuestOp::discard: return "discard";
+    case GuestOp::secure_erase: return "secure_erase";
+    case GuestOp::other: return "other";
+    case GuestOp::none: break;
+    }
+    return "none";
+}
+
+const Step* Run::step(int index) const {
+    for (const auto& s : steps)
+        if (s.index == index) return &s;
+    return nullptr;
+}
+
+const Step* Run::agent_step(int agent_index) const {
+    for (const auto& s : steps)
+        if (s.agent_index == agent_index) return &s;
+    return nullptr;
+}
+
+int Run::file_index(std::string_view path) const {
+    for (size_t i = 0; i < files.size(); ++i)
+        if (files[i].guest_path == path || files[i].path == path) return static_cast<int>(i);
+    return -1;
+}
+
+const File* Run::file(std::string_view path) const {
+    const int i = file_index(path);
+    return i < 0 ? nullptr : &files[static_cast<size_t>(i)];
+}
+
+const Request* Run::by_seq(uint64_t seq) const {
+    auto it = std::lower_bound(requests.begin(), requests.end(), seq, [](const Request& r, uint64_t s) { return r.seq < s; });
+    return it != requests.end() && it->seq == seq ? &*it : nullptr;
+}
+
+const ExtentIndexEntry* extent_at(const Run& run, uint64_t sector) {
+    const auto& x = run.extent_index;
+    auto it = std::upper_bound(x.begin(), x.end(), sector, [](uint64_t s, const ExtentIndexEntry& e) { return s < e.sector; });
+    if (it == x.begin()) return nullptr;
+    --it;
+    return sector < it->sector + it->sectors ? &*it : nullptr;
+}
+
+std::vector<json> Run::guest_json(size_t begin, size_t end) const {
+    std::vector<json> out;
+    end = std::min(end, guest.events.size());
+    if (begin >= end) return out;
+    const fs::path p = dir / "guest-events.jsonl";
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw RunError(p, "cannot be read any more");
+    const uint64_t from = guest.events[begin].offset;
+    uint64_t to;
+    if (end < guest.events.size()) {
+        to = guest.events[end].offset;
+    } else {
+        in.seekg(0, std::ios::end);
+        to = static_cast<uint64_t>(in.tellg());
+    }
+    std::string buf(to - from, '\0');
+    in.seekg(static_cast<std::streamoff>(from));
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    std::istringstream lines(buf);
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (line.empty()) continue;
+        auto j = json::parse(line, nullptr, false);
+        if (j.is_object()) out.push_back(std::move(j));
+    }
+    return out;
+}
+
+namespace {
+
+std::string read_text(const fs::path& p, const char* what) {
+    std::error_code ec;
+    if (!fs::exists(p, ec)) throw RunError(p, fmt::format("missing ({}); is this a run folder written by `blkrig run`?", what));
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw RunError(p, fmt::format("cannot be read: {}", std::strerror(errno)));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+json read_json(const fs::path& p, const char* what) {
+    const std::string text = read_text(p, what);
+    try {
+        return json::parse(text);
+    } catch (const json::parse_error& e) {
+        throw RunError(p, fmt::format("not valid JSON: {}", e.what()));
+    }
+}
+
+// A large file's bytes without copying them: mapped read-only.
+class Mapped {
+public:
+    explicit Mapped(const fs::path& p) : path_(p) {
+        fd_ = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd_ < 0) {
+            if (errno == ENOENT) throw RunError(p, "missing (the guest's ftrace as JSON lines); is this a run folder written by `blkrig run`?");
+            throw RunError(p, fmt::format("cannot be read: {}", std::strerror(errno)));
+        }
+        struct stat st {};
+        ::fstat(fd_, &st);
+        size_ = static_cast<size_t>(st.st_size);
+        if (size_) {
+            data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+            if (data_ == MAP_FAILED) throw RunError(p, fmt::format("cannot be mapped: {}", std::strerror(errno)));
+            ::madvise(data_, size_, MADV_SEQUENTIAL);
+        }
+    }
+    ~Mapped() {
+        if (data_ && data_ != MAP_FAILED) ::munmap(data_, size_);
+        if (fd_ >= 0) ::close(fd_);
+    }
+    Mapped(const Mapped&) = delete;
+    Mapped& operator=(const Mapped&) = delete;
+    std::string_view text() const { return size_ ? std::string_view(static_cast<const char*>(data_), size_) : std::string_view(); }
+
+private:
+    fs::path path_;
+    int fd_ = -1;
+    void* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+template <typename T>
+T field(const json& j, const char* key, const fs::path& file, const std::string& where) {
+    auto it = j.find(key);
+    if (it == j.end()) throw RunError(file, fmt::format("{} has no \"{}\"", where, key));
+    try {
+        return it->get<T>();
+    } catch (const json::exception&) {
+        throw RunError(file, fmt::format("{}.{} has the wrong type: {}", where, key, it->dump()));
+    }
+}
+
+void load_run_json(Run& run) {
+    const fs::path p = run.dir / "run.json";
+    run.run_json = read_json(p, "what the guest agent ran");
+    if (!run.run_json.is_object()) throw RunError(p, "not a JSON object");
+    if (run.run_json.value("version", 0) != 1) throw RunError(p, fmt::format("version {} is not 1", run.run_json.value("version", json()).dump()));
+    run.mountpoint = run.run_json.value("mountpoint", std::string("/mnt"));
+    if (auto m = run.run_json.find("marker"); m != run.run_json.end() && m->is_object()) {
+        run.marker_first_sector = field<uint64_t>(*m, "first_sector", p, "marker");
+        run.marker_count = field<uint64_t>(*m, "count", p, "marker");
+        run.marker_block_size = m->value("block_size", 512u);
+        if (run.marker_block_size < 512 || run.marker_block_size % 512) throw RunError(p, fmt::format("marker.block_size {} is not a multiple of 512", run.marker_block_size));
+    }
+    const auto steps = run.run_json.find("steps");
+    if (steps == run.run_json.end() || !steps->is_array()) throw RunError(p, "has no \"steps\" list");
+    for (size_t i = 0; i < steps->size(); ++i) {
+        const auto& a = (*steps)[i];
+        if (!a.is_object()) throw RunError(p, fmt::format("steps[{}] is not an object", i));
+        Step s;
+        s.agent_index = static_cast<int>(i);
+        s.index = static_cast<int>(i);
+        s.op = field<std::string>(a, "op", p, fmt::format("steps[{}]", i));
+        s.path = a.value("path", std::string());
+        s.args = a;
+        run.steps.push_back(std::move(s));
+    }
+}
+
+// With the scenario, steps carry the scenario's numbers (the run adds FIEMAP steps).
+void number_steps(Run& run) {
+    const fs::path p = run.dir / "scenario.toml";
+    std::error_code ec;
+    if (!fs::exists(p, ec)) return;
+    scenario::Scenario sc;
+    try {
+        sc = scenario::load_scenario(p.string());
+    } catch (const scenario::ScenarioError& e) {
+        throw RunError(p, fmt::format("cannot be parsed: {}", e.what()));
+    }
+    const auto plan = scenario::agent_steps(sc);
+    if (plan.size() != run.steps.size())
+        throw RunError(p, fmt::format("does not match run.json: the scenario makes {} agent steps, run.json has {}", plan.size(), run.steps.size()));
+    for (size_t i = 0; i < plan.size(); ++i) {
+        if (plan[i].args.value("op", "") != run.steps[i].op)
+            throw RunError(p, fmt::format("does not match run.json: agent step {} is '{}' in run.json but '{}' from the scenario", i, run.steps[i].op,
+                                          plan[i].args.value("op", "")));
+        run.steps[i].index = plan[i].scenario_index;
+    }
+}
+
+void load_results(Run& run) {
+    const fs::path p = run.dir / "results.jsonl";
+    std::istringstream in(read_text(p, "the guest agent's step results"));
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+        ++n;
+        if (line.empty()) continue;
+        auto j = json::parse(line, nullptr, false);
+        if (!j.is_object()) {
+            // The agent may have died mid-line; the rest is still worth reading.
+            run.findings.push_back(fmt::format("results.jsonl line {} is not a JSON object: {}", n, line.substr(0, 120)));
+            continue;
+        }
+        if (j.value("type", "") != "step") continue;
+        const int64_t idx = j.value("index", int64_t{-1});
+        if (idx < 0 || static_cast<size_t>(idx) >= run.steps.size())
+            throw RunError(p, fmt::format("line {}: step index {} but run.json has {} steps", n, idx, run.steps.size()));
+        auto& s = run.steps[static_cast<size_t>(idx)];
+        s.ran = true;
+        s.ret = j.value("ret", int64_t{-1});
+        s.ok = s.ret == 0;
+        s.errno_value = j.value("errno", int64_t{0});
+        s.error = j.value("error", std::string());
+        s.call = j.value("call", std::string());
+        s.bytes = j.value("bytes", uint64_t{0});
+        s.marker_begin = j.value("marker_begin", int64_t{-1});
+        s.marker_end = j.value("marker_end", int64_t{-1});
+        s.result = std::move(j);
+    }
+}
+
+void load_trace(Run& run, const LoadOptions& opts) {
+    const fs::path p = run.dir / "trace.bin";
+    std::error_code ec;
+    if (!fs::exists(p, ec)) throw RunError(p, "missing (the device trace); is this a run folder written by `blkrig run`?");
+    trace::Trace t;
+    try {
+        t = trace::read_trace(p.string());
+    } catch (const trace::ReadError& e) {
+        throw RunError(p, e.what());
+    }
+    if (!t.truncation.empty()) {
+        if (!opts.allow_truncated_trace) throw RunError(p, fmt::format("the trace is cut short: {}", t.truncation));
+        run.findings.push_back(fmt::format("the device trace is cut short ({}): only the records before the cut are known", t.truncation));
+    } else if (const auto why = t.incompleteness(); !why.empty()) {
+        run.findings.push_back(fmt::format("the device trace is incomplete: {}", why));
+    }
+    run.trace_incomplete = t.incompleteness();
+    run.trace_header = t.header;
+    run.requests.reserve(t.requests.size());
+    for (auto& r : t.requests) {
+        Request q;
+        q.seq = r.seq;
+        q.sector = r.sector;
+        q.bytes = r.bytes;
+        q.t_submit_ns = r.t_submit_ns;
+        q.t_complete_ns = r.t_complete_ns;
+        q.type = r.type;
+        q.queue = r.queue;
+        q.head = r.head;
+        q.nsegs = r.nsegs;
+        q.flags = r.flags;
+        q.status = r.status;
+        q.seg_lens = std::move(r.seg_lens);
+        run.requests.push_back(std::move(q));
+    }
+    // The file is in completion order; the model is in arrival order.
+    std::sort(run.requests.begin(), run.requests.end(), [](const Request& a, const Request& b) { return a.seq < b.seq; });
+    for (const auto& f : t.faults) {
+        auto it = std::lower_bound(run.requests.begin(), run.requests.end(), f.seq, [](const Request& r, uint64_t s) { return r.seq < s; });
+        if (it == run.requests.end() || it->seq != f.seq) {
+            run.findings.push_back(fmt::format("the device trace has a fault record (rule {}) for seq {}, which has no request record", f.rule_id, f.seq));
+            continue;
+        }
+        // A delay and an error can both fire; the error is what the guest saw.
+        if (it->fault_rule == 0 || f.action != 3) {
+            it->fault_rule = f.rule_id;
+            it->fault_action = f.action;
+        }
+        if (f.action == 3) it->fault_delay_ns += f.delay_ns;
+    }
+    for (const auto& m : t.markers) run.markers.push_back({m.seq, m.t_ns, m.index});
+    std::sort(run.markers.begin(), run.markers.end(), [](const Marker& a, const Marker& b) { return a.seq < b.seq; });
+    // Segments: which markers a request sits between.
+    size_t mi = 0;
+    int32_t seg = 0;
+    for (auto& r : run.requests) {
+        while (mi < run.markers.size() && run.markers[mi].seq < r.seq) seg = static_cast<int32_t>(run.markers[mi++].index) + 1;
+        r.segment = seg;
+    }
+}
+
+void place_steps(Run& run) {
+    std::map<uint32_t, const Marker*> by_index;
+    for (const auto& m : run.markers) by_index.emplace(m.index, &m);
+    for (size_t i = 0; i < run.steps.size(); ++i) {
+        auto& s = run.steps[i];
+        const int64_t mb = s.marker_begin >= 0 ? s.marker_begin : 2 * s.agent_index;
+        const int64_t me = s.marker_end >= 0 ? s.marker_end : 2 * s.agent_index + 1;
+        const auto b = by_index.find(static_cast<uint32_t>(mb));
+        const auto e = by_index.find(static_cast<uint32_t>(me));
+        if (b == by_index.end() || e == by_index.end() || e->second->seq < b->second->seq) {
+            if (s.ran && run.marker_first_sector)
+                run.findings.push_back(fmt::format("{} ({}): marker {} is not in the device trace; its requests cannot be placed",
+                                                   s.index >= 0 ? fmt::format("step {}", s.index) : fmt::format("agent step {}", s.agent_index), s.op,
+                                                   b == by_index.end() ? mb : me));
+            continue;
+        }
+        s.bracketed = true;
+        s.first_seq = static_cast<int64_t>(b->second->seq) + 1;
+        s.last_seq = static_cast<int64_t>(e->second->seq) - 1;
+        auto lo = std::lower_bound(run.requests.begin(), run.requests.end(), b->second->seq + 1, [](const Request& r, uint64_t q) { return r.seq < q; });
+        auto hi = std::lower_bound(lo, run.requests.end(), e->second->seq, [](const Request& r, uint64_t q) { return r.seq < q; });
+        s.req_begin = static_cast<size_t>(lo - run.requests.begin());
+        s.req_end = static_cast<size_t>(hi - run.requests.begin());
+        for (auto it = lo; it != hi; ++it) it->step = static_cast<int32_t>(i);
+    }
+}
+
+void load_extents(Run& run) {
+    const fs::path p = run.dir / "extents.json";
+    const json j = read_json(p, "the image's file to sector map");
+    const auto files = j.find("files");
+    if (!j.is_object() || files == j.end() || !files->is_array()) throw RunError(p, "has no \"files\" list");
+    for (size_t i = 0; i < files->size(); ++i) {
+        const auto& f = (*files)[i];
+        const std::string where = fmt::format("files[{}]", i);
+        File file;
+        file.path = field<std::string>(f, "path", p, where);
+        file.guest_path = run.mountpoint + file.path;
+        file.size = field<uint64_t>(f, "size_bytes", p, where);
+        const auto ex = f.find("extents");
+        if (ex == f.end() || !ex->is_array()) throw RunError(p, fmt::format("{} ({}) has no \"extents\" list", where, file.path));
+        for (size_t k = 0; k < ex->size(); ++k) {
+            const std::string w = fmt::format("{}.extents[{}]", where, k);
+            file.extents.push_back({field<uint64_t>((*ex)[k], "file_offset", p, w), field<uint64_t>((*ex)[k], "sector", p, w),
+                                    field<uint64_t>((*ex)[k], "sectors", p, w)});
+        }
+        std::sort(file.extents.begin(), file.extents.end(), [](const Extent& a, const Extent& b) { return a.file_offset < b.file_offset; });
+        for (const auto& e : file.extents)
+            run.extent_index.push_back({e.sector, e.sectors, e.file_offset, static_cast<uint32_t>(run.files.size())});
+        run.files.push_back(std::move(file));
+    }
+    std::sort(run.extent_index.begin(), run.extent_index.end(), [](const auto& a, const auto& b) { return a.sector < b.sector; });
+    for (size_t i = 1; i < run.extent_index.size(); ++i) {
+        const auto& a = run.extent_index[i - 1];
+        const auto& b = run.extent_index[i];
+        if (a.sector + a.sectors > b.sector)
+            throw RunError(p, fmt::format("extents of {} and {} overlap at sector {}", run.files[a.file].path, run.files[b.file].path, b.sector));
+    }
+    // Each request's first byte of file data.
+    for (auto& r : run.requests) {
+        if (!r.is_data() || r.bytes == 0) continue;
+        const auto& x = run.extent_index;
+        auto it = std::upper_bound(x.begin(), x.end(), r.sector, [](uint64_t s, const ExtentIndexEntry& e) { return s < e.sector; });
+        if (it != x.begin() && std::prev(it)->sector + std::prev(it)->sectors > r.sector) --it;
+        if (it == x.end() || it->sector >= r.end_sector()) continue;
+        const uint64_t first = std::max(r.sector, it->sector);
+        r.file = static_cast<int32_t>(it->file);
+        r.file_offset = it->file_offset + (first - it->sector) * 512;
+    }
+}
+
+// ftrace's header says how many events the buffer held against how many
+// were written: fewer held means the ring buffer overran and lost the oldest.
+void check_ftrace_header(Run& run) {
+    const fs::path p = run.dir / "events.txt";
+    std::ifstream in(p);
+    if (!in) return;
+    std::string line;
+    for (int i = 0; i < 20 && std::getline(in, line); ++i) {
+        const auto k = line.find("entries-in-buffer/entries-written:");
+        if (k == std::string::npos) continue;
+        unsigned long long held = 0, written = 0;
+        if (std::sscanf(line.c_str() + k, "entries-in-buffer/entries-written: %llu/%llu", &held, &written) == 2 && held < written)
+            run.findings.push_back(fmt::format("the guest trace is incomplete: ftrace's buffer held {} of {} events written (it overran and lost the "
+                                               "oldest); unmatched requests below may be artefacts of that. Give trace.buffer_kb more room.",
+                                               held, written));
+        return;
+    }
+}
+
+void load_guest(Run& run) {
+    const fs::path p = run.dir / "guest-events.jsonl";
+    {
+        Mapped m(p);
+        run.guest = parse_guest_events(m.text());
+    }
+    if (run.guest.bad_line_count) {
+        std::string s = fmt::format("guest-events.jsonl: {} lines are not JSON objects and were skipped", run.guest.bad_line_count);
+        for (const auto& b : run.guest.bad_lines) s += "; " + b;
+        run.findings.push_back(s);
+    }
+    if (run.guest.lost_events || run.guest.lost_unknown)
+        run.findings.push_back(fmt::format("the guest trace is incomplete: ftrace reports {} lost events (ring buffer overrun); unmatched requests "
+                                           "below may be artefacts of that",
+                                           run.guest.lost_unknown ? std::string("some") : std::to_string(run.guest.lost_events)));
+    if (run.guest.events.empty()) run.findings.push_back("guest-events.jsonl is empty: no guest trace to correlate the device requests with");
+}
+
+}  // namespace
+
+Run load_run(const fs::path& dir, const LoadOptions& opts) {
+    Run run;
+    run.dir = dir;
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) throw RunError(dir, "is not a folder (give the run folder `blkrig run --out` wrote)");
+    load_run_json(run);
+    number_steps(run);
+    load_results(run);
+    load_trace(run, opts);
+    place_steps(run);
+    load_extents(run);
+    check_ftrace_header(run);
+    load_guest(run);
+    correlate(run);
+    return run;
+}
+
+}  // namespace blkrig::model
