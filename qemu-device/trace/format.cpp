@@ -121,6 +121,11 @@ const char* fault_action_name(uint16_t a) {
     case 1: return "ioerr";
     case 2: return "unsupp";
     case 3: return "delay";
+    case 4: return "hold";
+    case 5: return "reorder";
+    case 6: return "torn";
+    case 7: return "corrupt";
+    case 8: return "lie";
     default: return "unknown";
     }
 }
