@@ -517,3 +517,168 @@ TEST(DeviceMarkers, WritesToTheRegionAreRefusedAndReadsAcrossItSplit) {
 
 }  // namespace
 }  // namespace blkrig::blk
+
+namespace blkrig::blk {
+namespace {
+
+// Fault actions on the data path: what reaches the store, what the guest
+// gets back, and how completion is deferred.
+struct FaultedDevice {
+    explicit FaultedDevice(store::WriteLog* wlog = nullptr)
+        : store(store::make_ram(kCapacity * kSectorSize)), dev(geometry(), *store, nullptr, &engine, wlog) {
+        dev.set_features(dev.features());
+    }
+    void rule(const std::string& text) { engine.add(std::get<faults::Rule>(faults::parse_rule(text))); }
+    virtio::Completion write(uint64_t sector, const std::vector<uint8_t>& data, uint8_t* status = nullptr) {
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_OUT, sector), d = b.g.alloc(data.size()), st = b.status();
+        b.g.write(d, data.data(), data.size());
+        virtio::Completion c;
+        dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, static_cast<uint32_t>(data.size()), false}, Seg{st, 1, true}}), c);
+        if (status) *status = b.g.get<uint8_t>(st);
+        last_data = d;
+        return c;
+    }
+    virtio::Completion read(uint64_t sector, uint32_t bytes, uint8_t* status = nullptr) {
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, sector), d = b.g.alloc(bytes), st = b.status();
+        virtio::Completion c;
+        dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, bytes, true}, Seg{st, 1, true}}), c);
+        if (status) *status = b.g.get<uint8_t>(st);
+        last_data = d;
+        return c;
+    }
+    virtio::Completion flush(uint8_t* status = nullptr) {
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_FLUSH, 0), st = b.status();
+        virtio::Completion c;
+        dev.process(b.walk({Seg{hdr, 16, false}, Seg{st, 1, true}}), c);
+        if (status) *status = b.g.get<uint8_t>(st);
+        return c;
+    }
+    std::vector<uint8_t> stored(uint64_t sector, size_t n) {
+        std::vector<uint8_t> out(n);
+        const iovec v{out.data(), n};
+        EXPECT_EQ(store->read(sector * kSectorSize, std::span(&v, 1)), 0);
+        return out;
+    }
+    BlkChains b;
+    faults::Engine engine;
+    std::unique_ptr<store::Store> store;
+    BlkDevice dev;
+    uint64_t last_data = 0;
+};
+
+TEST(DeviceFaults, TornWritePersistsTheFirstSectorsThenFails) {
+    FaultedDevice f;
+    f.rule("torn=3 op=write");
+    uint8_t st = 0;
+    const auto data = pattern(4096, 5);
+    const auto c = f.write(16, data, &st);
+    EXPECT_EQ(st, VIRTIO_BLK_S_IOERR);
+    EXPECT_EQ(c.fault_action, static_cast<uint16_t>(faults::ActionKind::torn));
+    EXPECT_EQ(f.stored(16, 1536), std::vector<uint8_t>(data.begin(), data.begin() + 1536));
+    EXPECT_EQ(f.stored(19, 4096 - 1536), std::vector<uint8_t>(4096 - 1536, 0));
+}
+
+TEST(DeviceFaults, TornWriteCanReportSuccess) {
+    FaultedDevice f;
+    f.rule("torn=1:ok");
+    uint8_t st = 0xff;
+    f.write(0, pattern(2048, 1), &st);
+    EXPECT_EQ(st, VIRTIO_BLK_S_OK);
+    EXPECT_EQ(f.stored(1, 1536), std::vector<uint8_t>(1536, 0));
+}
+
+TEST(DeviceFaults, CorruptReadFlipsOneByteOfWhatTheGuestGets) {
+    FaultedDevice f;
+    const auto data = pattern(1024, 9);
+    f.write(8, data);
+    f.rule("corrupt=700:0x0f op=read");
+    uint8_t st = 0;
+    f.read(8, 1024, &st);
+    EXPECT_EQ(st, VIRTIO_BLK_S_OK);
+    auto want = data;
+    want[700] ^= 0x0f;
+    EXPECT_EQ(f.b.g.bytes(f.last_data, 1024), want);
+    EXPECT_EQ(f.stored(8, 1024), data) << "a corrupt read must not change the store";
+}
+
+TEST(DeviceFaults, CorruptWriteChangesTheStoreButNotTheGuestBuffer) {
+    FaultedDevice f;
+    f.rule("corrupt=3 op=write");
+    const auto data = pattern(512, 2);
+    f.write(4, data);
+    auto want = data;
+    want[3] ^= 0xff;
+    EXPECT_EQ(f.stored(4, 512), want);
+    EXPECT_EQ(f.b.g.bytes(f.last_data, 512), data);
+}
+
+TEST(DeviceFaults, LyingWriteSaysOkAndDropsTheData) {
+    FaultedDevice f;
+    f.rule("lie op=write");
+    uint8_t st = 0xff;
+    f.write(4, pattern(512, 2), &st);
+    EXPECT_EQ(st, VIRTIO_BLK_S_OK);
+    EXPECT_EQ(f.stored(4, 512), std::vector<uint8_t>(512, 0));
+}
+
+TEST(DeviceFaults, DelayHoldAndReorderExecuteNowAndDeferTheCompletion) {
+    FaultedDevice f;
+    f.rule("hold op=write first=1");
+    f.rule("reorder=3 op=read first=1");
+    f.rule("delay=5ms op=read");
+    const auto data = pattern(512, 4);
+    const auto held = f.write(2, data);
+    EXPECT_EQ(held.defer, virtio::Defer::hold);
+    EXPECT_EQ(f.stored(2, 512), data) << "a held write is executed when it arrives";
+    const auto ro = f.read(2, 512);
+    EXPECT_EQ(ro.defer, virtio::Defer::reorder);
+    EXPECT_EQ(ro.reorder_after, 3u);
+    const uint64_t before = monotonic_ns();
+    const auto dl = f.read(2, 512);
+    EXPECT_EQ(dl.defer, virtio::Defer::until);
+    EXPECT_GE(dl.defer_until_ns, before + 5'000'000);
+    EXPECT_EQ(f.b.g.bytes(f.last_data, 512), data);
+}
+
+TEST(DeviceFaults, PowerCutLosesUnflushedWritesAndTurnsTheDeviceOff) {
+    FaultedDevice f;
+    store::WriteLog wlog(*f.store, "");
+    BlkDevice dev(geometry(), *f.store, nullptr, &f.engine, &wlog);
+    dev.set_features(dev.features());
+    auto write = [&](uint64_t sector, const std::vector<uint8_t>& data) {
+        const uint64_t hdr = f.b.header(VIRTIO_BLK_T_OUT, sector), d = f.b.g.alloc(data.size()), st = f.b.status();
+        f.b.g.write(d, data.data(), data.size());
+        virtio::Completion c;
+        dev.process(f.b.walk({Seg{hdr, 16, false}, Seg{d, static_cast<uint32_t>(data.size()), false}, Seg{st, 1, true}}), c);
+        return f.b.g.get<uint8_t>(st);
+    };
+    auto flush = [&] {
+        const uint64_t hdr = f.b.header(VIRTIO_BLK_T_FLUSH, 0), st = f.b.status();
+        virtio::Completion c;
+        dev.process(f.b.walk({Seg{hdr, 16, false}, Seg{st, 1, true}}), c);
+        return f.b.g.get<uint8_t>(st);
+    };
+    const auto a = pattern(512, 1), b = pattern(512, 2);
+    ASSERT_EQ(write(10, a), VIRTIO_BLK_S_OK);
+    ASSERT_EQ(flush(), VIRTIO_BLK_S_OK);
+    ASSERT_EQ(write(20, b), VIRTIO_BLK_S_OK);
+    f.rule("lie op=flush");
+    ASSERT_EQ(flush(), VIRTIO_BLK_S_OK) << "a lying flush says yes";
+    const auto rep = dev.power_cut(store::CutMode::drop_all, 0, 0.5);
+    ASSERT_EQ(rep["dropped"].size(), 1u) << "the lying flush made nothing durable";
+    EXPECT_EQ(rep["dropped"][0]["sector"], 20);
+    EXPECT_EQ(f.stored(10, 512), a);
+    EXPECT_EQ(f.stored(20, 512), std::vector<uint8_t>(512, 0));
+    EXPECT_TRUE(dev.powered_off());
+    EXPECT_EQ(write(30, a), VIRTIO_BLK_S_IOERR) << "a powered-off device answers IOERR";
+    dev.power_on();
+    EXPECT_EQ(write(30, a), VIRTIO_BLK_S_OK);
+}
+
+TEST(DeviceFaults, PowerCutWithoutWriteLogIsRefused) {
+    FaultedDevice f;
+    EXPECT_THROW(f.dev.power_cut(store::CutMode::drop_all, 0, 0.5), std::logic_error);
+}
+
+}  // namespace
+}  // namespace blkrig::blk

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 namespace blkrig::faults {
 namespace {
 
@@ -189,6 +191,111 @@ TEST(FaultEngine, IndexKeepsIdOrderAcrossBucketsAndWideRules) {
     EXPECT_EQ(e.decide(0, 8, 1ull << 30, 0).rule_id, ids[1]);  // starts just past rule 0
     EXPECT_TRUE(e.remove(ids[500]));
     EXPECT_EQ(e.decide(0, 500 * 100000 + 4, 8, 0).rule_id, wide);
+}
+
+}  // namespace
+}  // namespace blkrig::faults
+
+namespace blkrig::faults {
+namespace {
+
+TEST(FaultRuleActions, ParsesHoldReorderTornCorruptLieAndRandomDelay) {
+    EXPECT_EQ(parse_ok("hold op=read").action.kind, ActionKind::hold);
+    const Rule ro = parse_ok("reorder");
+    EXPECT_EQ(ro.action.kind, ActionKind::reorder);
+    EXPECT_EQ(ro.action.count, 1u);
+    EXPECT_EQ(parse_ok("reorder=3").action.count, 3u);
+    const Rule t = parse_ok("torn=8");
+    EXPECT_EQ(t.action.kind, ActionKind::torn);
+    EXPECT_EQ(t.action.count, 8u);
+    EXPECT_FALSE(t.action.torn_ok);
+    EXPECT_EQ(t.ops, kOpWrite) << "torn applies to writes";
+    EXPECT_TRUE(parse_ok("torn=0:ok").action.torn_ok);
+    const Rule c = parse_ok("corrupt=4096:0x01 op=read");
+    EXPECT_EQ(c.action.kind, ActionKind::corrupt);
+    EXPECT_EQ(c.action.offset, 4096u);
+    EXPECT_EQ(c.action.mask, 1);
+    EXPECT_EQ(parse_ok("corrupt=7").action.mask, 0xff);
+    EXPECT_EQ(parse_ok("lie op=flush").action.kind, ActionKind::lie);
+    const Rule d = parse_ok("delay=10ms..80ms seed=4");
+    EXPECT_EQ(d.action.delay_ns, 10'000'000u);
+    EXPECT_EQ(d.action.delay_max_ns, 80'000'000u);
+    const Rule w = parse_ok("ioerr time=2s..5s depth=4");
+    EXPECT_EQ(w.time_from_ns, 2'000'000'000u);
+    EXPECT_EQ(w.time_to_ns, 5'000'000'000u);
+    EXPECT_EQ(w.min_depth, 4u);
+    EXPECT_EQ(parse_ok("ioerr time=500ms..").time_to_ns, UINT64_MAX);
+}
+
+TEST(FaultRuleActions, CanonicalTextRoundTrips) {
+    for (const char* t : {"hold op=read first=1", "reorder=2 every=2", "torn=8:ok", "corrupt=100:0x5a op=read", "lie op=write,flush",
+                          "delay=10ms..80ms seed=4", "ioerr time=2s..5s depth=4", "ioerr time=1ms.."}) {
+        const Rule a = parse_ok(t);
+        EXPECT_EQ(to_text(a), to_text(parse_ok(to_text(a)))) << t << " -> " << to_text(a);
+    }
+    EXPECT_EQ(to_text(parse_ok("delay=10ms..80ms seed=4")), "delay=10ms..80ms seed=4");
+}
+
+TEST(FaultRuleActions, MistakesNameTheColumn) {
+    struct Case {
+        const char* text;
+        size_t column;
+        const char* says;
+    } cases[] = {
+        {"reorder=0", 9, "reorder=N"},
+        {"torn", 5, "expected torn=SECTORS"},
+        {"torn=8:maybe", 8, "expected ok or ioerr"},
+        {"torn=8 op=read", 1, "torn applies to writes only"},
+        {"corrupt=x", 9, "corrupt=OFFSET"},
+        {"corrupt=1:0x100", 11, "XOR mask"},
+        {"corrupt=1 op=flush", 1, "reads and writes only"},
+        {"lie op=read", 1, "lie applies to requests that change the disk"},
+        {"lie", 1, "lie applies"},
+        {"delay=80ms..10ms", 7, "empty delay range"},
+        {"delay=1ms..soon", 12, "longest delay"},
+        {"ioerr time=5s", 12, "time window"},
+        {"ioerr time=5s..2s", 12, "empty time window"},
+        {"ioerr time=x..2s", 12, "expected a duration"},
+        {"ioerr depth=0", 13, "queue depth"},
+        {"hold=3", 1, "expected an action"},
+    };
+    for (const auto& c : cases) {
+        const RuleError e = parse_bad(c.text);
+        EXPECT_EQ(e.column, c.column) << c.text << ": " << e.message;
+        EXPECT_NE(e.message.find(c.says), std::string::npos) << c.text << ": " << e.message;
+    }
+}
+
+TEST(FaultEngineMatching, DepthAndTimeWindow) {
+    Engine e;
+    const uint32_t deep = e.add(parse_ok("ioerr op=read depth=4"));
+    EXPECT_FALSE(e.decide(0, 0, 8, 0, 3).fire) << "depth 3 < 4";
+    const auto d = e.decide(0, 0, 8, 0, 4);
+    EXPECT_TRUE(d.fire);
+    EXPECT_EQ(d.rule_id, deep);
+    e.clear();
+    e.add(parse_ok("ioerr op=write time=1s..2s"));
+    EXPECT_FALSE(e.decide(1, 0, 8, 0, 1, 999'999'999).fire);
+    EXPECT_TRUE(e.decide(1, 0, 8, 0, 1, 1'000'000'000).fire);
+    EXPECT_TRUE(e.decide(1, 0, 8, 0, 1, 1'999'999'999).fire);
+    EXPECT_FALSE(e.decide(1, 0, 8, 0, 1, 2'000'000'000).fire) << "the window's end is exclusive";
+}
+
+TEST(FaultEngineMatching, RandomDelayIsReproducibleAndInRange) {
+    auto draws = [] {
+        Engine e;
+        e.add(parse_ok("delay=10ms..20ms seed=9"));
+        std::vector<uint64_t> out;
+        for (int i = 0; i < 50; ++i) out.push_back(e.decide(0, 0, 8, 0).action.delay_ns);
+        return out;
+    };
+    const auto a = draws(), b = draws();
+    EXPECT_EQ(a, b);
+    EXPECT_GT(std::set<uint64_t>(a.begin(), a.end()).size(), 10u) << "not random";
+    for (auto v : a) {
+        EXPECT_GE(v, 10'000'000u);
+        EXPECT_LE(v, 20'000'000u);
+    }
 }
 
 }  // namespace
