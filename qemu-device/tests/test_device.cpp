@@ -5,6 +5,7 @@
 #include "temp_dir.hpp"
 
 #include "blk/device.hpp"
+#include "common/log.hpp"
 #include "store/store.hpp"
 #include "trace/reader.hpp"
 #include "trace/writer.hpp"

@@ -7,7 +7,11 @@
 #include "control/rpc.hpp"
 #include "trace/reader.hpp"
 
+#include "faults/rule.hpp"
+
 #include <gtest/gtest.h>
+
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -269,6 +273,92 @@ TEST(GuestlessControl, BadRequestsGetJsonRpcErrors) {
     EXPECT_EQ(code(std::string(70000, ' ')), -32600);
     EXPECT_EQ(control::handle_line(R"({"jsonrpc":"2.0","id":7,"method":"ping"})", m)["result"], "pong");
 }
+
+// Held, reordered and power-cut requests through the whole data path, with
+// a thread per queue and with the shared epoll loop.
+class GuestlessDeferred : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GuestlessDeferred, HeldReadCompletesOnlyWhenReleasedAndLaterOnesOvertakeIt) {
+    const fs::path ctl = fs::path("/tmp") / fmt::format("blkrig-ctl-{}-{}.sock", ::getpid(), GetParam());
+    std::string trace_path;
+    {
+        Backend be(GetParam(), 4 << 20, 1, {"--control", ctl.string()});
+        trace_path = (be.dir.parent_path() / (be.dir.filename().string() + ".trace")).string();
+        {
+        frontend::Frontend fe(be.opts());
+        auto w = fe.alloc(4096);
+        fill(w, 3);
+        ASSERT_EQ(fe.write(0, w), VIRTIO_BLK_S_OK);
+        ASSERT_EQ(fault_cli(ctl, {"add", "hold op=read first=1"}).exit_code, 0);
+        auto a = fe.alloc(4096), b = fe.alloc(4096);
+        const auto ta = fe.submit(0, VIRTIO_BLK_T_IN, 0, {a});
+        const auto tb = fe.submit(0, VIRTIO_BLK_T_IN, 8, {b});
+        ASSERT_TRUE(ta && tb);
+        std::vector<frontend::Completed> done;
+        for (int i = 0; i < 10 && done.empty(); ++i) done = fe.wait(std::chrono::milliseconds(100));
+        ASSERT_EQ(done.size(), 1u);
+        EXPECT_EQ(done[0].tag, *tb) << "the read after the held one did not overtake it";
+        EXPECT_TRUE(fe.wait(std::chrono::milliseconds(300)).empty()) << "the held read completed by itself";
+        const auto held = fault_cli(ctl, {"held"});
+        EXPECT_NE(held.output.find(" read "), std::string::npos) << held.output;
+        const auto rel = fault_cli(ctl, {"release"});
+        ASSERT_EQ(rel.exit_code, 0) << rel.output;
+        EXPECT_NE(rel.output.find("released 1 request(s)"), std::string::npos) << rel.output;
+        done = fe.wait(std::chrono::milliseconds(5000));
+        ASSERT_EQ(done.size(), 1u);
+        EXPECT_EQ(done[0].tag, *ta);
+        EXPECT_EQ(done[0].status, VIRTIO_BLK_S_OK);
+        EXPECT_EQ(std::memcmp(a.host, w.host, 4096), 0) << "the held read returned the wrong data";
+        EXPECT_EQ(fault_cli(ctl, {"release", "--seq", "999"}).exit_code, 2) << "releasing nothing by seq is an error";
+        // Held when the front end goes away: the stopping queue completes it.
+        ASSERT_EQ(fault_cli(ctl, {"add", "hold op=read"}).exit_code, 0);
+        ASSERT_TRUE(fe.submit(0, VIRTIO_BLK_T_IN, 16, {b}));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        be.child.terminate(std::chrono::milliseconds(3000));
+        fs::copy_file(be.trace, trace_path);
+    }
+    const auto t = trace::read_trace(trace_path);
+    fs::remove(trace_path);
+    bool flushed = false, released = false;
+    for (const auto& e : t.events) {
+        flushed = flushed || e.code == trace::EventCode::deferred_flushed;
+        released = released || e.code == trace::EventCode::released;
+    }
+    EXPECT_TRUE(flushed) << "the read held at disconnect was not completed as the queue stopped";
+    EXPECT_TRUE(released);
+    size_t held = 0;
+    for (const auto& f : t.faults) held += f.action == static_cast<uint16_t>(faults::ActionKind::hold);
+    EXPECT_EQ(held, 2u);
+}
+
+TEST_P(GuestlessDeferred, PowerCutLosesTheUnflushedWriteOnly) {
+    const fs::path ctl = fs::path("/tmp") / fmt::format("blkrig-ctl-{}-{}-cut.sock", ::getpid(), GetParam());
+    Backend be(GetParam(), 4 << 20, 1, {"--control", ctl.string(), "--crash-model"});
+    frontend::Frontend fe(be.opts());
+    auto x = fe.alloc(4096), y = fe.alloc(4096), r = fe.alloc(4096);
+    fill(x, 1);
+    fill(y, 2);
+    ASSERT_EQ(fe.write(0, x), VIRTIO_BLK_S_OK);
+    ASSERT_EQ(fe.flush(), VIRTIO_BLK_S_OK);
+    ASSERT_EQ(fe.write(64, y), VIRTIO_BLK_S_OK);
+    ASSERT_EQ(fe.read(64, r), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(std::memcmp(r.host, y.host, 4096), 0) << "the unflushed write is not visible before the cut";
+    const auto cut = fault_cli(ctl, {"power-cut"});
+    ASSERT_EQ(cut.exit_code, 0) << cut.output;
+    EXPECT_NE(cut.output.find("\"sector\": 64"), std::string::npos) << cut.output;
+    EXPECT_EQ(fe.read(0, r), VIRTIO_BLK_S_IOERR) << "a powered-off device served a read";
+    EXPECT_EQ(fault_cli(ctl, {"power-cut"}).exit_code, 2) << "cutting twice";
+    ASSERT_EQ(fault_cli(ctl, {"power-on"}).exit_code, 0);
+    ASSERT_EQ(fe.read(0, r), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(std::memcmp(r.host, x.host, 4096), 0) << "the flushed write was lost";
+    ASSERT_EQ(fe.read(64, r), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(std::vector<uint8_t>(r.host, r.host + 4096), std::vector<uint8_t>(4096, 0)) << "the unflushed write survived";
+}
+
+INSTANTIATE_TEST_SUITE_P(ThreadModels, GuestlessDeferred, ::testing::Values("blkrig", "blkrig-single"),
+                         [](const auto& info) { return info.param == "blkrig" ? std::string("per_queue") : std::string("single"); });
 
 }  // namespace
 }  // namespace blkrig
