@@ -3,10 +3,14 @@
 //   blkrig trace summary FILE [--json]
 //   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
 //   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
+//   blkrig check RUN_DIR [EXPECT.toml] [--format text|json]
 //   blkrig kernel list | fetch NAME
-// Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict),
-// 2 bad arguments or input, 3 the infrastructure failed (boot), 130 interrupted.
+// Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict) or
+// an expectation failed (check), 2 bad arguments or input, 3 the
+// infrastructure failed (boot), 130 interrupted.
+#include "checks/expect.hpp"
 #include "launch/boot.hpp"
+#include "model/run_model.hpp"
 #include "launch/process.hpp"
 #include "model/trace_view.hpp"
 #include "run/run.hpp"
@@ -21,6 +25,7 @@
 
 #include "common/fd.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -273,6 +278,58 @@ int trace_summary(const std::string& file, bool json, bool strict) {
     return strict && !s.incomplete.empty() ? 1 : 0;
 }
 
+// `blkrig check`: the run folder's model, its findings, and the
+// expectations (a file, or the [[expect]] tables of the run's scenario.toml).
+int do_check(const std::string& dir, const std::string& expect_file, const std::string& format) {
+    model::Run run;
+    std::vector<checks::Expectation> expectations;
+    try {
+        run = model::load_run(dir);
+        if (!expect_file.empty()) {
+            expectations = checks::load_expectations(expect_file);
+        } else {
+            const fs::path sc = fs::path(dir) / "scenario.toml";
+            if (!fs::exists(sc)) throw UsageError(fmt::format("{} has no scenario.toml: give an expectations file", dir));
+            expectations = checks::parse_expectations(scenario::load_scenario(sc.string()).expects, sc.string());
+        }
+    } catch (const model::RunError& e) {
+        throw UsageError(e.what());
+    } catch (const scenario::ScenarioError& e) {
+        throw UsageError(e.what());
+    } catch (const checks::ExpectError& e) {
+        throw UsageError(e.what());
+    }
+    std::vector<checks::CheckResult> results;
+    try {
+        results = checks::check_all(run, expectations);
+    } catch (const checks::ExpectError& e) {
+        throw UsageError(e.what());
+    }
+    const auto failed = static_cast<size_t>(std::count_if(results.begin(), results.end(), [](const auto& r) { return !r.ok; }));
+    uint64_t matched = 0;
+    for (const auto& is : run.issues) matched += is.request >= 0;
+    if (format == "json") {
+        nlohmann::json j = {{"run", fs::absolute(dir).string()}, {"requests", run.requests.size()}, {"guest_requests", run.issues.size()},
+                            {"matched", matched}, {"findings", run.findings}, {"notes", run.notes},
+                            {"results", nlohmann::json::array()}, {"passed", results.size() - failed}, {"failed", failed}};
+        for (const auto& r : results) j["results"].push_back(checks::to_json(r));
+        std::cout << j.dump(2) << "\n";
+    } else {
+        const auto added = std::count_if(run.steps.begin(), run.steps.end(), [](const auto& st) { return st.index < 0; });
+        fmt::print("run {}: {} steps{}, {} device requests, {} of {} guest requests matched, {} guest events\n", dir,
+                   run.steps.size() - static_cast<size_t>(added), added ? fmt::format(" (and {} the run added)", added) : "",
+                   run.requests.size(), matched, run.issues.size(), run.guest.events.size());
+        fmt::print("findings:{}\n", run.findings.empty() ? " none" : "");
+        for (const auto& f : run.findings) fmt::print("  {}\n", f);
+        if (!run.notes.empty()) fmt::print("notes:\n");
+        for (const auto& n : run.notes) fmt::print("  {}\n", n);
+        for (const auto& r : results) fmt::print("{}\n", checks::to_text(r));
+        if (results.empty()) fmt::print("no expectations to check\n");
+        else fmt::print("{} checks: {} passed, {} failed\n", results.size(), results.size() - failed, failed);
+    }
+    return failed ? 1 : 0;
+}
+
 int do_boot(launch::BootSpec spec, const std::string& kernel) {
     spec.kernel = resolve_kernel(kernel);
     if (spec.device.empty()) spec.device = default_device();
@@ -381,6 +438,12 @@ int main(int argc, char** argv) {
     fcut->add_option("--share", cut_share, "drop_random: the chance each unflushed write is lost")->capture_default_str()->check(CLI::Range(0.0, 1.0));
     auto* fon = fault->add_subcommand("power-on", "Turn the device back on, serving what survived");
 
+    std::string check_dir, check_expect, check_format = "text";
+    auto* checkc = app.add_subcommand("check", "Check a run folder's requests against expectations (exit 0 all held, 1 some failed, 2 bad input)");
+    checkc->add_option("RUN_DIR", check_dir, "run folder written by blkrig run")->required();
+    checkc->add_option("EXPECTATIONS", check_expect, "TOML file of [[expect]] tables (default: the run's scenario.toml)");
+    checkc->add_option("--format", check_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
     auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
@@ -396,6 +459,7 @@ int main(int argc, char** argv) {
     try {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
+        if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
         if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from);
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (fault->parsed()) {

@@ -58,8 +58,10 @@ std::string describe(GuestOp op, uint64_t sector, uint64_t sectors) {
 class Reporter {
 public:
     Reporter(std::vector<std::string>& out, std::string summary) : out_(out), summary_(std::move(summary)) {}
-    void add(std::string s) {
-        if (n_++ < kShown) items_.push_back(std::move(s));
+    // Counts one; the text is only made for the ones shown.
+    template <typename F>
+    void add(F&& describe) {
+        if (n_++ < kShown) items_.push_back(describe());
     }
     ~Reporter() {
         if (n_ == 0) return;
@@ -75,6 +77,9 @@ private:
     std::vector<std::string> items_;
     uint64_t n_ = 0;
 };
+
+// "step 2", or "agent step 1" for one the run added.
+std::string step_name(const Step& s) { return s.index >= 0 ? fmt::format("step {}", s.index) : fmt::format("agent step {}", s.agent_index); }
 
 struct MarkerSeen {
     int64_t first = -1;  // first event of the marker read (block_bio_queue)
@@ -194,7 +199,7 @@ void correlate(Run& run) {
             pending.push_back(static_cast<uint32_t>(pieces.size() - 1));
             if (pending.size() > kMaxPending) {
                 const auto& old = pieces[pending.front()];
-                unissued.add(fmt::format("{} (guest-events.jsonl line {})", describe(old.op, old.sector, old.sectors), ev[old.event].line));
+                unissued.add([&] { return fmt::format("{} (guest-events.jsonl line {})", describe(old.op, old.sector, old.sectors), ev[old.event].line); });
                 pending.erase(pending.begin());
             }
             break;
@@ -272,30 +277,33 @@ void correlate(Run& run) {
     }
     for (auto p : pending) {
         const auto& b = pieces[p];
-        unissued.add(fmt::format("{} (guest-events.jsonl line {})", describe(b.op, b.sector, b.sectors), ev[b.event].line));
+        unissued.add([&] { return fmt::format("{} (guest-events.jsonl line {})", describe(b.op, b.sector, b.sectors), ev[b.event].line); });
     }
 
     // 3. Guest requests to device requests. Device requests sorted by key,
-    // then seq (so by segment within a key).
-    std::vector<uint32_t> order(run.requests.size());
-    std::vector<Key> keys(run.requests.size());
-    for (size_t i = 0; i < order.size(); ++i) {
-        order[i] = static_cast<uint32_t>(i);
-        keys[i] = device_key(run.requests[i]);
+    // then seq (so by segment within a key); entries carry what the search
+    // compares so the sort and the lookups stay in one array.
+    struct Entry {
+        Key key;
+        int32_t segment;
+        uint32_t index;
+    };
+    std::vector<Entry> order;
+    if (!run.issues.empty()) {
+        order.reserve(run.requests.size());
+        for (size_t i = 0; i < run.requests.size(); ++i)
+            order.push_back({device_key(run.requests[i]), run.requests[i].segment, static_cast<uint32_t>(i)});
+        auto less = [](const Entry& a, const Entry& b) { return a.key != b.key ? a.key < b.key : a.index < b.index; };
+        if (!std::is_sorted(order.begin(), order.end(), less)) std::sort(order.begin(), order.end(), less);
     }
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-        return keys[a] != keys[b] ? keys[a] < keys[b] : a < b;
-    });
     // Without guest markers (lost, or none), segments mean nothing: any segment matches.
     const bool by_segment = guest_markers && device_markers;
     auto find = [&](const Key& k, int32_t seg, bool any) -> int64_t {
-        auto lo = std::lower_bound(order.begin(), order.end(), k, [&](uint32_t a, const Key& x) { return keys[a] < x; });
-        auto hi = std::upper_bound(lo, order.end(), k, [&](const Key& x, uint32_t a) { return x < keys[a]; });
-        if (!any) lo = std::lower_bound(lo, hi, seg, [&](uint32_t a, int32_t s) { return run.requests[a].segment < s; });
-        for (auto it = lo; it != hi; ++it) {
-            const auto& r = run.requests[*it];
-            if (!any && r.segment != seg) break;
-            if (r.issue < 0) return *it;
+        auto lo = std::lower_bound(order.begin(), order.end(), k, [](const Entry& e, const Key& x) { return e.key < x; });
+        if (!any) lo = std::lower_bound(lo, order.end(), seg, [&](const Entry& e, int32_t s) { return e.key == k && e.segment < s; });
+        for (auto it = lo; it != order.end() && it->key == k; ++it) {
+            if (!any && it->segment != seg) break;
+            if (run.requests[it->index].issue < 0) return it->index;
         }
         return -1;
     };
@@ -332,26 +340,31 @@ void correlate(Run& run) {
         Reporter requeued(run.notes, "{} guest requests were issued again before the first issue completed (requeued); the device saw each once:");
         for (const auto& is : run.issues) {
             if (is.request >= 0) continue;
-            const auto& e = ev[is.event];
-            const std::string where = is.step >= 0 ? fmt::format("step {}", run.steps[static_cast<size_t>(is.step)].index) : "between steps";
-            std::string s = fmt::format("{} {} ({}, guest-events.jsonl line {}, ts {:.6f})", e.rwbs_view(), describe(is.op, is.sector, is.sectors), where, e.line, e.ts);
-            if (is.reissue) requeued.add(std::move(s));
-            else never_seen.add(std::move(s));
+            auto text = [&] {
+                const auto& e = ev[is.event];
+                const std::string where = is.step >= 0 ? step_name(run.steps[static_cast<size_t>(is.step)]) : "between steps";
+                return fmt::format("{} {} ({}, guest-events.jsonl line {}, ts {:.6f})", e.rwbs_view(), describe(is.op, is.sector, is.sectors), where,
+                                   e.line, e.ts);
+            };
+            if (is.reissue) requeued.add(text);
+            else never_seen.add(text);
         }
     }
     {
         Reporter unasked(run.findings, "{} device requests match no request the guest issued:");
         Reporter before(run.notes, "{} device requests came before the guest trace's first marker (firmware, partition scan: not traced):");
-        Reporter after(run.notes, "{} device requests came after the guest trace's last marker (tracing had stopped):");
+        Reporter after(run.notes, "{} device requests came after the guest trace's last marker (the agent stops tracing after the last step):");
         Reporter untraced(run.notes, "{} device requests and no guest trace to match them with:");
         for (const auto& r : run.requests) {
             if (r.issue >= 0) continue;
-            const std::string s = fmt::format("seq {} {} {}+{}{}", r.seq, r.op(), r.sector, r.sectors(),
-                                              r.step >= 0 ? fmt::format(" (step {})", run.steps[static_cast<size_t>(r.step)].index) : "");
-            if (!have_guest) untraced.add(s);
-            else if (by_segment && r.segment < first_guest_segment) before.add(s);
-            else if (by_segment && r.segment > last_guest_segment) after.add(s);
-            else unasked.add(s);
+            auto text = [&] {
+                return fmt::format("seq {} {} {}+{}{}", r.seq, r.op(), r.sector, r.sectors(),
+                                   r.step >= 0 ? fmt::format(" ({})", step_name(run.steps[static_cast<size_t>(r.step)])) : "");
+            };
+            if (!have_guest) untraced.add(text);
+            else if (by_segment && r.segment < first_guest_segment) before.add(text);
+            else if (by_segment && r.segment >= last_guest_segment) after.add(text);
+            else unasked.add(text);
         }
     }
 }

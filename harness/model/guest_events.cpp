@@ -79,89 +79,158 @@ bool number(std::string_view s, T& out) {
     return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
 
+// Equality of short strings without a memcmp call (most keys are 2 to 10 bytes).
+inline bool eq(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
+// Unsigned decimal; false for anything else (signs, exponents: the slow path takes those).
+bool uint_fast(std::string_view v, uint64_t& out) {
+    if (v.empty() || v.size() > 19) return false;
+    uint64_t n = 0;
+    for (char c : v) {
+        if (c < '0' || c > '9') return false;
+        n = n * 10 + static_cast<uint64_t>(c - '0');
+    }
+    out = n;
+    return true;
+}
+
+// "4.410094": ftrace's seconds with up to 9 decimals.
+bool ts_fast(std::string_view v, double& out) {
+    static constexpr double kScale[] = {1, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9};
+    const size_t dot = v.find('.');
+    uint64_t whole = 0, frac = 0;
+    if (dot == std::string_view::npos) {
+        if (!uint_fast(v, whole)) return false;
+        out = static_cast<double>(whole);
+        return true;
+    }
+    const auto f = v.substr(dot + 1);
+    if (f.size() > 9 || !uint_fast(v.substr(0, dot), whole) || (!f.empty() && !uint_fast(f, frac))) return false;
+    out = static_cast<double>(whole) + static_cast<double>(frac) * kScale[f.size()];
+    return true;
+}
+
 // Scans a flat JSON object ({"k":v,...} with string, number, bool or null
-// values, as nlohmann's dump() writes them). false: not flat or a string
-// with an escape in a field we keep; the caller then uses nlohmann.
+// values, as nlohmann's dump() writes them). false: not flat, or something
+// the fast path does not decode (an escape in a kept string, a signed or
+// exponent number); the caller then uses nlohmann.
 bool scan(std::string_view l, Fields& f) {
-    size_t i = 0;
+    const char* p = l.data();
+    const char* const end = p + l.size();
+    // nlohmann writes no whitespace: one test for the usual case.
     auto ws = [&] {
-        while (i < l.size() && (l[i] == ' ' || l[i] == '\t' || l[i] == '\r')) ++i;
+        if (p < end && static_cast<unsigned char>(*p) > ' ') return;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r')) ++p;
     };
-    // A string starting at l[i] == '"'; sets out to its raw content, escaped tells whether it had a backslash.
+    // The string starting at *p == '"'; escaped tells whether it held a backslash.
     auto str = [&](std::string_view& out, bool& escaped) {
-        if (i >= l.size() || l[i] != '"') return false;
-        const size_t start = ++i;
+        if (p >= end || *p != '"') return false;
+        const char* const start = ++p;
         escaped = false;
-        while (i < l.size()) {
-            const char* q = static_cast<const char*>(std::memchr(l.data() + i, '"', l.size() - i));
-            if (!q) return false;
-            size_t end = static_cast<size_t>(q - l.data());
-            // Count the backslashes before the quote: an odd number escapes it.
-            size_t bs = 0;
-            while (end - bs > start && l[end - bs - 1] == '\\') ++bs;
-            if (std::memchr(l.data() + i, '\\', end - i)) escaped = true;
-            i = end + 1;
-            if (bs % 2 == 0) {
-                out = l.substr(start, end - start);
+        for (;;) {
+            // Most strings are short: a few bytes inline, then memchr for the long ones (raw).
+            const char* q = p;
+            const char* const near = std::min(end, p + 8);
+            while (q < near && *q != '"') ++q;
+            if (q == near && q < end) {
+                q = static_cast<const char*>(std::memchr(q, '"', static_cast<size_t>(end - q)));
+                if (!q) return false;
+            }
+            if (q == end) return false;
+            // An odd number of backslashes before the quote escapes it.
+            const char* b = q;
+            while (b > start && b[-1] == '\\') --b;
+            if (b != q) escaped = true;
+            p = q + 1;
+            if ((q - b) % 2 == 0) {
+                out = std::string_view(start, static_cast<size_t>(q - start));
                 return true;
             }
         }
-        return false;
     };
     ws();
-    if (i >= l.size() || l[i] != '{') return false;
-    ++i;
+    if (p >= end || *p != '{') return false;
+    ++p;
     ws();
-    if (i < l.size() && l[i] == '}') return true;
-    while (i < l.size()) {
+    if (p < end && *p == '}') return true;
+    while (p < end) {
         std::string_view key;
         bool esc = false;
         ws();
         if (!str(key, esc)) return false;
         ws();
-        if (i >= l.size() || l[i] != ':') return false;
-        ++i;
+        if (p >= end || *p != ':') return false;
+        ++p;
         ws();
-        if (i >= l.size()) return false;
-        if (l[i] == '"') {
+        if (p >= end) return false;
+        if (*p == '"') {
             std::string_view v;
             if (!str(v, esc)) return false;
-            std::string_view* dst = key == "event" ? &f.event : key == "function" ? &f.function : key == "rwbs" ? &f.rwbs
-                                  : key == "dev" ? &f.dev : key == "raw" ? &f.raw : nullptr;
+            std::string_view* dst = nullptr;
+            switch (key.size()) {
+            case 3: dst = eq(key, "dev") ? &f.dev : eq(key, "raw") ? &f.raw : nullptr; break;
+            case 4: dst = eq(key, "rwbs") ? &f.rwbs : nullptr; break;
+            case 5: dst = eq(key, "event") ? &f.event : nullptr; break;
+            case 8: dst = eq(key, "function") ? &f.function : nullptr; break;
+            default: break;
+            }
             if (dst) {
-                // raw is only looked at for LOST lines; an escape there does not matter.
-                if (esc && dst != &f.raw) return false;
+                // A backslash in the middle of a string is only seen when it
+                // precedes a quote; look for any in the short kept fields.
+                if (dst != &f.raw && (esc || std::memchr(v.data(), '\\', v.size()))) return false;
                 *dst = v;
             }
-        } else if (l[i] == '{' || l[i] == '[') {
+        } else if (*p == '{' || *p == '[') {
             return false;
         } else {
-            const size_t start = i;
-            while (i < l.size() && l[i] != ',' && l[i] != '}' && l[i] != ' ') ++i;
-            const std::string_view v = l.substr(start, i - start);
-            if (key == "ts") {
-                if (!number(v, f.ts)) return false;
-            } else if (key == "sector") {
-                if (!number(v, f.sector)) return false;
-                f.has_sector = true;
-            } else if (key == "nsect") {
-                if (!number(v, f.nsect)) return false;
-                f.has_nsect = true;
-            } else if (key == "new_sector") {
-                if (!number(v, f.new_sector)) return false;
-            } else if (key == "error") {
-                if (!number(v, f.error)) return false;
+            const char* const start = p;
+            while (p < end && *p != ',' && *p != '}' && *p != ' ') ++p;
+            const std::string_view v(start, static_cast<size_t>(p - start));
+            switch (key.size()) {
+            case 2:
+                if (eq(key, "ts") && !ts_fast(v, f.ts)) return false;
+                break;
+            case 5:
+                if (eq(key, "nsect")) {
+                    if (!uint_fast(v, f.nsect)) return false;
+                    f.has_nsect = true;
+                } else if (eq(key, "error")) {
+                    uint64_t u = 0;
+                    if (!v.empty() && v[0] == '-') {
+                        if (!uint_fast(v.substr(1), u)) return false;
+                        f.error = -static_cast<int64_t>(u);
+                    } else {
+                        if (!uint_fast(v, u)) return false;
+                        f.error = static_cast<int64_t>(u);
+                    }
+                }
+                break;
+            case 6:
+                if (eq(key, "sector")) {
+                    if (!uint_fast(v, f.sector)) return false;
+                    f.has_sector = true;
+                }
+                break;
+            case 10:
+                if (eq(key, "new_sector") && !uint_fast(v, f.new_sector)) return false;
+                break;
+            default: break;
             }
         }
         ws();
-        if (i < l.size() && l[i] == ',') {
-            ++i;
+        if (p < end && *p == ',') {
+            ++p;
             continue;
         }
-        if (i < l.size() && l[i] == '}') {
-            ++i;
+        if (p < end && *p == '}') {
+            ++p;
             ws();
-            return i == l.size();
+            return p == end;
         }
         return false;
     }
@@ -215,18 +284,42 @@ bool lost_line(std::string_view raw, uint64_t& n, bool& counted) {
 
 }  // namespace
 
-GuestEvents parse_guest_events(std::string_view text) {
+namespace {
+
+// Recently seen names: nearly every line names one of a handful of events,
+// devices and functions, so a small direct-mapped cache skips the hash lookup.
+class NameCache {
+public:
+    uint32_t get(GuestEvents& g, std::string_view s) {
+        const size_t h = (s.size() * 31 + (s.empty() ? 0 : static_cast<unsigned char>(s.back())) * 7 +
+                          (s.size() > 6 ? static_cast<unsigned char>(s[6]) : 0)) & 63;
+        Slot& slot = slots_[h];
+        if (eq(slot.name, s)) return slot.id;
+        slot.id = g.intern(s);
+        slot.name = g.names[slot.id];  // the interned copy: s may point into a temporary
+        return slot.id;
+    }
+
+private:
+    struct Slot {
+        std::string_view name;
+        uint32_t id = 0;
+    };
+    Slot slots_[64];
+};
+
+}  // namespace
+
+GuestEvents parse_guest_events(std::string_view text, uint64_t base_offset) {
     GuestEvents g;
     g.intern("");
     // About 150 bytes a line in practice; reserving avoids regrowing a large vector.
     g.events.reserve(text.size() / 120 + 16);
     std::vector<std::string> holder;
+    std::vector<GuestKind> kinds;  // by name id
+    NameCache cache;
     uint32_t line_no = 0;
     size_t pos = 0;
-    // The last interned names, to skip the hash lookup for repeats (most lines repeat their neighbours').
-    std::string_view last_event, last_dev, last_fn;
-    uint32_t last_event_id = 0, last_dev_id = 0, last_fn_id = 0;
-    GuestKind last_kind = GuestKind::other;
     while (pos < text.size()) {
         const char* nl = static_cast<const char*>(std::memchr(text.data() + pos, '\n', text.size() - pos));
         const size_t end = nl ? static_cast<size_t>(nl - text.data()) : text.size();
@@ -241,37 +334,21 @@ GuestEvents parse_guest_events(std::string_view text) {
             f = Fields{};
             std::string why;
             if (!scan_json(line, f, holder, why)) {
-                if (g.bad_lines.size() < 5) g.bad_lines.push_back(fmt::format("line {}: {}", line_no, why));
+                if (g.bad_lines.size() < 5) g.bad_lines.emplace_back(line_no, std::move(why));
                 ++g.bad_line_count;
                 continue;
             }
         }
         GuestEvent e;
         e.ts = f.ts;
-        e.offset = offset;
+        e.offset = base_offset + offset;
         e.line = line_no;
-        if (f.event != last_event || last_event.empty()) {
-            last_event = f.event;
-            last_kind = kind_of(f.event);
-            last_event_id = g.intern(f.event);
-        }
-        e.kind = last_kind;
-        if (e.kind == GuestKind::function) {
-            if (f.function != last_fn || last_fn.empty()) {
-                last_fn = f.function;
-                last_fn_id = g.intern(f.function);
-            }
-            e.name = last_fn_id;
-        } else {
-            e.name = last_event_id;
-        }
-        if (!f.dev.empty()) {
-            if (f.dev != last_dev) {
-                last_dev = f.dev;
-                last_dev_id = g.intern(f.dev);
-            }
-            e.dev = static_cast<uint16_t>(last_dev_id);
-        }
+        const uint32_t event_id = cache.get(g, f.event);
+        if (kinds.size() <= event_id) kinds.resize(g.names.size(), GuestKind::other);
+        if (kinds[event_id] == GuestKind::other) kinds[event_id] = kind_of(f.event);
+        e.kind = kinds[event_id];
+        e.name = e.kind == GuestKind::function ? cache.get(g, f.function) : event_id;
+        if (!f.dev.empty()) e.dev = static_cast<uint16_t>(cache.get(g, f.dev));
         e.sector = f.sector;
         e.nsect = f.nsect;
         e.new_sector = f.new_sector;
@@ -291,14 +368,28 @@ GuestEvents parse_guest_events(std::string_view text) {
                 g.lost_unknown = g.lost_unknown || !counted;
             }
         }
-        // Interned views point into the text or holder; keep them stable by
-        // pointing at the interned copies instead.
-        last_event = g.names[last_event_id];
-        if (e.kind == GuestKind::function) last_fn = g.names[last_fn_id];
-        if (e.dev) last_dev = g.names[last_dev_id];
         g.events.push_back(e);
     }
+    g.lines = line_no;
     return g;
+}
+
+void append(GuestEvents& into, GuestEvents&& more) {
+    std::vector<uint32_t> id(more.names.size());
+    for (size_t i = 0; i < more.names.size(); ++i) id[i] = into.intern(more.names[i]);
+    into.events.reserve(into.events.size() + more.events.size());
+    for (auto e : more.events) {
+        e.name = id[e.name];
+        e.dev = static_cast<uint16_t>(id[e.dev]);
+        e.line += into.lines;
+        into.events.push_back(e);
+    }
+    for (auto& [line, why] : more.bad_lines)
+        if (into.bad_lines.size() < 5) into.bad_lines.emplace_back(line + into.lines, std::move(why));
+    into.bad_line_count += more.bad_line_count;
+    into.lost_events += more.lost_events;
+    into.lost_unknown = into.lost_unknown || more.lost_unknown;
+    into.lines += more.lines;
 }
 
 }  // namespace blkrig::model

@@ -70,10 +70,11 @@ struct GuestEvents {
 
     std::vector<GuestEvent> events;
     std::deque<std::string> names;  // interned strings (stable addresses); names[0] == ""
-    std::vector<std::string> bad_lines;  // "line N: why" for lines that are not JSON objects (first few)
+    std::vector<std::pair<uint32_t, std::string>> bad_lines;  // line and why, for the first few lines that are not JSON objects
     uint64_t bad_line_count = 0;
     uint64_t lost_events = 0;  // from "[LOST n EVENTS]" lines
     bool lost_unknown = false; // a LOST line without a count
+    uint32_t lines = 0;        // lines read (blank ones included)
 
     uint32_t intern(std::string_view s);
     const std::string& name(uint32_t id) const { return names[id]; }
@@ -82,6 +83,12 @@ private:
     std::unordered_map<std::string_view, uint32_t> ids_;  // views into names
 };
 
-GuestEvents parse_guest_events(std::string_view text);
+// base_offset: where text starts in the file (GuestEvent::offset counts
+// from the file's start). Line numbers count from text's start.
+GuestEvents parse_guest_events(std::string_view text, uint64_t base_offset = 0);
+
+// more, parsed from the text right after into's, appended to into (names
+// re-interned, line numbers continued). Lets two threads share a large file.
+void append(GuestEvents& into, GuestEvents&& more);
 
 }  // namespace blkrig::model

@@ -12,9 +12,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 
@@ -135,10 +137,10 @@ json read_json(const fs::path& p, const char* what) {
 // A large file's bytes without copying them: mapped read-only.
 class Mapped {
 public:
-    explicit Mapped(const fs::path& p) : path_(p) {
+    Mapped(const fs::path& p, const char* what) : path_(p) {
         fd_ = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd_ < 0) {
-            if (errno == ENOENT) throw RunError(p, "missing (the guest's ftrace as JSON lines); is this a run folder written by `blkrig run`?");
+            if (errno == ENOENT) throw RunError(p, fmt::format("missing ({}); is this a run folder written by `blkrig run`?", what));
             throw RunError(p, fmt::format("cannot be read: {}", std::strerror(errno)));
         }
         struct stat st {};
@@ -259,13 +261,16 @@ void load_results(Run& run) {
 
 void load_trace(Run& run, const LoadOptions& opts) {
     const fs::path p = run.dir / "trace.bin";
-    std::error_code ec;
-    if (!fs::exists(p, ec)) throw RunError(p, "missing (the device trace); is this a run folder written by `blkrig run`?");
     trace::Trace t;
-    try {
-        t = trace::read_trace(p.string());
-    } catch (const trace::ReadError& e) {
-        throw RunError(p, e.what());
+    {
+        // Mapped, not streamed: a million requests are 70 MB.
+        Mapped m(p, "the device trace");
+        const auto text = m.text();
+        try {
+            t = trace::parse_trace(std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+        } catch (const trace::ReadError& e) {
+            throw RunError(p, e.what());
+        }
     }
     if (!t.truncation.empty()) {
         if (!opts.allow_truncated_trace) throw RunError(p, fmt::format("the trace is cut short: {}", t.truncation));
@@ -293,7 +298,8 @@ void load_trace(Run& run, const LoadOptions& opts) {
         run.requests.push_back(std::move(q));
     }
     // The file is in completion order; the model is in arrival order.
-    std::sort(run.requests.begin(), run.requests.end(), [](const Request& a, const Request& b) { return a.seq < b.seq; });
+    auto by_seq = [](const Request& a, const Request& b) { return a.seq < b.seq; };
+    if (!std::is_sorted(run.requests.begin(), run.requests.end(), by_seq)) std::sort(run.requests.begin(), run.requests.end(), by_seq);
     for (const auto& f : t.faults) {
         auto it = std::lower_bound(run.requests.begin(), run.requests.end(), f.seq, [](const Request& r, uint64_t s) { return r.seq < s; });
         if (it == run.requests.end() || it->seq != f.seq) {
@@ -365,8 +371,10 @@ void load_extents(Run& run) {
                                     field<uint64_t>((*ex)[k], "sectors", p, w)});
         }
         std::sort(file.extents.begin(), file.extents.end(), [](const Extent& a, const Extent& b) { return a.file_offset < b.file_offset; });
-        for (const auto& e : file.extents)
-            run.extent_index.push_back({e.sector, e.sectors, e.file_offset, static_cast<uint32_t>(run.files.size())});
+        for (size_t k = 0; k < file.extents.size(); ++k) {
+            const auto& e = file.extents[k];
+            run.extent_index.push_back({e.sector, e.sectors, e.file_offset, static_cast<uint32_t>(run.files.size()), static_cast<uint32_t>(k)});
+        }
         run.files.push_back(std::move(file));
     }
     std::sort(run.extent_index.begin(), run.extent_index.end(), [](const auto& a, const auto& b) { return a.sector < b.sector; });
@@ -408,15 +416,10 @@ void check_ftrace_header(Run& run) {
     }
 }
 
-void load_guest(Run& run) {
-    const fs::path p = run.dir / "guest-events.jsonl";
-    {
-        Mapped m(p);
-        run.guest = parse_guest_events(m.text());
-    }
+void report_guest(Run& run) {
     if (run.guest.bad_line_count) {
         std::string s = fmt::format("guest-events.jsonl: {} lines are not JSON objects and were skipped", run.guest.bad_line_count);
-        for (const auto& b : run.guest.bad_lines) s += "; " + b;
+        for (const auto& [line, why] : run.guest.bad_lines) s += fmt::format("; line {}: {}", line, why);
         run.findings.push_back(s);
     }
     if (run.guest.lost_events || run.guest.lost_unknown)
@@ -433,15 +436,45 @@ Run load_run(const fs::path& dir, const LoadOptions& opts) {
     run.dir = dir;
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) throw RunError(dir, "is not a folder (give the run folder `blkrig run --out` wrote)");
+    using Clock = std::chrono::steady_clock;
+    auto t = Clock::now();
+    auto lap = [&](double LoadTimings::*field) {
+        const auto now = Clock::now();
+        if (opts.timings) (*opts.timings).*field = std::chrono::duration<double>(now - t).count();
+        t = now;
+    };
     load_run_json(run);
     number_steps(run);
     load_results(run);
+    lap(&LoadTimings::steps);
+    // guest-events.jsonl is the largest file. It is parsed on a second
+    // thread while this one reads the trace and the extents; a large one is
+    // split at a line boundary and its second half parsed here afterwards.
+    const Mapped guest_file(run.dir / "guest-events.jsonl", "the guest's ftrace as JSON lines");
+    const std::string_view guest_text = guest_file.text();
+    size_t split = guest_text.size();
+    if (guest_text.size() > (8u << 20)) {
+        split = guest_text.find('\n', guest_text.size() / 2);
+        split = split == std::string_view::npos ? guest_text.size() : split + 1;
+    }
+    const std::string_view guest_rest = guest_text.substr(split);
+    const uint64_t guest_rest_offset = split;
+    // Declared after guest_file: destroyed (joined) before the mapping goes.
+    std::future<GuestEvents> guest_first =
+        std::async(std::launch::async, [head = guest_text.substr(0, split)] { return parse_guest_events(head); });
     load_trace(run, opts);
     place_steps(run);
+    lap(&LoadTimings::trace);
     load_extents(run);
+    lap(&LoadTimings::extents);
     check_ftrace_header(run);
-    load_guest(run);
+    run.guest = guest_first.valid() ? guest_first.get() : GuestEvents();
+    // The second half, if there was a split, waits for the first: numbering continues from it.
+    if (!guest_rest.empty()) append(run.guest, parse_guest_events(guest_rest, guest_rest_offset));
+    report_guest(run);
+    lap(&LoadTimings::guest);
     correlate(run);
+    lap(&LoadTimings::correlate);
     return run;
 }
 

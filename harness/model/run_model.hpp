@@ -121,6 +121,7 @@ struct File {
 struct ExtentIndexEntry {
     uint64_t sector = 0, sectors = 0, file_offset = 0;
     uint32_t file = 0;
+    uint32_t extent = 0;  // index into File::extents
 };
 
 struct Marker {
@@ -172,10 +173,20 @@ struct Run {
     std::vector<nlohmann::json> guest_json(size_t begin, size_t end) const;
 };
 
+// Where load_run's time goes, in seconds (model-bench prints it).
+struct LoadTimings {
+    double steps = 0;      // run.json, scenario.toml, results.jsonl
+    double trace = 0;      // trace.bin, steps placed
+    double extents = 0;    // extents.json, requests mapped to files
+    double guest = 0;      // guest-events.jsonl
+    double correlate = 0;  // guest requests to device requests, bios
+};
+
 struct LoadOptions {
     // A device trace cut short inside a record is an error unless this is
     // set; then it is a finding and the records before the cut are used.
     bool allow_truncated_trace = false;
+    LoadTimings* timings = nullptr;  // filled in when set
 };
 
 // Reads the run folder: run.json, results.jsonl, trace.bin,

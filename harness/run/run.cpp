@@ -1,10 +1,12 @@
 #include "run/run.hpp"
 
 
+#include "checks/expect.hpp"
 #include "checks/steps.hpp"
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
 #include "model/ftrace.hpp"
+#include "model/run_model.hpp"
 #include "model/trace_view.hpp"
 #include "trace/reader.hpp"
 
@@ -132,6 +134,14 @@ std::string fstype_for(const scenario::DiskSpec& d) { return d.fs == "ext2" ? "e
 }  // namespace
 
 RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
+    // [[expect]] tables are checked after the run; a bad one must not cost a boot.
+    std::vector<checks::Expectation> expectations;
+    try {
+        expectations = checks::parse_expectations(sc.expects, sc.file);
+        for (const auto& e : expectations) checks::validate(e, sc);
+    } catch (const checks::ExpectError& e) {
+        return fail_with(Outcome::bad_input, e.what());
+    }
     fs::create_directories(o.out_dir);
     const fs::path out = fs::absolute(o.out_dir);
     if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
@@ -279,6 +289,20 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     for (const auto& f : extents.value("files", json::array()))
         file_sha[std::string(scenario::kMountpoint) + f.value("path", "")] = f.value("sha256", std::string("(not reported)"));
     const auto verdicts = checks::check_steps(sc, results, file_sha);
+    // The [[expect]] tables, against the run folder's model (docs/harness.md).
+    std::vector<checks::CheckResult> expect_results;
+    std::vector<std::string> findings;
+    bool model_failed = false;
+    if (!expectations.empty() && br.outcome == launch::BootOutcome::ok && done) {
+        try {
+            const auto m = model::load_run(out);
+            expect_results = checks::check_all(m, expectations);
+            findings = m.findings;
+        } catch (const std::exception& e) {
+            problems.push_back(fmt::format("the [[expect]] checks could not run: {}", e.what()));
+            model_failed = true;
+        }
+    }
     json power_cut;
     if (sc.power_cut.after_step >= 0) {
         try {
@@ -300,11 +324,16 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
             expectations_hold = false;
             if (v.ran) problems.push_back(checks::describe_failure(v));
         }
+    for (const auto& c : expect_results)
+        if (!c.ok) {
+            expectations_hold = false;
+            problems.push_back(fmt::format("{} {}: {}", c.where, c.property, c.message));
+        }
     const bool extent_problem = std::any_of(problems.begin(), problems.end(), [](const std::string& p) {
         return p.rfind("extents of", 0) == 0 || p.rfind("FIEMAP", 0) == 0;
     });
     if (sc.power_cut.after_step >= 0 && !power_cut.is_object()) expectations_hold = false;
-    r.outcome = infra || extent_problem ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
+    r.outcome = infra || extent_problem || model_failed ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
     r.problems = problems;
 
     // 6. The verdict and a summary.
@@ -321,10 +350,13 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         trace_summary = std::string("no device trace: ") + e.what() + "\n";
     }
     const char* outcome_name = r.outcome == Outcome::pass ? "pass" : r.outcome == Outcome::fail ? "fail" : "error";
-    const json verdict = {{"scenario", sc.file},     {"name", sc.name},          {"kernel", o.kernel_name},
-                          {"outcome", outcome_name}, {"exit_code", static_cast<int>(r.outcome)},
-                          {"problems", problems},    {"steps", steps_json},      {"device_trace", trace_json},
-                          {"guest", hello},          {"boot_seconds", br.seconds}, {"power_cut", power_cut}};
+    json verdict = {{"scenario", sc.file},     {"name", sc.name},          {"kernel", o.kernel_name},
+                    {"outcome", outcome_name}, {"exit_code", static_cast<int>(r.outcome)},
+                    {"problems", problems},    {"steps", steps_json},      {"device_trace", trace_json},
+                    {"guest", hello},          {"boot_seconds", br.seconds}, {"power_cut", power_cut}};
+    verdict["expect"] = json::array();
+    for (const auto& c : expect_results) verdict["expect"].push_back(checks::to_json(c));
+    verdict["findings"] = findings;
     write_file(out / "verdict.json", verdict.dump(2) + "\n");
 
     std::string s = fmt::format("{} on {}: {} ({:.1f} s), run folder {}\n", sc.name.empty() ? sc.file : sc.name, o.kernel_name,
@@ -337,6 +369,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         if (v.ran && res.value("ret", 0) != 0) s += fmt::format("  ret {} {}", res.value("ret", 0), res.value("error", std::string()));
         s += "\n";
     }
+    for (const auto& c : expect_results) s += fmt::format("  expect {}\n", checks::to_text(c));
     s += trace_summary;
     if (power_cut.is_object())
         s += fmt::format("  power cut after step {} ({}): {} unflushed write(s) dropped, {} kept; survivors in disk.img, log in write-log.bin\n",

@@ -1,0 +1,196 @@
+#include "model/queries.hpp"
+
+#include "trace/format.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace blkrig::model {
+
+const Step& step_or_throw(const Run& run, int index) {
+    if (const Step* s = run.step(index)) return *s;
+    int hi = -1;
+    for (const auto& s : run.steps) hi = std::max(hi, s.index);
+    throw QueryError(hi < 0 ? fmt::format("step {}: the run has no steps", index)
+                            : fmt::format("step {}: the run's steps are 0..{}", index, hi));
+}
+
+int file_or_throw(const Run& run, const std::string& path) {
+    const int i = run.file_index(path);
+    if (i >= 0) return i;
+    std::string known;
+    for (const auto& f : run.files) known += (known.empty() ? "" : ", ") + f.guest_path;
+    throw QueryError(fmt::format("file '{}' is not in the image's extents.json (files: {})", path, known.empty() ? "none" : known));
+}
+
+void check_op(const std::string& op) {
+    static const char* known[] = {"read", "write", "flush", "get_id", "get_lifetime", "discard", "write_zeroes", "secure_erase", "invalid", "data"};
+    for (const char* k : known)
+        if (op == k) return;
+    if (op.rfind("type_", 0) == 0) return;
+    throw QueryError(fmt::format("op '{}' is not one of read, write, flush, discard, write_zeroes, secure_erase, get_id, get_lifetime, invalid, data", op));
+}
+
+namespace {
+bool op_matches(const Request& r, const std::optional<std::string>& op) {
+    if (!op) return true;
+    if (*op == "data") return r.is_data();
+    return r.op() == *op;
+}
+}  // namespace
+
+std::vector<const Request*> requests(const Run& run, const Filter& f) {
+    if (f.op) check_op(*f.op);
+    size_t b = 0, e = run.requests.size();
+    if (f.step) {
+        const Step& s = step_or_throw(run, *f.step);
+        b = s.req_begin;
+        e = s.req_end;
+    }
+    std::vector<const Request*> out;
+    out.reserve(e - b);
+    for (size_t i = b; i < e; ++i)
+        if (op_matches(run.requests[i], f.op)) out.push_back(&run.requests[i]);
+    return out;
+}
+
+std::vector<FileHit> file_hits(const Run& run, int file, const std::vector<const Request*>& reqs) {
+    std::vector<FileHit> out;
+    const auto& x = run.extent_index;
+    for (const Request* r : reqs) {
+        if (!r->is_data() || r->bytes == 0) continue;
+        // Index entries overlapping [sector, end): start at the last one beginning at or before sector.
+        auto it = std::upper_bound(x.begin(), x.end(), r->sector, [](uint64_t s, const ExtentIndexEntry& e) { return s < e.sector; });
+        if (it != x.begin()) --it;
+        FileHit h;
+        h.request = r;
+        uint32_t extents_touched = 0;
+        for (; it != x.end() && it->sector < r->end_sector(); ++it) {
+            if (it->file != static_cast<uint32_t>(file) || it->sector + it->sectors <= r->sector) continue;
+            const uint64_t a = std::max(r->sector, it->sector), b = std::min(r->end_sector(), it->sector + it->sectors);
+            const uint64_t off = it->file_offset + (a - it->sector) * 512;
+            if (!extents_touched || off < h.file_offset) {
+                h.file_offset = off;
+                h.extent = it->extent;
+            }
+            h.file_bytes += (b - a) * 512;
+            ++extents_touched;
+        }
+        if (!extents_touched) continue;
+        h.crosses_extent = extents_touched > 1;
+        out.push_back(h);
+    }
+    return out;
+}
+
+std::vector<FileHit> file_requests(const Run& run, int file, const Filter& f) { return file_hits(run, file, requests(run, f)); }
+
+std::optional<uint64_t> sector_of(const File& file, uint64_t offset) {
+    for (const auto& e : file.extents)
+        if (offset >= e.file_offset && offset < e.file_offset + e.sectors * 512) return e.sector + (offset - e.file_offset) / 512;
+    return std::nullopt;
+}
+
+const Request* request_at(const Run& run, int file, uint64_t offset, const Filter& f) {
+    const auto sector = sector_of(run.files[static_cast<size_t>(file)], offset);
+    if (!sector) return nullptr;
+    for (const Request* r : requests(run, f))
+        if (r->is_data() && r->sector <= *sector && *sector < r->end_sector()) return r;
+    return nullptr;
+}
+
+std::vector<std::vector<uint64_t>> contiguous_runs(const std::vector<const Request*>& reqs) {
+    std::vector<std::vector<uint64_t>> out;
+    const Request* prev = nullptr;
+    for (const Request* r : reqs) {
+        if (!r->is_data()) continue;
+        if (!prev || r->sector != prev->end_sector()) out.emplace_back();
+        out.back().push_back(r->seq);
+        prev = r;
+    }
+    return out;
+}
+
+std::vector<std::vector<uint64_t>> ascending_runs(const std::vector<const Request*>& reqs) {
+    std::vector<std::vector<uint64_t>> out;
+    const Request* prev = nullptr;
+    for (const Request* r : reqs) {
+        if (!r->is_data()) continue;
+        if (!prev || r->sector < prev->end_sector()) out.emplace_back();
+        out.back().push_back(r->seq);
+        prev = r;
+    }
+    return out;
+}
+
+uint64_t backward_seeks(const std::vector<const Request*>& reqs) {
+    const auto runs = ascending_runs(reqs);
+    return runs.empty() ? 0 : runs.size() - 1;
+}
+
+std::map<uint64_t, uint64_t> size_histogram(const std::vector<const Request*>& reqs) {
+    std::map<uint64_t, uint64_t> h;
+    for (const Request* r : reqs) ++h[r->bytes];
+    return h;
+}
+
+std::map<uint64_t, uint64_t> segment_histogram(const std::vector<const Request*>& reqs) {
+    std::map<uint64_t, uint64_t> h;
+    for (const Request* r : reqs) ++h[r->nsegs];
+    return h;
+}
+
+uint32_t bio_count(const Run& run, const Request& r) {
+    return r.issue < 0 ? 0 : run.issues[static_cast<size_t>(r.issue)].bios_count;
+}
+
+std::string guest_rwbs(const Run& run, const Request& r) {
+    if (r.issue < 0) return "";
+    return std::string(run.guest.events[run.issues[static_cast<size_t>(r.issue)].event].rwbs_view());
+}
+
+double merge_ratio(const Run& run, const std::vector<const Request*>& reqs) {
+    uint64_t matched = 0, bios = 0;
+    for (const Request* r : reqs) {
+        if (r->issue < 0) continue;
+        ++matched;
+        bios += bio_count(run, *r);
+    }
+    return matched ? static_cast<double>(bios) / static_cast<double>(matched) : 0.0;
+}
+
+std::vector<const Request*> fault_hits(const std::vector<const Request*>& reqs) {
+    std::vector<const Request*> out;
+    for (const Request* r : reqs)
+        if (r->fault_rule) out.push_back(r);
+    return out;
+}
+
+std::set<std::string> functions_hit(const Run& run, std::optional<int> step) {
+    size_t b = 0, e = run.guest.events.size();
+    if (step) {
+        const Step& s = step_or_throw(run, *step);
+        if (!s.guest_bracketed) return {};
+        b = s.guest_begin;
+        e = s.guest_end;
+    }
+    std::vector<bool> seen(run.guest.names.size());
+    std::set<std::string> out;
+    for (size_t i = b; i < e; ++i) {
+        const auto& ev = run.guest.events[i];
+        if (ev.kind != GuestKind::function || seen[ev.name]) continue;
+        seen[ev.name] = true;
+        out.insert(run.guest.name(ev.name));
+    }
+    return out;
+}
+
+std::string step_label(const Step& s) {
+    std::string out = s.index >= 0 ? fmt::format("step {} {}", s.index, s.op) : fmt::format("added step (agent {}) {}", s.agent_index, s.op);
+    if (!s.path.empty()) out += " " + s.path;
+    else if (s.args.contains("fd")) out += " fd " + s.args.value("fd", std::string());
+    return out;
+}
+
+}  // namespace blkrig::model
