@@ -552,8 +552,8 @@ Outcome check_property(const Selection& s, const Property& p) {
     if (k == "flush_after_writes") {
         std::vector<const model::Request*> writes, flushes;
         for (const auto* r : model::requests(s.run, {s.step->index, std::nullopt})) {
-            if (r->op() == "flush") flushes.push_back(r);
-            else if (r->op() == "write" || r->op() == "write_zeroes") writes.push_back(r);
+            if (r->type == 4) flushes.push_back(r);                       // VIRTIO_BLK_T_FLUSH
+            else if (r->type == 1 || r->type == 13) writes.push_back(r);  // OUT, WRITE_ZEROES
         }
         if (s.file >= 0) {
             std::vector<const model::Request*> mine;
@@ -599,7 +599,18 @@ Outcome check_property(const Selection& s, const Property& p) {
     }
     if (k == "no_findings") {
         o.holds = s.run.findings.empty();
-        o.got = o.holds ? "no findings" : fmt::format("{} findings; the first: {}", s.run.findings.size(), s.run.findings.front());
+        if (!o.holds) {
+            // A finding is a line saying what, then its first items: the line and the first item.
+            std::string first = s.run.findings.front();
+            const size_t nl = first.find('\n');
+            if (nl != std::string::npos) {
+                const size_t nl2 = first.find('\n', nl + 1);
+                first = first.substr(0, nl) + " " + first.substr(nl + 3, nl2 == std::string::npos ? std::string::npos : nl2 - nl - 3);
+            }
+            o.got = fmt::format("{} findings; the first: {}", s.run.findings.size(), first);
+        } else {
+            o.got = "no findings";
+        }
         o.offenders = s.run.findings.size();
         o.expected = "the guest's and the device's requests to correspond";
         return o;

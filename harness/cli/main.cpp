@@ -320,12 +320,18 @@ int do_check(const std::string& dir, const std::string& expect_file, const std::
                    run.steps.size() - static_cast<size_t>(added), added ? fmt::format(" (and {} the run added)", added) : "",
                    run.requests.size(), matched, run.issues.size(), run.guest.events.size());
         fmt::print("findings:{}\n", run.findings.empty() ? " none" : "");
-        for (const auto& f : run.findings) fmt::print("  {}\n", f);
+        // Each finding or note is a line, then indented items.
+        auto indent = [](const std::string& s) {
+            std::string out = "  ";
+            for (char c : s) out += c == '\n' ? std::string("\n  ") : std::string(1, c);
+            return out;
+        };
+        for (const auto& f : run.findings) fmt::print("{}\n", indent(f));
         if (!run.notes.empty()) fmt::print("notes:\n");
-        for (const auto& n : run.notes) fmt::print("  {}\n", n);
+        for (const auto& n : run.notes) fmt::print("{}\n", indent(n));
         for (const auto& r : results) fmt::print("{}\n", checks::to_text(r));
         if (results.empty()) fmt::print("no expectations to check\n");
-        else fmt::print("{} checks: {} passed, {} failed\n", results.size(), results.size() - failed, failed);
+        else fmt::print("{} check{}: {} passed, {} failed\n", results.size(), results.size() == 1 ? "" : "s", results.size() - failed, failed);
     }
     return failed ? 1 : 0;
 }

@@ -63,11 +63,13 @@ public:
     void add(F&& describe) {
         if (n_++ < kShown) items_.push_back(describe());
     }
+    // One entry per kind: the count on the first line, then the items.
     ~Reporter() {
         if (n_ == 0) return;
-        out_.push_back(fmt::format(fmt::runtime(summary_), n_));
-        for (auto& s : items_) out_.push_back("  " + s);
-        if (n_ > kShown) out_.push_back(fmt::format("  ... and {} more", n_ - kShown));
+        std::string s = fmt::format(fmt::runtime(summary_), n_);
+        for (auto& i : items_) s += "\n  " + i;
+        if (n_ > kShown) s += fmt::format("\n  ... and {} more", n_ - kShown);
+        out_.push_back(std::move(s));
     }
 
 private:

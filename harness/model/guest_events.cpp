@@ -122,36 +122,43 @@ bool ts_fast(std::string_view v, double& out) {
 bool scan(std::string_view l, Fields& f) {
     const char* p = l.data();
     const char* const end = p + l.size();
-    // nlohmann writes no whitespace: one test for the usual case.
-    auto ws = [&] {
+    // nlohmann writes no whitespace: one inlined test for the usual case.
+    auto ws = [&]() __attribute__((always_inline)) {
         if (p < end && static_cast<unsigned char>(*p) > ' ') return;
         while (p < end && (*p == ' ' || *p == '\t' || *p == '\r')) ++p;
     };
-    // The string starting at *p == '"'; escaped tells whether it held a backslash.
-    auto str = [&](std::string_view& out, bool& escaped) {
+    // The string starting at *p == '"'; escaped tells whether it held a
+    // backslash. Long strings (raw) are searched with memchr; for the short
+    // rest a plain loop, which also sees escapes, is cheaper than the call.
+    auto str = [&](std::string_view& out, bool& escaped, bool long_string) {
         if (p >= end || *p != '"') return false;
         const char* const start = ++p;
         escaped = false;
-        for (;;) {
-            // Most strings are short: a few bytes inline, then memchr for the long ones (raw).
-            const char* q = p;
-            const char* const near = std::min(end, p + 8);
-            while (q < near && *q != '"') ++q;
-            if (q == near && q < end) {
+        const char* q = p;
+        if (!long_string) {
+            for (;;) {
+                while (q < end && *q != '"' && *q != '\\') ++q;
+                if (q >= end) return false;
+                if (*q == '"') break;
+                escaped = true;
+                if (end - q < 2) return false;
+                q += 2;  // the backslash and what it escapes
+            }
+        } else {
+            for (;;) {
                 q = static_cast<const char*>(std::memchr(q, '"', static_cast<size_t>(end - q)));
                 if (!q) return false;
-            }
-            if (q == end) return false;
-            // An odd number of backslashes before the quote escapes it.
-            const char* b = q;
-            while (b > start && b[-1] == '\\') --b;
-            if (b != q) escaped = true;
-            p = q + 1;
-            if ((q - b) % 2 == 0) {
-                out = std::string_view(start, static_cast<size_t>(q - start));
-                return true;
+                // An odd number of backslashes before the quote escapes it.
+                const char* b = q;
+                while (b > start && b[-1] == '\\') --b;
+                if (b != q) escaped = true;
+                if ((q - b) % 2 == 0) break;
+                ++q;
             }
         }
+        out = std::string_view(start, static_cast<size_t>(q - start));
+        p = q + 1;
+        return true;
     };
     ws();
     if (p >= end || *p != '{') return false;
@@ -162,15 +169,13 @@ bool scan(std::string_view l, Fields& f) {
         std::string_view key;
         bool esc = false;
         ws();
-        if (!str(key, esc)) return false;
+        if (!str(key, esc, false)) return false;
         ws();
         if (p >= end || *p != ':') return false;
         ++p;
         ws();
         if (p >= end) return false;
         if (*p == '"') {
-            std::string_view v;
-            if (!str(v, esc)) return false;
             std::string_view* dst = nullptr;
             switch (key.size()) {
             case 3: dst = eq(key, "dev") ? &f.dev : eq(key, "raw") ? &f.raw : nullptr; break;
@@ -179,10 +184,11 @@ bool scan(std::string_view l, Fields& f) {
             case 8: dst = eq(key, "function") ? &f.function : nullptr; break;
             default: break;
             }
+            std::string_view v;
+            if (!str(v, esc, dst == &f.raw)) return false;
             if (dst) {
-                // A backslash in the middle of a string is only seen when it
-                // precedes a quote; look for any in the short kept fields.
-                if (dst != &f.raw && (esc || std::memchr(v.data(), '\\', v.size()))) return false;
+                // Escapes are left to nlohmann; raw is only searched for LOST lines.
+                if (esc && dst != &f.raw) return false;
                 *dst = v;
             }
         } else if (*p == '{' || *p == '[') {
@@ -310,11 +316,11 @@ private:
 
 }  // namespace
 
-GuestEvents parse_guest_events(std::string_view text, uint64_t base_offset) {
+GuestEvents parse_guest_events(std::string_view text, uint64_t base_offset, size_t reserve_bytes) {
     GuestEvents g;
     g.intern("");
     // About 150 bytes a line in practice; reserving avoids regrowing a large vector.
-    g.events.reserve(text.size() / 120 + 16);
+    g.events.reserve(std::max(reserve_bytes, text.size()) / 120 + 16);
     std::vector<std::string> holder;
     std::vector<GuestKind> kinds;  // by name id
     NameCache cache;

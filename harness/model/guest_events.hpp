@@ -85,7 +85,9 @@ private:
 
 // base_offset: where text starts in the file (GuestEvent::offset counts
 // from the file's start). Line numbers count from text's start.
-GuestEvents parse_guest_events(std::string_view text, uint64_t base_offset = 0);
+// reserve_bytes: make room for the events of this much text (more than
+// text's when more will be appended), so appending does not move them.
+GuestEvents parse_guest_events(std::string_view text, uint64_t base_offset = 0, size_t reserve_bytes = 0);
 
 // more, parsed from the text right after into's, appended to into (names
 // re-interned, line numbers continued). Lets two threads share a large file.

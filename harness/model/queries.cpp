@@ -28,20 +28,31 @@ void check_op(const std::string& op) {
     static const char* known[] = {"read", "write", "flush", "get_id", "get_lifetime", "discard", "write_zeroes", "secure_erase", "invalid", "data"};
     for (const char* k : known)
         if (op == k) return;
-    if (op.rfind("type_", 0) == 0) return;
+    // Other types as the trace labels them: "type_N".
+    if (op.size() > 5 && op.size() < 15 && op.rfind("type_", 0) == 0 && op.find_first_not_of("0123456789", 5) == std::string::npos) return;
     throw QueryError(fmt::format("op '{}' is not one of read, write, flush, discard, write_zeroes, secure_erase, get_id, get_lifetime, invalid, data", op));
 }
 
 namespace {
-bool op_matches(const Request& r, const std::optional<std::string>& op) {
-    if (!op) return true;
-    if (*op == "data") return r.is_data();
-    return r.op() == *op;
+// The op filter as a test on the type code: labels are compared once, not per request.
+struct OpTest {
+    enum { any, data, type } kind = any;
+    uint32_t code = 0;
+    bool operator()(const Request& r) const { return kind == any || (kind == data ? r.is_data() : r.type == code); }
+};
+OpTest op_test(const std::optional<std::string>& op) {
+    if (!op) return {};
+    if (*op == "data") return {OpTest::data, 0};
+    if (*op == "invalid") return {OpTest::type, trace::kTypeUnknown};
+    for (uint32_t t = 0; t < 64; ++t)
+        if (trace::op_label(t) == *op) return {OpTest::type, t};
+    return {OpTest::type, static_cast<uint32_t>(std::stoul(op->substr(5)))};  // "type_N" (check_op let it through)
 }
 }  // namespace
 
 std::vector<const Request*> requests(const Run& run, const Filter& f) {
     if (f.op) check_op(*f.op);
+    const OpTest op_matches = op_test(f.op);
     size_t b = 0, e = run.requests.size();
     if (f.step) {
         const Step& s = step_or_throw(run, *f.step);
@@ -51,18 +62,23 @@ std::vector<const Request*> requests(const Run& run, const Filter& f) {
     std::vector<const Request*> out;
     out.reserve(e - b);
     for (size_t i = b; i < e; ++i)
-        if (op_matches(run.requests[i], f.op)) out.push_back(&run.requests[i]);
+        if (op_matches(run.requests[i])) out.push_back(&run.requests[i]);
     return out;
 }
 
 std::vector<FileHit> file_hits(const Run& run, int file, const std::vector<const Request*>& reqs) {
     std::vector<FileHit> out;
     const auto& x = run.extent_index;
+    auto hint = x.begin();  // sequential I/O: the next request usually starts in the same index entry or the next
     for (const Request* r : reqs) {
         if (!r->is_data() || r->bytes == 0) continue;
         // Index entries overlapping [sector, end): start at the last one beginning at or before sector.
-        auto it = std::upper_bound(x.begin(), x.end(), r->sector, [](uint64_t s, const ExtentIndexEntry& e) { return s < e.sector; });
-        if (it != x.begin()) --it;
+        auto it = hint;
+        if (!(it != x.end() && it->sector <= r->sector && (std::next(it) == x.end() || std::next(it)->sector > r->sector))) {
+            it = std::upper_bound(x.begin(), x.end(), r->sector, [](uint64_t s, const ExtentIndexEntry& e) { return s < e.sector; });
+            if (it != x.begin()) --it;
+        }
+        hint = it;
         FileHit h;
         h.request = r;
         uint32_t extents_touched = 0;

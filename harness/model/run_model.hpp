@@ -50,7 +50,8 @@ struct Request {
 
     uint64_t sectors() const { return (bytes + 511) / 512; }
     uint64_t end_sector() const { return sector + sectors(); }
-    bool is_data() const;  // read, write, discard, write_zeroes, secure_erase: requests with a sector range
+    // read, write, discard, write_zeroes, secure_erase: requests with a sector range
+    bool is_data() const { return type == 0 || type == 1 || type == 11 || type == 13 || type == 14; }
     std::string op() const;
 };
 
@@ -149,21 +150,20 @@ struct Run {
     GuestEvents guest;
     std::vector<Bio> bios;
     std::vector<GuestIssue> issues;
-    uint64_t unissued_bios = 0;  // guest bios no issued request took
 
     std::vector<File> files;
     std::vector<ExtentIndexEntry> extent_index;  // by sector
 
-    // Mismatches and gaps the correlation found, for people: nothing that
-    // does not match is dropped silently.
+    // Mismatches and gaps the load and the correlation found, for people:
+    // nothing that does not match is dropped silently. One entry per kind:
+    // a line saying what and how many, then the first few, indented.
     std::vector<std::string> findings;
     // Expected gaps: device requests from before the guest trace started
     // (firmware, partition scan) or after it stopped.
     std::vector<std::string> notes;
 
-    // The step with this scenario index (or agent index, with by_agent), nullptr if none.
-    const Step* step(int index) const;
-    const Step* agent_step(int agent_index) const;
+    const Step* step(int index) const;              // by the scenario's index, nullptr if none
+    const Step* agent_step(int agent_index) const;  // by run.json's position
     const File* file(std::string_view path) const;  // "/mnt/f1.bin" or "/f1.bin"
     int file_index(std::string_view path) const;
     const std::string& name(uint32_t id) const { return guest.name(id); }

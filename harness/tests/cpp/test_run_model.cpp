@@ -338,6 +338,31 @@ TEST(RunModel, GuestEventsParseFastAndSlowPathsAlike) {
     EXPECT_EQ(g.events[1].op, GuestOp::write);
     EXPECT_EQ(g.events[1].line, 2u);
     EXPECT_EQ(g.bad_line_count, 1u);
+    ASSERT_EQ(g.bad_lines.size(), 1u);
+    EXPECT_EQ(g.bad_lines[0].first, 3u);
+
+    // The same event on the fast path and (forced by a list) the slow one.
+    const std::string fast = R"({"comm":"a\"b","dev":"8,0","error":-5,"event":"block_rq_complete","nsect":16,"rwbs":"WFS","sector":77,"ts":12.25})";
+    const std::string slow = R"({"comm":"x","dev":"8,0","error":-5,"event":"block_rq_complete","nsect":16,"rwbs":"WFS","sector":77,"ts":12.25,"l":[1]})";
+    const auto a = parse_guest_events(fast + "\n" + slow + "\n");
+    ASSERT_EQ(a.events.size(), 2u);
+    for (const auto& e : a.events) {
+        EXPECT_EQ(e.kind, GuestKind::rq_complete);
+        EXPECT_EQ(e.error, -5);
+        EXPECT_EQ(e.sector, 77u);
+        EXPECT_EQ(e.nsect, 16u);
+        EXPECT_EQ(e.rwbs_view(), "WFS");
+        EXPECT_DOUBLE_EQ(e.ts, 12.25);
+        EXPECT_EQ(a.name(e.dev), "8,0");
+    }
+    EXPECT_EQ(a.events[1].offset, fast.size() + 1);
+    // Two halves parsed apart and appended number lines and names as one parse does.
+    auto first = parse_guest_events(fast + "\n");
+    append(first, parse_guest_events(slow + "\n", fast.size() + 1));
+    ASSERT_EQ(first.events.size(), 2u);
+    EXPECT_EQ(first.events[1].line, 2u);
+    EXPECT_EQ(first.events[1].offset, fast.size() + 1);
+    EXPECT_EQ(first.name(first.events[1].name), "block_rq_complete");
 }
 
 TEST(RunModel, RwbsNamesTheOperation) {
