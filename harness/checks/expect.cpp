@@ -83,7 +83,10 @@ Expectation parse_expectation(const json& table, const std::string& where, const
         return it == key_lines.end() || file.empty() ? where : fmt::format("{}:{}", file, it->second);
     };
     auto bad = [&](const std::string& key, const std::string& what) { return ExpectError(fmt::format("{}: expect.{}: {}", at(key), key, what)); };
-    for (const auto& [key, v] : table.items()) {
+    // Named copies, not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
+    for (const auto& item : table.items()) {
+        const std::string& key = item.key();
+        const auto& v = item.value();
         if (key == "step") {
             if (!v.is_number_integer() || v.get<int64_t>() < 0) throw bad(key, "must be a step index (an integer from 0)");
             e.step = static_cast<int>(v.get<int64_t>());
