@@ -158,17 +158,20 @@ const std::set<std::string>& queue_knobs() {
     return k;
 }
 
-}  // namespace
-
-Scenario parse_scenario(std::string_view text, const std::string& file) {
-    Reader rd(file);
-    toml::table root;
+toml::table parse_toml(std::string_view text, const std::string& file) {
     try {
-        root = toml::parse(text, file);
+        return toml::parse(text, file);
     } catch (const toml::parse_error& e) {
         throw ScenarioError(file, static_cast<int>(e.source().begin.line), static_cast<int>(e.source().begin.column),
                             fmt::format("not valid TOML: {}", e.description()));
     }
+}
+
+}  // namespace
+
+Scenario parse_scenario(std::string_view text, const std::string& file) {
+    Reader rd(file);
+    toml::table root = parse_toml(text, file);
     Scenario sc;
     sc.file = file;
     rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults", "expect", "power_cut"});
@@ -430,13 +433,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
 
 std::vector<ExpectTable> parse_expect_file(std::string_view text, const std::string& file) {
     Reader rd(file);
-    toml::table root;
-    try {
-        root = toml::parse(text, file);
-    } catch (const toml::parse_error& e) {
-        throw ScenarioError(file, static_cast<int>(e.source().begin.line), static_cast<int>(e.source().begin.column),
-                            fmt::format("not valid TOML: {}", e.description()));
-    }
+    toml::table root = parse_toml(text, file);
     rd.only(root, "an expectations file", {"expect"});
     auto* ex = root["expect"].node();
     if (!ex) throw ScenarioError(file, 1, 1, "no [[expect]] tables");

@@ -113,6 +113,18 @@ int64_t BlkDevice::marker_index(const Request& r) const {
 }
 
 namespace {
+// The first `bytes` bytes of a payload spread over iovecs.
+std::vector<iovec> prefix(const std::vector<iovec>& data, uint64_t bytes) {
+    std::vector<iovec> head;
+    for (const auto& v : data) {
+        if (bytes == 0) break;
+        const size_t n = std::min<uint64_t>(bytes, v.iov_len);
+        head.push_back({v.iov_base, n});
+        bytes -= n;
+    }
+    return head;
+}
+
 // Fills bytes [skip, end) of the payload with the marker pattern: each
 // 512-byte sector says which marker sector it is, so a guest can check it.
 void fill_marker(const std::vector<iovec>& data, uint64_t first_marker_sector, uint64_t skip, uint64_t end) {
@@ -136,17 +148,7 @@ Refusal BlkDevice::read(const Request& r) {
     if (end <= base) return store_.read(r.sector * kSectorSize, r.data) == 0 ? Refusal::none : Refusal::store_error;
     // Reaches into the marker region: the store part first, then the pattern.
     const uint64_t store_bytes = r.sector < base ? (base - r.sector) * kSectorSize : 0;
-    if (store_bytes) {
-        std::vector<iovec> head;
-        uint64_t left = store_bytes;
-        for (const auto& v : r.data) {
-            if (left == 0) break;
-            const size_t n = std::min<uint64_t>(left, v.iov_len);
-            head.push_back({v.iov_base, n});
-            left -= n;
-        }
-        if (store_.read(r.sector * kSectorSize, head) != 0) return Refusal::store_error;
-    }
+    if (store_bytes && store_.read(r.sector * kSectorSize, prefix(r.data, store_bytes)) != 0) return Refusal::store_error;
     fill_marker(r.data, std::max(r.sector, base) - base, store_bytes, r.data_bytes);
     return Refusal::none;
 }
@@ -340,16 +342,8 @@ Refusal BlkDevice::run_fault(const Request& r, uint64_t seq, const faults::Actio
     case ActionKind::torn: {
         if (r.type != VIRTIO_BLK_T_OUT) return execute(r, seq);
         const uint64_t keep = std::min<uint64_t>(uint64_t{a.count} * kSectorSize, r.data_bytes);
-        std::vector<iovec> head;
-        uint64_t left = keep;
-        for (const auto& v : r.data) {
-            if (left == 0) break;
-            const size_t n = std::min<uint64_t>(left, v.iov_len);
-            head.push_back({v.iov_base, n});
-            left -= n;
-        }
         Refusal res = Refusal::none;
-        if (keep) res = write(r, seq, head, keep);
+        if (keep) res = write(r, seq, prefix(r.data, keep), keep);
         else if (geo_.read_only) res = Refusal::read_only;
         if (res != Refusal::none) return res;
         return a.torn_ok || keep == r.data_bytes ? Refusal::none : Refusal::injected_ioerr;

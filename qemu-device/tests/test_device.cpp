@@ -525,8 +525,11 @@ namespace {
 // Fault actions on the data path: what reaches the store, what the guest
 // gets back, and how completion is deferred.
 struct FaultedDevice {
-    explicit FaultedDevice(store::WriteLog* wlog = nullptr)
-        : store(store::make_ram(kCapacity * kSectorSize)), dev(geometry(), *store, nullptr, &engine, wlog) {
+    // with_log: the crash model on (a write log, no exported file).
+    explicit FaultedDevice(bool with_log = false)
+        : store(store::make_ram(kCapacity * kSectorSize)),
+          wlog(with_log ? std::make_unique<store::WriteLog>(*store, "") : nullptr),
+          dev(geometry(), *store, nullptr, &engine, wlog.get()) {
         dev.set_features(dev.features());
     }
     void rule(const std::string& text) { engine.add(std::get<faults::Rule>(faults::parse_rule(text))); }
@@ -563,6 +566,7 @@ struct FaultedDevice {
     BlkChains b;
     faults::Engine engine;
     std::unique_ptr<store::Store> store;
+    std::unique_ptr<store::WriteLog> wlog;
     BlkDevice dev;
     uint64_t last_data = 0;
 };
@@ -642,38 +646,29 @@ TEST(DeviceFaults, DelayHoldAndReorderExecuteNowAndDeferTheCompletion) {
 }
 
 TEST(DeviceFaults, PowerCutLosesUnflushedWritesAndTurnsTheDeviceOff) {
-    FaultedDevice f;
-    store::WriteLog wlog(*f.store, "");
-    BlkDevice dev(geometry(), *f.store, nullptr, &f.engine, &wlog);
-    dev.set_features(dev.features());
-    auto write = [&](uint64_t sector, const std::vector<uint8_t>& data) {
-        const uint64_t hdr = f.b.header(VIRTIO_BLK_T_OUT, sector), d = f.b.g.alloc(data.size()), st = f.b.status();
-        f.b.g.write(d, data.data(), data.size());
-        virtio::Completion c;
-        dev.process(f.b.walk({Seg{hdr, 16, false}, Seg{d, static_cast<uint32_t>(data.size()), false}, Seg{st, 1, true}}), c);
-        return f.b.g.get<uint8_t>(st);
-    };
-    auto flush = [&] {
-        const uint64_t hdr = f.b.header(VIRTIO_BLK_T_FLUSH, 0), st = f.b.status();
-        virtio::Completion c;
-        dev.process(f.b.walk({Seg{hdr, 16, false}, Seg{st, 1, true}}), c);
-        return f.b.g.get<uint8_t>(st);
-    };
+    FaultedDevice f(true);
+    uint8_t st = 0xff;
     const auto a = pattern(512, 1), b = pattern(512, 2);
-    ASSERT_EQ(write(10, a), VIRTIO_BLK_S_OK);
-    ASSERT_EQ(flush(), VIRTIO_BLK_S_OK);
-    ASSERT_EQ(write(20, b), VIRTIO_BLK_S_OK);
+    f.write(10, a, &st);
+    ASSERT_EQ(st, VIRTIO_BLK_S_OK);
+    f.flush(&st);
+    ASSERT_EQ(st, VIRTIO_BLK_S_OK);
+    f.write(20, b, &st);
+    ASSERT_EQ(st, VIRTIO_BLK_S_OK);
     f.rule("lie op=flush");
-    ASSERT_EQ(flush(), VIRTIO_BLK_S_OK) << "a lying flush says yes";
-    const auto rep = dev.power_cut(store::CutMode::drop_all, 0, 0.5);
+    f.flush(&st);
+    ASSERT_EQ(st, VIRTIO_BLK_S_OK) << "a lying flush says yes";
+    const auto rep = f.dev.power_cut(store::CutMode::drop_all, 0, 0.5);
     ASSERT_EQ(rep["dropped"].size(), 1u) << "the lying flush made nothing durable";
     EXPECT_EQ(rep["dropped"][0]["sector"], 20);
     EXPECT_EQ(f.stored(10, 512), a);
     EXPECT_EQ(f.stored(20, 512), std::vector<uint8_t>(512, 0));
-    EXPECT_TRUE(dev.powered_off());
-    EXPECT_EQ(write(30, a), VIRTIO_BLK_S_IOERR) << "a powered-off device answers IOERR";
-    dev.power_on();
-    EXPECT_EQ(write(30, a), VIRTIO_BLK_S_OK);
+    EXPECT_TRUE(f.dev.powered_off());
+    f.write(30, a, &st);
+    EXPECT_EQ(st, VIRTIO_BLK_S_IOERR) << "a powered-off device answers IOERR";
+    f.dev.power_on();
+    f.write(30, a, &st);
+    EXPECT_EQ(st, VIRTIO_BLK_S_OK);
 }
 
 TEST(DeviceFaults, PowerCutWithoutWriteLogIsRefused) {
