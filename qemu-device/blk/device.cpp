@@ -159,7 +159,7 @@ Refusal BlkDevice::write(const Request& r, uint64_t seq, const std::vector<iovec
     if (auto e = check_range(r.sector, r.data_bytes, data_sectors()); e != Refusal::none) return e;
     const uint64_t off = r.sector * kSectorSize;
     auto store_write = [&] { return store_.write(off, data); };
-    if ((wlog_ ? wlog_->change(seq, r.type, off, bytes, store_write) : store_write()) != 0) return Refusal::store_error;
+    if ((wlog_ ? wlog_->change(seq, r.type, off, bytes, store_write, data) : store_write()) != 0) return Refusal::store_error;
     // Write-through (no FLUSH negotiated, or the driver turned the cache
     // off): the write is durable when it completes.
     if (!writeback_.load(std::memory_order_relaxed)) {
@@ -272,7 +272,7 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
     // Marker reads are the rig's own boundaries: faults never touch them.
     if (faults_ && !c.marker)
         fault = faults_->decide(r.type, r.sector, r.ranges.empty() ? r.data_bytes / kSectorSize : rec.bytes / kSectorSize, rec.queue,
-                                c.queue_depth, monotonic_ns() - start_ns_);
+                                c.queue_depth, rec.t_submit_ns > start_ns_ ? rec.t_submit_ns - start_ns_ : 0);
     if (fault.fire) {
         c.fault_rule = fault.rule_id;
         c.fault_action = static_cast<uint16_t>(fault.action.kind);

@@ -91,13 +91,23 @@ int WriteLog::write_range(uint64_t offset, const std::vector<uint8_t>& data) {
     return store_.write(offset, std::span<const iovec>(&v, 1));
 }
 
-int WriteLog::change(uint64_t seq, uint32_t type, uint64_t offset, uint64_t bytes, const std::function<int()>& op) {
+int WriteLog::change(uint64_t seq, uint32_t type, uint64_t offset, uint64_t bytes, const std::function<int()>& op,
+                     std::span<const iovec> written) {
     std::lock_guard lock(mu_);
     Entry e{{seq, type, offset, bytes}, {}, {}};
     if (int r = read_range(offset, bytes, e.before); r != 0) return r;
     const int r = op();
-    // A failed op may still have changed part of the range: log what is there.
-    if (int rr = read_range(offset, bytes, e.after); rr != 0) return r != 0 ? r : rr;
+    if (r == 0 && !written.empty()) {
+        e.after.reserve(bytes);
+        for (const auto& v : written) {
+            const auto* p = static_cast<const uint8_t*>(v.iov_base);
+            e.after.insert(e.after.end(), p, p + v.iov_len);
+        }
+        e.after.resize(bytes);
+    } else if (int rr = read_range(offset, bytes, e.after); rr != 0) {
+        // A failed op may still have changed part of the range: log what is there.
+        return r != 0 ? r : rr;
+    }
     append(offset / kSector, bytes / kSector, type == kTypeDiscard ? kFlagDiscard : 0, e.after.data(),
            type == kTypeDiscard ? 0 : bytes, false);
     pending_bytes_ += bytes;

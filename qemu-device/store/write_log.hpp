@@ -51,8 +51,11 @@ public:
     WriteLog& operator=(const WriteLog&) = delete;
 
     // Runs op (which changes [offset, offset+bytes) of the store) with the
-    // contents before and after captured. Returns op's result.
-    int change(uint64_t seq, uint32_t type, uint64_t offset, uint64_t bytes, const std::function<int()>& op);
+    // contents before and after captured. Returns op's result. written: the
+    // data op writes, when it is a plain write; the contents after are then
+    // copied from it instead of read back from the store.
+    int change(uint64_t seq, uint32_t type, uint64_t offset, uint64_t bytes, const std::function<int()>& op,
+               std::span<const iovec> written = {});
     // Runs op (the store flush); when it succeeds everything logged so far
     // is durable.
     int flush(uint64_t seq, const std::function<int()>& op);

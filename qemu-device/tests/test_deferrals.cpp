@@ -41,11 +41,11 @@ TEST(Deferrals, DelayedCompletionComesDueAfterItsTime) {
     const uint64_t t0 = monotonic_ns();
     c.defer_until_ns = t0 + 50'000'000;
     d.add(std::move(c), &in);
-    EXPECT_EQ(d.pending(&in), 1u);
+    EXPECT_EQ(in.waiting(), 1u);
     ASSERT_TRUE(readable(in, 5000));
     EXPECT_GE(monotonic_ns() - t0, 50'000'000u);
     EXPECT_EQ(seqs(in.take()), std::vector<uint64_t>{1});
-    EXPECT_EQ(d.pending(&in), 0u);
+    EXPECT_EQ(in.waiting(), 0u);
 }
 
 TEST(Deferrals, ReorderedCompletesAfterNLaterCompletionsOfItsQueueOnly) {
@@ -89,8 +89,8 @@ TEST(Deferrals, TakeAllEmptiesOnlyThatQueue) {
     c.defer_until_ns = monotonic_ns() + 3'600'000'000'000;
     d.add(std::move(c), &q0);
     EXPECT_EQ(seqs(d.take_all(&q0)), (std::vector<uint64_t>{1, 3}));
-    EXPECT_EQ(d.pending(&q0), 0u);
-    EXPECT_EQ(d.pending(&q1), 1u);
+    EXPECT_EQ(q0.waiting(), 0u);
+    EXPECT_EQ(q1.waiting(), 1u);
 }
 
 }  // namespace

@@ -25,7 +25,8 @@ protected:
 
     int put(WriteLog& log, uint64_t seq, uint64_t off, const std::vector<uint8_t>& data) {
         const iovec v{const_cast<uint8_t*>(data.data()), data.size()};
-        return log.change(seq, kOut, off, data.size(), [&] { return store_->write(off, std::span<const iovec>(&v, 1)); });
+        return log.change(seq, kOut, off, data.size(), [&] { return store_->write(off, std::span<const iovec>(&v, 1)); },
+                          std::span<const iovec>(&v, 1));
     }
     std::vector<uint8_t> get(uint64_t off, size_t n) {
         std::vector<uint8_t> out(n);

@@ -61,17 +61,27 @@ void Deferrals::add(Completion c, Inbox* inbox) {
     }
     {
         std::lock_guard lock(mu_);
+        if (it.c.defer == Defer::reorder) reorders_.fetch_add(1, std::memory_order_relaxed);
+        inbox->waiting_.fetch_add(1, std::memory_order_relaxed);
         items_.push_back(std::move(it));
     }
     cv_.notify_all();
 }
 
+std::list<Deferrals::Item>::iterator Deferrals::erase(std::list<Item>::iterator i) {
+    if (i->c.defer == Defer::reorder) reorders_.fetch_sub(1, std::memory_order_relaxed);
+    i->inbox->waiting_.fetch_sub(1, std::memory_order_relaxed);
+    return items_.erase(i);
+}
+
 void Deferrals::completed_on(Inbox* inbox) {
+    // Called after every completion: without reordered requests, no lock.
+    if (reorders_.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(mu_);
     for (auto i = items_.begin(); i != items_.end();) {
         if (i->inbox == inbox && i->c.defer == Defer::reorder && --i->overtakes == 0) {
             i->inbox->put(std::move(i->c));
-            i = items_.erase(i);
+            i = erase(i);
         } else {
             ++i;
         }
@@ -85,7 +95,7 @@ std::vector<uint64_t> Deferrals::release(std::optional<uint64_t> seq, std::optio
         if (i->c.defer == Defer::hold && (!seq || i->c.record.seq == *seq) && (!rule || i->c.fault_rule == *rule)) {
             out.push_back(i->c.record.seq);
             i->inbox->put(std::move(i->c));
-            i = items_.erase(i);
+            i = erase(i);
         } else {
             ++i;
         }
@@ -103,20 +113,13 @@ std::vector<HeldRequest> Deferrals::held() const {
     return out;
 }
 
-size_t Deferrals::pending(const Inbox* inbox) const {
-    std::lock_guard lock(mu_);
-    size_t n = 0;
-    for (const auto& i : items_) n += i.inbox == inbox;
-    return n;
-}
-
 std::vector<Completion> Deferrals::take_all(Inbox* inbox) {
     std::vector<Completion> out;
     std::lock_guard lock(mu_);
     for (auto i = items_.begin(); i != items_.end();) {
         if (i->inbox == inbox) {
             out.push_back(std::move(i->c));
-            i = items_.erase(i);
+            i = erase(i);
         } else {
             ++i;
         }
@@ -132,7 +135,7 @@ void Deferrals::run() {
         for (auto i = items_.begin(); i != items_.end();) {
             if (i->due_ns != 0 && i->due_ns <= now) {
                 i->inbox->put(std::move(i->c));
-                i = items_.erase(i);
+                i = erase(i);
             } else {
                 if (i->due_ns != 0) next = std::min(next, i->due_ns);
                 ++i;

@@ -8,6 +8,7 @@
 
 #include "virtio/device.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <list>
@@ -29,8 +30,12 @@ public:
     int fd() const { return efd_; }  // readable when completions are waiting
     void put(Completion c);
     std::vector<Completion> take();  // also clears the eventfd
+    // Completions Deferrals still keeps for this queue (read on the request path: no lock).
+    uint32_t waiting() const { return waiting_.load(std::memory_order_relaxed); }
 
 private:
+    friend class Deferrals;
+    std::atomic<uint32_t> waiting_{0};
     int efd_ = -1;
     std::mutex mu_;
     std::vector<Completion> ready_;
@@ -65,8 +70,6 @@ public:
     // Returns the seqs released.
     std::vector<uint64_t> release(std::optional<uint64_t> seq, std::optional<uint32_t> rule);
     std::vector<HeldRequest> held() const;
-    // Requests still waiting on this queue's behalf (for queue depth).
-    size_t pending(const Inbox* inbox) const;
     // The queue stops: everything still waiting for it, to complete now.
     std::vector<Completion> take_all(Inbox* inbox);
 
@@ -79,8 +82,11 @@ private:
         uint64_t since_ns;
     };
     void run();
+    // Removes an item (under mu_), keeping the counters the request path reads.
+    std::list<Item>::iterator erase(std::list<Item>::iterator i);
 
     mutable std::mutex mu_;
+    std::atomic<size_t> reorders_{0};  // reorder items: completed_on has nothing to do without them
     std::condition_variable cv_;
     std::list<Item> items_;
     bool stop_ = false;

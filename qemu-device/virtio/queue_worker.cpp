@@ -73,7 +73,7 @@ bool QueueWorker::drain() {
             c.record.seq = dev_.next_seq();
             c.record.queue = s_.index;
             c.record.head = *head;
-            c.queue_depth = 1u + ring_.avail_pending() + (deferrals_ ? static_cast<uint32_t>(deferrals_->pending(&inbox_)) : 0u);
+            c.queue_depth = 1u + ring_.avail_pending() + inbox_.waiting();
             dev_.process(std::get<DescriptorChain>(walked), c);
             if (c.defer != Defer::none && deferrals_) deferrals_->add(std::move(c), &inbox_);
             else complete(c);
