@@ -433,6 +433,10 @@ nlohmann::json BlkDevice::stats_json() const {
                               {"latency_p50_ns_below", pct(0.5)},
                               {"latency_p99_ns_below", pct(0.99)}};
     }
+    if (wlog_) {
+        out["write_log"] = {{"unflushed_writes", wlog_->unflushed()}, {"unflushed_bytes", wlog_->unflushed_bytes()}};
+        if (auto e = wlog_->export_error(); !e.empty()) out["write_log"]["export_error"] = e;
+    }
     return out;
 }
 

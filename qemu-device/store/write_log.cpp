@@ -1,5 +1,7 @@
 #include "store/write_log.hpp"
 
+#include "common/log.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -54,11 +56,17 @@ WriteLog::~WriteLog() {
     ::close(fd_);
 }
 
+void WriteLog::export_failed(const char* what) {
+    if (!export_error_.empty()) return;
+    export_error_ = fmt::format("write log {}: writing the {} failed: {}", path_, what, std::strerror(errno));
+    log(LogLevel::error, "{}; later entries are not in the file", export_error_);
+}
+
 void WriteLog::write_super() {
     uint8_t sector[kSector] = {};
     const Super s{kMagic, kVersion, entries_, kSector};
     std::memcpy(sector, &s, sizeof s);
-    if (::pwrite(fd_, sector, sizeof sector, 0) != static_cast<ssize_t>(sizeof sector)) path_error_ = errno;
+    if (::pwrite(fd_, sector, sizeof sector, 0) != static_cast<ssize_t>(sizeof sector)) export_failed("superblock");
 }
 
 void WriteLog::append(uint64_t sector, uint64_t nr_sectors, uint64_t flags, const void* data, uint64_t data_bytes, bool inline_data) {
@@ -70,7 +78,7 @@ void WriteLog::append(uint64_t sector, uint64_t nr_sectors, uint64_t flags, cons
     else if (data_bytes) buf.insert(buf.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + data_bytes);
     buf.resize((buf.size() + kSector - 1) / kSector * kSector, 0);
     if (::pwrite(fd_, buf.data(), buf.size(), static_cast<off_t>(file_end_)) != static_cast<ssize_t>(buf.size())) {
-        path_error_ = errno;
+        export_failed("entry");
         return;
     }
     file_end_ += buf.size();

@@ -86,10 +86,15 @@ private:
     std::string path_;
     uint64_t entries_ = 0;
     uint64_t file_end_ = 512;  // the superblock takes sector 0
-    int path_error_ = 0;       // errno of the first failed write to the file
+    std::string export_error_;  // the first failed write to the file, empty if none
+    void export_failed(const char* what);  // under mu_
+
 public:
-    // The first error writing the exported file (errno), 0 if none.
-    int export_error() const { std::lock_guard lock(mu_); return path_error_; }
+    // Why the exported file is incomplete (logged once when it happened), empty if it is not.
+    std::string export_error() const {
+        std::lock_guard lock(mu_);
+        return export_error_;
+    }
 };
 
 }  // namespace blkrig::store

@@ -345,6 +345,8 @@ TEST_P(GuestlessDeferred, PowerCutLosesTheUnflushedWriteOnly) {
     ASSERT_EQ(fe.write(64, y), VIRTIO_BLK_S_OK);
     ASSERT_EQ(fe.read(64, r), VIRTIO_BLK_S_OK);
     EXPECT_EQ(std::memcmp(r.host, y.host, 4096), 0) << "the unflushed write is not visible before the cut";
+    const auto stats = fault_cli(ctl, {"stats"});
+    EXPECT_NE(stats.output.find("\"unflushed_writes\": 1"), std::string::npos) << stats.output;
     const auto cut = fault_cli(ctl, {"power-cut"});
     ASSERT_EQ(cut.exit_code, 0) << cut.output;
     EXPECT_NE(cut.output.find("\"sector\": 64"), std::string::npos) << cut.output;
