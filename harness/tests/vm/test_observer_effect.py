@@ -19,6 +19,20 @@ import blkrig_test as bt
 
 KERNELS = ["debian-bookworm-cloud", "debian-trixie-cloud"]
 
+# Steps 0..3 of both scenarios: mount, drop_caches, a read of the whole file, umount.
+STEPS = '''[[steps]]
+op = "mount"
+[[steps]]
+op = "drop_caches"
+[[steps]]
+op = "read"
+path = "/mnt{path}"
+bs = "{size}"
+expect = {{{{ ret = 0, bytes = "{size}", sha256 = "file" }}}}
+[[steps]]
+op = "umount"
+'''
+
 EXT2 = '''[scenario]
 name = "observer-ext2"
 extent_check = {check}
@@ -33,18 +47,7 @@ content = "random"
 seed = 4
 [guest]
 nomerges = 2
-[[steps]]
-op = "mount"
-[[steps]]
-op = "drop_caches"
-[[steps]]
-op = "read"
-path = "/mnt/i.bin"
-bs = "200K"
-expect = {{ ret = 0, bytes = "200K", sha256 = "file" }}
-[[steps]]
-op = "umount"
-'''
+''' + STEPS.format(path="/i.bin", size="200K")
 
 VFAT = '''[scenario]
 name = "observer-vfat"
@@ -59,17 +62,7 @@ content = "random"
 seed = 5
 layout = "fragmented"
 extents = 4
-[[steps]]
-op = "mount"
-[[steps]]
-op = "drop_caches"
-[[steps]]
-op = "read"
-path = "/mnt/f.bin"
-expect = {{ ret = 0, bytes = "1M", sha256 = "file" }}
-[[steps]]
-op = "umount"
-'''
+''' + STEPS.format(path="/f.bin", size="1M")
 
 READ_STEP = 2
 
