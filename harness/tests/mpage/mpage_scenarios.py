@@ -204,11 +204,11 @@ def ext2(driver: str = "ext4", block: int = 1024) -> Scenario:
     the block device's cache must not hold it. The FIEMAP after the first
     mount reads it, and the agent keeps /dev/vda open (markers), so unmounting
     does not empty that cache (a mount with 4 KiB blocks does: set_blocksize).
-    drop_caches frees it only once nothing holds its buffer, and the per-CPU
-    buffer-head LRU holds the last 16 looked up: fs/ext2 reading a 6 MiB
-    filler (with 1 KiB blocks, 24 indirect blocks looked up) between the
-    second mount and the last drop_caches pushes it out. Seen without the
-    filler on 6.1: fs/ext2 never re-read the indirect block."""
+    Seen on 6.1 with 1 KiB blocks: without a filler (or with a 256 KiB one)
+    fs/ext2 never re-read the indirect block; reading a 6 MiB filler (24
+    indirect blocks looked up) between the second mount and the last
+    drop_caches made it. What fits: drop_caches cannot free a buffer the
+    per-CPU buffer-head LRU (the last 16 looked up) still holds."""
     s = _new(f"mpage-ext2-{driver}-{block // 1024}k", f"BH_Boundary: the indirect block and the data before it ({driver} driver)",
              {"fs": "ext2", "size": "64M", "block": block},
              [{"path": "/i.bin", "size": EXT2_FILE_BLOCKS * block, "content": "random", "seed": 6},
