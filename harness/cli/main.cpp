@@ -4,7 +4,7 @@
 //   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
 //   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
 //   blkrig check RUN_DIR [EXPECT.toml] [--format text|json]
-//   blkrig kernel list | fetch NAME
+//   blkrig kernel list | fetch NAME [--extra-modules ext2]
 // Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict) or
 // an expectation failed (check), 2 bad arguments or input, 3 the
 // infrastructure failed (boot), 130 interrupted.
@@ -13,11 +13,13 @@
 #include "model/run_model.hpp"
 #include "launch/process.hpp"
 #include "model/trace_view.hpp"
+#include "run/fs_driver.hpp"
 #include "run/run.hpp"
 #include "scenario/scenario.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -89,18 +91,29 @@ int kernel_list() {
         std::string state = "not fetched (blkrig kernel fetch " + std::string(k.name) + ")";
         std::ifstream rel(dir / "release");
         std::string release;
-        if (rel && std::getline(rel, release)) state = "fetched: " + release + " in " + dir.string();
+        if (rel && std::getline(rel, release)) {
+            std::error_code ec;
+            const bool ext2 = fs::is_regular_file(run::ext2_module_path(dir), ec);
+            state = "fetched: " + release + " in " + dir.string() +
+                    (ext2 ? "; ext2: built (" + std::string(run::kExt2Module) + ".ko)"
+                          : "; ext2: not built (blkrig kernel fetch " + std::string(k.name) + " --extra-modules ext2)");
+        }
         fmt::print("{:<24} {:<52} {}\n", k.name, k.what, state);
     }
     return 0;
 }
 
-int kernel_fetch(const std::string& name) {
+int kernel_fetch(const std::string& name, const std::vector<std::string>& extra_modules) {
     bool known = false;
     for (const auto& k : kKernels) known = known || name == k.name;
     if (!known) throw UsageError(fmt::format("unknown kernel '{}': see blkrig kernel list", name));
-    const std::string script = (source_dir() / "guest-driver" / "kernels" / "fetch-debian").string();
-    std::vector<char*> argv = {const_cast<char*>(script.c_str()), const_cast<char*>(name.c_str()), nullptr};
+    std::string script = (source_dir() / "guest-driver" / "kernels" / "fetch-debian").string();
+    std::vector<std::string> args = {script, name};
+    // fetch-debian checks the module names (exit 2 for an unknown one).
+    if (!extra_modules.empty()) args.insert(args.end(), {"--extra-modules", fmt::format("{}", fmt::join(extra_modules, ","))});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     ::execv(script.c_str(), argv.data());
     throw std::runtime_error(fmt::format("cannot run {}: {}", script, std::strerror(errno)));
 }
@@ -463,8 +476,12 @@ int main(int argc, char** argv) {
     kern->require_subcommand(1);
     auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
     std::string fetch_name;
-    auto* kfetch = kern->add_subcommand("fetch", "Download a catalogue kernel from Debian's archive into the cache");
+    auto* kfetch = kern->add_subcommand("fetch", "Download a catalogue kernel from Debian's archive into the cache (and build extra modules for it)");
     kfetch->add_option("NAME", fetch_name, "catalogue name")->required();
+    std::vector<std::string> fetch_extra;
+    kfetch->add_option("--extra-modules", fetch_extra,
+                       "also build these drivers out of tree against the kernel's headers (ext2: fs/ext2 as module ext2mpage)")
+        ->delimiter(',');
 
     try {
         app.parse(argc, argv);
@@ -519,7 +536,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (klist->parsed()) return kernel_list();
-        if (kfetch->parsed()) return kernel_fetch(fetch_name);
+        if (kfetch->parsed()) return kernel_fetch(fetch_name, fetch_extra);
         if (boot->parsed()) {
             spec.out_dir = out;
             return do_boot(spec, kernel);

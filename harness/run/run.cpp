@@ -1,5 +1,6 @@
 #include "run/run.hpp"
 
+#include "run/fs_driver.hpp"
 
 #include "checks/expect.hpp"
 #include "checks/steps.hpp"
@@ -37,13 +38,6 @@ const std::vector<std::string> kFunctions = {
     "mpage_readahead",      "mpage_read_folio",       "do_mpage_readpage", "__mpage_writepage", "mpage_writepages",
     "mpage_end_io",         "mpage_read_end_io",      "mpage_write_end_io", "mpage_submit_folio", "block_read_full_folio",
     "block_write_full_folio", "block_write_full_page", "ext4_mpage_readpages"};
-
-std::vector<std::string> fs_modules(const std::string& fstype) {
-    if (fstype == "vfat") return {"vfat", "nls_cp437", "nls_ascii"};
-    if (fstype == "exfat") return {"exfat", "nls_ascii"};
-    if (fstype == "ext4" || fstype == "ext2") return {"ext4"};
-    return {};
-}
 
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -85,14 +79,15 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
     return std::nullopt;
 }
 
-// Builds initrd.gz in out with init as /init and files (SRC:DEST).
+// Builds initrd.gz in out with init as /init, files (SRC:DEST), modules
+// and the filesystem driver's.
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
-                                         const std::vector<std::string>& files, std::vector<std::string> modules) {
+                                         const std::vector<std::string>& files, std::vector<std::string> modules, const FsDriver& fsd) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.gz").string()};
     for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
-    for (const auto& m : fs_modules(sc.disk.fs)) modules.push_back(m);
+    for (const auto& m : fsd.modules) modules.push_back(m);
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     auto ir = launch::run_tool(mi, std::chrono::seconds(120));
     if (ir.exit_code == 0) return std::nullopt;
@@ -129,7 +124,7 @@ launch::BootSpec boot_spec(const scenario::Scenario& sc, const RunOptions& o, co
     return b;
 }
 
-std::string fstype_for(const scenario::DiskSpec& d) { return d.fs == "ext2" ? "ext4" : (d.fs == "raw" ? "" : d.fs); }
+json to_json(const FsDriver& d) { return {{"fstype", d.fstype}, {"driver", d.driver}, {"modules", d.modules}, {"why", d.why}}; }
 
 // Every problem the agent's work before step 0 shows starts so: the rig,
 // not the scenario, failed (exit 3).
@@ -201,6 +196,10 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     } catch (const checks::ExpectError& e) {
         return fail_with(Outcome::bad_input, e.what());
     }
+    // Which driver mounts the disk: a kernel without the one asked for must not cost a boot either.
+    const auto fsd_or = fs_driver(sc, o.kernel_dir, o.kernel_name);
+    if (const auto* e = std::get_if<std::string>(&fsd_or)) return fail_with(Outcome::bad_input, *e);
+    const FsDriver& fsd = std::get<FsDriver>(fsd_or);
     fs::create_directories(o.out_dir);
     const fs::path out = fs::absolute(o.out_dir);
     if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
@@ -213,7 +212,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     //    check happens before step 0 on a mount of its own (docs/architecture.md).
     std::vector<json> steps;
     for (const auto& st : sc.steps) steps.push_back(st.args);
-    const bool extent_check = sc.extent_check && o.extent_check && fstype_for(sc.disk) != "" && !sc.disk.files.empty();
+    const bool extent_check = sc.extent_check && o.extent_check && !fsd.fstype.empty() && !sc.disk.files.empty();
     // Faults aimed at a file become rules on the sectors that hold it.
     std::vector<std::string> fault_args;
     for (const auto& f : sc.faults) {
@@ -253,7 +252,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     const json run_json = {{"version", 1},
                            {"disk", "/dev/vda"},
                            {"mountpoint", scenario::kMountpoint},
-                           {"fstype", fstype_for(sc.disk)},
+                           {"fstype", fsd.fstype},
                            {"mount_options", sc.guest.mount_options},
                            {"queue", queue},
                            {"marker", {{"first_sector", disk_sectors}, {"count", kMarkerSectors * 512 / sc.device.logical_block_size},
@@ -268,7 +267,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         json files = json::array();
         for (const auto& f : sc.disk.files) files.push_back(f.path);
         // Not the steps' mountpoint: nothing the steps look at is touched.
-        run_spec["extent_check"] = {{"mountpoint", "/run/blkrig-extent-check"}, {"fstype", fstype_for(sc.disk)}, {"files", files}};
+        run_spec["extent_check"] = {{"mountpoint", "/run/blkrig-extent-check"}, {"fstype", fsd.fstype}, {"files", files}};
     }
     if (steps.size() * 2 > kMarkerSectors * 512 / sc.device.logical_block_size)
         return fail_with(Outcome::bad_input, fmt::format("{}: {} steps need more markers than the region holds", sc.file, steps.size()));
@@ -276,7 +275,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
     if (auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
-                                   {"virtio_pci", "virtio_blk", "virtio_console"}))
+                                   {"virtio_pci", "virtio_blk", "virtio_console"}, fsd))
         return *bad;
 
     // 4. Boot.
@@ -407,6 +406,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     verdict["expect"] = json::array();
     for (const auto& c : expect_results) verdict["expect"].push_back(checks::to_json(c));
     verdict["findings"] = findings;
+    verdict["fs_driver"] = to_json(fsd);
     write_file(out / "verdict.json", verdict.dump(2) + "\n");
 
     std::string s = fmt::format("{} on {}: {} ({:.1f} s), run folder {}\n", sc.name.empty() ? sc.file : sc.name, o.kernel_name,
@@ -420,6 +420,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         s += "\n";
     }
     for (const auto& c : expect_results) s += fmt::format("  expect {}\n", checks::to_text(c));
+    if (sc.disk.fs == "ext2") s += fmt::format("  ext2 disk mounted by the {} driver (mount -t {})\n", fsd.driver, fsd.fstype);
     s += trace_summary;
     if (power_cut.is_object())
         s += fmt::format("  power cut after step {} ({}): {} unflushed write(s) dropped, {} kept; survivors in disk.img, log in write-log.bin\n",
@@ -434,14 +435,18 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
 namespace blkrig::run {
 
 RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const fs::path& init_shell) {
+    const auto fsd_or = fs_driver(sc, o.kernel_dir, o.kernel_name);
+    if (const auto* e = std::get_if<std::string>(&fsd_or)) return fail_with(Outcome::bad_input, *e);
+    const FsDriver& fsd = std::get<FsDriver>(fsd_or);
+    if (sc.disk.fs == "ext2") fmt::print(stderr, "blkrig: the ext2 disk is mounted by the {} driver (mount -t {})\n", fsd.driver, fsd.fstype);
     fs::create_directories(o.out_dir);
     const fs::path out = fs::absolute(o.out_dir);
     if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
     if (auto bad = build_disk(sc, o, out)) return *bad;
-    std::string conf = fmt::format("FSTYPE='{}'\nMOUNT_OPTIONS='{}'\n", fstype_for(sc.disk), sc.guest.mount_options);
+    std::string conf = fmt::format("FSTYPE='{}'\nMOUNT_OPTIONS='{}'\n", fsd.fstype, sc.guest.mount_options);
     for (const auto& [k, v] : sc.guest.queue) conf += fmt::format("QUEUE_{}='{}'\n", k, v);
     write_file(out / "vm.conf", conf);
-    if (auto bad = build_initramfs(sc, o, out, init_shell, {(out / "vm.conf").string() + ":/etc/blkrig/vm.conf"}, {"virtio_pci", "virtio_blk"}))
+    if (auto bad = build_initramfs(sc, o, out, init_shell, {(out / "vm.conf").string() + ":/etc/blkrig/vm.conf"}, {"virtio_pci", "virtio_blk"}, fsd))
         return *bad;
     launch::BootSpec b = boot_spec(sc, o, out);
     b.interactive = true;

@@ -271,7 +271,8 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
     if (auto* g = root["guest"].node()) {
         const auto& t = rd.table(*g, "[guest]");
         rd.only(t, "[guest]",
-                {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity", "memory", "mount_options", "step_timeout", "programs"});
+                {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity", "memory", "mount_options", "step_timeout", "programs",
+                 "ext2_driver"});
         if (auto* n = t["programs"].node()) {
             if (!n->is_array()) rd.fail(*n, "guest.programs must be a list of program names, e.g. [\"fio\"]");
             for (auto& p : *n->as_array()) sc.guest.programs.push_back(rd.str(p, "guest.programs entry"));
@@ -286,6 +287,12 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         if (sc.guest.memory_mb < 128) rd.fail(t["memory"].node()->source(), "guest.memory must be at least 128M");
         if (auto* n = t["mount_options"].node()) sc.guest.mount_options = rd.str(*n, "guest.mount_options");
         if (auto* n = t["step_timeout"].node()) sc.guest.step_timeout_s = static_cast<unsigned>(rd.integer(*n, "guest.step_timeout (seconds)", 1, 3600));
+        if (auto* n = t["ext2_driver"].node()) {
+            sc.guest.ext2_driver = rd.one_of(*n, "guest.ext2_driver", {"auto", "ext2", "ext4"});
+            sc.guest.ext2_driver_line = static_cast<int>(n->source().begin.line);
+            if (sc.guest.ext2_driver != "auto" && sc.disk.fs != "ext2")
+                rd.fail(*n, fmt::format("guest.ext2_driver applies to ext2 disks only (disk.fs is \"{}\")", sc.disk.fs));
+        }
     }
 
     if (auto* fl = root["faults"].node()) {

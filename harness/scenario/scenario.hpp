@@ -62,6 +62,11 @@ struct GuestKnobs {
     std::string mount_options;
     unsigned step_timeout_s = 60;
     std::vector<std::string> programs;  // host programs put into the initramfs (e.g. "fio")
+    // Which driver mounts an ext2 image: "ext2" (fs/ext2 built for the
+    // catalogue kernel, module ext2mpage), "ext4" (ext4's), "auto" (ext2 when
+    // the kernel has it).
+    std::string ext2_driver = "auto";
+    int ext2_driver_line = 0;  // where guest.ext2_driver was given (0: the default)
 };
 
 struct Expect {

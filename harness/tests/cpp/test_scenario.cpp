@@ -114,13 +114,24 @@ INSTANTIATE_TEST_SUITE_P(
             "after_step/until_step 3 but the scenario has 1 steps"},
         Bad{"bad fault rule", "[[faults]]\nrule = \"ioerr op=reed\"\n[[steps]]\nop = \"sync\"\n", 2, "expected an op"},
         Bad{"extent_check not a boolean", "[scenario]\nextent_check = \"no\"\n[[steps]]\nop = \"sync\"\n", 2, "must be true or false"},
-        Bad{"queue size not power of two", "[device]\nqueue_size = 100\n[[steps]]\nop = \"sync\"\n", 2, "power of two"}),
+        Bad{"queue size not power of two", "[device]\nqueue_size = 100\n[[steps]]\nop = \"sync\"\n", 2, "power of two"},
+        Bad{"unknown ext2 driver", "[disk]\nfs = \"ext2\"\n[guest]\next2_driver = \"ext3\"\n[[steps]]\nop = \"sync\"\n", 4,
+            "guest.ext2_driver 'ext3' is not one of: auto, ext2, ext4"},
+        Bad{"ext2 driver on vfat", "[disk]\nfs = \"vfat\"\n[guest]\next2_driver = \"ext2\"\n[[steps]]\nop = \"sync\"\n", 4,
+            "applies to ext2 disks only"}),
     [](const auto& info) {
         std::string n = info.param.name;
         for (auto& c : n)
             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
         return n;
     });
+
+TEST(Scenario, Ext2DriverDefaultsToAutoAndKeepsItsLine) {
+    EXPECT_EQ(parse_scenario(kGood, "good.toml").guest.ext2_driver, "auto");
+    const auto s = parse_scenario("[disk]\nfs = \"ext2\"\n[guest]\next2_driver = \"ext4\"\n[[steps]]\nop = \"sync\"\n", "e.toml");
+    EXPECT_EQ(s.guest.ext2_driver, "ext4");
+    EXPECT_EQ(s.guest.ext2_driver_line, 4);
+}
 
 TEST(Scenario, ParseSize) {
     EXPECT_EQ(parse_size("512"), 512u);

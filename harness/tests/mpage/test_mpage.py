@@ -13,7 +13,8 @@ extents it needs, the mpage function it is about ran in that step, the fault
 fired) and fails loudly if not: a row never passes vacuously. What is asserted
 comes from the run model's queries and checks (blkrig_model); the tests only
 pick requests and compare. Rows that use the same scenario share one run per
-kernel (mpage_scenarios.py), so a kernel costs ten boots.
+kernel (mpage_scenarios.py), so a kernel costs twelve boots (ten without the
+ext2 module).
 
 Views: M1, M2 and M4 run twice, with the queue at nomerges=2 and scheduler
 none (each bio mpage built is one device request) and with the default
@@ -23,8 +24,10 @@ merging (mq-deadline, nomerges=0), where the guest's bios inside each request
 Known deviation, reported and kept visible: M12 on kernels that read ext2
 images through ext4_mpage_readpages issues the indirect block before blocks
 0-11 (xfail, strict: a kernel that honours BH_Boundary turns it into a
-failure to look at). The fs/mpage.c variant of M12 needs a kernel with
-CONFIG_EXT2_FS and is skipped, with the reason, where there is none.
+failure to look at). The fs/mpage.c variant of M12 reads the same layout
+through fs/ext2, built for the catalogue kernel as module ext2mpage
+(`blkrig kernel fetch NAME --extra-modules ext2`), and is skipped, naming
+that command, on a kernel without it.
 
 Out of reach through a device, so not tested here:
 - mpage_alloc's halving of nr_vecs under PF_MEMALLOC (memory-pressure
@@ -448,30 +451,52 @@ _M12_DEVIATION = ("known deviation (docs/conformance.md, M12): ext4_mpage_readpa
                   "relative_block == map.m_len, which does not hold when the mapping spans several pages")
 
 
-@pytest.mark.parametrize("read_path", ["ext4_mpage_readpages", "fs/mpage.c"])
-def test_m12_boundary_block_order(scenario_run, blkrig_kernel, request, read_path):
+def ext2_module(kernel: str) -> Path | None:
+    """The fs/ext2 module fetch-debian --extra-modules ext2 built for the kernel, if any."""
+    for d in (Path(kernel), bt.kernel_dir(kernel)):
+        ko = d / "modules" / "extra" / "ext2mpage.ko"
+        if ko.is_file():
+            return ko
+    return None
+
+
+# (read path, ext2 block size): ext4's copy of mpage on the image ext4 reads
+# as ext2, and fs/mpage.c through fs/ext2 with 1 KiB blocks (four blocks a
+# page: the boundary falls inside page 2) and 4 KiB blocks (one a page).
+M12_CASES = [("ext4_mpage_readpages", 1024), ("fs/mpage.c", 1024), ("fs/mpage.c", 4096)]
+
+
+@pytest.mark.parametrize("read_path,block", M12_CASES, ids=[f"{p}-{b // 1024}k" for p, b in M12_CASES])
+def test_m12_boundary_block_order(scenario_run, blkrig_kernel, request, read_path, block):
     """M12: an indirect-mapped read issues blocks 0-11, then the indirect block, then 12.., not "12 0 1 2 ...".
 
     Seed: BH_Boundary, "push what I/O you have currently accumulated".
     """
-    s = sc.ext2()
+    driver = sc.EXT2_DRIVERS[read_path]
+    if driver == "ext2" and ext2_module(blkrig_kernel) is None:
+        name = _kernel_name(blkrig_kernel)
+        config = kernel_config(blkrig_kernel)
+        why = "has no CONFIG_EXT2_FS" if config and "CONFIG_EXT2_FS=" not in config else "has no ext2mpage module"
+        pytest.skip(f"kernel {name} {why} and no fs/ext2 built for it: run `blkrig kernel fetch {name} --extra-modules ext2`")
+    s = sc.ext2(driver, block)
     res = scenario_run(s)
     run, path = res.run, "/mnt/i.bin"
     st = step(run, s, "read")
+    verdict = json.loads((res.dir / "verdict.json").read_text())
+    assert verdict["fs_driver"]["driver"] == driver, f"precondition: the {driver} driver should mount the image: {verdict['fs_driver']}"
     hit = run.functions_hit(step=st.index)
-    if read_path == "fs/mpage.c" and "do_mpage_readpage" not in hit:
-        config = kernel_config(blkrig_kernel)
-        why = ("the kernel has no CONFIG_EXT2_FS" if config and "CONFIG_EXT2_FS=" not in config
-               else "the rig mounts ext2 images with the ext4 driver")
-        pytest.skip(f"{why}: the ext2 image was read by {sorted(hit & {'ext4_mpage_readpages'}) or sorted(hit)}, "
-                    "not fs/mpage.c's do_mpage_readpage")
-    if read_path == "ext4_mpage_readpages" and "ext4_mpage_readpages" not in hit:
-        pytest.skip(f"the ext2 image was not read through ext4_mpage_readpages (hit: {sorted(hit)})")
+    if read_path == "fs/mpage.c":
+        # Through fs/mpage.c itself, never ext4's private copy.
+        assert {"mpage_readahead", "do_mpage_readpage"} <= hit and "ext4_mpage_readpages" not in hit, \
+            f"precondition: the read should run mpage_readahead and do_mpage_readpage, not ext4_mpage_readpages (hit: {sorted(hit)})"
+    else:
+        assert "ext4_mpage_readpages" in hit, f"precondition: the ext2 image was not read through ext4_mpage_readpages (hit: {sorted(hit)})"
     extents = json.loads((res.dir / "extents.json").read_text())
     meta = next(f for f in extents["files"] if f["path"] == "/i.bin")["metadata"]
     ind = [m for m in meta if m["kind"] == "IND"]
     ext = run.extents(path)
-    assert len(ind) == 1 and ext[0][0] == 0 and ext[0][2] == 12 * 2, \
+    spb = block // 512
+    assert len(ind) == 1 and ext[0][0] == 0 and ext[0][2] == 12 * spb, \
         f"precondition: blocks 0-11 in one extent, one indirect block: extents {ext}, metadata {meta}"
     ind_sector = ind[0]["sector"]
     assert ext[0][1] + ext[0][2] == ind_sector, f"precondition: the indirect block should follow block 11 on disk: {ext}, {meta}"
@@ -480,7 +505,7 @@ def test_m12_boundary_block_order(scenario_run, blkrig_kernel, request, read_pat
     assert ind_req, f"precondition: the indirect block (sector {ind_sector}) was not read in step {st.index}: " \
                     f"the mapping was cached ({describe(reads)})"
     first = run.request_at(path, 0, op="read", step=st.index)
-    twelve = run.request_at(path, 12 * 1024, op="read", step=st.index)
+    twelve = run.request_at(path, 12 * block, op="read", step=st.index)
     assert first and twelve, "precondition: blocks 0 and 12 were read"
     order = sorted([(first.seq, f"blocks 0-11 R {first.sector}+{first.sectors}"),
                     (ind_req[0].seq, f"indirect R {ind_sector}+{ind_req[0].sectors}"),

@@ -12,7 +12,8 @@ import mpage_scenarios as sc
 
 BUILDERS = {"read-nomerges": lambda: sc.read("nomerges"), "read-merging": lambda: sc.read("merging"),
             "frag512": sc.frag512, "sparse": sc.sparse, "read-eio": sc.read_eio, "write-eio": sc.write_eio,
-            "write": sc.write, "ext2": sc.ext2, "segmax": sc.segmax, "delay": sc.delay}
+            "write": sc.write, "ext2": sc.ext2, "ext2-fs-ext2-1k": lambda: sc.ext2("ext2", 1024),
+            "ext2-fs-ext2-4k": lambda: sc.ext2("ext2", 4096), "segmax": sc.segmax, "delay": sc.delay}
 
 
 @pytest.mark.parametrize("name", BUILDERS)
