@@ -32,6 +32,9 @@ struct RunOptions {
     // Boot on the disk an earlier run left (e.g. what survived its power
     // cut) instead of building one: its disk.img and extents.json are copied.
     std::filesystem::path disk_from;
+    // More fault rules for the device (`--faults FILE`, already checked):
+    // copied into the run folder as fault-rules and given to the device.
+    std::filesystem::path faults_file;
 };
 
 enum class Outcome { pass = 0, fail = 1, bad_input = 2, infra = 3, interrupted = 130 };
