@@ -159,6 +159,8 @@ def test_requests_after_the_cut_are_ioerr_marked_power_off(cut_drop_all):
     for q in after:
         assert q["status"] == "ioerr" and q.get("fault") == {"rule": 0, "action": "power_off"}, f"seq {q['seq']}: {q}"
     assert not [q for q in recs if q["kind"] == "request" and q["seq"] < cut_at and q.get("fault")], "a request before the cut is marked"
+    summary = json.loads((cut_drop_all / "verdict.json").read_text())["device_trace"]
+    assert (summary["powered_off"], summary["faults"]) == (len(after), 0), summary
     # The run model counts them as fault hits, as [[expect]] faulted_requests_* does.
     import blkrig_model as bm
     hits = bm.load_run(str(cut_drop_all)).fault_hits()
