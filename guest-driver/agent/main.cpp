@@ -2,6 +2,7 @@
 // and reports on virtio-serial ports (docs/agent-protocol.md). Every way out
 // ends in power-off, with the reason on the console and, once the results
 // port is open, in an error record.
+#include "before_steps.hpp"
 #include "port.hpp"
 #include "process.hpp"
 #include "report.hpp"
@@ -74,8 +75,12 @@ void run(Reporter& rep) {
 
     const UniqueFd disk = wait_for_disk(spec.disk, kDeviceWait);
     auto queue = set_queue_knobs(spec, rep);
+    // Before tracing starts, so the guest's trace, like the steps, begins
+    // on an empty cache of the disk.
+    const BeforeSteps before = prepare_disk(spec);
     const TracingSetup tracing = start_tracing(spec.trace, rep);
     rep.hello(make_hello(modules, std::move(queue), tracing));
+    rep.before_steps(before);
 
     const size_t reported = StepRunner(spec, disk.get(), rep).run_all();
 

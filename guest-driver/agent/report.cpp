@@ -24,6 +24,19 @@ void Reporter::hello(const Hello& h) {
         std::to_string(h.events.size()) + " events traced)");
 }
 
+void Reporter::before_steps(const BeforeSteps& b) {
+    send(encode(b));
+    std::string line = "before the steps: ";
+    if (b.extent_check) {
+        line += b.extent_check->error.empty() ? "extents of " + std::to_string(b.extent_check->files.size()) + " file(s) mapped; "
+                                               : "extent check failed: " + b.extent_check->error + "; ";
+    }
+    line += "disk cache " + std::to_string(b.resident_before) + " -> " + std::to_string(b.resident_after) + " of " +
+            std::to_string(b.disk_pages) + " pages";
+    if (!b.cache_error.empty()) line += " (" + b.cache_error + ")";
+    say(line);
+}
+
 void Reporter::step(const StepResult& r, const Step& s) {
     send(encode(r));
     char ms[32];

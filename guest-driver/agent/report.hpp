@@ -21,6 +21,7 @@ public:
 
     void note(const std::string& what);
     void hello(const Hello& h);
+    void before_steps(const BeforeSteps& b);
     void step(const StepResult& r, const Step& s);
     void done(size_t steps);
     // Says why the run ends, wherever it still can; never throws.

@@ -47,17 +47,47 @@ std::string encode(const Hello& h) {
                  {"t_ns", h.t_ns}});
 }
 
+namespace {
+
+Json extents_json(const std::vector<Extent>& extents) {
+    Json list = Json::array();
+    for (const Extent& e : extents)
+        list.push_back({{"logical", e.logical}, {"physical", e.physical}, {"length", e.length}, {"flags", e.flags}});
+    return list;
+}
+
+}  // namespace
+
+std::string encode(const BeforeSteps& b) {
+    Json j = {{"type", "before_steps"}};
+    if (b.extent_check) {
+        Json files = Json::array();
+        for (const auto& [path, r] : b.extent_check->files) {
+            Json f = {{"path", path}, {"ret", r.ret}, {"errno", r.err}, {"error", r.error}, {"call", r.call}};
+            if (r.extents) f["extents"] = extents_json(*r.extents);
+            files.push_back(std::move(f));
+        }
+        j["extent_check"] = {{"error", b.extent_check->error}, {"files", std::move(files)}};
+    } else {
+        j["extent_check"] = nullptr;
+    }
+    j["disk_cache"] = {{"pages", b.disk_pages},
+                       {"resident_before", b.resident_before},
+                       {"resident_after", b.resident_after},
+                       {"buffers_kb_before", b.buffers_kb_before},
+                       {"buffers_kb_after", b.buffers_kb_after},
+                       {"error", b.cache_error}};
+    j["t_start_ns"] = b.t_start_ns;
+    j["t_end_ns"] = b.t_end_ns;
+    return line(j);
+}
+
 std::string encode(const StepResult& r) {
     Json j = {{"type", "step"}, {"index", r.index}, {"op", op_name(r.op)}, {"ret", r.ret},
               {"errno", r.err}, {"error", r.error}, {"call", r.call}};
     if (r.bytes) j["bytes"] = *r.bytes;
     if (r.sha256) j["sha256"] = *r.sha256;
-    if (r.extents) {
-        Json list = Json::array();
-        for (const Extent& e : *r.extents)
-            list.push_back({{"logical", e.logical}, {"physical", e.physical}, {"length", e.length}, {"flags", e.flags}});
-        j["extents"] = std::move(list);
-    }
+    if (r.extents) j["extents"] = extents_json(*r.extents);
     j["t_start_ns"] = r.t_start_ns;
     j["t_end_ns"] = r.t_end_ns;
     j["marker_begin"] = r.marker_begin;

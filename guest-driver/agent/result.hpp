@@ -53,6 +53,29 @@ struct StepResult {
     void fail_text(std::string text);
 };
 
+// What the agent did to the disk before step 0 (docs/agent-protocol.md,
+// "before_steps"): the extent check's FIEMAPs, and the page cache of the
+// disk dropped, with the resident pages counted before and after.
+struct ExtentCheckResult {
+    std::string error;  // the check's mount or umount failed; empty if not
+    std::vector<std::pair<std::string, StepResult>> files;  // path inside the fs, its FIEMAP
+};
+
+struct BeforeSteps {
+    std::optional<ExtentCheckResult> extent_check;  // absent: not asked for
+    uint64_t disk_pages = 0;       // the disk's size in pages
+    uint64_t resident_before = 0;  // pages of the disk in the page cache before the drop
+    uint64_t resident_after = 0;   // and after it: 0 unless the drop failed
+    // /proc/meminfo Buffers: every page of every block device's page cache,
+    // including pages mincore does not count (read in part through
+    // buffer heads, so not uptodate). Only the disk is a block device here.
+    int64_t buffers_kb_before = -1;  // -1: not read
+    int64_t buffers_kb_after = -1;
+    std::string cache_error;       // why the drop or the count failed
+    int64_t t_start_ns = 0;        // CLOCK_MONOTONIC, around all of it
+    int64_t t_end_ns = 0;
+};
+
 struct ErrorRecord {
     std::string what;
 };
@@ -64,6 +87,7 @@ struct Done {
 // Each returns one line, newline included.
 std::string encode(const Hello& h);
 std::string encode(const StepResult& r);
+std::string encode(const BeforeSteps& b);
 std::string encode(const ErrorRecord& e);
 std::string encode(const Done& d);
 

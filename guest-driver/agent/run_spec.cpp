@@ -324,6 +324,23 @@ TraceSpec parse_trace(const Json& j) {
     return t;
 }
 
+ExtentCheck parse_extent_check(const Json& j, const std::string& steps_mountpoint) {
+    const Object o(j, "extent_check");
+    o.only({"mountpoint", "fstype", "options", "files"}, "");
+    ExtentCheck c;
+    c.mountpoint = o.path("mountpoint");
+    if (c.mountpoint == steps_mountpoint)
+        o.fail("mountpoint", "must differ from the steps' mountpoint " + steps_mountpoint);
+    c.fstype = o.string("fstype", "");
+    if (c.fstype.empty()) o.fail("fstype", "the check mounts the disk and needs its filesystem type");
+    c.options = o.string("options", "");
+    c.files = o.strings("files");
+    for (size_t i = 0; i < c.files.size(); ++i)
+        if (c.files[i].empty() || c.files[i][0] != '/')
+            throw SpecError(o.field("files") + "[" + std::to_string(i) + "]", "expected a path starting with /, got '" + c.files[i] + "'");
+    return c;
+}
+
 std::vector<std::pair<std::string, std::string>> parse_queue(const Json& j) {
     const Object o(j, "queue");
     std::vector<std::pair<std::string, std::string>> out;
@@ -390,7 +407,7 @@ RunSpec parse_run_spec(std::string_view json_text) {
     }
     const Object o(j, "");
     o.only({"version", "modules", "disk", "mountpoint", "fstype", "mount_options", "queue", "marker", "trace",
-            "step_timeout_s", "steps"},
+            "step_timeout_s", "extent_check", "steps"},
            "");
     RunSpec r;
     r.version = static_cast<int>(o.integer("version", std::nullopt, 0, 1000));
@@ -405,6 +422,7 @@ RunSpec parse_run_spec(std::string_view json_text) {
     if (const Json* m = o.get("marker")) r.marker = parse_marker(*m);
     if (const Json* t = o.get("trace")) r.trace = parse_trace(*t);
     r.step_timeout_s = o.integer("step_timeout_s", 60, 1, 24 * 3600);
+    if (const Json* c = o.get("extent_check")) r.extent_check = parse_extent_check(*c, r.mountpoint);
 
     const Json& steps = o.need("steps");
     if (!steps.is_array()) o.fail("steps", std::string("expected a list, got ") + type_name(steps));

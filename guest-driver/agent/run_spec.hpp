@@ -74,6 +74,15 @@ struct TraceSpec {
     int64_t buffer_kb = 0;               // per CPU; 0 keeps the kernel's size
 };
 
+// The extent check before the steps (docs/architecture.md, "Before the
+// steps"): a read-only mount of its own, a FIEMAP of each file, umount.
+struct ExtentCheck {
+    std::string mountpoint;  // not the steps' mountpoint
+    std::string fstype;
+    std::string options;     // mount(8) words; "ro" is always added
+    std::vector<std::string> files;  // paths inside the filesystem, "/f1.bin"
+};
+
 struct RunSpec {
     int version = 1;
     std::vector<std::string> modules;  // informational
@@ -86,6 +95,7 @@ struct RunSpec {
     std::optional<Marker> marker;
     TraceSpec trace;
     int64_t step_timeout_s = 60;
+    std::optional<ExtentCheck> extent_check;  // absent: no check
     std::vector<Step> steps;
 };
 

@@ -174,7 +174,7 @@ void check_faults_file(const std::string& path) {
 
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
            const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {},
-           const std::string& faults_file = {}) {
+           bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {}) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -196,6 +196,8 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     o.timeout_s = timeout;
     o.control_path = control;
     o.disk_from = disk_from;
+    o.extent_check = extent_check;
+    o.guest_trace = guest_trace;
     if (!faults_file.empty()) o.faults_file = fs::absolute(faults_file);
     if (!disk_from.empty() && !fs::is_regular_file(fs::path(disk_from) / "disk.img"))
         throw UsageError(fmt::format("--disk-from {}: no disk.img there (give the run folder of an earlier run)", disk_from));
@@ -421,6 +423,12 @@ int main(int argc, char** argv) {
     runc->add_option("--faults", run_faults, "more fault rules for the device: a file of rules, one per line, or what blkrig fault ... save wrote");
     runc->add_option("--disk-from", run_disk_from,
                      "boot on the disk an earlier run left (its run folder: disk.img, extents.json), e.g. what survived a power cut");
+    bool run_no_extent_check = false;
+    runc->add_flag("--no-extent-check", run_no_extent_check,
+                   "skip the guest's FIEMAP check of the image's extents before step 0 (as [scenario] extent_check = false)");
+    bool run_no_guest_trace = false;
+    runc->add_flag("--no-guest-trace", run_no_guest_trace,
+                   "trace nothing in the guest (no block events, no mpage functions; [[expect]] checks that need them fail)");
 
     std::string vm_scenario, vm_kernel, vm_out;
     auto* vmc = app.add_subcommand("vm", "A VM by hand: a scenario's kernel, disk and knobs with a shell on this terminal");
@@ -483,7 +491,8 @@ int main(int argc, char** argv) {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
-        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from, run_faults);
+        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from,
+                                      !run_no_extent_check, !run_no_guest_trace, run_faults);
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (fault->parsed()) {
             if (fadd->parsed()) {

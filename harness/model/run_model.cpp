@@ -198,7 +198,9 @@ void load_run_json(Run& run) {
     }
 }
 
-// With the scenario, steps carry the scenario's numbers (the run adds FIEMAP steps).
+// With the scenario, steps carry the scenario's numbers. The agent runs
+// exactly the scenario's steps; run folders of older versions also hold a
+// FIEMAP step per file after the first mount, numbered -1 here.
 void number_steps(Run& run) {
     const fs::path p = run.dir / "scenario.toml";
     std::error_code ec;
@@ -209,15 +211,19 @@ void number_steps(Run& run) {
     } catch (const scenario::ScenarioError& e) {
         throw RunError(p, fmt::format("cannot be parsed: {}", e.what()));
     }
-    const auto plan = scenario::agent_steps(sc);
-    if (plan.size() != run.steps.size())
-        throw RunError(p, fmt::format("does not match run.json: the scenario makes {} agent steps, run.json has {}", plan.size(), run.steps.size()));
-    for (size_t i = 0; i < plan.size(); ++i) {
-        if (plan[i].args.value("op", "") != run.steps[i].op)
-            throw RunError(p, fmt::format("does not match run.json: agent step {} is '{}' in run.json but '{}' from the scenario", i, run.steps[i].op,
-                                          plan[i].args.value("op", "")));
-        run.steps[i].index = plan[i].scenario_index;
+    size_t next = 0;
+    for (size_t i = 0; i < run.steps.size(); ++i) {
+        if (next < sc.steps.size() && sc.steps[next].op == run.steps[i].op) {
+            run.steps[i].index = static_cast<int>(next++);
+        } else if (run.steps[i].op == "fiemap") {
+            run.steps[i].index = -1;
+        } else {
+            throw RunError(p, fmt::format("does not match run.json: agent step {} is '{}' in run.json but the scenario's step {} is '{}'", i,
+                                          run.steps[i].op, next, next < sc.steps.size() ? sc.steps[next].op : std::string("(none)")));
+        }
     }
+    if (next != sc.steps.size())
+        throw RunError(p, fmt::format("does not match run.json: the scenario has {} steps, run.json {}", sc.steps.size(), next));
 }
 
 void load_results(Run& run) {

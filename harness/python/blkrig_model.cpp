@@ -333,7 +333,7 @@ PYBIND11_MODULE(blkrig_model, m) {
     using OptStr = std::optional<std::string>;
     py::class_<PyRun>(m, "Run")
         .def_property_readonly("steps", [](const PyRun& r) { return r.steps(false); }, "the scenario's steps, by index")
-        .def_property_readonly("agent_steps", [](const PyRun& r) { return r.steps(true); }, "every step the agent ran, the run's FIEMAPs included")
+        .def_property_readonly("agent_steps", [](const PyRun& r) { return r.steps(true); }, "every step the agent ran (run folders of older versions also hold the FIEMAP steps they added)")
         .def_property_readonly("findings", [](const PyRun& r) { return r.run().findings; })
         .def_property_readonly("notes", [](const PyRun& r) { return r.run().notes; })
         .def_property_readonly("files", [](const PyRun& r) {

@@ -131,6 +131,65 @@ launch::BootSpec boot_spec(const scenario::Scenario& sc, const RunOptions& o, co
 
 std::string fstype_for(const scenario::DiskSpec& d) { return d.fs == "ext2" ? "ext4" : (d.fs == "raw" ? "" : d.fs); }
 
+// Every problem the agent's work before step 0 shows starts so: the rig,
+// not the scenario, failed (exit 3).
+constexpr const char* kBeforeStepsProblem = "before the steps: ";
+
+// The agent's before_steps record: the guest's FIEMAP (bytes) must equal the
+// builder's extents (sectors), and the disk's cache must have been emptied.
+std::vector<std::string> check_before_steps(const json& before, bool extent_check, const json& extents) {
+    std::vector<std::string> problems;
+    auto problem = [&](const std::string& what) { problems.push_back(kBeforeStepsProblem + what); };
+    if (!before.is_object()) {
+        problem("the agent sent no before_steps record");
+        return problems;
+    }
+    const json cache = before.value("disk_cache", json::object());
+    if (!cache.value("error", std::string()).empty())
+        problem(fmt::format("the disk's page cache could not be emptied: {}", cache.value("error", std::string())));
+    else if (cache.value("resident_after", uint64_t{1}) != 0)
+        problem(fmt::format("{} pages of the disk were still cached after dropping the cache", cache.value("resident_after", uint64_t{1})));
+    else if (cache.value("buffers_kb_after", int64_t{-1}) != 0)
+        problem(fmt::format("the guest's block device cache held {} kB after dropping the cache (/proc/meminfo Buffers; -1: unreadable)",
+                            cache.value("buffers_kb_after", int64_t{-1})));
+    const json check = before.value("extent_check", json());
+    if (!extent_check) return problems;
+    if (!check.is_object()) {
+        problem("the extent check was asked for and did not run");
+        return problems;
+    }
+    if (!check.value("error", std::string()).empty()) {
+        problem(fmt::format("the extent check failed: {}", check.value("error", std::string())));
+        return problems;
+    }
+    const json got_files = check.value("files", json::array());
+    for (const auto& want_file : extents.value("files", json::array())) {
+        const std::string path = want_file.value("path", "");
+        const json* got_file = nullptr;
+        for (const auto& g : got_files)
+            if (g.value("path", "") == path) got_file = &g;
+        if (!got_file) {
+            problem(fmt::format("the extent check did not map {}", path));
+            continue;
+        }
+        if (got_file->value("ret", -1) != 0) {
+            problem(fmt::format("FIEMAP of {} failed in the guest: {} {}", path, got_file->value("call", std::string()),
+                                got_file->value("error", std::string("?"))));
+            continue;
+        }
+        json got = json::array();
+        for (const auto& e : got_file->value("extents", json::array()))
+            got.push_back({{"file_offset", e.value("logical", 0ull)}, {"sector", e.value("physical", 0ull) / 512},
+                           {"sectors", (e.value("length", 0ull) + 511) / 512}});
+        json want = json::array();
+        for (const auto& e : want_file.value("extents", json::array()))
+            want.push_back({{"file_offset", e.value("file_offset", 0ull)}, {"sector", e.value("sector", 0ull)}, {"sectors", e.value("sectors", 0ull)}});
+        if (got != want)
+            problem(fmt::format("extents of {} disagree: the image says {}, the guest kernel says {}", path, want.dump(), got.dump()));
+    }
+    return problems;
+}
+
 }  // namespace
 
 RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
@@ -150,25 +209,22 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     if (auto bad = build_disk(sc, o, out)) return *bad;
     const json extents = json::parse(read_file(out / "extents.json"));
 
-    // 2. What the agent runs: the scenario's steps, with a FIEMAP of every
-    //    file right after the first mount, so the guest confirms the extents.
+    // 2. What the agent runs: the scenario's steps, nothing else. The extent
+    //    check happens before step 0 on a mount of its own (docs/architecture.md).
     std::vector<json> steps;
-    std::map<size_t, size_t> agent_to_scenario;  // agent step index -> scenario step index
-    std::vector<std::pair<size_t, std::string>> fiemap_steps;  // agent index, file path
-    for (const auto& a : scenario::agent_steps(sc)) {
-        if (a.scenario_index >= 0) agent_to_scenario[steps.size()] = static_cast<size_t>(a.scenario_index);
-        else fiemap_steps.emplace_back(steps.size(), a.fiemap_file);
-        steps.push_back(a.args);
-    }
+    for (const auto& st : sc.steps) steps.push_back(st.args);
+    const bool extent_check = sc.extent_check && o.extent_check && fstype_for(sc.disk) != "" && !sc.disk.files.empty();
     // Faults aimed at a file become rules on the sectors that hold it.
     std::vector<std::string> fault_args;
-    std::map<size_t, size_t> scenario_to_agent;
-    for (const auto& [a, sidx] : agent_to_scenario) scenario_to_agent[sidx] = a;
     for (const auto& f : sc.faults) {
-        // Armed after a step: the device arms it when it reads that step's closing marker.
-        std::string armed = f.after_step < 0 ? "" : fmt::format(" after_marker={}", 2 * scenario_to_agent.at(static_cast<size_t>(f.after_step)) + 1);
+        // Armed after a step: the device arms it when it reads that step's
+        // closing marker. Otherwise as step 0 begins (its opening marker), so
+        // that nothing before the steps (boot, the extent check) is faulted
+        // or counts towards first=, every=, nth= or prob=.
+        std::string armed = f.after_step >= 0 ? fmt::format(" after_marker={}", 2 * f.after_step + 1)
+                            : f.rule.find("after_marker=") == std::string::npos ? " after_marker=0" : "";
         // Disarmed as the step begins: its opening marker.
-        if (f.until_step >= 0) armed += fmt::format(" until_marker={}", 2 * scenario_to_agent.at(static_cast<size_t>(f.until_step)));
+        if (f.until_step >= 0) armed += fmt::format(" until_marker={}", 2 * f.until_step);
         if (f.file.empty()) {
             fault_args.insert(fault_args.end(), {"--fault", f.rule + armed});
             continue;
@@ -202,12 +258,21 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                            {"queue", queue},
                            {"marker", {{"first_sector", disk_sectors}, {"count", kMarkerSectors * 512 / sc.device.logical_block_size},
                                        {"block_size", sc.device.logical_block_size}}},
-                           {"trace", {{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", 16384}}},
+                           // Without the guest trace the agent sets up no ftrace at all.
+                           {"trace", o.guest_trace ? json{{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", 16384}}
+                                                   : json{{"events", json::array()}, {"functions", json::array()}}},
                            {"step_timeout_s", sc.guest.step_timeout_s},
                            {"steps", steps}};
+    json run_spec = run_json;
+    if (extent_check) {
+        json files = json::array();
+        for (const auto& f : sc.disk.files) files.push_back(f.path);
+        // Not the steps' mountpoint: nothing the steps look at is touched.
+        run_spec["extent_check"] = {{"mountpoint", "/run/blkrig-extent-check"}, {"fstype", fstype_for(sc.disk)}, {"files", files}};
+    }
     if (steps.size() * 2 > kMarkerSectors * 512 / sc.device.logical_block_size)
         return fail_with(Outcome::bad_input, fmt::format("{}: {} steps need more markers than the region holds", sc.file, steps.size()));
-    write_file(out / "run.json", run_json.dump(2));
+    write_file(out / "run.json", run_spec.dump(2));
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
     if (auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
@@ -226,7 +291,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     fs::remove(cut_report);
     if (sc.power_cut.after_step >= 0) {
         // The closing marker of the step: the device cuts once the guest has read it.
-        const size_t marker = 2 * scenario_to_agent.at(static_cast<size_t>(sc.power_cut.after_step)) + 1;
+        const size_t marker = 2 * static_cast<size_t>(sc.power_cut.after_step) + 1;
         b.device_args.insert(b.device_args.end(),
                              {"--power-cut", fmt::format("marker={},mode={},seed={},share={},report={}", marker, sc.power_cut.mode,
                                                          sc.power_cut.seed, sc.power_cut.share, cut_report.string()),
@@ -240,7 +305,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     std::map<size_t, json> results;
     std::vector<std::string> problems;
     bool done = false;
-    json hello;
+    json hello, before;
     {
         std::istringstream in(read_file(out / "results.jsonl"));
         std::string line;
@@ -257,31 +322,15 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
             if (type == "hello") hello = j;
             else if (type == "done") done = true;
             else if (type == "error") problems.push_back("agent: " + j.value("what", std::string("?")));
+            else if (type == "before_steps") before = j;
             else if (type == "step") {
                 const size_t idx = j.value("index", SIZE_MAX);
-                if (auto it = agent_to_scenario.find(idx); it != agent_to_scenario.end()) results[it->second] = j;
-                for (const auto& [ai, path] : fiemap_steps) {
-                    if (ai != idx) continue;
-                    // The guest's FIEMAP (bytes) must equal the builder's extents (sectors).
-                    json want;
-                    for (const auto& f : extents.value("files", json::array()))
-                        if (f.value("path", "") == path) want = f["extents"];
-                    json got = json::array();
-                    for (const auto& e : j.value("extents", json::array()))
-                        got.push_back({{"file_offset", e.value("logical", 0ull)}, {"sector", e.value("physical", 0ull) / 512},
-                                       {"sectors", (e.value("length", 0ull) + 511) / 512}});
-                    json want_norm = json::array();
-                    for (const auto& e : want)
-                        want_norm.push_back({{"file_offset", e.value("file_offset", 0ull)}, {"sector", e.value("sector", 0ull)},
-                                             {"sectors", e.value("sectors", 0ull)}});
-                    if (j.value("ret", -1) != 0)
-                        problems.push_back(fmt::format("FIEMAP of {} failed in the guest: {}", path, j.value("error", std::string("?"))));
-                    else if (got != want_norm)
-                        problems.push_back(fmt::format("extents of {} disagree: the image says {}, the guest kernel says {}", path,
-                                                       want_norm.dump(), got.dump()));
-                }
+                if (idx < sc.steps.size()) results[idx] = j;
             }
         }
+    }
+    if (done) {
+        for (auto& p : check_before_steps(before, extent_check, extents)) problems.push_back(std::move(p));
     }
     {
         std::ofstream ge(out / "guest-events.jsonl");
@@ -334,7 +383,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
             problems.push_back(fmt::format("{} {}: {}", c.where, c.property, c.message));
         }
     const bool extent_problem = std::any_of(problems.begin(), problems.end(), [](const std::string& p) {
-        return p.rfind("extents of", 0) == 0 || p.rfind("FIEMAP", 0) == 0;
+        return p.rfind(kBeforeStepsProblem, 0) == 0;
     });
     if (sc.power_cut.after_step >= 0 && !power_cut.is_object()) expectations_hold = false;
     r.outcome = infra || extent_problem || model_failed ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
@@ -357,7 +406,8 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     json verdict = {{"scenario", sc.file},     {"name", sc.name},          {"kernel", o.kernel_name},
                     {"outcome", outcome_name}, {"exit_code", static_cast<int>(r.outcome)},
                     {"problems", problems},    {"steps", steps_json},      {"device_trace", trace_json},
-                    {"guest", hello},          {"boot_seconds", br.seconds}, {"power_cut", power_cut}};
+                    {"guest", hello},          {"boot_seconds", br.seconds}, {"power_cut", power_cut},
+                    {"before_steps", before}};
     verdict["expect"] = json::array();
     for (const auto& c : expect_results) verdict["expect"].push_back(checks::to_json(c));
     verdict["findings"] = findings;

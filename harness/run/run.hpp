@@ -32,6 +32,12 @@ struct RunOptions {
     // Boot on the disk an earlier run left (e.g. what survived its power
     // cut) instead of building one: its disk.img and extents.json are copied.
     std::filesystem::path disk_from;
+    // false: no extent check before the steps, whatever the scenario says
+    // (--no-extent-check).
+    bool extent_check = true;
+    // false: the guest traces nothing (no block events, no mpage functions),
+    // to show that tracing does not change the requests (--no-guest-trace).
+    bool guest_trace = true;
     // More fault rules for the device (`--faults FILE`, already checked):
     // copied into the run folder as fault-rules and given to the device.
     std::filesystem::path faults_file;

@@ -178,10 +178,14 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
 
     if (auto* s = root["scenario"].node()) {
         const auto& t = rd.table(*s, "[scenario]");
-        rd.only(t, "[scenario]", {"name", "description", "kernel", "timeout"});
+        rd.only(t, "[scenario]", {"name", "description", "kernel", "timeout", "extent_check"});
         if (auto* n = t["name"].node()) sc.name = rd.str(*n, "scenario.name");
         if (auto* n = t["description"].node()) sc.description = rd.str(*n, "scenario.description");
         if (auto* n = t["kernel"].node()) sc.kernel = rd.str(*n, "scenario.kernel");
+        if (auto* n = t["extent_check"].node()) {
+            if (!n->is_boolean()) rd.fail(*n, "scenario.extent_check must be true or false");
+            sc.extent_check = n->as_boolean()->get();
+        }
         if (auto* n = t["timeout"].node()) sc.timeout_s = static_cast<unsigned>(rd.integer(*n, "scenario.timeout (seconds)", 10, 3600));
     }
 
@@ -438,20 +442,6 @@ std::vector<ExpectTable> parse_expect_file(std::string_view text, const std::str
     auto* ex = root["expect"].node();
     if (!ex) throw ScenarioError(file, 1, 1, "no [[expect]] tables");
     return expect_tables(rd, *ex);
-}
-
-std::vector<AgentStep> agent_steps(const Scenario& sc) {
-    std::vector<AgentStep> out;
-    bool mounted = false;
-    for (size_t i = 0; i < sc.steps.size(); ++i) {
-        out.push_back({sc.steps[i].args, static_cast<int>(i), ""});
-        if (sc.steps[i].op == "mount" && !mounted) {
-            mounted = true;
-            for (const auto& f : sc.disk.files)
-                out.push_back({{{"op", "fiemap"}, {"path", std::string(kMountpoint) + f.path}}, -1, f.path});
-        }
-    }
-    return out;
 }
 
 Scenario load_scenario(const std::string& path) {

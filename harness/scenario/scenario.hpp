@@ -116,6 +116,9 @@ struct Scenario {
     std::string description;
     std::string kernel;  // empty: the caller's default
     unsigned timeout_s = 300;
+    // The guest's FIEMAP of each file compared with the builder's extents,
+    // before step 0 on a read-only mount of its own ([scenario] extent_check).
+    bool extent_check = true;
     DiskSpec disk;
     DeviceKnobs device;
     GuestKnobs guest;
@@ -133,15 +136,6 @@ Scenario load_scenario(const std::string& path);  // ScenarioError also for an u
 // A file of [[expect]] tables only (`blkrig check RUN EXPECT.toml`).
 std::vector<ExpectTable> parse_expect_file(std::string_view text, const std::string& file);
 
-// The steps the agent runs for a scenario: its own, plus a FIEMAP of every
-// [[disk.files]] file right after the first mount (the run compares the
-// guest's extents with the image's). scenario_index is -1 for those.
-struct AgentStep {
-    nlohmann::json args;
-    int scenario_index = -1;
-    std::string fiemap_file;  // the [[disk.files]] path an added FIEMAP is for
-};
-std::vector<AgentStep> agent_steps(const Scenario& sc);
 
 // "4M", "64K", "1G", "512" or an integer → bytes; nullopt if malformed.
 std::optional<uint64_t> parse_size(std::string_view s);

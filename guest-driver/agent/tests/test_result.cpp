@@ -73,6 +73,26 @@ TEST(ResultEncoding, Extents) {
         << line;
 }
 
+TEST(ResultEncoding, BeforeSteps) {
+    BeforeSteps b;
+    b.disk_pages = 16384;
+    b.resident_before = 3;
+    EXPECT_EQ(encode(b), R"({"type":"before_steps","extent_check":null,)"
+                         R"("disk_cache":{"pages":16384,"resident_before":3,"resident_after":0,"buffers_kb_before":-1,"buffers_kb_after":-1,"error":""},"t_start_ns":0,"t_end_ns":0})"
+                         "\n");
+    StepResult ok;
+    ok.extents = std::vector<Extent>{{0, 4096, 8192, 1}};
+    StepResult bad;
+    bad.fail("ioctl FS_IOC_FIEMAP", EOPNOTSUPP);
+    b.extent_check = ExtentCheckResult{"", {{"/a", ok}, {"/b", bad}}};
+    const std::string line = encode(b);
+    EXPECT_NE(line.find(R"("extent_check":{"error":"","files":[{"path":"/a","ret":0,"errno":0,"error":"","call":"",)"
+                        R"("extents":[{"logical":0,"physical":4096,"length":8192,"flags":1}]},)"
+                        R"({"path":"/b","ret":-1,"errno":95,"error":"EOPNOTSUPP","call":"ioctl FS_IOC_FIEMAP"}]})"),
+              std::string::npos)
+        << line;
+}
+
 TEST(ResultEncoding, ErrorAndDone) {
     EXPECT_EQ(encode(ErrorRecord{"queue knob nomerges: \"x\""}), R"({"type":"error","what":"queue knob nomerges: \"x\""})"
                                                                  "\n");

@@ -202,7 +202,28 @@ const Bad kBad[] = {
     {"mmap_fd", [](Json& j) { j["steps"][10]["fd"] = "a"; }, "steps[10].fd", "unknown field for op mmap_write"},
     {"sleep_no_ms", [](Json& j) { j["steps"][12].erase("ms"); }, "steps[12].ms", "missing"},
     {"mount_without_fstype", [](Json& j) { j["fstype"] = ""; }, "steps[0].op", "fstype is empty"},
+    {"check_on_steps_mount",
+     [](Json& j) { j["extent_check"] = {{"mountpoint", "/mnt"}, {"fstype", "vfat"}, {"files", {"/f"}}}; },
+     "extent_check.mountpoint", "must differ from the steps' mountpoint"},
+    {"check_no_fstype", [](Json& j) { j["extent_check"] = {{"mountpoint", "/run/c"}, {"files", {"/f"}}}; }, "extent_check.fstype",
+     "needs its filesystem type"},
+    {"check_relative_file", [](Json& j) { j["extent_check"] = {{"mountpoint", "/run/c"}, {"fstype", "vfat"}, {"files", {"f"}}}; },
+     "extent_check.files[0]", "starting with /"},
+    {"check_unknown", [](Json& j) { j["extent_check"] = {{"mountpoint", "/run/c"}, {"fstype", "vfat"}, {"files", {"/f"}}, {"ro", true}}; },
+     "extent_check.ro", "unknown field"},
 };
+
+TEST(RunSpec, ExtentCheck) {
+    Json j = good();
+    EXPECT_FALSE(parse(j).extent_check);
+    j["extent_check"] = {{"mountpoint", "/run/blkrig-extent-check"}, {"fstype", "ext4"}, {"files", {"/a.bin", "/d/b.bin"}}};
+    const RunSpec r = parse(j);
+    ASSERT_TRUE(r.extent_check);
+    EXPECT_EQ(r.extent_check->mountpoint, "/run/blkrig-extent-check");
+    EXPECT_EQ(r.extent_check->fstype, "ext4");
+    EXPECT_EQ(r.extent_check->options, "");
+    EXPECT_EQ(r.extent_check->files, (std::vector<std::string>{"/a.bin", "/d/b.bin"}));
+}
 
 class BadRunSpec : public ::testing::TestWithParam<Bad> {};
 

@@ -290,7 +290,8 @@ TEST(RunModel, FunctionsHitPerStep) {
 }
 
 TEST(RunModel, TheScenarioNumbersTheSteps) {
-    // The run adds a FIEMAP after the first mount: agent steps 0 mount, 1 fiemap, 2 read.
+    // A run folder of an older version: it added a FIEMAP after the first
+    // mount, so agent steps are 0 mount, 1 fiemap, 2 read.
     RunFolder f;
     f.add_file("/f.bin", 4096, {{0, 1000, 8}});
     f.scenario(R"([disk]

@@ -66,6 +66,8 @@ TEST(Scenario, GoodScenarioParses) {
     EXPECT_EQ(s.steps[1].line, 33);  // the [[steps]] header of the read
     const auto dj = disk_json(s.disk);
     EXPECT_EQ(dj["files"][1]["extents"], 4);
+    EXPECT_TRUE(s.extent_check);
+    EXPECT_FALSE(parse_scenario("[scenario]\nextent_check = false\n[[steps]]\nop = \"sync\"\n", "x.toml").extent_check);
 }
 
 // Each case breaks one thing; the error must carry the line and the hint.
@@ -111,6 +113,7 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"fault after a step that does not exist", "[[faults]]\nrule = \"ioerr\"\nafter_step = 3\n[[steps]]\nop = \"sync\"\n", 1,
             "after_step/until_step 3 but the scenario has 1 steps"},
         Bad{"bad fault rule", "[[faults]]\nrule = \"ioerr op=reed\"\n[[steps]]\nop = \"sync\"\n", 2, "expected an op"},
+        Bad{"extent_check not a boolean", "[scenario]\nextent_check = \"no\"\n[[steps]]\nop = \"sync\"\n", 2, "must be true or false"},
         Bad{"queue size not power of two", "[device]\nqueue_size = 100\n[[steps]]\nop = \"sync\"\n", 2, "power of two"}),
     [](const auto& info) {
         std::string n = info.param.name;

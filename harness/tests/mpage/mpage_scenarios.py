@@ -3,8 +3,7 @@ dicts the blkrig plugin writes out as TOML (docs/scenarios.md).
 
 One scenario serves several rows where it can, so a kernel costs ten boots.
 Each builder returns a Scenario: the dict, and the scenario index of every
-step a test looks at (the run model numbers steps as the scenario does; the
-FIEMAP step the run adds after the first mount has no scenario index).
+step a test looks at (the run model numbers steps as the scenario does).
 """
 
 from __future__ import annotations

@@ -212,8 +212,8 @@ def test_read_eio_inside_a_file(tmp_path):
     bad_lo = ext[0]["sector"] + 80 * 1024 // 512
     bad_hi = bad_lo + 7
     recs = bt.trace_records(out / "trace.bin")
-    # Until the rule is disarmed as scenario step 4 begins (agent step 5: a FIEMAP step follows the mount).
-    disarmed = next(m["seq"] for m in recs if m["kind"] == "marker" and m["index"] == 10)
+    # Until the rule is disarmed as step 4 begins (its opening marker, 2 * 4).
+    disarmed = next(m["seq"] for m in recs if m["kind"] == "marker" and m["index"] == 8)
     reqs = [q for q in recs if q["kind"] == "request" and q["seq"] < disarmed]
     hit = [q for q in reqs if "fault" in q]
     assert hit and all(q["status"] == "ioerr" and q["fault"]["action"] == "ioerr" for q in hit)

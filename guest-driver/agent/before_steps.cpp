@@ -1,0 +1,141 @@
+#include "before_steps.hpp"
+
+#include "step_ops.hpp"
+#include "sys.hpp"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <vector>
+
+namespace blkrig::agent {
+
+namespace {
+
+// Read-only, and for ext4 without the journal: a mount that replays a
+// journal or sets a dirty bit would write, and the steps would then see a
+// disk the scenario did not describe.
+MountOptions check_mount_options(const ExtentCheck& c) {
+    MountOptions m = split_mount_options(c.options);
+    m.flags |= MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    if (c.fstype == "ext4" || c.fstype == "ext3") m.data += m.data.empty() ? "noload" : ",noload";
+    return m;
+}
+
+ExtentCheckResult check_extents(const ExtentCheck& c, const std::string& disk) {
+    ExtentCheckResult out;
+    std::error_code ec;
+    std::filesystem::create_directories(c.mountpoint, ec);
+    if (ec) {
+        out.error = "mkdir -p " + c.mountpoint + ": " + ec.message();
+        return out;
+    }
+    const MountOptions m = check_mount_options(c);
+    if (::mount(disk.c_str(), c.mountpoint.c_str(), c.fstype.c_str(), m.flags, m.data.empty() ? nullptr : m.data.c_str()) != 0) {
+        out.error = SysError("mount -t " + c.fstype + " -o ro," + m.data + " " + disk + " on", c.mountpoint, errno).what();
+        return out;
+    }
+    for (const auto& path : c.files) {
+        StepResult r;
+        map_extents(c.mountpoint + path, r);
+        out.files.emplace_back(path, std::move(r));
+    }
+    // The superblock, its inodes and their cached mappings go with it.
+    if (::umount2(c.mountpoint.c_str(), 0) != 0) {
+        out.error = SysError("umount", c.mountpoint, errno).what();
+        return out;
+    }
+    ::rmdir(c.mountpoint.c_str());
+    return out;
+}
+
+// Pages of the block device's page cache that are resident: mincore on a
+// mapping of the whole device, which reads nothing.
+bool count_resident(int fd, uint64_t bytes, uint64_t& resident, std::string& error) {
+    if (bytes == 0) {
+        resident = 0;
+        return true;
+    }
+    void* p = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        error = SysError("mmap", "the disk", errno).what();
+        return false;
+    }
+    const long page = ::sysconf(_SC_PAGESIZE);
+    std::vector<unsigned char> vec((bytes + page - 1) / page);
+    const int rc = ::mincore(p, bytes, vec.data());
+    const int err = errno;
+    ::munmap(p, bytes);
+    if (rc != 0) {
+        error = SysError("mincore", "the disk", err).what();
+        return false;
+    }
+    resident = 0;
+    for (unsigned char v : vec) resident += v & 1;
+    return true;
+}
+
+// /proc/meminfo's Buffers in kB, -1 if it cannot be read.
+int64_t buffers_kb() {
+    try {
+        const std::string m = read_text("/proc/meminfo");
+        const auto at = m.find("\nBuffers:");
+        if (at == std::string::npos) return -1;
+        return std::stoll(m.substr(at + 9));
+    } catch (const std::exception&) {
+        return -1;
+    }
+}
+
+// Whatever the kernel read at boot (the partition scan) or the extent
+// check left: dropped, so step 0 finds the disk's cache empty either way.
+void drop_disk_cache(const std::string& disk, BeforeSteps& b) {
+    UniqueFd fd(::open(disk.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+        b.cache_error = SysError("open", disk, errno).what();
+        return;
+    }
+    uint64_t bytes = 0;
+    if (::ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0) {
+        b.cache_error = SysError("ioctl BLKGETSIZE64", disk, errno).what();
+        return;
+    }
+    const long page = ::sysconf(_SC_PAGESIZE);
+    b.disk_pages = (bytes + page - 1) / page;
+    b.buffers_kb_before = buffers_kb();
+    if (!count_resident(fd.get(), bytes, b.resident_before, b.cache_error)) return;
+    // BLKFLSBUF writes back (nothing is dirty here) and invalidates the
+    // device's cache; drop_caches also frees the dentries and inodes.
+    if (::ioctl(fd.get(), BLKFLSBUF, 0) != 0) {
+        b.cache_error = SysError("ioctl BLKFLSBUF", disk, errno).what();
+        return;
+    }
+    try {
+        write_text("/proc/sys/vm/drop_caches", "3");
+    } catch (const SysError& e) {
+        b.cache_error = e.what();
+        return;
+    }
+    count_resident(fd.get(), bytes, b.resident_after, b.cache_error);
+    b.buffers_kb_after = buffers_kb();
+}
+
+}  // namespace
+
+BeforeSteps prepare_disk(const RunSpec& spec) {
+    BeforeSteps b;
+    b.t_start_ns = monotonic_ns();
+    if (spec.extent_check) b.extent_check = check_extents(*spec.extent_check, spec.disk);
+    drop_disk_cache(spec.disk, b);
+    b.t_end_ns = monotonic_ns();
+    return b;
+}
+
+}  // namespace blkrig::agent

@@ -1,0 +1,17 @@
+// What PID 1 does to the test disk between boot and step 0, so that the
+// steps start from the state a scenario describes: a freshly booted guest
+// with nothing of the disk in its page cache (docs/architecture.md,
+// "Before the steps").
+#pragma once
+
+#include "result.hpp"
+#include "run_spec.hpp"
+
+namespace blkrig::agent {
+
+// The extent check (when the spec asks for it) on a read-only mount of its
+// own, then the disk's page cache dropped and counted. Never throws: what
+// failed is in the result.
+BeforeSteps prepare_disk(const RunSpec& spec);
+
+}  // namespace blkrig::agent
