@@ -195,7 +195,9 @@ def test_the_same_seed_faults_the_same_requests_another_seed_others(runs):
 
 def test_saved_rules_replayed_with_faults_file_fire_the_same_way(runs):
     saved = [json.loads(l)["params"]["rule"] for l in runs["saved"].read_text().splitlines()]
-    assert len(saved) == 3 and saved[2].startswith("ioerr op=flush until_marker=")
+    # The run armed its scenario's rules as step 0 began: the saved text says so, and the replay arms them alike.
+    assert len(saved) == 3 and all(" after_marker=0" in r for r in saved), saved
+    assert saved[2].startswith("ioerr op=flush after_marker=0 until_marker="), saved
     first, replay = runs["first"], runs["replay"]
     # Same disk from the same spec: the sectors mean the same file bytes in both runs.
     assert first.files == replay.files and all(first.extents(f) == replay.extents(f) for f in first.files)
