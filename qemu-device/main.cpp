@@ -3,6 +3,7 @@
 #include "blk/device.hpp"
 #include "control/methods.hpp"
 #include "faults/engine.hpp"
+#include "faults/rule_file.hpp"
 #include "common/log.hpp"
 #include "store/store.hpp"
 #include "trace/writer.hpp"
@@ -12,11 +13,14 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <csignal>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
+#include <iterator>
 #include <fstream>
 #include <iostream>
 
@@ -77,7 +81,7 @@ void add_options(CLI::App& app, Options& o) {
                    "Reserve this many sectors past the image's end as the marker region (reads there are traced as markers)")
         ->check(CLI::Range(0, 1 << 20));
     app.add_option("--fault", o.fault_rules, "A fault rule (docs/faults.md), e.g. \"ioerr op=read sector=264..271\"; repeatable");
-    app.add_option("--faults", o.faults_file, "A file of fault rules, one per line (# comments)");
+    app.add_option("--faults", o.faults_file, "A file of fault rules, one per line (# comments), or the fault.add calls `blkrig fault ... save` wrote");
     app.add_option("--control", o.control_path, "JSON-RPC 2.0 control socket (created 0600): fault.add/remove/list/clear, trace.mark, stats, save_config");
     app.add_flag("--crash-model", o.crash_model,
                  "Keep writes not covered by a FLUSH so a power cut (power.cut, --power-cut) can lose them (docs/faults.md)");
@@ -98,24 +102,23 @@ struct UsageError : std::runtime_error {
 
 // Rules from --fault and --faults; a bad one is a usage error naming where.
 void load_faults(const Options& o, faults::Engine& engine) {
-    auto add = [&](const std::string& text, const std::string& where) {
-        auto parsed = faults::parse_rule(text);
-        if (auto* e = std::get_if<faults::RuleError>(&parsed))
-            throw UsageError(fmt::format("{}:{}: {} (in '{}')", where, e->column, e->message, text));
-        const uint32_t id = engine.add(std::get<faults::Rule>(parsed));
-        log(LogLevel::info, "fault rule {}: {}", id, faults::to_text(std::get<faults::Rule>(parsed)));
+    auto add = [&](const faults::Rule& r) {
+        const uint32_t id = engine.add(r);
+        log(LogLevel::info, "fault rule {}: {}", id, faults::to_text(r));
     };
-    for (const auto& r : o.fault_rules) add(r, "--fault");
+    for (const auto& r : o.fault_rules) {
+        auto parsed = faults::parse_rule(r);
+        if (auto* e = std::get_if<faults::RuleError>(&parsed))
+            throw UsageError(fmt::format("--fault:{}: {} (in '{}')", e->column, e->message, r));
+        add(std::get<faults::Rule>(parsed));
+    }
     if (!o.faults_file.empty()) {
-        std::ifstream in(o.faults_file);
-        if (!in) throw UsageError(fmt::format("cannot read fault rules from {}", o.faults_file));
-        std::string line;
-        for (int n = 1; std::getline(in, line); ++n) {
-            const auto hash = line.find('#');
-            const std::string body = line.substr(0, hash);
-            if (body.find_first_not_of(" \t\r") == std::string::npos) continue;
-            add(body, fmt::format("{}:{}", o.faults_file, n));
-        }
+        std::ifstream in(o.faults_file, std::ios::binary);
+        if (!in) throw UsageError(fmt::format("--faults {}: cannot read it: {}", o.faults_file, std::strerror(errno)));
+        const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+        auto parsed = faults::parse_rule_file(text);
+        if (auto* e = std::get_if<faults::RuleFileError>(&parsed)) throw UsageError(e->describe(o.faults_file));
+        for (const auto& fr : std::get<std::vector<faults::FileRule>>(parsed)) add(fr.rule);
     }
 }
 

@@ -9,6 +9,7 @@
 // an expectation failed (check), 2 bad arguments or input, 3 the
 // infrastructure failed (boot), 130 interrupted.
 #include "checks/expect.hpp"
+#include "faults/rule_file.hpp"
 #include "launch/boot.hpp"
 #include "model/run_model.hpp"
 #include "launch/process.hpp"
@@ -28,12 +29,14 @@
 #include "common/fd.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
 #include <map>
 
 using namespace blkrig;
@@ -173,9 +176,18 @@ fs::path own_kernel(const fs::path& bzimage, const fs::path& modules, const fs::
     return dir / "vmlinuz";
 }
 
+// `--faults FILE` read and parsed as the device will: a usage error naming the line.
+void check_faults_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw UsageError(fmt::format("--faults {}: cannot read it: {}", path, std::strerror(errno)));
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    auto parsed = faults::parse_rule_file(text);
+    if (auto* e = std::get_if<faults::RuleFileError>(&parsed)) throw UsageError(e->describe(path));
+}
+
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
            const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {},
-           bool extent_check = true, bool guest_trace = true) {
+           bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {}) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -183,6 +195,8 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
         fmt::print(stderr, "blkrig: {}\n", e.what());
         return 2;
     }
+    // A bad rule in --faults must not cost a disk or a boot.
+    if (!faults_file.empty()) check_faults_file(faults_file);
     if (kernel.empty()) kernel = sc.kernel.empty() ? "debian-bookworm-cloud" : sc.kernel;
     run::RunOptions o;
     o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
@@ -197,6 +211,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     o.disk_from = disk_from;
     o.extent_check = extent_check;
     o.guest_trace = guest_trace;
+    if (!faults_file.empty()) o.faults_file = fs::absolute(faults_file);
     if (!disk_from.empty() && !fs::is_regular_file(fs::path(disk_from) / "disk.img"))
         throw UsageError(fmt::format("--disk-from {}: no disk.img there (give the run folder of an earlier run)", disk_from));
     const fs::path build = self_dir().parent_path();
@@ -415,9 +430,10 @@ int main(int argc, char** argv) {
     runc->add_option("--kernel", run_kernel, "bzImage folder or catalogue name (default: the scenario's, else debian-bookworm-cloud)");
     runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>)");
     runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
-    std::string run_modules, run_control, run_disk_from;
+    std::string run_modules, run_control, run_disk_from, run_faults;
     runc->add_option("--modules", run_modules, "with --kernel BZIMAGE: the build's modules folder (lib/modules/VERSION, after depmod)");
     runc->add_option("--control", run_control, "give the device a JSON-RPC control socket here (for blkrig fault ... during the run)");
+    runc->add_option("--faults", run_faults, "more fault rules for the device: a file of rules, one per line, or what blkrig fault ... save wrote");
     runc->add_option("--disk-from", run_disk_from,
                      "boot on the disk an earlier run left (its run folder: disk.img, extents.json), e.g. what survived a power cut");
     bool run_no_extent_check = false;
@@ -493,7 +509,7 @@ int main(int argc, char** argv) {
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
         if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from,
-                                      !run_no_extent_check, !run_no_guest_trace);
+                                      !run_no_extent_check, !run_no_guest_trace, run_faults);
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (fault->parsed()) {
             if (fadd->parsed()) {

@@ -179,7 +179,7 @@ double merge_ratio(const Run& run, const std::vector<const Request*>& reqs) {
 std::vector<const Request*> fault_hits(const std::vector<const Request*>& reqs) {
     std::vector<const Request*> out;
     for (const Request* r : reqs)
-        if (r->fault_rule) out.push_back(r);
+        if (r->fault_action) out.push_back(r);  // a rule's, or the powered-off device's (rule 0)
     return out;
 }
 

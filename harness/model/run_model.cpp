@@ -306,7 +306,7 @@ void load_trace(Run& run, const LoadOptions& opts) {
             continue;
         }
         // A delay and an error can both fire; the error is what the guest saw.
-        if (it->fault_rule == 0 || f.action != 3) {
+        if (it->fault_action == 0 || f.action != 3) {
             it->fault_rule = f.rule_id;
             it->fault_action = f.action;
         }

@@ -38,7 +38,7 @@ struct Request {
     uint16_t nsegs = 0;
     uint16_t flags = 0;  // trace::kReqMalformed, kReqSegsTruncated
     uint8_t status = 0;
-    uint16_t fault_action = 0;  // 0: no fault rule fired on it
+    uint16_t fault_action = 0;  // 0: no fault; trace::kFaultPowerOff (rule 0): the device was powered off
     uint32_t fault_rule = 0;
     uint64_t fault_delay_ns = 0;
     int32_t step = -1;     // index into Run::steps whose markers bracket it, -1 outside every step

@@ -56,7 +56,7 @@ Summary summarize(const trace::Trace& t) {
     s.requests = t.requests.size();
     s.events = t.events.size();
     s.markers = t.markers.size();
-    s.faults = t.faults.size();
+    for (const auto& f : t.faults) ++(f.action == trace::kFaultPowerOff ? s.powered_off : s.faults);
     if (!lat.empty()) {
         std::sort(lat.begin(), lat.end());
         s.latency_p50_ns = lat[lat.size() / 2];
@@ -72,7 +72,7 @@ nlohmann::json to_json(const Summary& s) {
     nlohmann::json ops = nlohmann::json::object();
     for (const auto& [name, o] : s.ops)
         ops[name] = {{"count", o.count}, {"bytes", o.bytes}, {"errors", o.errors}, {"min_bytes", o.min_bytes}, {"max_bytes", o.max_bytes}};
-    return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events}, {"markers", s.markers}, {"faults", s.faults},
+    return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events}, {"markers", s.markers}, {"faults", s.faults}, {"powered_off", s.powered_off},
             {"ops", ops},               {"latency_p50_ns", s.latency_p50_ns}, {"latency_p99_ns", s.latency_p99_ns},
             {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
             {"incomplete_reason", s.incomplete}};
@@ -87,6 +87,7 @@ std::string to_text(const Summary& s) {
                            o.count ? o.min_bytes : 0, o.max_bytes, o.errors);
     if (s.markers) out += fmt::format("  {} markers\n", s.markers);
     if (s.faults) out += fmt::format("  {} requests hit by fault rules\n", s.faults);
+    if (s.powered_off) out += fmt::format("  {} requests failed while the power was cut\n", s.powered_off);
     if (s.malformed) out += fmt::format("  {} malformed requests (answered IOERR or nothing)\n", s.malformed);
     out += s.incomplete.empty() ? "  trace complete\n" : fmt::format("  TRACE INCOMPLETE: {}\n", s.incomplete);
     return out;

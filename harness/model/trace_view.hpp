@@ -30,6 +30,7 @@ struct Summary {
     uint64_t events = 0;
     uint64_t markers = 0;
     uint64_t faults = 0;  // requests a fault rule fired on
+    uint64_t powered_off = 0;  // requests failed because the power was cut (no rule)
     uint64_t latency_p50_ns = 0;
     uint64_t latency_p99_ns = 0;
     uint64_t latency_max_ns = 0;

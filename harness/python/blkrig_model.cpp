@@ -125,7 +125,7 @@ PyRequest make_request(const model::Run& run, const model::Request& r, const mod
     p.t_submit_ns = r.t_submit_ns;
     p.t_complete_ns = r.t_complete_ns;
     p.fault_rule = r.fault_rule;
-    p.fault_action = r.fault_rule ? trace::fault_action_name(r.fault_action) : "";
+    p.fault_action = r.fault_action ? trace::fault_action_name(r.fault_action) : "";
     p.fault_delay_ns = r.fault_delay_ns;
     if (r.issue >= 0) {
         const auto& is = run.issues[static_cast<size_t>(r.issue)];
@@ -157,7 +157,7 @@ PyRequest make_request(const model::Run& run, const model::Request& r, const mod
 std::string repr(const PyRequest& r) {
     std::string s = fmt::format("<Request seq={} {} {}+{} {}B {}seg {}", r.seq, r.op, r.sector, r.sectors, r.bytes, r.nsegs, r.status);
     if (!r.file.empty()) s += fmt::format(" {}@{}", r.file, r.file_offset);
-    if (r.fault_rule) s += fmt::format(" fault {} {}", r.fault_rule, r.fault_action);
+    if (!r.fault_action.empty()) s += fmt::format(" fault {} {}", r.fault_rule, r.fault_action);
     return s + ">";
 }
 

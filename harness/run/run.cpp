@@ -282,6 +282,10 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     launch::BootSpec b = boot_spec(sc, o, out);
     b.device_args.insert(b.device_args.end(), fault_args.begin(), fault_args.end());
     if (!o.control_path.empty()) b.device_args.insert(b.device_args.end(), {"--control", o.control_path});
+    if (!o.faults_file.empty()) {
+        fs::copy_file(o.faults_file, out / "fault-rules", fs::copy_options::overwrite_existing);
+        b.device_args.insert(b.device_args.end(), {"--faults", (out / "fault-rules").string()});
+    }
     const fs::path cut_report = out / "power-cut.json";
     fs::remove(cut_report);
     if (sc.power_cut.after_step >= 0) {

@@ -38,6 +38,9 @@ struct RunOptions {
     // false: the guest traces nothing (no block events, no mpage functions),
     // to show that tracing does not change the requests (--no-guest-trace).
     bool guest_trace = true;
+    // More fault rules for the device (`--faults FILE`, already checked):
+    // copied into the run folder as fault-rules and given to the device.
+    std::filesystem::path faults_file;
 };
 
 enum class Outcome { pass = 0, fail = 1, bad_input = 2, infra = 3, interrupted = 130 };

@@ -261,6 +261,8 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         rec.status = VIRTIO_BLK_S_IOERR;
         c.marker = false;  // traced as the failed request it is
         c.used_len = 1;
+        // Marked like an injection, so a check can tell the rig's IOERR from a device bug.
+        c.fault_action = trace::kFaultPowerOff;
         return;
     }
     if (c.marker) {
@@ -454,7 +456,7 @@ void BlkDevice::completed(const virtio::Completion& c) {
     if (c.marker && c.record.status == VIRTIO_BLK_S_OK)
         trace_->marker({c.record.seq, c.record.t_complete_ns, c.marker_index, c.record.queue, c.record.head});
     else trace_->record(c.record);
-    if (c.fault_rule) trace_->fault({c.record.seq, c.fault_rule, c.fault_action, c.fault_delay_ns});
+    if (c.fault_rule || c.fault_action) trace_->fault({c.record.seq, c.fault_rule, c.fault_action, c.fault_delay_ns});
 }
 
 void BlkDevice::queue_broken(uint16_t queue, uint16_t head, const std::string& why) {

@@ -2,6 +2,7 @@
 // matching and counting.
 #include "faults/engine.hpp"
 #include "faults/rule.hpp"
+#include "faults/rule_file.hpp"
 
 #include <gtest/gtest.h>
 
@@ -296,6 +297,58 @@ TEST(FaultEngineMatching, RandomDelayIsReproducibleAndInRange) {
         EXPECT_GE(v, 10'000'000u);
         EXPECT_LE(v, 20'000'000u);
     }
+}
+
+}  // namespace
+}  // namespace blkrig::faults
+
+namespace blkrig::faults {
+namespace {
+
+// --faults FILE: plain rules with comments and blank lines, and the fault.add
+// calls save_config writes, in one file; lines are counted as written.
+TEST(FaultRuleFile, PlainRulesAndSavedCallsReadTheSame) {
+    const std::string text =
+        "# rules for a test\n"
+        "\n"
+        "ioerr op=read sector=264..271   # the bad page\r\n"
+        R"({"jsonrpc":"2.0","method":"fault.add","params":{"rule":"delay=2ms op=write prob=0.25 seed=7"}})"
+        "\n"
+        "   \t\n"
+        "unsupp op=flush";
+    auto parsed = parse_rule_file(text);
+    ASSERT_TRUE(std::holds_alternative<std::vector<FileRule>>(parsed)) << std::get<RuleFileError>(parsed).describe("f");
+    const auto& rules = std::get<std::vector<FileRule>>(parsed);
+    ASSERT_EQ(rules.size(), 3u);
+    EXPECT_EQ(rules[0].line, 3u);
+    EXPECT_EQ(to_text(rules[0].rule), "ioerr op=read sector=264..271");
+    EXPECT_EQ(rules[1].line, 4u);
+    EXPECT_EQ(to_text(rules[1].rule), "delay=2ms op=write prob=0.25 seed=7");
+    EXPECT_EQ(rules[2].line, 6u);
+    EXPECT_EQ(to_text(rules[2].rule), "unsupp op=flush");
+}
+
+TEST(FaultRuleFile, MistakesNameLineAndColumn) {
+    auto bad = [](const std::string& text) {
+        auto parsed = parse_rule_file(text);
+        EXPECT_TRUE(std::holds_alternative<RuleFileError>(parsed)) << text << " parsed";
+        return std::holds_alternative<RuleFileError>(parsed) ? std::get<RuleFileError>(parsed) : RuleFileError{};
+    };
+    auto e = bad("ioerr op=read\n# fine\nioerr op=reed\n");
+    EXPECT_EQ(e.line, 3u);
+    EXPECT_EQ(e.column, 10u);
+    EXPECT_EQ(e.describe("rules.txt"), "rules.txt:3:10: expected an op (read, write, flush, discard, write_zeroes, any), got 'reed' (in 'ioerr op=reed')");
+    // Inside a saved call the column points into the JSON string.
+    const std::string call = R"({"jsonrpc":"2.0","method":"fault.add","params":{"rule":"ioerr op=reed"}})";
+    e = bad(call + "\n");
+    EXPECT_EQ(e.line, 1u);
+    EXPECT_EQ(call.substr(e.column - 1, 4), "reed");
+    e = bad("ioerr\n{\"method\":\"fault.remove\",\"params\":{\"id\":1}}\n");
+    EXPECT_EQ(e.line, 2u);
+    EXPECT_NE(e.message.find("expected a fault.add call"), std::string::npos) << e.message;
+    e = bad("{not json\n");
+    EXPECT_EQ(e.line, 1u);
+    EXPECT_NE(e.message.find("not JSON"), std::string::npos) << e.message;
 }
 
 }  // namespace

@@ -126,6 +126,7 @@ const char* fault_action_name(uint16_t a) {
     case 6: return "torn";
     case 7: return "corrupt";
     case 8: return "lie";
+    case kFaultPowerOff: return "power_off";
     default: return "unknown";
     }
 }

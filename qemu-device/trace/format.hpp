@@ -111,10 +111,14 @@ struct MarkerBody {
 };
 static_assert(sizeof(MarkerBody) == 24);
 
+// A fault record's action when no rule fired: the crash model's device was
+// powered off and answered IOERR (rule_id 0). 1..8 are faults::ActionKind.
+inline constexpr uint16_t kFaultPowerOff = 9;
+
 struct FaultBody {
     uint64_t seq;      // the request it touched
-    uint32_t rule_id;
-    uint16_t action;   // faults::ActionKind: 1 ioerr, 2 unsupp, 3 delay
+    uint32_t rule_id;  // 0: not a rule (kFaultPowerOff)
+    uint16_t action;   // faults::ActionKind (1 ioerr ... 8 lie), or kFaultPowerOff
     uint16_t reserved;
     uint64_t delay_ns;
 };

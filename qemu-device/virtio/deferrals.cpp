@@ -74,14 +74,23 @@ std::list<Deferrals::Item>::iterator Deferrals::erase(std::list<Item>::iterator 
     return items_.erase(i);
 }
 
+// The count goes down before the inbox is readable: a queue that wakes on
+// it and takes the completion never finds it still counted as waiting.
+std::list<Deferrals::Item>::iterator Deferrals::deliver(std::list<Item>::iterator i) {
+    Inbox* inbox = i->inbox;
+    Completion c = std::move(i->c);
+    auto next = erase(i);  // reads the defer kind, an enum the move left as it was
+    inbox->put(std::move(c));
+    return next;
+}
+
 void Deferrals::completed_on(Inbox* inbox) {
     // Called after every completion: without reordered requests, no lock.
     if (reorders_.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(mu_);
     for (auto i = items_.begin(); i != items_.end();) {
         if (i->inbox == inbox && i->c.defer == Defer::reorder && --i->overtakes == 0) {
-            i->inbox->put(std::move(i->c));
-            i = erase(i);
+            i = deliver(i);
         } else {
             ++i;
         }
@@ -94,8 +103,7 @@ std::vector<uint64_t> Deferrals::release(std::optional<uint64_t> seq, std::optio
     for (auto i = items_.begin(); i != items_.end();) {
         if (i->c.defer == Defer::hold && (!seq || i->c.record.seq == *seq) && (!rule || i->c.fault_rule == *rule)) {
             out.push_back(i->c.record.seq);
-            i->inbox->put(std::move(i->c));
-            i = erase(i);
+            i = deliver(i);
         } else {
             ++i;
         }
@@ -134,8 +142,7 @@ void Deferrals::run() {
         const uint64_t now = monotonic_ns();
         for (auto i = items_.begin(); i != items_.end();) {
             if (i->due_ns != 0 && i->due_ns <= now) {
-                i->inbox->put(std::move(i->c));
-                i = erase(i);
+                i = deliver(i);
             } else {
                 if (i->due_ns != 0) next = std::min(next, i->due_ns);
                 ++i;

@@ -84,6 +84,8 @@ private:
     void run();
     // Removes an item (under mu_), keeping the counters the request path reads.
     std::list<Item>::iterator erase(std::list<Item>::iterator i);
+    // Off the list (no longer counted as waiting), then into its inbox.
+    std::list<Item>::iterator deliver(std::list<Item>::iterator i);
 
     mutable std::mutex mu_;
     std::atomic<size_t> reorders_{0};  // reorder items: completed_on has nothing to do without them

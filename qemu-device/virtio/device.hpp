@@ -36,7 +36,7 @@ struct Completion {
     bool marker = false;          // a marker read: traced as a marker, not as I/O
     uint32_t marker_index = 0;
     uint32_t fault_rule = 0;      // the fault rule that fired on it, 0 for none
-    uint16_t fault_action = 0;
+    uint16_t fault_action = 0;    // trace fault action; set without a rule: trace::kFaultPowerOff
     uint64_t fault_delay_ns = 0;
     uint32_t queue_depth = 1;     // requests the queue had outstanding, this one included
     Defer defer = Defer::none;

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -333,9 +334,15 @@ TEST_P(GuestlessDeferred, HeldReadCompletesOnlyWhenReleasedAndLaterOnesOvertakeI
     EXPECT_EQ(held, 2u);
 }
 
+// The unflushed write is lost, the flushed one kept; while the power is off
+// every request fails with IOERR and is traced with a power_off fault mark.
 TEST_P(GuestlessDeferred, PowerCutLosesTheUnflushedWriteOnly) {
     const fs::path ctl = fs::path("/tmp") / fmt::format("blkrig-ctl-{}-{}-cut.sock", ::getpid(), GetParam());
+    std::string trace_path;
+    {
     Backend be(GetParam(), 4 << 20, 1, {"--control", ctl.string(), "--crash-model"});
+    trace_path = (be.dir.parent_path() / (be.dir.filename().string() + ".trace")).string();
+    {
     frontend::Frontend fe(be.opts());
     auto x = fe.alloc(4096), y = fe.alloc(4096), r = fe.alloc(4096);
     fill(x, 1);
@@ -351,12 +358,43 @@ TEST_P(GuestlessDeferred, PowerCutLosesTheUnflushedWriteOnly) {
     ASSERT_EQ(cut.exit_code, 0) << cut.output;
     EXPECT_NE(cut.output.find("\"sector\": 64"), std::string::npos) << cut.output;
     EXPECT_EQ(fe.read(0, r), VIRTIO_BLK_S_IOERR) << "a powered-off device served a read";
+    EXPECT_EQ(fe.write(128, x), VIRTIO_BLK_S_IOERR) << "a powered-off device took a write";
+    EXPECT_EQ(fe.flush(), VIRTIO_BLK_S_IOERR) << "a powered-off device flushed";
     EXPECT_EQ(fault_cli(ctl, {"power-cut"}).exit_code, 2) << "cutting twice";
     ASSERT_EQ(fault_cli(ctl, {"power-on"}).exit_code, 0);
     ASSERT_EQ(fe.read(0, r), VIRTIO_BLK_S_OK);
     EXPECT_EQ(std::memcmp(r.host, x.host, 4096), 0) << "the flushed write was lost";
     ASSERT_EQ(fe.read(64, r), VIRTIO_BLK_S_OK);
     EXPECT_EQ(std::vector<uint8_t>(r.host, r.host + 4096), std::vector<uint8_t>(4096, 0)) << "the unflushed write survived";
+    }
+    be.child.terminate(std::chrono::milliseconds(3000));
+    fs::copy_file(be.trace, trace_path);
+    }
+    const auto t = trace::read_trace(trace_path);
+    fs::remove(trace_path);
+    ASSERT_TRUE(t.complete()) << t.incompleteness();
+    // In arrival order: write, flush, write, read | cut | read, write, flush | on | read, read.
+    auto reqs = t.requests;
+    std::sort(reqs.begin(), reqs.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    ASSERT_EQ(reqs.size(), 9u);
+    std::map<uint64_t, trace::FaultRecord> marks;
+    for (const auto& f : t.faults) marks[f.seq] = f;
+    const std::vector<uint32_t> off_types = {VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH};
+    for (size_t i = 0; i < reqs.size(); ++i) {
+        const auto& q = reqs[i];
+        const bool off = i >= 4 && i < 7;
+        EXPECT_EQ(q.status, off ? trace::kStatusIoErr : trace::kStatusOk) << "seq " << q.seq;
+        if (off) {
+            EXPECT_EQ(q.type, off_types[i - 4]) << "seq " << q.seq;
+            ASSERT_TRUE(marks.count(q.seq)) << "the IOERR of powered-off seq " << q.seq << " has no fault mark";
+            EXPECT_EQ(marks[q.seq].rule_id, 0u);
+            EXPECT_EQ(marks[q.seq].action, trace::kFaultPowerOff);
+            EXPECT_STREQ(trace::fault_action_name(marks[q.seq].action), "power_off");
+        } else {
+            EXPECT_FALSE(marks.count(q.seq)) << "seq " << q.seq << " served with the power on carries a fault mark";
+        }
+    }
+    EXPECT_EQ(t.faults.size(), 3u);
 }
 
 INSTANTIATE_TEST_SUITE_P(ThreadModels, GuestlessDeferred, ::testing::Values("blkrig", "blkrig-single"),
