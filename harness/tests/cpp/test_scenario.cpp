@@ -100,6 +100,9 @@ INSTANTIATE_TEST_SUITE_P(
             "does not fit"},
         Bad{"unknown op", "[[steps]]\nop = \"reed\"\n", 2, "unknown step op 'reed'"},
         Bad{"field of another op", "[[steps]]\nop = \"sync\"\npath = \"/mnt/a\"\n", 3, "has no field 'path'"},
+        Bad{"cpu the guest lacks", "[device]\nnum_queues = 2\n[[steps]]\nop = \"sync\"\ncpu = 2\n", 5,
+            "steps.cpu = 2 needs a guest with 3 CPUs: the guest gets one per queue, set device.num_queues = 3"},
+        Bad{"cpu negative", "[[steps]]\nop = \"sync\"\ncpu = -1\n", 3, "steps.cpu"},
         Bad{"bad size", "[disk]\nsize = \"4Q\"\n[[steps]]\nop = \"sync\"\n", 2, "must be a size"},
         Bad{"bad fs", "[disk]\nfs = \"ntfs\"\n[[steps]]\nop = \"sync\"\n", 2, "not one of"},
         Bad{"no steps", "[disk]\nfs = \"vfat\"\n", 1, "no steps"},
@@ -118,6 +121,12 @@ INSTANTIATE_TEST_SUITE_P(
             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
         return n;
     });
+
+TEST(Scenario, AStepPinnedToACpuOfItsQueues) {
+    const auto sc = parse_scenario("[device]\nnum_queues = 2\n[[steps]]\nop = \"sync\"\ncpu = 1\n[[steps]]\nop = \"sync\"\n", "s.toml");
+    EXPECT_EQ(sc.steps[0].args.value("cpu", -1), 1);
+    EXPECT_FALSE(sc.steps[1].args.contains("cpu"));
+}
 
 TEST(Scenario, ParseSize) {
     EXPECT_EQ(parse_size("512"), 512u);
