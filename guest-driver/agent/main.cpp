@@ -4,6 +4,7 @@
 // port is open, in an error record.
 #include "port.hpp"
 #include "process.hpp"
+#include "readback.hpp"
 #include "report.hpp"
 #include "setup.hpp"
 #include "step_runner.hpp"
@@ -35,11 +36,13 @@ seconds watchdog_budget(const RunSpec& spec) {
 }
 
 Hello make_hello(const std::vector<std::string>& modules, std::vector<std::pair<std::string, std::string>> queue,
-                 const TracingSetup& tracing) {
+                 const TracingSetup& tracing, const std::string& disk) {
     Hello h;
     h.kernel = kernel_release();
     h.modules = modules;
     h.queue = std::move(queue);
+    h.sysfs = read_disk_sysfs(disk);
+    h.cpus_online = cpus_online();
     h.functions_traced = tracing.functions_traced;
     h.functions_missing = tracing.functions_missing;
     h.events = tracing.events;
@@ -75,7 +78,7 @@ void run(Reporter& rep) {
     const UniqueFd disk = wait_for_disk(spec.disk, kDeviceWait);
     auto queue = set_queue_knobs(spec, rep);
     const TracingSetup tracing = start_tracing(spec.trace, rep);
-    rep.hello(make_hello(modules, std::move(queue), tracing));
+    rep.hello(make_hello(modules, std::move(queue), tracing, spec.disk));
 
     const size_t reported = StepRunner(spec, disk.get(), rep).run_all();
 

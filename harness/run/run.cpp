@@ -5,6 +5,7 @@
 #include "checks/steps.hpp"
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
+#include "run/knobs.hpp"
 #include "model/ftrace.hpp"
 #include "model/run_model.hpp"
 #include "model/trace_view.hpp"
@@ -129,6 +130,24 @@ launch::BootSpec boot_spec(const scenario::Scenario& sc, const RunOptions& o, co
     return b;
 }
 
+// ftrace's buffer is per CPU and the guest has a CPU per queue: 16 MiB each
+// up to 4 CPUs, then 64 MiB shared, so many queues do not eat the guest's RAM.
+int64_t trace_buffer_kb(unsigned cpus) { return std::clamp<int64_t>(65536 / std::max(cpus, 1u), 1024, 16384); }
+
+// The knobs as the guest read them back, against the scenario; writes
+// guest-knobs.json. results: the scenario's step results by index.
+KnobReport check_guest_knobs(const scenario::Scenario& sc, const json& hello, const std::map<size_t, json>& results, const fs::path& out) {
+    json mount;
+    for (const auto& [i, res] : results)
+        if (i < sc.steps.size() && sc.steps[i].op == "mount") {
+            mount = res;
+            break;
+        }
+    KnobReport k = check_knobs(sc, hello, mount);
+    write_file(out / "guest-knobs.json", to_json(k, hello).dump(2) + "\n");
+    return k;
+}
+
 std::string fstype_for(const scenario::DiskSpec& d) { return d.fs == "ext2" ? "ext4" : (d.fs == "raw" ? "" : d.fs); }
 
 }  // namespace
@@ -202,7 +221,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                            {"queue", queue},
                            {"marker", {{"first_sector", disk_sectors}, {"count", kMarkerSectors * 512 / sc.device.logical_block_size},
                                        {"block_size", sc.device.logical_block_size}}},
-                           {"trace", {{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", 16384}}},
+                           {"trace", {{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", trace_buffer_kb(sc.device.num_queues)}}},
                            {"step_timeout_s", sc.guest.step_timeout_s},
                            {"steps", steps}};
     if (steps.size() * 2 > kMarkerSectors * 512 / sc.device.logical_block_size)
@@ -279,6 +298,8 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
             }
         }
     }
+    const KnobReport knobs = check_guest_knobs(sc, hello, results, out);
+    problems.insert(problems.end(), knobs.problems.begin(), knobs.problems.end());
     {
         std::ofstream ge(out / "guest-events.jsonl");
         for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge << e.dump() << "\n";
@@ -333,7 +354,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         return p.rfind("extents of", 0) == 0 || p.rfind("FIEMAP", 0) == 0;
     });
     if (sc.power_cut.after_step >= 0 && !power_cut.is_object()) expectations_hold = false;
-    r.outcome = infra || extent_problem || model_failed ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
+    r.outcome = infra || extent_problem || model_failed || !knobs.problems.empty() ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
     r.problems = problems;
 
     // 6. The verdict and a summary.
@@ -357,6 +378,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     verdict["expect"] = json::array();
     for (const auto& c : expect_results) verdict["expect"].push_back(checks::to_json(c));
     verdict["findings"] = findings;
+    verdict["knobs"] = to_json(knobs, hello)["knobs"];
     write_file(out / "verdict.json", verdict.dump(2) + "\n");
 
     std::string s = fmt::format("{} on {}: {} ({:.1f} s), run folder {}\n", sc.name.empty() ? sc.file : sc.name, o.kernel_name,
