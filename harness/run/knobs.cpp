@@ -208,7 +208,10 @@ KnobReport check_knobs(const scenario::Scenario& sc, const json& hello, const js
     }
 
     // [guest]: the queue attributes the agent wrote.
-    for (const auto& [key, value] : sc.guest.queue) {
+    for (const auto& kv : sc.guest.queue) {
+        // Plain names, not a structured binding: the lambdas below capture them.
+        const std::string& key = kv.first;
+        const std::string& value = kv.second;
         const std::string knob = "guest." + key;
         if (key == "scheduler") {
             c.sysfs_knob(knob, value, "queue/scheduler", [&](const std::string& v) { return active_scheduler(v) == value; },
