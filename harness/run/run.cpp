@@ -53,6 +53,20 @@ std::string read_file(const fs::path& p) {
     return ss.str();
 }
 
+// The module of the I/O scheduler asked for, when the kernel has it as a
+// module (mq-deadline is one in the trixie cloud kernel): without it in the
+// initramfs the scheduler cannot be selected. Built-in or unknown: none.
+std::vector<std::string> scheduler_modules(const scenario::GuestKnobs& g, const fs::path& kernel_dir) {
+    const auto it = g.queue.find("scheduler");
+    if (it == g.queue.end()) return {};
+    static const std::map<std::string, std::string> module_of = {{"mq-deadline", "mq-deadline"}, {"kyber", "kyber-iosched"}, {"bfq", "bfq"}};
+    const auto m = module_of.find(it->second);
+    if (m == module_of.end()) return {};
+    const std::string dep = read_file(kernel_dir / "modules" / "modules.dep");
+    if (dep.find("/" + m->second + ".ko") == std::string::npos) return {};
+    return {m->second};
+}
+
 void write_file(const fs::path& p, const std::string& s) {
     std::ofstream out(p, std::ios::binary);
     out << s;
@@ -94,6 +108,7 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
     for (const auto& m : fs_modules(sc.disk.fs)) modules.push_back(m);
+    for (const auto& m : scheduler_modules(sc.guest, o.kernel_dir)) modules.push_back(m);
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     auto ir = launch::run_tool(mi, std::chrono::seconds(120));
     if (ir.exit_code == 0) return std::nullopt;

@@ -11,7 +11,7 @@ each other's way:
   cache gets no FLUSH on fsync; a 64-entry ring is 64 tags in the guest;
 - seg_max = 2 and size_max = 8192 on a read-only device: no request has more
   than two segments or a segment over 8 KiB, a write fails with EROFS and the
-  device sees no write;
+  device sees no write; bfq, a module, is carried in the initramfs and used;
 - knobs the guest kernel cannot apply: the run is exit 3 naming each."""
 
 import json
@@ -208,7 +208,7 @@ SEGS = {
     "scenario": {"name": "knobs-segments-ro"},
     "disk": {"fs": "vfat", "size": "64M", "files": [{"path": "/f.bin", "size": "1M", "seed": 4}]},
     "device": {"seg_max": 2, "size_max": 8192, "read_only": True},
-    "guest": {"scheduler": "none", "nomerges": 2, "mount_options": "ro"},
+    "guest": {"scheduler": "bfq", "nomerges": 2, "mount_options": "ro"},
     "steps": [
         {"op": "mount"},
         {"op": "drop_caches"},
@@ -239,6 +239,14 @@ def test_seg_max_and_size_max_cap_segments(segs):
     assert max(sizes) <= 16 * KIB and len(sizes) >= (1 << 20) // (16 * KIB), f"read sizes {sorted(set(sizes))}"
 
 
+def test_a_scheduler_module_goes_into_the_initramfs(segs):
+    # bfq is a module in the default kernel: the run carries it, so it applies.
+    out, m = segs
+    assert "[bfq]" in knobs(out)["guest.scheduler"]["found"].split()
+    hello = next(json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if '"hello"' in l)
+    assert "bfq" in hello["modules"], hello["modules"]
+
+
 def test_read_only_device_refuses_the_write_and_sees_none(segs):
     out, m = segs
     assert knobs(out)["device.read_only"]["found"] == "1"
@@ -251,20 +259,21 @@ def test_read_only_device_refuses_the_write_and_sees_none(segs):
 # ---------------------------------------------------------------- a knob not applied
 
 def test_a_knob_the_guest_does_not_apply_is_exit_3_naming_it(tmp_path_factory):
-    # bfq is a module the initramfs does not carry; max_sectors_kb below a
-    # page is refused by the kernel.
+    # noop went with the legacy block layer; max_sectors_kb below a page is
+    # refused by the kernel.
     doc = {
         "scenario": {"name": "knobs-not-applied"},
         "disk": {"fs": "vfat", "size": "64M"},
-        "guest": {"scheduler": "bfq", "max_sectors_kb": 2},
+        "guest": {"scheduler": "noop", "max_sectors_kb": 2},
         "steps": [{"op": "mount"}],
     }
     out, r = booted(tmp_path_factory, "notapplied", doc, code=3)
     text = r.stdout + r.stderr
-    assert "guest.scheduler = bfq was not applied: the guest reads \"[" in text, text
+    assert "guest.scheduler = noop was not applied: the guest reads \"[" in text, text
     assert "guest.max_sectors_kb = 2 was not applied" in text and "max_hw_sectors_kb is" in text, text
     v = verdict(out)
     assert v["exit_code"] == 3
     bad = {k["knob"]: k for k in v["knobs"] if not k["applied"]}
     assert set(bad) == {"guest.scheduler", "guest.max_sectors_kb"}, bad
-    assert bad["guest.scheduler"]["asked"] == "bfq" and "bfq" not in bad["guest.scheduler"]["found"].split("[")[1].split("]")[0]
+    assert bad["guest.scheduler"]["asked"] == "noop" and bad["guest.scheduler"]["found"].startswith("[mq-deadline]")
+
