@@ -5,6 +5,7 @@
 #include "before_steps.hpp"
 #include "port.hpp"
 #include "process.hpp"
+#include "readback.hpp"
 #include "report.hpp"
 #include "setup.hpp"
 #include "step_runner.hpp"
@@ -36,11 +37,13 @@ seconds watchdog_budget(const RunSpec& spec) {
 }
 
 Hello make_hello(const std::vector<std::string>& modules, std::vector<std::pair<std::string, std::string>> queue,
-                 const TracingSetup& tracing) {
+                 const TracingSetup& tracing, const std::string& disk) {
     Hello h;
     h.kernel = kernel_release();
     h.modules = modules;
     h.queue = std::move(queue);
+    h.sysfs = read_disk_sysfs(disk);
+    h.cpus_online = cpus_online();
     h.functions_traced = tracing.functions_traced;
     h.functions_missing = tracing.functions_missing;
     h.events = tracing.events;
@@ -79,7 +82,7 @@ void run(Reporter& rep) {
     // on an empty cache of the disk.
     const BeforeSteps before = prepare_disk(spec);
     const TracingSetup tracing = start_tracing(spec.trace, rep);
-    rep.hello(make_hello(modules, std::move(queue), tracing));
+    rep.hello(make_hello(modules, std::move(queue), tracing, spec.disk));
     rep.before_steps(before);
 
     const size_t reported = StepRunner(spec, disk.get(), rep).run_all();

@@ -36,6 +36,8 @@ std::string errno_name(int errnum) {
 std::string encode(const Hello& h) {
     Json queue = Json::object();
     for (const auto& [key, value] : h.queue) queue[key] = value;
+    Json sysfs = Json::object();
+    for (const auto& [key, value] : h.sysfs) sysfs[key] = value;
     return line({{"type", "hello"},
                  {"kernel", h.kernel},
                  {"modules", h.modules},
@@ -44,6 +46,8 @@ std::string encode(const Hello& h) {
                  {"events", h.events},
                  {"events_missing", h.events_missing},
                  {"queue", queue},
+                 {"sysfs", sysfs},
+                 {"cpus_online", h.cpus_online},
                  {"t_ns", h.t_ns}});
 }
 
@@ -87,6 +91,7 @@ std::string encode(const StepResult& r) {
               {"errno", r.err}, {"error", r.error}, {"call", r.call}};
     if (r.bytes) j["bytes"] = *r.bytes;
     if (r.sha256) j["sha256"] = *r.sha256;
+    if (r.mount_options) j["mount_options"] = *r.mount_options;
     if (r.extents) j["extents"] = extents_json(*r.extents);
     j["t_start_ns"] = r.t_start_ns;
     j["t_end_ns"] = r.t_end_ns;
@@ -112,6 +117,7 @@ std::optional<StepResult> decode_step(std::string_view line) {
         r.call = j.at("call").get<std::string>();
         if (j.contains("bytes")) r.bytes = j["bytes"].get<uint64_t>();
         if (j.contains("sha256")) r.sha256 = j["sha256"].get<std::string>();
+        if (j.contains("mount_options")) r.mount_options = j["mount_options"].get<std::string>();
         if (j.contains("extents")) {
             r.extents.emplace();
             for (const Json& e : j["extents"])

@@ -21,6 +21,9 @@ struct Hello {
     std::vector<std::string> events;
     std::vector<std::string> events_missing;
     std::vector<std::pair<std::string, std::string>> queue;  // read back after setting
+    // /sys/block/<disk>/ attributes after the knobs were set (readback.hpp)
+    std::vector<std::pair<std::string, std::string>> sysfs;
+    std::string cpus_online;  // "0-1"
     int64_t t_ns = 0;  // CLOCK_MONOTONIC
 };
 
@@ -41,6 +44,7 @@ struct StepResult {
     std::optional<uint64_t> bytes;
     std::optional<std::string> sha256;
     std::optional<std::vector<Extent>> extents;
+    std::optional<std::string> mount_options;  // mount: the options /proc/self/mounts shows
     int64_t t_start_ns = 0;  // CLOCK_MONOTONIC, around the op itself
     int64_t t_end_ns = 0;
     int64_t marker_begin = -1;  // marker index read before the op, -1 if none

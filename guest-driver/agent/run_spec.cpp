@@ -1,5 +1,6 @@
 #include "run_spec.hpp"
 
+#include <sched.h>
 #include <sys/mount.h>
 
 #include <nlohmann/json.hpp>
@@ -204,8 +205,9 @@ Step parse_step(const Json& j, size_t index) {
     Step s;
     s.op = parse_op(o);
     std::vector<std::string_view> allowed = info(s.op).fields;
-    allowed.push_back("op");
+    allowed.insert(allowed.end(), {"op", "cpu"});
     o.only(allowed, std::string("op ") + op_name(s.op));
+    if (o.has("cpu")) s.cpu = static_cast<int>(o.integer("cpu", std::nullopt, 0, CPU_SETSIZE - 1));
 
     constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
     switch (s.op) {

@@ -41,6 +41,7 @@ struct Step {
     int64_t size = 0;  // truncate
     int64_t ms = 0;    // sleep
     Access access = Access::read;  // open
+    int cpu = -1;  // any op: run the step's process on this CPU only; -1: wherever the scheduler puts it
 };
 
 // mount_options split the way mount(8) does: generic words become MS_* flags,

@@ -1,6 +1,7 @@
 #include "step_ops.hpp"
 
 #include "pattern.hpp"
+#include "readback.hpp"
 #include "sha256.hpp"
 
 #include <fcntl.h>
@@ -151,6 +152,8 @@ int run_op(const Step& s, const RunSpec& spec, const NamedFds& fds, StepResult& 
         if (::mount(spec.disk.c_str(), spec.mountpoint.c_str(), spec.fstype.c_str(), spec.mount.flags,
                     spec.mount.data.empty() ? nullptr : spec.mount.data.c_str()) != 0)
             r.fail("mount", errno);
+        else
+            r.mount_options = mount_options_of(spec.mountpoint);
         break;
     case Op::umount:
         if (::umount2(spec.mountpoint.c_str(), 0) != 0) r.fail("umount", errno);

@@ -3,6 +3,7 @@
 #include "process.hpp"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -153,12 +154,24 @@ void StepRunner::child(size_t index, int sock) {
         while (::read(sock, &go, 1) < 0 && errno == EINTR) {
         }
     }
+    // Pinned before the opening marker, so the step's requests (readahead
+    // runs in the reader's context) come from that CPU and its queue.
+    bool pinned = true;
+    if (step.cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(step.cpu, &set);
+        if (::sched_setaffinity(0, sizeof set, &set) != 0) {
+            r.fail("sched_setaffinity", errno);
+            pinned = false;
+        }
+    }
     std::string marker_error;
     r.marker_begin = read_marker(2 * index, marker_error);
     int made_fd = -1;
     r.t_start_ns = monotonic_ns();
     try {
-        made_fd = run_op(step, spec_, fds_, r);
+        if (pinned) made_fd = run_op(step, spec_, fds_, r);
     } catch (const std::exception& e) {
         r.fail_text(e.what());
     }

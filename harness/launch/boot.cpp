@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -117,13 +118,15 @@ BootResult boot(const BootSpec& spec) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
 
+    const unsigned cpus = spec.cpus ? spec.cpus : std::max(spec.num_queues, 1u);
     std::string append = "console=ttyS0 quiet panic=-1";
     if (!spec.append.empty()) append += " " + spec.append;
     // vhost-user needs guest RAM the device can map: a shared memfd backend.
+    // Multi-threaded TCG runs each vCPU on a host thread of its own.
     std::vector<std::string> qemu_argv = {
-        spec.qemu, "-M", "q35,memory-backend=mem", "-object",
+        spec.qemu, "-M", "q35,memory-backend=mem", "-accel", cpus > 1 ? "tcg,thread=multi" : "tcg", "-object",
         fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mb), "-m", std::to_string(spec.memory_mb),
-        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", spec.kernel.string(),
+        "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", spec.kernel.string(),
         "-initrd", spec.initrd.string(), "-append", append, "-chardev", fmt::format("socket,id=c0,path={}", sock.socket().string()),
         "-device", fmt::format("vhost-user-blk-pci,chardev=c0,num-queues={},queue-size={}", spec.num_queues, spec.queue_size)};
     if (!spec.serial_ports.empty()) {
@@ -196,6 +199,7 @@ BootResult boot(const BootSpec& spec) {
                         {"append", append},
                         {"memory_mb", spec.memory_mb},
                         {"num_queues", spec.num_queues},
+                        {"cpus", cpus},
                         {"queue_size", spec.queue_size},
                         {"device_args", spec.device_args},
                         {"qemu_args", spec.qemu_args},

@@ -18,6 +18,9 @@ struct BootSpec {
     std::string append;            // extra kernel command line
     unsigned memory_mb = 512;
     unsigned num_queues = 1;
+    // vCPUs; 0: one per queue, so blk-mq maps a CPU to every queue (with one
+    // vCPU every request goes to queue 0).
+    unsigned cpus = 0;
     unsigned queue_size = 128;
     unsigned timeout_s = 120;
     std::string qemu = "qemu-system-x86_64";

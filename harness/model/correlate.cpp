@@ -300,14 +300,24 @@ void correlate(Run& run) {
     }
     // Without guest markers (lost, or none), segments mean nothing: any segment matches.
     const bool by_segment = guest_markers && device_markers;
-    auto find = [&](const Key& k, int32_t seg, bool any) -> int64_t {
+    // The queue a guest request should arrive on: the one its issuing CPU
+    // maps to (-1: unknown). Among equal candidates that one is preferred,
+    // so the queue check below compares like with like.
+    auto expected_queue = [&](const GuestIssue& is) -> int32_t {
+        const int16_t cpu = ev[is.event].cpu;
+        return cpu >= 0 && static_cast<size_t>(cpu) < run.queue_of_cpu.size() ? run.queue_of_cpu[static_cast<size_t>(cpu)] : -1;
+    };
+    auto find = [&](const Key& k, int32_t seg, bool any, int32_t queue) -> int64_t {
         auto lo = std::lower_bound(order.begin(), order.end(), k, [](const Entry& e, const Key& x) { return e.key < x; });
         if (!any) lo = std::lower_bound(lo, order.end(), seg, [&](const Entry& e, int32_t s) { return e.key == k && e.segment < s; });
+        int64_t first = -1;
         for (auto it = lo; it != order.end() && it->key == k; ++it) {
             if (!any && it->segment != seg) break;
-            if (run.requests[it->index].issue < 0) return it->index;
+            if (run.requests[it->index].issue >= 0) continue;
+            if (queue < 0 || run.requests[it->index].queue == queue) return it->index;
+            if (first < 0) first = it->index;
         }
-        return -1;
+        return first;
     };
     auto match = [&](size_t gi, int64_t ri) {
         run.issues[gi].request = ri;
@@ -315,7 +325,7 @@ void correlate(Run& run) {
     };
     for (size_t gi = 0; gi < run.issues.size(); ++gi) {
         const auto& is = run.issues[gi];
-        const int64_t ri = find(guest_key(is.op, is.sector, is.sectors), is.segment, !by_segment);
+        const int64_t ri = find(guest_key(is.op, is.sector, is.sectors), is.segment, !by_segment, expected_queue(is));
         if (ri >= 0) match(gi, ri);
     }
     if (by_segment) {
@@ -323,13 +333,30 @@ void correlate(Run& run) {
             const auto& is = run.issues[gi];
             if (is.request >= 0) continue;
             const Key k = guest_key(is.op, is.sector, is.sectors);
-            int64_t ri = find(k, is.segment - 1, false);
-            if (ri < 0) ri = find(k, is.segment + 1, false);
+            int64_t ri = find(k, is.segment - 1, false, expected_queue(is));
+            if (ri < 0) ri = find(k, is.segment + 1, false, expected_queue(is));
             if (ri >= 0) match(gi, ri);
         }
     }
 
-    // 4. What is left over.
+    // 4. Queues: blk-mq puts a request on the hardware queue of the CPU it
+    // was made on, and virtio_blk's queue i is virtqueue i.
+    if (!run.queue_of_cpu.empty()) {
+        Reporter wrong(run.findings, "{} device requests arrived on another queue than the one the guest CPU that issued them maps to:");
+        for (const auto& is : run.issues) {
+            const int32_t want = expected_queue(is);
+            if (is.request < 0 || want < 0) continue;
+            const auto& r = run.requests[static_cast<size_t>(is.request)];
+            if (r.queue == want) continue;
+            wrong.add([&] {
+                const auto& e = ev[is.event];
+                return fmt::format("seq {} {} {}+{} on queue {}, issued on guest CPU {}, which maps to queue {} (guest-events.jsonl line {})", r.seq,
+                                   r.op(), r.sector, r.sectors(), r.queue, e.cpu, want, e.line);
+            });
+        }
+    }
+
+    // 5. What is left over.
     int32_t first_guest_segment = INT32_MAX, last_guest_segment = -1;
     for (const auto& [m, s] : seen) {
         if (s.issue < 0) continue;

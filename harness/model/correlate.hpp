@@ -12,6 +12,10 @@
 //    in a neighbouring one (multi-queue can put a request on the other side
 //    of a marker). Whatever is left over is a finding (or a note, when the
 //    gap is expected: before the guest trace started, after it stopped).
+// 4. With the guest's CPU → queue map (Run::queue_of_cpu), each matched
+//    device request must be on the queue its issuing CPU maps to (among
+//    equal candidates the one on that queue is matched); one that is not
+//    is a finding.
 #pragma once
 
 #include "model/run_model.hpp"

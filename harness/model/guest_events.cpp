@@ -69,6 +69,7 @@ struct Fields {
     std::string_view event, function, rwbs, dev, raw;
     uint64_t sector = 0, nsect = 0, new_sector = 0;
     int64_t error = 0;
+    int64_t cpu = -1;
     double ts = 0;
     bool has_sector = false, has_nsect = false;
 };
@@ -201,6 +202,13 @@ bool scan(std::string_view l, Fields& f) {
             case 2:
                 if (eq(key, "ts") && !ts_fast(v, f.ts)) return false;
                 break;
+            case 3:
+                if (eq(key, "cpu")) {
+                    uint64_t u = 0;
+                    if (!uint_fast(v, u)) return false;
+                    f.cpu = static_cast<int64_t>(u);
+                }
+                break;
             case 5:
                 if (eq(key, "nsect")) {
                     if (!uint_fast(v, f.nsect)) return false;
@@ -274,6 +282,7 @@ bool scan_json(std::string_view l, Fields& f, std::vector<std::string>& holder, 
     u("nsect", f.nsect, &f.has_nsect);
     u("new_sector", f.new_sector, nullptr);
     if (auto it = j.find("error"); it != j.end() && it->is_number_integer()) f.error = it->get<int64_t>();
+    if (auto it = j.find("cpu"); it != j.end() && it->is_number_unsigned()) f.cpu = it->get<int64_t>();
     if (auto it = j.find("ts"); it != j.end() && it->is_number()) f.ts = it->get<double>();
     return true;
 }
@@ -360,6 +369,7 @@ GuestEvents parse_guest_events(std::string_view text, uint64_t base_offset, size
         e.new_sector = f.new_sector;
         e.has_range = f.has_sector && f.has_nsect;
         e.error = static_cast<int16_t>(f.error);
+        e.cpu = f.cpu >= 0 && f.cpu <= INT16_MAX ? static_cast<int16_t>(f.cpu) : -1;
         if (!f.rwbs.empty()) {
             std::memcpy(e.rwbs, f.rwbs.data(), std::min(f.rwbs.size(), sizeof e.rwbs - 1));
             const Rwbs r = parse_rwbs(f.rwbs);

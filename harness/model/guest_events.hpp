@@ -53,6 +53,7 @@ struct GuestEvent {
     uint32_t name = 0;        // index into GuestEvents::names: the function (function events) or the event name
     uint16_t dev = 0;         // index into GuestEvents::names (0: "")
     int16_t error = 0;        // block_rq_complete
+    int16_t cpu = -1;         // the CPU ftrace recorded it on, -1 if the line has none
     GuestKind kind = GuestKind::other;
     GuestOp op = GuestOp::none;
     bool preflush = false;

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -226,6 +227,34 @@ void number_steps(Run& run) {
         throw RunError(p, fmt::format("does not match run.json: the scenario has {} steps, run.json {}", sc.steps.size(), next));
 }
 
+}  // namespace
+
+std::vector<int32_t> queue_of_cpu(const json& sysfs) {
+    std::vector<int32_t> map;
+    if (!sysfs.is_object()) return map;
+    for (const auto& [key, value] : sysfs.items()) {
+        // "mq/<queue>/cpu_list": "0-1,4"
+        unsigned q = 0;
+        char tail[16] = {};
+        if (std::sscanf(key.c_str(), "mq/%u/%15s", &q, tail) != 2 || std::string_view(tail) != "cpu_list" || !value.is_string()) continue;
+        std::istringstream in(value.get<std::string>());
+        std::string part;
+        while (std::getline(in, part, ',')) {
+            unsigned lo = 0, hi = 0;
+            const int n = std::sscanf(part.c_str(), "%u-%u", &lo, &hi);
+            if (n < 1) continue;
+            if (n == 1) hi = lo;
+            for (unsigned c = lo; c <= hi && c < 4096; ++c) {
+                if (map.size() <= c) map.resize(c + 1, -1);
+                map[c] = static_cast<int32_t>(q);
+            }
+        }
+    }
+    return map;
+}
+
+namespace {
+
 void load_results(Run& run) {
     const fs::path p = run.dir / "results.jsonl";
     std::istringstream in(read_text(p, "the guest agent's step results"));
@@ -240,6 +269,7 @@ void load_results(Run& run) {
             run.findings.push_back(fmt::format("results.jsonl line {} is not a JSON object: {}", n, line.substr(0, 120)));
             continue;
         }
+        if (j.value("type", "") == "hello" && j.contains("sysfs")) run.queue_of_cpu = queue_of_cpu(j["sysfs"]);
         if (j.value("type", "") != "step") continue;
         const int64_t idx = j.value("index", int64_t{-1});
         if (idx < 0 || static_cast<size_t>(idx) >= run.steps.size())

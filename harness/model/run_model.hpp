@@ -139,6 +139,10 @@ struct Run {
     uint64_t marker_count = 0;
     uint32_t marker_block_size = 512;
     std::string test_dev;  // the guest's "major,minor" of the test disk, "" if the guest trace has no block events
+    // The hardware queue each guest CPU's requests go to (blk-mq's map, from
+    // the agent's hello: /sys/block/vda/mq/<queue>/cpu_list), -1 for a CPU
+    // no queue lists; empty when the agent did not report it.
+    std::vector<int32_t> queue_of_cpu;
 
     trace::FileHeader trace_header{};
     std::string trace_incomplete;  // why the device trace is incomplete, "" when complete
@@ -199,5 +203,9 @@ Run load_run(const std::filesystem::path& dir, const LoadOptions& opts = {});
 const ExtentIndexEntry* extent_at(const Run& run, uint64_t sector);
 
 const char* op_name(GuestOp op);
+
+// blk-mq's CPU → hardware queue map from sysfs attributes keyed as the
+// agent reports them ("mq/1/cpu_list": "1,3"); index: CPU, value: queue.
+std::vector<int32_t> queue_of_cpu(const nlohmann::json& sysfs);
 
 }  // namespace blkrig::model

@@ -108,6 +108,7 @@ struct PyRequest {
     uint64_t file_bytes;
     std::optional<int> step;
     bool malformed;
+    std::optional<int> guest_cpu;  // the CPU its matched block_rq_issue was traced on
 };
 
 PyRequest make_request(const model::Run& run, const model::Request& r, const model::FileHit* hit = nullptr, int hit_file = -1) {
@@ -129,6 +130,7 @@ PyRequest make_request(const model::Run& run, const model::Request& r, const mod
     p.fault_delay_ns = r.fault_delay_ns;
     if (r.issue >= 0) {
         const auto& is = run.issues[static_cast<size_t>(r.issue)];
+        if (const int16_t cpu = run.guest.events[is.event].cpu; cpu >= 0) p.guest_cpu = cpu;
         for (uint32_t k = 0; k < is.bios_count; ++k) {
             const auto& b = run.bios[is.bios_begin + k];
             p.bios.emplace_back(b.sector, b.sectors);
@@ -318,6 +320,7 @@ PYBIND11_MODULE(blkrig_model, m) {
         .def_readonly("file_bytes", &PyRequest::file_bytes)
         .def_readonly("step", &PyRequest::step)
         .def_readonly("malformed", &PyRequest::malformed)
+        .def_readonly("guest_cpu", &PyRequest::guest_cpu, "the guest CPU its block_rq_issue ran on (None: unmatched or not traced)")
         .def_property_readonly("end_sector", [](const PyRequest& r) { return r.sector + r.sectors; })
         .def("__repr__", &repr);
 
@@ -343,6 +346,8 @@ PYBIND11_MODULE(blkrig_model, m) {
         })
         .def_property_readonly("dir", [](const PyRun& r) { return r.run().dir; })
         .def_property_readonly("test_dev", [](const PyRun& r) { return r.run().test_dev; })
+        .def_property_readonly("queue_of_cpu", [](const PyRun& r) { return r.run().queue_of_cpu; },
+                               "the guest's CPU → hardware queue map (index: CPU; -1: no queue), [] if not reported")
         .def_property_readonly("trace_incomplete", [](const PyRun& r) { return r.run().trace_incomplete; })
         .def("step", [](const PyRun& r, int i) { return make_step(model::step_or_throw(r.run(), i)); }, py::arg("index"))
         .def("file_size", [](const PyRun& r, const std::string& p) { return r.run().files[static_cast<size_t>(model::file_or_throw(r.run(), p))].size; },

@@ -6,6 +6,7 @@
 #include "checks/steps.hpp"
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
+#include "run/knobs.hpp"
 #include "model/ftrace.hpp"
 #include "model/run_model.hpp"
 #include "model/trace_view.hpp"
@@ -44,6 +45,20 @@ std::string read_file(const fs::path& p) {
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
+}
+
+// The module of the I/O scheduler asked for, when the kernel has it as a
+// module (mq-deadline is one in the trixie cloud kernel): without it in the
+// initramfs the scheduler cannot be selected. Built-in or unknown: none.
+std::vector<std::string> scheduler_modules(const scenario::GuestKnobs& g, const fs::path& kernel_dir) {
+    const auto it = g.queue.find("scheduler");
+    if (it == g.queue.end()) return {};
+    static const std::map<std::string, std::string> module_of = {{"mq-deadline", "mq-deadline"}, {"kyber", "kyber-iosched"}, {"bfq", "bfq"}};
+    const auto m = module_of.find(it->second);
+    if (m == module_of.end()) return {};
+    const std::string dep = read_file(kernel_dir / "modules" / "modules.dep");
+    if (dep.find("/" + m->second + ".ko") == std::string::npos) return {};
+    return {m->second};
 }
 
 void write_file(const fs::path& p, const std::string& s) {
@@ -88,6 +103,7 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
     for (const auto& m : fsd.modules) modules.push_back(m);
+    for (const auto& m : scheduler_modules(sc.guest, o.kernel_dir)) modules.push_back(m);
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     auto ir = launch::run_tool(mi, std::chrono::seconds(120));
     if (ir.exit_code == 0) return std::nullopt;
@@ -185,6 +201,24 @@ std::vector<std::string> check_before_steps(const json& before, bool extent_chec
     return problems;
 }
 
+// ftrace's buffer is per CPU and the guest has a CPU per queue: 16 MiB each
+// up to 4 CPUs, then 64 MiB shared, so many queues do not eat the guest's RAM.
+int64_t trace_buffer_kb(unsigned cpus) { return std::clamp<int64_t>(65536 / std::max(cpus, 1u), 1024, 16384); }
+
+// The knobs as the guest read them back, against the scenario; writes
+// guest-knobs.json. results: the scenario's step results by index.
+KnobReport check_guest_knobs(const scenario::Scenario& sc, const json& hello, const std::map<size_t, json>& results, const fs::path& out) {
+    json mount;
+    for (const auto& [i, res] : results)
+        if (i < sc.steps.size() && sc.steps[i].op == "mount") {
+            mount = res;
+            break;
+        }
+    KnobReport k = check_knobs(sc, hello, mount);
+    write_file(out / "guest-knobs.json", to_json(k, hello).dump(2) + "\n");
+    return k;
+}
+
 }  // namespace
 
 RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
@@ -258,7 +292,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                            {"marker", {{"first_sector", disk_sectors}, {"count", kMarkerSectors * 512 / sc.device.logical_block_size},
                                        {"block_size", sc.device.logical_block_size}}},
                            // Without the guest trace the agent sets up no ftrace at all.
-                           {"trace", o.guest_trace ? json{{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", 16384}}
+                           {"trace", o.guest_trace ? json{{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", trace_buffer_kb(sc.device.num_queues)}}
                                                    : json{{"events", json::array()}, {"functions", json::array()}}},
                            {"step_timeout_s", sc.guest.step_timeout_s},
                            {"steps", steps}};
@@ -331,6 +365,8 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     if (done) {
         for (auto& p : check_before_steps(before, extent_check, extents)) problems.push_back(std::move(p));
     }
+    const KnobReport knobs = check_guest_knobs(sc, hello, results, out);
+    problems.insert(problems.end(), knobs.problems.begin(), knobs.problems.end());
     {
         std::ofstream ge(out / "guest-events.jsonl");
         for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge << e.dump() << "\n";
@@ -385,7 +421,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         return p.rfind(kBeforeStepsProblem, 0) == 0;
     });
     if (sc.power_cut.after_step >= 0 && !power_cut.is_object()) expectations_hold = false;
-    r.outcome = infra || extent_problem || model_failed ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
+    r.outcome = infra || extent_problem || model_failed || !knobs.problems.empty() ? Outcome::infra : (expectations_hold ? Outcome::pass : Outcome::fail);
     r.problems = problems;
 
     // 6. The verdict and a summary.
@@ -411,6 +447,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     for (const auto& c : expect_results) verdict["expect"].push_back(checks::to_json(c));
     verdict["findings"] = findings;
     verdict["fs_driver"] = to_json(fsd);
+    verdict["knobs"] = to_json(knobs, hello)["knobs"];
     write_file(out / "verdict.json", verdict.dump(2) + "\n");
 
     std::string s = fmt::format("{} on {}: {} ({:.1f} s), run folder {}\n", sc.name.empty() ? sc.file : sc.name, o.kernel_name,

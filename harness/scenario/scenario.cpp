@@ -371,10 +371,19 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 }
                 continue;
             }
+            if (key == "cpu") {
+                // The guest has a vCPU per queue (launch/boot.hpp).
+                const int64_t cpu = rd.integer(v, "steps.cpu", 0, 63);
+                if (cpu >= sc.device.num_queues)
+                    rd.fail(v, fmt::format("steps.cpu = {} needs a guest with {} CPUs: the guest gets one per queue, set device.num_queues = {}",
+                                           cpu, cpu + 1, cpu + 1));
+                st.args[key] = cpu;
+                continue;
+            }
             if (!it->second.count(key)) {
                 std::string known;
                 for (const auto& f : it->second) known += (known.empty() ? "" : ", ") + f;
-                rd.fail(k.source(), fmt::format("step '{}' has no field '{}' (fields: {})", st.op, key, known.empty() ? "none" : known));
+                rd.fail(k.source(), fmt::format("step '{}' has no field '{}' (fields: {})", st.op, key, known.empty() ? "cpu" : known + ", cpu"));
             }
             if (key == "path") {
                 const std::string p = rd.str(v, "path");

@@ -18,11 +18,14 @@ TEST(ResultEncoding, Hello) {
     h.events = {"block/block_bio_queue"};
     h.events_missing = {"block/nope"};
     h.queue = {{"scheduler", "[none] mq-deadline"}, {"nomerges", "2"}};
+    h.sysfs = {{"queue/logical_block_size", "4096"}, {"ro", "0"}, {"mq/0/cpu_list", "0"}};
+    h.cpus_online = "0-1";
     h.t_ns = 5;
     EXPECT_EQ(encode(h),
               R"({"type":"hello","kernel":"6.1.0-57-cloud-amd64","modules":["virtio_blk"],"functions_traced":["do_mpage_readpage"],)"
               R"("functions_missing":["mpage_read_end_io"],"events":["block/block_bio_queue"],"events_missing":["block/nope"],)"
-              R"("queue":{"scheduler":"[none] mq-deadline","nomerges":"2"},"t_ns":5})"
+              R"("queue":{"scheduler":"[none] mq-deadline","nomerges":"2"},)"
+              R"("sysfs":{"queue/logical_block_size":"4096","ro":"0","mq/0/cpu_list":"0"},"cpus_online":"0-1","t_ns":5})"
               "\n");
 }
 
@@ -120,6 +123,19 @@ TEST(ResultEncoding, StepLinesDecodeToTheSameRecord) {
     const auto back = decode_step(encode(r));
     ASSERT_TRUE(back);
     EXPECT_EQ(encode(*back), encode(r));
+}
+
+TEST(ResultEncoding, MountStepCarriesItsOptions) {
+    StepResult r;
+    r.op = Op::mount;
+    r.mount_options = "rw,noatime,fmask=0022";
+    const std::string line = encode(r);
+    EXPECT_NE(line.find(R"("mount_options":"rw,noatime,fmask=0022")"), std::string::npos) << line;
+    const auto back = decode_step(line);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->mount_options, r.mount_options);
+    StepResult plain;
+    EXPECT_EQ(encode(plain).find("mount_options"), std::string::npos);
 }
 
 TEST(ResultEncoding, DecodeRefusesPartialLines) {

@@ -105,6 +105,16 @@ TEST(RunSpec, ParsesEveryField) {
     EXPECT_EQ(r.steps[14].op, Op::umount);
 }
 
+TEST(RunSpec, AnyStepMayBePinnedToACpu) {
+    Json j = good();
+    j["steps"][1]["cpu"] = 1;   // drop_caches
+    j["steps"][2]["cpu"] = 0;   // read
+    const RunSpec r = parse(j);
+    EXPECT_EQ(r.steps[0].cpu, -1);
+    EXPECT_EQ(r.steps[1].cpu, 1);
+    EXPECT_EQ(r.steps[2].cpu, 0);
+}
+
 TEST(RunSpec, DefaultsFillWhatIsLeftOut) {
     const RunSpec r = parse_run_spec(R"({"version":1,"disk":"/dev/vda","steps":[
         {"op":"read","path":"/dev/vda"},{"op":"write","path":"/x","length":1},{"op":"drop_caches"},
@@ -201,6 +211,8 @@ const Bad kBad[] = {
     {"mmap_zero_length", [](Json& j) { j["steps"][10]["length"] = 0; }, "steps[10].length", "between 1"},
     {"mmap_fd", [](Json& j) { j["steps"][10]["fd"] = "a"; }, "steps[10].fd", "unknown field for op mmap_write"},
     {"sleep_no_ms", [](Json& j) { j["steps"][12].erase("ms"); }, "steps[12].ms", "missing"},
+    {"cpu_negative", [](Json& j) { j["steps"][2]["cpu"] = -1; }, "steps[2].cpu", "between 0"},
+    {"cpu_string", [](Json& j) { j["steps"][2]["cpu"] = "1"; }, "steps[2].cpu", "expected an integer"},
     {"mount_without_fstype", [](Json& j) { j["fstype"] = ""; }, "steps[0].op", "fstype is empty"},
     {"check_on_steps_mount",
      [](Json& j) { j["extent_check"] = {{"mountpoint", "/mnt"}, {"fstype", "vfat"}, {"files", {"/f"}}}; },

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -28,6 +29,8 @@ struct GuestOpts {
     std::string rwbs;                   // default from the op
     std::vector<std::pair<uint64_t, uint64_t>> bios;  // default: one bio covering the request
     bool device = true;                 // the device sees it
+    int cpu = 0;                        // the guest CPU its events are traced on
+    uint16_t queue = 0;                 // the virtqueue the device sees it on
 };
 
 // The guest trace does not show it (it happened before tracing, or was lost).
@@ -93,6 +96,7 @@ public:
     // device's record. Returns the device seq (or the seq it would have had).
     uint64_t request(uint32_t type, uint64_t sector, uint64_t sectors, GuestOpts g = {}, uint16_t nsegs = 1, uint8_t status = trace::kStatusOk) {
         const std::string rwbs = !g.rwbs.empty() ? g.rwbs : type == 0 ? "R" : type == 1 ? "W" : type == 4 ? "FF" : "N";
+        cpu_ = g.cpu;
         if (g.traced) {
             if (g.bios.empty() && type != 4) g.bios.push_back({sector, sectors});
             bool first = true;
@@ -112,6 +116,7 @@ public:
             r.sector = type == 4 ? 0 : sector;
             r.bytes = type == 4 ? 0 : sectors * 512;
             r.type = type;
+            r.queue = g.queue;
             r.nsegs = nsegs;
             for (uint16_t k = 0; k < nsegs; ++k) r.seg_lens.push_back(static_cast<uint32_t>(r.bytes / nsegs));
             r.status = status;
@@ -122,6 +127,7 @@ public:
         if (g.traced)
             guest({{"event", "block_rq_complete"}, {"dev", kDev}, {"rwbs", rwbs}, {"sector", type == 4 ? 0 : sector},
                    {"nsect", type == 4 ? 0 : sectors}, {"error", status == trace::kStatusOk ? 0 : -5}});
+        cpu_ = 0;
         return seq;
     }
     uint64_t read(uint64_t sector, uint64_t sectors, GuestOpts g = {}) { return request(0, sector, sectors, std::move(g)); }
@@ -132,7 +138,7 @@ public:
     void function(const std::string& name) { guest({{"event", "function"}, {"function", name}, {"parent", "caller"}}); }
     void guest(nlohmann::json e) {
         e["ts"] = ts_ += 0.000001;
-        e["cpu"] = 0;
+        e["cpu"] = cpu_;
         guest_.push_back(e.dump());
     }
     void guest_line(const std::string& raw) { guest_.push_back(raw); }
@@ -144,13 +150,17 @@ public:
         guest({{"event", "block_rq_complete"}, {"dev", kDev}, {"rwbs", "RS"}, {"sector", s}, {"nsect", 1}, {"error", 0}});
     }
     void scenario(const std::string& toml) { scenario_ = toml; }
+    // The agent's hello record (type added), e.g. its sysfs readings.
+    void hello(nlohmann::json h) { hello_ = std::move(h); }
     void events_txt(const std::string& text) { events_txt_ = text; }
     nlohmann::json& run_json() { return run_json_; }
 
     // Writes every file.
     void write() {
         put("run.json", run_json_.dump(2));
-        std::string res = nlohmann::json{{"type", "hello"}}.dump() + "\n";
+        nlohmann::json hello = hello_;
+        hello["type"] = "hello";
+        std::string res = hello.dump() + "\n";
         for (const auto& r : results_) res += r.dump() + "\n";
         res += nlohmann::json{{"type", "done"}, {"steps", results_.size()}}.dump() + "\n";
         put("results.jsonl", res);
@@ -164,6 +174,7 @@ public:
         h.capacity_sectors = kMarkerFirst + 1024;
         h.logical_block_size = 512;
         h.num_queues = 1;
+        for (const auto& r : requests_) h.num_queues = std::max<uint16_t>(h.num_queues, static_cast<uint16_t>(r.queue + 1));
         {
             trace::Writer w(dir_.file("trace.bin"), h, "{}");
             // The device writes records at completion; markers and requests interleave by seq.
@@ -195,7 +206,7 @@ private:
     size_t current() const { return run_json_["steps"].size() - 1; }
 
     TempDir dir_;
-    nlohmann::json run_json_, extents_;
+    nlohmann::json run_json_, extents_, hello_ = nlohmann::json::object();
     std::vector<nlohmann::json> results_;
     std::vector<trace::RequestRecord> requests_;
     std::vector<trace::MarkerRecord> markers_;
@@ -205,6 +216,7 @@ private:
     uint64_t seq_ = 0;
     uint64_t t_ns_ = 1000000;
     double ts_ = 1.0;
+    int cpu_ = 0;
 };
 
 }  // namespace blkrig::test

@@ -137,6 +137,79 @@ TEST(RunModel, ADeviceRequestTheGuestNeverIssuedIsAFinding) {
     EXPECT_TRUE(any_contains(run.findings, fmt::format("seq {} read 700+16 (step 0)", seq))) << all(run.findings);
 }
 
+// Two queues, CPU 0 on queue 0 and CPU 1 on queue 1 (the agent's hello).
+void two_queues(RunFolder& f) {
+    f.hello({{"sysfs", {{"mq/0/cpu_list", "0"}, {"mq/0/nr_tags", "128"}, {"mq/1/cpu_list", "1"}, {"mq/1/nr_tags", "128"}}}});
+}
+GuestOpts on(int cpu, uint16_t queue) {
+    GuestOpts g;
+    g.cpu = cpu;
+    g.queue = queue;
+    return g;
+}
+
+TEST(RunModel, TheCpuMapComesFromSysfs) {
+    EXPECT_EQ(queue_of_cpu(nlohmann::json{{"mq/0/cpu_list", "0,2"}, {"mq/1/cpu_list", "1,3-4"}, {"mq/1/nr_tags", "64"}}),
+              (std::vector<int32_t>{0, 1, 0, 1, 1}));
+    EXPECT_EQ(queue_of_cpu(nlohmann::json{{"mq/0/cpu_list", "1"}}), (std::vector<int32_t>{-1, 0}));
+    EXPECT_TRUE(queue_of_cpu(nlohmann::json::object()).empty());
+}
+
+TEST(RunModel, RequestsOnTheQueueOfTheirCpuAreNoFinding) {
+    RunFolder f;
+    two_queues(f);
+    f.begin_step("read");
+    f.read(500, 8, on(0, 0));
+    f.read(508, 8, on(1, 1));
+    f.end_step();
+    f.write();
+    const model::Run run = load_run(f.path());
+    EXPECT_EQ(run.queue_of_cpu, (std::vector<int32_t>{0, 1}));
+    EXPECT_TRUE(run.findings.empty()) << all(run.findings);
+    ASSERT_EQ(run.requests.size(), 2u);
+    EXPECT_EQ(run.requests[1].queue, 1u);
+    EXPECT_GE(run.requests[1].issue, 0);
+}
+
+TEST(RunModel, ARequestOnAnotherQueueThanItsCpusIsAFinding) {
+    RunFolder f;
+    two_queues(f);
+    f.begin_step("read");
+    f.read(500, 8, on(0, 0));
+    const uint64_t seq = f.read(508, 8, on(1, 0));  // CPU 1 maps to queue 1, the device saw it on 0
+    f.end_step();
+    f.write();
+    const model::Run run = load_run(f.path());
+    EXPECT_TRUE(any_contains(run.findings, "1 device requests arrived on another queue than the one the guest CPU that issued them maps to"))
+        << all(run.findings);
+    EXPECT_TRUE(any_contains(run.findings, fmt::format("seq {} read 508+8 on queue 0, issued on guest CPU 1, which maps to queue 1", seq)))
+        << all(run.findings);
+}
+
+TEST(RunModel, OfTwoEqualRequestsTheOneOnTheCpusQueueIsMatched) {
+    // The same sectors read twice in a step, from each CPU: each issue is
+    // tied to the device request on its own queue, whatever the order.
+    RunFolder f;
+    two_queues(f);
+    f.begin_step("read");
+    f.read(500, 8, on(1, 0));  // guest CPU 1 ...
+    f.read(500, 8, on(0, 1));  // ... and CPU 0, the device records in the other order
+    f.end_step();
+    f.write();
+    const model::Run run = load_run(f.path());
+    EXPECT_TRUE(run.findings.empty()) << all(run.findings);
+    ASSERT_EQ(run.issues.size(), 2u);
+    EXPECT_EQ(run.issues[0].request, 1);
+    EXPECT_EQ(run.issues[1].request, 0);
+    // Without the map nothing is checked.
+    RunFolder g;
+    g.begin_step("read");
+    g.read(508, 8, on(1, 0));
+    g.end_step();
+    g.write();
+    EXPECT_TRUE(load_run(g.path()).findings.empty());
+}
+
 TEST(RunModel, RequestsFromBeforeTheGuestTraceAreNotesNotFindings) {
     RunFolder f;
     f.read(0, 1, test::untraced());  // firmware

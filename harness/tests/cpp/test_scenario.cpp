@@ -102,6 +102,9 @@ INSTANTIATE_TEST_SUITE_P(
             "does not fit"},
         Bad{"unknown op", "[[steps]]\nop = \"reed\"\n", 2, "unknown step op 'reed'"},
         Bad{"field of another op", "[[steps]]\nop = \"sync\"\npath = \"/mnt/a\"\n", 3, "has no field 'path'"},
+        Bad{"cpu the guest lacks", "[device]\nnum_queues = 2\n[[steps]]\nop = \"sync\"\ncpu = 2\n", 5,
+            "steps.cpu = 2 needs a guest with 3 CPUs: the guest gets one per queue, set device.num_queues = 3"},
+        Bad{"cpu negative", "[[steps]]\nop = \"sync\"\ncpu = -1\n", 3, "steps.cpu"},
         Bad{"bad size", "[disk]\nsize = \"4Q\"\n[[steps]]\nop = \"sync\"\n", 2, "must be a size"},
         Bad{"bad fs", "[disk]\nfs = \"ntfs\"\n[[steps]]\nop = \"sync\"\n", 2, "not one of"},
         Bad{"no steps", "[disk]\nfs = \"vfat\"\n", 1, "no steps"},
@@ -131,6 +134,12 @@ TEST(Scenario, Ext2DriverDefaultsToAutoAndKeepsItsLine) {
     const auto s = parse_scenario("[disk]\nfs = \"ext2\"\n[guest]\next2_driver = \"ext4\"\n[[steps]]\nop = \"sync\"\n", "e.toml");
     EXPECT_EQ(s.guest.ext2_driver, "ext4");
     EXPECT_EQ(s.guest.ext2_driver_line, 4);
+}
+
+TEST(Scenario, AStepPinnedToACpuOfItsQueues) {
+    const auto sc = parse_scenario("[device]\nnum_queues = 2\n[[steps]]\nop = \"sync\"\ncpu = 1\n[[steps]]\nop = \"sync\"\n", "s.toml");
+    EXPECT_EQ(sc.steps[0].args.value("cpu", -1), 1);
+    EXPECT_FALSE(sc.steps[1].args.contains("cpu"));
 }
 
 TEST(Scenario, ParseSize) {
