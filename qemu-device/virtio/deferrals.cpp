@@ -78,9 +78,10 @@ std::list<Deferrals::Item>::iterator Deferrals::erase(std::list<Item>::iterator 
 // it and takes the completion never finds it still counted as waiting.
 std::list<Deferrals::Item>::iterator Deferrals::deliver(std::list<Item>::iterator i) {
     Inbox* inbox = i->inbox;
-    Completion c = std::move(i->c);
-    auto next = erase(i);  // reads the defer kind, an enum the move left as it was
-    inbox->put(std::move(c));
+    Item item = std::move(*i);
+    i->c.defer = item.c.defer;  // erase() counts by the kind; a moved-from value is not relied on
+    auto next = erase(i);
+    inbox->put(std::move(item.c));
     return next;
 }
 
