@@ -15,6 +15,7 @@
 #include "launch/process.hpp"
 #include "model/trace_view.hpp"
 #include "run/fs_driver.hpp"
+#include "run/matrix.hpp"
 #include "run/run.hpp"
 #include "scenario/scenario.hpp"
 
@@ -38,6 +39,9 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <thread>
+
+#include <glob.h>
 
 using namespace blkrig;
 namespace fs = std::filesystem;
@@ -197,6 +201,13 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     }
     // A bad rule in --faults must not cost a disk or a boot.
     if (!faults_file.empty()) check_faults_file(faults_file);
+    for (const auto& need : sc.needs) {
+        if (need == "disk-from" && disk_from.empty())
+            throw UsageError(fmt::format("{}:{}: this scenario boots on what an earlier run left: give --disk-from RUN_DIR", sc.file, sc.needs_line));
+        if (need == "control" && control.empty() && !interactive)
+            throw UsageError(fmt::format("{}:{}: this scenario is steered during the run: give --control SOCKET (and use blkrig fault)", sc.file,
+                                         sc.needs_line));
+    }
     if (kernel.empty()) kernel = sc.kernel.empty() ? "debian-bookworm-cloud" : sc.kernel;
     run::RunOptions o;
     o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
@@ -226,6 +237,107 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     if (r.outcome == run::Outcome::bad_input || r.outcome == run::Outcome::infra)
         for (const auto& p : r.problems) fmt::print(stderr, "blkrig: {}\n", p);
     return static_cast<int>(r.outcome);
+}
+
+// What `blkrig run` was given, for a matrix of scenarios x kernels.
+struct MatrixArgs {
+    std::vector<std::string> scenarios;  // files, folders, globs
+    std::vector<std::string> kernels;    // none: each scenario's own
+    std::string out;                     // default runs/matrix
+    unsigned jobs = 0;                   // 0: the CPU count
+    std::string junit;
+    bool quiet = false;
+    std::vector<std::string> run_args;   // options each cell's run gets
+};
+
+// Files, folders (their *.toml) and globs, in order, each file once.
+std::vector<std::string> expand_scenarios(const std::vector<std::string>& args) {
+    std::vector<std::string> files;
+    auto add = [&](const std::string& f) {
+        if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
+    };
+    for (const auto& a : args) {
+        std::error_code ec;
+        if (fs::is_directory(a, ec)) {
+            std::vector<std::string> in;
+            for (const auto& e : fs::directory_iterator(a, ec))
+                if (e.path().extension() == ".toml" && e.is_regular_file(ec)) in.push_back(e.path().string());
+            if (in.empty()) throw UsageError(fmt::format("scenario folder {} holds no .toml file", a));
+            std::sort(in.begin(), in.end());
+            for (const auto& f : in) add(f);
+        } else if (a.find_first_of("*?[") != std::string::npos && !fs::exists(a, ec)) {
+            glob_t g{};
+            const int r = ::glob(a.c_str(), 0, nullptr, &g);
+            std::vector<std::string> in(g.gl_pathv, g.gl_pathv + (r == 0 ? g.gl_pathc : 0));
+            ::globfree(&g);
+            if (in.empty()) throw UsageError(fmt::format("scenario pattern '{}' matches no file", a));
+            for (const auto& f : in) add(f);
+        } else {
+            add(a);
+        }
+    }
+    return files;
+}
+
+std::string kernel_label(const std::string& k) {
+    std::string s = fs::path(k).filename().string();
+    if (s == "vmlinuz" || s.empty()) s = fs::path(k).parent_path().filename().string();
+    for (char& c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+    return s.empty() ? "kernel" : s;
+}
+
+int do_matrix(const MatrixArgs& a) {
+    const auto files = expand_scenarios(a.scenarios);
+    // Every scenario and kernel is checked before anything boots.
+    std::vector<scenario::Scenario> scs;
+    for (const auto& f : files) {
+        try {
+            scs.push_back(scenario::load_scenario(f));
+        } catch (const scenario::ScenarioError& e) {
+            fmt::print(stderr, "blkrig: {}\n", e.what());
+            return 2;
+        }
+    }
+    std::vector<std::string> kernels = a.kernels;
+    for (const auto& k : kernels) {
+        const fs::path v = resolve_kernel(k);
+        if (!fs::exists(v.parent_path() / "modules"))
+            throw UsageError(fmt::format("kernel {} has no modules folder at {}", k, (v.parent_path() / "modules").string()));
+    }
+    run::MatrixOptions o;
+    const fs::path out = a.out.empty() ? fs::path("runs") / "matrix" : fs::path(a.out);
+    std::map<std::string, int> stems;
+    for (size_t i = 0; i < files.size(); ++i) {
+        std::string stem = fs::path(files[i]).stem().string();
+        if (int n = ++stems[stem]; n > 1) stem += fmt::format("-{}", n);
+        std::vector<std::string> ks = kernels;
+        if (ks.empty()) ks = {scs[i].kernel.empty() ? "debian-bookworm-cloud" : scs[i].kernel};
+        for (const auto& k : ks) {
+            if (a.kernels.empty()) resolve_kernel(k);  // a scenario's own kernel, checked too
+            run::Cell c;
+            c.scenario_path = files[i];
+            c.name = scs[i].name.empty() ? fs::path(files[i]).stem().string() : scs[i].name;
+            c.kernel = k;
+            c.out = out / stem / kernel_label(k);
+            c.steps = scs[i].steps.size();
+            for (const auto& need : scs[i].needs)
+                c.skip = need == "disk-from" ? "needs --disk-from: it boots on what an earlier run left"
+                                             : "needs --control: it is steered during the run";
+            o.cells.push_back(std::move(c));
+        }
+    }
+    o.jobs = a.jobs ? a.jobs : std::max(1u, std::thread::hardware_concurrency());
+    o.self = fs::canonical("/proc/self/exe");
+    o.run_args = a.run_args;
+    o.junit = a.junit;
+    o.progress = a.quiet ? run::MatrixOptions::Progress::quiet
+                 : ::isatty(STDERR_FILENO) ? run::MatrixOptions::Progress::tty
+                                           : run::MatrixOptions::Progress::lines;
+    if (o.progress != run::MatrixOptions::Progress::quiet)
+        fmt::print(stderr, "blkrig: {} runs ({} scenarios x {} kernels), {} at a time, into {}\n", o.cells.size(), files.size(),
+                   kernels.empty() ? 1 : kernels.size(), o.jobs, out.string());
+    return run::run_matrix(o);
 }
 
 fs::path default_device() {
@@ -423,13 +535,23 @@ int main(int argc, char** argv) {
     boot->add_option("--device-arg", spec.device_args, "extra blkrig-device option (repeatable), e.g. --device-arg=--seg-max=8");
     boot->add_option("--qemu", spec.qemu, "QEMU binary")->capture_default_str();
 
-    std::string scenario_path, run_kernel, run_out;
+    std::vector<std::string> run_scenarios, run_kernels;
+    std::string run_out;
     unsigned run_timeout = 0;
-    auto* runc = app.add_subcommand("run", "Run a scenario: build its disk, boot the kernel with the guest agent, check its expectations");
-    runc->add_option("SCENARIO", scenario_path, "scenario file (TOML, see docs/scenarios.md)")->required();
-    runc->add_option("--kernel", run_kernel, "bzImage folder or catalogue name (default: the scenario's, else debian-bookworm-cloud)");
-    runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>)");
+    auto* runc = app.add_subcommand("run", "Run scenarios: build each disk, boot the kernel with the guest agent, check the expectations");
+    runc->add_option("SCENARIO", run_scenarios,
+                     "scenario files (TOML, see docs/scenarios.md), folders of them or globs; several, or several --kernel, make a matrix")
+        ->required();
+    runc->add_option("--kernel", run_kernels,
+                     "bzImage folder or catalogue name, repeatable (default: the scenario's, else debian-bookworm-cloud)");
+    runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>); for a matrix the folder of its run folders (default: runs/matrix)");
     runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
+    unsigned run_jobs = 0;
+    std::string run_junit;
+    bool run_quiet = false;
+    runc->add_option("--jobs,-j", run_jobs, "matrix: runs at a time (default: the CPU count)")->check(CLI::Range(1u, 256u));
+    runc->add_option("--junit", run_junit, "write a JUnit XML file: a testcase per scenario x kernel (makes even one run a matrix)");
+    runc->add_flag("--quiet,-q", run_quiet, "matrix: no progress, only the summary table");
     std::string run_modules, run_control, run_disk_from, run_faults;
     runc->add_option("--modules", run_modules, "with --kernel BZIMAGE: the build's modules folder (lib/modules/VERSION, after depmod)");
     runc->add_option("--control", run_control, "give the device a JSON-RPC control socket here (for blkrig fault ... during the run)");
@@ -508,8 +630,28 @@ int main(int argc, char** argv) {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
-        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from,
-                                      !run_no_extent_check, !run_no_guest_trace, run_faults);
+        if (runc->parsed()) {
+            const bool several = run_scenarios.size() > 1 || run_kernels.size() > 1 ||
+                                 std::any_of(run_scenarios.begin(), run_scenarios.end(), [](const std::string& s) {
+                                     std::error_code ec;
+                                     return fs::is_directory(s, ec) || (s.find_first_of("*?[") != std::string::npos && !fs::exists(s, ec));
+                                 });
+            if (!several && run_junit.empty())
+                return do_run(run_scenarios.front(), run_kernels.empty() ? std::string() : run_kernels.front(), run_out, run_timeout, false,
+                              run_modules, run_control, run_disk_from, !run_no_extent_check, !run_no_guest_trace, run_faults);
+            for (const auto& [given, name] : {std::pair{!run_control.empty(), "--control"}, std::pair{!run_disk_from.empty(), "--disk-from"},
+                                              std::pair{!run_modules.empty(), "--modules"}})
+                if (given) throw UsageError(fmt::format("{} is for one run, not a matrix of them", name));
+            MatrixArgs m{run_scenarios, run_kernels, run_out, run_jobs, run_junit, run_quiet, {}};
+            if (run_timeout) m.run_args.insert(m.run_args.end(), {"--timeout", std::to_string(run_timeout)});
+            if (run_no_extent_check) m.run_args.push_back("--no-extent-check");
+            if (run_no_guest_trace) m.run_args.push_back("--no-guest-trace");
+            if (!run_faults.empty()) {
+                check_faults_file(run_faults);
+                m.run_args.insert(m.run_args.end(), {"--faults", fs::absolute(run_faults).string()});
+            }
+            return do_matrix(m);
+        }
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (fault->parsed()) {
             if (fadd->parsed()) {

@@ -6,6 +6,7 @@
 #include "checks/steps.hpp"
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
+#include "run/build_cache.hpp"
 #include "run/knobs.hpp"
 #include "model/ftrace.hpp"
 #include "model/run_model.hpp"
@@ -85,13 +86,37 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
         }
         return std::nullopt;
     }
-    write_file(out / "disk-spec.json", scenario::disk_json(sc.disk).dump(2));
-    auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out", (out / "disk.img").string(),
-                                "--extents", (out / "extents.json").string()},
-                               std::chrono::seconds(300));
-    if (mk.exit_code == 2) return fail_with(Outcome::bad_input, fmt::format("{}: the disk cannot be built: {}", sc.file, mk.output));
-    if (mk.exit_code != 0) return fail_with(Outcome::infra, fmt::format("building the disk failed: {}", mk.output));
+    const std::string spec = scenario::disk_json(sc.disk).dump(2);
+    write_file(out / "disk-spec.json", spec);
+    std::optional<RunResult> bad;
+    const auto c = cached_build(CacheKey("disk").text(spec).file(o.tools.mkdisk), {"disk.img", "extents.json"}, out,
+                                [&](const fs::path& dir) -> std::optional<std::string> {
+                                    auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out",
+                                                                (dir / "disk.img").string(), "--extents", (dir / "extents.json").string()},
+                                                               std::chrono::seconds(300));
+                                    if (mk.exit_code == 2)
+                                        bad = fail_with(Outcome::bad_input, fmt::format("{}: the disk cannot be built: {}", sc.file, mk.output));
+                                    else if (mk.exit_code != 0)
+                                        bad = fail_with(Outcome::infra, fmt::format("building the disk failed: {}", mk.output));
+                                    return bad ? std::optional<std::string>(bad->summary) : std::nullopt;
+                                });
+    if (bad) return bad;
+    if (c.error) return fail_with(Outcome::infra, *c.error);
     return std::nullopt;
+}
+
+// A program name as the shell would find it (mkinitramfs looks it up on PATH).
+fs::path on_path(const std::string& name) {
+    if (name.find('/') != std::string::npos) return name;
+    const char* path = std::getenv("PATH");
+    std::string_view rest = path ? path : "/usr/bin:/bin";
+    while (!rest.empty()) {
+        const auto colon = rest.find(':');
+        const fs::path cand = fs::path(std::string(rest.substr(0, colon))) / name;
+        if (::access(cand.c_str(), X_OK) == 0) return cand;
+        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    }
+    return name;
 }
 
 // Builds initrd.gz in out with init as /init, files (SRC:DEST), modules
@@ -105,8 +130,23 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     for (const auto& m : fsd.modules) modules.push_back(m);
     for (const auto& m : scheduler_modules(sc.guest, o.kernel_dir)) modules.push_back(m);
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
-    auto ir = launch::run_tool(mi, std::chrono::seconds(120));
-    if (ir.exit_code == 0) return std::nullopt;
+    // The key: every input mkinitramfs reads (the argv names the rest).
+    CacheKey key("initramfs");
+    for (const auto& a : mi) key.text(a == (out / "initrd.gz").string() ? std::string("OUT") : a);
+    key.file(o.tools.mkinitramfs).file(init).file(o.kernel_dir / "release").file(o.kernel_dir / "modules" / "modules.dep")
+        .stamp(o.kernel_dir / "modules" / "modules.dep");
+    for (const auto& f : files) key.file(f.substr(0, f.find(':')));
+    for (const auto& p : sc.guest.programs) key.stamp(on_path(p));
+    launch::ToolResult ir;
+    const auto c = cached_build(key, {"initrd.gz"}, out, [&](const fs::path& dir) -> std::optional<std::string> {
+        auto argv = mi;
+        for (auto& a : argv)
+            if (a == (out / "initrd.gz").string()) a = (dir / "initrd.gz").string();
+        ir = launch::run_tool(argv, std::chrono::seconds(120));
+        return ir.exit_code == 0 ? std::nullopt : std::optional<std::string>(ir.output);
+    });
+    if (!c.error) return std::nullopt;
+    if (ir.exit_code == 0) return fail_with(Outcome::infra, *c.error);  // the copy out of the cache failed
     const bool no_module = ir.output.find("not found in kernel") != std::string::npos;
     const bool no_program = ir.output.find("--program") != std::string::npos;
     if (no_module)

@@ -178,13 +178,19 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
 
     if (auto* s = root["scenario"].node()) {
         const auto& t = rd.table(*s, "[scenario]");
-        rd.only(t, "[scenario]", {"name", "description", "kernel", "timeout", "extent_check"});
+        rd.only(t, "[scenario]", {"name", "description", "kernel", "timeout", "extent_check", "needs"});
         if (auto* n = t["name"].node()) sc.name = rd.str(*n, "scenario.name");
         if (auto* n = t["description"].node()) sc.description = rd.str(*n, "scenario.description");
         if (auto* n = t["kernel"].node()) sc.kernel = rd.str(*n, "scenario.kernel");
         if (auto* n = t["extent_check"].node()) {
             if (!n->is_boolean()) rd.fail(*n, "scenario.extent_check must be true or false");
             sc.extent_check = n->as_boolean()->get();
+        }
+        if (auto* n = t["needs"].node()) {
+            const auto* a = n->as_array();
+            if (!a) rd.fail(*n, "scenario.needs is a list, e.g. [\"disk-from\"]");
+            for (const auto& e : *a) sc.needs.push_back(rd.one_of(e, "scenario.needs", {"disk-from", "control"}));
+            sc.needs_line = static_cast<int>(n->source().begin.line);
         }
         if (auto* n = t["timeout"].node()) sc.timeout_s = static_cast<unsigned>(rd.integer(*n, "scenario.timeout (seconds)", 10, 3600));
     }

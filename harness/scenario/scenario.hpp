@@ -124,6 +124,11 @@ struct Scenario {
     // The guest's FIEMAP of each file compared with the builder's extents,
     // before step 0 on a read-only mount of its own ([scenario] extent_check).
     bool extent_check = true;
+    // What a run of it must be given ([scenario] needs): "disk-from" (it boots
+    // on what an earlier run left), "control" (someone steers the device
+    // during it). A matrix run skips such scenarios.
+    std::vector<std::string> needs;
+    int needs_line = 0;
     DiskSpec disk;
     DeviceKnobs device;
     GuestKnobs guest;

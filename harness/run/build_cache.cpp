@@ -1,0 +1,134 @@
+#include "run/build_cache.hpp"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+namespace blkrig::run {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string sha256_hex(const std::string& data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
+    return out;
+}
+
+// Entries kept per kind; the least recently used go first.
+constexpr size_t kKeep = 48;
+
+void prune(const fs::path& kind_dir) {
+    std::error_code ec;
+    std::vector<std::pair<fs::file_time_type, fs::path>> entries;
+    for (const auto& e : fs::directory_iterator(kind_dir, ec))
+        if (e.is_directory(ec) && e.path().filename().string().front() != '.') entries.emplace_back(fs::last_write_time(e.path(), ec), e.path());
+    if (entries.size() <= kKeep) return;
+    std::sort(entries.begin(), entries.end());
+    for (size_t i = 0; i + kKeep < entries.size(); ++i) fs::remove_all(entries[i].second, ec);
+}
+
+std::optional<std::string> copy_outputs(const fs::path& from, const std::vector<std::string>& outputs, const fs::path& dest) {
+    for (const auto& o : outputs) {
+        std::error_code ec;
+        fs::remove(dest / o, ec);
+        fs::copy_file(from / o, dest / o, ec);
+        if (ec) return fmt::format("copying {} from the build cache {} into {}: {}", o, from.string(), dest.string(), ec.message());
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+CacheKey::CacheKey(std::string kind) : kind_(std::move(kind)) { material_ = kind_ + "\n"; }
+
+CacheKey& CacheKey::text(const std::string& s) {
+    material_ += fmt::format("text {}\n{}\n", s.size(), s);
+    return *this;
+}
+
+CacheKey& CacheKey::file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) {
+        material_ += fmt::format("missing {}\n", p.string());
+        return *this;
+    }
+    const std::string content{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    material_ += fmt::format("file {} {}\n", p.string(), sha256_hex(content));
+    return *this;
+}
+
+CacheKey& CacheKey::stamp(const fs::path& p) {
+    std::error_code ec;
+    const auto size = fs::file_size(p, ec);
+    const auto t = fs::last_write_time(p, ec);
+    material_ += fmt::format("stamp {} {} {}\n", p.string(), ec ? 0 : size, ec ? 0 : t.time_since_epoch().count());
+    return *this;
+}
+
+std::string CacheKey::hex() const { return sha256_hex(material_); }
+
+fs::path build_cache_dir() {
+    if (const char* d = std::getenv("BLKRIG_BUILD_CACHE"); d && *d) return std::string(d) == "off" ? fs::path() : fs::path(d);
+    if (const char* c = std::getenv("BLKRIG_CACHE"); c && *c) return fs::path(c) / "builds";
+    if (::access("/var/cache/blkrig", W_OK) == 0) return "/var/cache/blkrig/builds";
+    if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "blkrig" / "builds";
+    if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "blkrig" / "builds";
+    return {};
+}
+
+CacheOutcome cached_build(const CacheKey& key, const std::vector<std::string>& outputs, const fs::path& dest,
+                          const std::function<std::optional<std::string>(const fs::path&)>& build) {
+    const fs::path root = build_cache_dir();
+    std::error_code ec;
+    const fs::path kind_dir = root / key.kind();
+    if (root.empty() || (fs::create_directories(kind_dir, ec), ec)) return {build(dest), false};  // no cache: build in place
+    const std::string hex = key.hex();
+    const fs::path entry = kind_dir / hex;
+    // One builder per key; the others wait and then copy.
+    const int lock = ::open((kind_dir / (hex + ".lock")).c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (lock < 0) return {build(dest), false};
+    struct Unlock {
+        int fd;
+        ~Unlock() { ::close(fd); }
+    } unlock{lock};
+    while (::flock(lock, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    if (fs::is_regular_file(entry / ".complete", ec)) {
+        fs::last_write_time(entry, fs::file_time_type::clock::now(), ec);
+        return {copy_outputs(entry, outputs, dest), true};
+    }
+    const fs::path tmp = kind_dir / fmt::format(".build-{}-{}", hex, ::getpid());
+    fs::remove_all(tmp, ec);
+    fs::remove_all(entry, ec);
+    fs::create_directories(tmp, ec);
+    if (ec) return {build(dest), false};
+    if (auto err = build(tmp)) {
+        fs::remove_all(tmp, ec);
+        return {err, false};
+    }
+    std::ofstream(tmp / ".complete") << "";
+    fs::rename(tmp, entry, ec);
+    if (ec) {
+        fs::remove_all(tmp, ec);
+        return {build(dest), false};
+    }
+    prune(kind_dir);
+    return {copy_outputs(entry, outputs, dest), false};
+}
+
+}  // namespace blkrig::run
