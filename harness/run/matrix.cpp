@@ -210,7 +210,10 @@ std::string junit_xml(const std::vector<Cell>& cells, const std::vector<CellResu
                 }
             }
             for (const auto& e : v.value("expect", json::array())) {
-                const std::string name = fmt::format("check: {} {}", e.value("where", ""), e.value("property", ""));
+                // "FILE:LINE" of the [[expect]] table, by the scenario file's name only.
+                std::string where = e.value("where", "");
+                if (where.rfind(c.scenario_path, 0) == 0) where = fs::path(c.scenario_path).filename().string() + where.substr(c.scenario_path.size());
+                const std::string name = fmt::format("check: expect {} {}", where, e.value("property", ""));
                 prop(name, e.value("ok", false) ? "pass" : "fail");
                 if (!e.value("ok", false)) failed.push_back(name.substr(7) + ": " + e.value("message", ""));
             }
