@@ -138,7 +138,16 @@ std::string to_blkparse(const trace::Trace& t, const Options& o) {
     return out;
 }
 
-nlohmann::json to_perfetto(const trace::Trace& t) {
+namespace {
+
+// The document in pieces, so write() can stream it event by event instead of
+// holding a second, serialized copy of a large trace.
+struct PerfettoParts {
+    std::vector<nlohmann::json> events;  // metadata first, then by time
+    nlohmann::json other;
+};
+
+PerfettoParts perfetto_parts(const trace::Trace& t) {
     using nlohmann::json;
     constexpr int kPid = 1;
     // Requests of one queue overlap whenever it has more than one in flight,
@@ -153,7 +162,11 @@ nlohmann::json to_perfetto(const trace::Trace& t) {
     std::stable_sort(reqs.begin(), reqs.end(), [](auto* a, auto* b) { return a->t_submit_ns < b->t_submit_ns; });
     std::map<uint16_t, std::vector<uint64_t>> lane_end;  // by queue: when each lane's last slice ends
     for (uint32_t q = 0; q < t.header.num_queues && q <= UINT16_MAX; ++q) lane_end[static_cast<uint16_t>(q)];
-    json events = json::array();
+    // Sorted by time once built; the key is kept beside each event so the
+    // sort does not look into the JSON.
+    std::vector<std::pair<uint64_t, json>> events;
+    events.reserve(t.requests.size() + t.faults.size() + t.markers.size() + t.events.size() + t.dropped.size());
+    auto add = [&](uint64_t ns, json e) { events.emplace_back(since_start(t, ns), std::move(e)); };
     for (const auto* r : reqs) {
         auto& lanes = lane_end[r->queue];
         const uint64_t end = std::max(r->t_submit_ns, r->t_complete_ns);
@@ -171,7 +184,7 @@ nlohmann::json to_perfetto(const trace::Trace& t) {
             args["fault_rule"] = f->second->rule_id;
             args["fault_action"] = trace::fault_action_name(f->second->action);
             if (f->second->delay_ns) args["fault_delay_ns"] = f->second->delay_ns;
-            events.push_back({{"name", fmt::format("fault {}", trace::fault_action_name(f->second->action))},
+            add(r->t_submit_ns, {{"name", fmt::format("fault {}", trace::fault_action_name(f->second->action))},
                               {"cat", "fault"},
                               {"ph", "i"},
                               {"s", "t"},
@@ -181,7 +194,7 @@ nlohmann::json to_perfetto(const trace::Trace& t) {
                               {"args", {{"seq", r->seq}, {"rule", f->second->rule_id}, {"action", trace::fault_action_name(f->second->action)},
                                         {"delay_ns", f->second->delay_ns}}}});
         }
-        events.push_back({{"name", trace::op_label(r->type)},
+        add(r->t_submit_ns, {{"name", trace::op_label(r->type)},
                           {"cat", "request"},
                           {"ph", "X"},
                           {"ts", us(r->t_submit_ns)},
@@ -191,20 +204,21 @@ nlohmann::json to_perfetto(const trace::Trace& t) {
                           {"args", std::move(args)}});
     }
     for (const auto& m : t.markers)
-        events.push_back({{"name", fmt::format("marker {}", m.index)}, {"cat", "marker"}, {"ph", "i"}, {"s", "t"}, {"ts", us(m.t_ns)},
+        add(m.t_ns, {{"name", fmt::format("marker {}", m.index)}, {"cat", "marker"}, {"ph", "i"}, {"s", "t"}, {"ts", us(m.t_ns)},
                           {"pid", kPid}, {"tid", m.queue}, {"args", {{"seq", m.seq}, {"index", m.index}, {"head", m.head}}}});
     for (const auto& e : t.events) {
         const bool on_queue = queue_scoped(e.code);
-        events.push_back({{"name", event_text(e)}, {"cat", "event"}, {"ph", "i"}, {"s", on_queue ? "t" : "g"}, {"ts", us(e.t_ns)},
+        add(e.t_ns, {{"name", event_text(e)}, {"cat", "event"}, {"ph", "i"}, {"s", on_queue ? "t" : "g"}, {"ts", us(e.t_ns)},
                           {"pid", kPid}, {"tid", on_queue ? e.queue : 0},
                           {"args", {{"event", trace::event_name(e.code)}, {"queue", e.queue}, {"head", e.head}, {"text", e.text}}}});
     }
     for (const auto& d : t.dropped)
-        events.push_back({{"name", fmt::format("dropped {} records", d.count)}, {"cat", "dropped"}, {"ph", "i"}, {"s", "g"},
+        add(d.t_ns, {{"name", fmt::format("dropped {} records", d.count)}, {"cat", "dropped"}, {"ph", "i"}, {"s", "g"},
                           {"ts", us(d.t_ns)}, {"pid", kPid}, {"tid", 0}, {"args", {{"count", d.count}}}});
-    std::stable_sort(events.begin(), events.end(), [](const json& a, const json& b) { return a["ts"].get<double>() < b["ts"].get<double>(); });
+    std::stable_sort(events.begin(), events.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
 
-    json out = json::array();
+    std::vector<json> out;
+    out.reserve(events.size() + 1 + 2 * lane_end.size());
     out.push_back({{"name", "process_name"}, {"ph", "M"}, {"ts", 0}, {"pid", kPid}, {"tid", 0}, {"args", {{"name", "blkrig-device"}}}});
     for (const auto& [q, lanes] : lane_end)
         for (size_t lane = 0; lane < std::max<size_t>(1, lanes.size()); ++lane) {
@@ -214,17 +228,35 @@ nlohmann::json to_perfetto(const trace::Trace& t) {
             out.push_back({{"name", "thread_sort_index"}, {"ph", "M"}, {"ts", 0}, {"pid", kPid}, {"tid", tid},
                            {"args", {{"sort_index", q * kLaneStride + lane}}}});
         }
-    for (auto& e : events) out.push_back(std::move(e));
-    return {{"traceEvents", std::move(out)},
-            {"displayTimeUnit", "ns"},
-            {"otherData",
-             {{"source", "blkrig-device trace"},
-              {"num_queues", t.header.num_queues},
-              {"capacity_sectors", t.header.capacity_sectors},
-              {"logical_block_size", t.header.logical_block_size},
-              {"requests", t.requests.size()},
-              {"complete", t.complete()},
-              {"incomplete_reason", t.incompleteness()}}}};
+    for (auto& e : events) out.push_back(std::move(e.second));
+    return {std::move(out),
+            {{"source", "blkrig-device trace"},
+             {"num_queues", t.header.num_queues},
+             {"capacity_sectors", t.header.capacity_sectors},
+             {"logical_block_size", t.header.logical_block_size},
+             {"requests", t.requests.size()},
+             {"complete", t.complete()},
+             {"incomplete_reason", t.incompleteness()}}};
+}
+
+// One event per line: the file stays greppable and diffable.
+void write_perfetto(std::ostream& out, const trace::Trace& t) {
+    auto parts = perfetto_parts(t);
+    out << "{\"traceEvents\":[";
+    const char* sep = "\n";
+    for (auto& e : parts.events) {
+        out << sep << e.dump();
+        e = nullptr;  // done with it
+        sep = ",\n";
+    }
+    out << "\n],\"displayTimeUnit\":\"ns\",\"otherData\":" << parts.other.dump() << "}\n";
+}
+
+}  // namespace
+
+nlohmann::json to_perfetto(const trace::Trace& t) {
+    auto parts = perfetto_parts(t);
+    return {{"traceEvents", std::move(parts.events)}, {"displayTimeUnit", "ns"}, {"otherData", std::move(parts.other)}};
 }
 
 std::string to_csv(const trace::Trace& t) {
@@ -249,7 +281,7 @@ std::string to_csv(const trace::Trace& t) {
 void write(std::ostream& out, const trace::Trace& t, Format f, const Options& o) {
     switch (f) {
     case Format::blkparse: out << to_blkparse(t, o); break;
-    case Format::perfetto: out << to_perfetto(t).dump() << "\n"; break;
+    case Format::perfetto: write_perfetto(out, t); break;
     case Format::csv: out << to_csv(t); break;
     }
 }

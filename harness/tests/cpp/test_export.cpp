@@ -200,6 +200,13 @@ TEST(Export, PerfettoSlicesLanesAndInstants) {
     EXPECT_EQ(slices[1]["args"]["fault_action"], "ioerr");
     EXPECT_FALSE(slices[0]["args"].contains("fault_rule"));
 
+    // write() streams the same document, one event per line.
+    std::ostringstream streamed;
+    write(streamed, t, Format::perfetto);
+    const std::string text = streamed.str();
+    EXPECT_EQ(nlohmann::json::parse(text), j);
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), static_cast<long>(ev.size() + 2));
+
     std::set<std::string> names;
     for (const auto& i : instants) {
         ASSERT_TRUE(i.contains("s")) << i.dump();
