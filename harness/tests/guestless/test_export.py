@@ -254,9 +254,11 @@ def test_bad_input_is_exit_2(traced, tmp_path, args, text):
 
 def test_incomplete_trace_exports_what_it_has_with_a_warning(tmp_path):
     dev = Device(tmp_path, "--ram", "1M", "--num-queues", "2", "--fault", "delay=1ms")
-    dev.bench("write")
-    dev.proc.kill()
-    dev.proc.wait()
+    try:
+        dev.bench("write")
+    finally:
+        dev.proc.kill()  # no end record
+        dev.proc.wait()
     n = sum(1 for r in bt.trace_records(dev.trace) if r["kind"] == "request")
     for strict, code in ((False, 0), (True, 1)):
         r = blkrig("trace", "export", str(dev.trace), "--format", "csv", *(["--strict"] if strict else []))
