@@ -1,6 +1,7 @@
 // blkrig: the rig's command line. Verbs so far:
 //   blkrig trace dump FILE [--format jsonl|text]
 //   blkrig trace summary FILE [--json]
+//   blkrig trace export FILE --format blkparse|perfetto|csv [--out FILE]
 //   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
 //   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
 //   blkrig check RUN_DIR [EXPECT.toml] [--format text|json]
@@ -9,6 +10,7 @@
 // an expectation failed (check), 2 bad arguments or input, 3 the
 // infrastructure failed (boot), 130 interrupted.
 #include "checks/expect.hpp"
+#include "export/export.hpp"
 #include "faults/rule_file.hpp"
 #include "launch/boot.hpp"
 #include "model/run_model.hpp"
@@ -413,6 +415,30 @@ int trace_dump(const std::string& file, const std::string& format, bool strict) 
     return 0;
 }
 
+// `blkrig trace export`: exporter::write to stdout or --out; an incomplete
+// trace is still exported, with a warning (exit 1 with --strict).
+int trace_export(const std::string& file, const std::string& format, const std::string& out_path, const std::string& device, bool strict) {
+    const auto f = exporter::parse_format(format);
+    if (format.empty()) throw UsageError("trace export: give --format blkparse, perfetto or csv");
+    if (!f) throw UsageError(fmt::format("--format {}: unknown format (blkparse, perfetto or csv)", format));
+    const auto o = exporter::parse_device(device);
+    if (!o) throw UsageError(fmt::format("--device {}: expected MAJOR,MINOR such as 254,0", device));
+    const auto t = trace::read_trace(file);
+    if (out_path.empty()) {
+        exporter::write(std::cout, t, *f, *o);
+    } else {
+        std::ofstream out(out_path, std::ios::trunc);
+        if (out) exporter::write(out, t, *f, *o);
+        if (!out.flush()) throw UsageError(fmt::format("--out {}: cannot write it: {}", out_path, std::strerror(errno)));
+    }
+    const std::string why = t.incompleteness();
+    if (!why.empty()) {
+        std::cerr << fmt::format("blkrig: warning: trace {} is incomplete: {}\n", file, why);
+        if (strict) return 1;
+    }
+    return 0;
+}
+
 int trace_summary(const std::string& file, bool json, bool strict) {
     const auto t = trace::read_trace(file);
     const auto s = model::summarize(t);
@@ -517,6 +543,13 @@ int main(int argc, char** argv) {
     summary->add_option("FILE", file, "Trace file")->required();
     summary->add_flag("--json", json, "Machine-readable output");
     summary->add_flag("--strict", strict, "Exit 1 if the trace is incomplete");
+    std::string export_format, export_out, export_device = "254,0";
+    auto* texport = tr->add_subcommand("export", "Convert a trace to blkparse text, Perfetto JSON or CSV (docs/trace-format.md)");
+    texport->add_option("FILE", file, "Trace file")->required();
+    texport->add_option("--format", export_format, "blkparse, perfetto or csv (checked by trace_export: a bad one exits 2)");
+    texport->add_option("--out", export_out, "Write here instead of stdout");
+    texport->add_option("--device", export_device, "blkparse's device column, MAJOR,MINOR")->capture_default_str();
+    texport->add_flag("--strict", strict, "Exit 1 if the trace is incomplete");
 
     launch::BootSpec spec;
     std::string kernel = "debian-bookworm-cloud";
@@ -629,6 +662,7 @@ int main(int argc, char** argv) {
     try {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
+        if (texport->parsed()) return trace_export(file, export_format, export_out, export_device, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
         if (runc->parsed()) {
             const bool several = run_scenarios.size() > 1 || run_kernels.size() > 1 ||
