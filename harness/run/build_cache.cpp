@@ -96,12 +96,12 @@ CacheOutcome cached_build(const CacheKey& key, const std::vector<std::string>& o
     const fs::path root = build_cache_dir();
     std::error_code ec;
     const fs::path kind_dir = root / key.kind();
-    if (root.empty() || (fs::create_directories(kind_dir, ec), ec)) return {build(dest), false};  // no cache: build in place
+    if (root.empty() || (fs::create_directories(kind_dir, ec), ec)) return {build(dest), false, "uncached"};  // no cache: build in place
     const std::string hex = key.hex();
     const fs::path entry = kind_dir / hex;
     // One builder per key; the others wait and then copy.
     const int lock = ::open((kind_dir / (hex + ".lock")).c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (lock < 0) return {build(dest), false};
+    if (lock < 0) return {build(dest), false, "uncached"};
     struct Unlock {
         int fd;
         ~Unlock() { ::close(fd); }
@@ -110,25 +110,25 @@ CacheOutcome cached_build(const CacheKey& key, const std::vector<std::string>& o
     }
     if (fs::is_regular_file(entry / ".complete", ec)) {
         fs::last_write_time(entry, fs::file_time_type::clock::now(), ec);
-        return {copy_outputs(entry, outputs, dest), true};
+        return {copy_outputs(entry, outputs, dest), true, "hit"};
     }
     const fs::path tmp = kind_dir / fmt::format(".build-{}-{}", hex, ::getpid());
     fs::remove_all(tmp, ec);
     fs::remove_all(entry, ec);
     fs::create_directories(tmp, ec);
-    if (ec) return {build(dest), false};
+    if (ec) return {build(dest), false, "uncached"};
     if (auto err = build(tmp)) {
         fs::remove_all(tmp, ec);
-        return {err, false};
+        return {err, false, "built"};
     }
     std::ofstream(tmp / ".complete") << "";
     fs::rename(tmp, entry, ec);
     if (ec) {
         fs::remove_all(tmp, ec);
-        return {build(dest), false};
+        return {build(dest), false, "uncached"};
     }
     prune(kind_dir);
-    return {copy_outputs(entry, outputs, dest), false};
+    return {copy_outputs(entry, outputs, dest), false, "built"};
 }
 
 }  // namespace blkrig::run

@@ -42,6 +42,7 @@ std::filesystem::path build_cache_dir();
 struct CacheOutcome {
     std::optional<std::string> error;
     bool hit = false;
+    const char* how = "uncached";  // hit | built (and published) | uncached (no cache: built in place)
 };
 CacheOutcome cached_build(const CacheKey& key, const std::vector<std::string>& outputs, const std::filesystem::path& dest,
                           const std::function<std::optional<std::string>(const std::filesystem::path& folder)>& build);

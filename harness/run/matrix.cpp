@@ -115,9 +115,10 @@ CellResult collect(const Cell& c, int exit_code, double seconds, uint64_t reques
         r.requests = v.value("device_trace", json::object()).value("requests", r.requests);
     } else {
         // No verdict: the run stopped before one (bad input, or interrupted). Its own words are in run.log.
-        std::string tail = launch::tail_lines((c.out / "run.log").string(), 8);
-        while (!tail.empty() && tail.back() == '\n') tail.pop_back();
-        r.problems.push_back(tail.empty() ? fmt::format("the run exited {} without a verdict", exit_code) : tail);
+        std::istringstream log(launch::tail_lines((c.out / "run.log").string(), 8));
+        for (std::string line; std::getline(log, line);)
+            if (!line.empty() && line.rfind("blkrig: running ", 0) != 0) r.problems.push_back(line);
+        if (r.problems.empty()) r.problems.push_back(fmt::format("the run exited {} without a verdict", exit_code));
     }
     return r;
 }

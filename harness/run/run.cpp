@@ -77,7 +77,8 @@ RunResult fail_with(Outcome o, std::string what) {
 }
 
 // Builds disk.img and extents.json in out; nullopt when fine.
-std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out) {
+// cache_note gets "disk": hit | built | uncached (the build cache).
+std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, json* cache_note = nullptr) {
     if (!o.disk_from.empty()) {
         for (const char* f : {"disk.img", "extents.json"}) {
             std::error_code ec;
@@ -100,6 +101,7 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
                                         bad = fail_with(Outcome::infra, fmt::format("building the disk failed: {}", mk.output));
                                     return bad ? std::optional<std::string>(bad->summary) : std::nullopt;
                                 });
+    if (cache_note) (*cache_note)["disk"] = c.how;
     if (bad) return bad;
     if (c.error) return fail_with(Outcome::infra, *c.error);
     return std::nullopt;
@@ -122,7 +124,8 @@ fs::path on_path(const std::string& name) {
 // Builds initrd.gz in out with init as /init, files (SRC:DEST), modules
 // and the filesystem driver's.
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
-                                         const std::vector<std::string>& files, std::vector<std::string> modules, const FsDriver& fsd) {
+                                         const std::vector<std::string>& files, std::vector<std::string> modules, const FsDriver& fsd,
+                                         json* cache_note = nullptr) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.gz").string()};
     for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
@@ -145,6 +148,7 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
         ir = launch::run_tool(argv, std::chrono::seconds(120));
         return ir.exit_code == 0 ? std::nullopt : std::optional<std::string>(ir.output);
     });
+    if (cache_note) (*cache_note)["initramfs"] = c.how;
     if (!c.error) return std::nullopt;
     if (ir.exit_code == 0) return fail_with(Outcome::infra, *c.error);  // the copy out of the cache failed
     const bool no_module = ir.output.find("not found in kernel") != std::string::npos;
@@ -279,7 +283,8 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
 
     // 1. The disk, with each file's extents in device sectors.
-    if (auto bad = build_disk(sc, o, out)) return *bad;
+    json build_cache = json::object();
+    if (auto bad = build_disk(sc, o, out, &build_cache)) return *bad;
     const json extents = json::parse(read_file(out / "extents.json"));
 
     // 2. What the agent runs: the scenario's steps, nothing else. The extent
@@ -349,7 +354,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
     if (auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
-                                   {"virtio_pci", "virtio_blk", "virtio_console"}, fsd))
+                                   {"virtio_pci", "virtio_blk", "virtio_console"}, fsd, &build_cache))
         return *bad;
 
     // 4. Boot.
@@ -487,6 +492,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     for (const auto& c : expect_results) verdict["expect"].push_back(checks::to_json(c));
     verdict["findings"] = findings;
     verdict["fs_driver"] = to_json(fsd);
+    verdict["build_cache"] = build_cache;
     verdict["knobs"] = to_json(knobs, hello)["knobs"];
     write_file(out / "verdict.json", verdict.dump(2) + "\n");
 
