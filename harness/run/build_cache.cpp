@@ -68,7 +68,8 @@ CacheKey& CacheKey::file(const fs::path& p) {
         return *this;
     }
     const std::string content{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    material_ += fmt::format("file {} {}\n", p.string(), sha256_hex(content));
+    // Content only: the same input at another path (another run folder) is the same input.
+    material_ += fmt::format("file {}\n", sha256_hex(content));
     return *this;
 }
 

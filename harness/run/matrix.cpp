@@ -117,7 +117,10 @@ CellResult collect(const Cell& c, int exit_code, double seconds, uint64_t reques
         // No verdict: the run stopped before one (bad input, or interrupted). Its own words are in run.log.
         std::istringstream log(launch::tail_lines((c.out / "run.log").string(), 8));
         for (std::string line; std::getline(log, line);)
-            if (!line.empty() && line.rfind("blkrig: running ", 0) != 0) r.problems.push_back(line);
+            if (!line.empty() && line.rfind("blkrig: running ", 0) != 0) {
+                if (line.rfind("blkrig: ", 0) == 0) line = line.substr(8);
+                if (std::find(r.problems.begin(), r.problems.end(), line) == r.problems.end()) r.problems.push_back(line);
+            }
         if (r.problems.empty()) r.problems.push_back(fmt::format("the run exited {} without a verdict", exit_code));
     }
     return r;

@@ -135,7 +135,11 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     // The key: every input mkinitramfs reads (the argv names the rest).
     CacheKey key("initramfs");
-    for (const auto& a : mi) key.text(a == (out / "initrd.gz").string() ? std::string("OUT") : a);
+    // Paths inside the run folder differ from run to run; what they hold is hashed below.
+    for (auto a : mi) {
+        for (size_t at; (at = a.find(out.string())) != std::string::npos;) a.replace(at, out.string().size(), "RUN_DIR");
+        key.text(a);
+    }
     key.file(o.tools.mkinitramfs).file(init).file(o.kernel_dir / "release").file(o.kernel_dir / "modules" / "modules.dep")
         .stamp(o.kernel_dir / "modules" / "modules.dep");
     for (const auto& f : files) key.file(f.substr(0, f.find(':')));
