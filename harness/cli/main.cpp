@@ -4,6 +4,7 @@
 //   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
 //   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
 //   blkrig check RUN_DIR [EXPECT.toml] [--format text|json]
+//   blkrig report RUN_DIR... [--out FILE.html]
 //   blkrig kernel list | fetch NAME [--extra-modules ext2]
 // Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict) or
 // an expectation failed (check), 2 bad arguments or input, 3 the
@@ -14,6 +15,7 @@
 #include "model/run_model.hpp"
 #include "launch/process.hpp"
 #include "model/trace_view.hpp"
+#include "report/report.hpp"
 #include "run/fs_driver.hpp"
 #include "run/run.hpp"
 #include "scenario/scenario.hpp"
@@ -488,6 +490,12 @@ int main(int argc, char** argv) {
     checkc->add_option("EXPECTATIONS", check_expect, "TOML file of [[expect]] tables (default: the run's scenario.toml)");
     checkc->add_option("--format", check_format, "text or json")->check(CLI::IsMember({"text", "json"}));
 
+    std::vector<std::string> report_dirs;
+    std::string report_out;
+    auto* reportc = app.add_subcommand("report", "One self-contained HTML page per run folder (RUN_DIR/report.html), and an index for several");
+    reportc->add_option("RUN_DIR", report_dirs, "run folders written by blkrig run")->required();
+    reportc->add_option("--out", report_out, "the page for one run folder, the index for several (default: index.html)");
+
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
     auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
@@ -508,6 +516,15 @@ int main(int argc, char** argv) {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
+        if (reportc->parsed()) {
+            try {
+                for (const auto& p : report::report({report_dirs.begin(), report_dirs.end()}, report_out)) fmt::print("{}\n", p.string());
+                return 0;
+            } catch (const report::ReportError& e) {
+                fmt::print(stderr, "blkrig: {}\n", e.what());
+                return e.exit_code;
+            }
+        }
         if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from,
                                       !run_no_extent_check, !run_no_guest_trace, run_faults);
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
