@@ -78,6 +78,8 @@
     el("label", {}, bioBox, " guest bios (", el("span", { class: "swatch", style: "background:" + COLORS.bios }),
       fmtInt(D.bios.t.length) + ")"),
     el("button", { id: "reset-zoom", type: "button" }, "reset zoom"));
+  // "#bios" in the address turns the overlay on from the start (for links and tests).
+  if (/\bbios\b/.test(location.hash)) bioBox.checked = true;
   app.append(controls);
   app.append(el("p", { class: "sub" }, "Each request is a bar from its first to its last sector at the time the device got it. " +
     "Drag to zoom (both axes), double-click or \u201creset zoom\u201d to zoom out; hover a mark for the request."));
@@ -226,7 +228,7 @@
       ],
       series: [{}, ...marks.map((m) => ({ label: LABELS[m.name], stroke: COLORS[m.name], fill: COLORS[m.name],
         facets: [{ scale: "x", auto: false }, { scale: "y", auto: false }], paths: drawBars, points: { show: false } }))],
-      hooks: { drawClear: [drawBands], draw: [drawOverlays], setCursor: [showTip] },
+      hooks: { drawClear: [drawBands], draw: [drawOverlays, (u) => finish(u)], setCursor: [showTip] },
     };
     const data = [null, ...marks.map((m) => [m.t.map((t) => t / 1000), m.s])];
     plot = new uPlot(opts, data, wrap);
@@ -345,12 +347,18 @@
   }
 
   // For tests and tools: what was drawn, and where the plot is on the page.
+  // uPlot draws in a microtask after this script, so the plot reports from its draw hook.
   for (const m of D.marks) body.dataset["points" + m.name[0].toUpperCase() + m.name.slice(1)] = m.t.length;
-  if (plot) {
-    const r = plot.over.getBoundingClientRect();
-    body.dataset.plotBox = [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height].map(Math.round).join(",");
-  }
   body.dataset.steps = D.steps.length;
   body.dataset.offenders = D.offenders.length;
-  if (body.dataset.state !== "error") body.dataset.state = "drawn";
+  body.dataset.bios = D.bios.t.length;
+  finish(plot);
+  function finish(u) {
+    if (u) {
+      const r = u.over.getBoundingClientRect();
+      if (r.width === 0) return;  // not drawn yet: the draw hook calls again
+      body.dataset.plotBox = [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height].map(Math.round).join(",");
+    }
+    if (body.dataset.state !== "error") body.dataset.state = "drawn";
+  }
 })();
