@@ -77,12 +77,14 @@
     el("label", {}, bandBox, " step bands"),
     el("label", {}, bioBox, " guest bios (", el("span", { class: "swatch", style: "background:" + COLORS.bios }),
       fmtInt(D.bios.t.length) + ")"),
-    el("button", { id: "reset-zoom", type: "button" }, "reset zoom"));
+    el("button", { id: "reset-zoom", type: "button" }, "zoom to the steps"),
+    el("button", { id: "whole-trace", type: "button" }, "whole trace"));
   // "#bios" in the address turns the overlay on from the start (for links and tests).
   if (/\bbios\b/.test(location.hash)) bioBox.checked = true;
   app.append(controls);
   app.append(el("p", { class: "sub" }, "Each request is a bar from its first to its last sector at the time the device got it. " +
-    "Drag to zoom (both axes), double-click or \u201creset zoom\u201d to zoom out; hover a mark for the request."));
+    "It opens on the steps (requests before them, such as the boot's partition scan, are under \u201cwhole trace\u201d). " +
+    "Drag to zoom (both axes), double-click to zoom back to the steps; hover a mark for the request."));
   if (D.thinned.on)
     app.append(el("p", { class: "note" }, "Thinned for drawing: " + fmtInt(D.thinned.shown) + " of " + fmtInt(D.thinned.total) +
       " requests shown, one per mark per cell of a " + D.thinned.cells[0] + "\u00d7" + D.thinned.cells[1] +
@@ -100,6 +102,14 @@
     }
   for (const st of D.steps) if (st.t_end != null && st.t_end > tMax) tMax = st.t_end;
   tMax = tMax / 1000;
+  // The steps' span, with a margin: what the run was about.
+  const spans = D.steps.filter((st) => st.t_begin != null && st.t_end != null);
+  let view = [0, tMax * 1.02];
+  if (spans.length) {
+    const a = Math.min(...spans.map((st) => st.t_begin)) / 1000, b = Math.max(...spans.map((st) => st.t_end)) / 1000;
+    const pad = Math.max((b - a) * 0.03, 0.05);
+    view = [Math.max(0, a - pad), b + pad];
+  }
 
   // Each mark draws its requests straight onto uPlot's canvas as pixel-aligned
   // bars: no per-point objects, so a few hundred thousand draw in one pass.
@@ -232,7 +242,7 @@
     };
     const data = [null, ...marks.map((m) => [m.t.map((t) => t / 1000), m.s])];
     plot = new uPlot(opts, data, wrap);
-    plot.setScale("x", { min: 0, max: tMax * 1.02 });
+    plot.setScale("x", { min: view[0], max: view[1] });
     plot.setScale("y", { min: 0, max: sMax * 1.03 });
     for (const m of marks) {
       const item = el("span", { class: "item", "data-mark": m.name },
@@ -245,8 +255,10 @@
       });
       legend.append(item);
     }
-    const reset = () => { plot.setScale("x", { min: 0, max: tMax * 1.02 }); plot.setScale("y", { min: 0, max: sMax * 1.03 }); };
+    const zoom = (x0, x1) => { plot.setScale("x", { min: x0, max: x1 }); plot.setScale("y", { min: 0, max: sMax * 1.03 }); };
+    const reset = () => zoom(view[0], view[1]);
     document.getElementById("reset-zoom").addEventListener("click", reset);
+    document.getElementById("whole-trace").addEventListener("click", () => zoom(0, tMax * 1.02));
     plot.over.addEventListener("dblclick", reset);
     bioBox.addEventListener("change", () => plot.redraw(false));
     bandBox.addEventListener("change", () => plot.redraw(false));
