@@ -264,7 +264,7 @@ json page_data(const model::Run& run, const json& verdict, const Options& o) {
     // Thinning: one request per (mark, time cell, sector cell) of a grid about
     // the plot's pixel size; faulted requests and offenders always stay.
     const bool thin = run.requests.size() > o.max_points;
-    constexpr uint64_t kCellsX = 1600, kCellsY = 600;
+    constexpr uint64_t kCellsX = 1000, kCellsY = 400;  // about the plot's size in CSS pixels, bars 3 px wide
     uint64_t t_max = 1, s_max = 1;
     for (const auto& r : run.requests) t_max = std::max(t_max, us(r.t_submit_ns) + 1), s_max = std::max(s_max, r.end_sector() + 1);
     std::vector<std::unordered_set<uint64_t>> cells(kMarks.size());

@@ -309,12 +309,12 @@
       width: 560, height: 260,
       legend: { show: true, live: false },
       cursor: { show: false },
-      scales: { x: { time: false, range: [-0.6, xs.length - 0.4] } },
+      scales: { x: { time: false, range: [-0.6, xs.length - 0.4] }, y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.08)] } },
       axes: [{ label: xlabel, space: 44,
         // A label on whole buckets only, every stride-th one so they do not overlap.
         splits: (u, ai, lo, hi, incr) => xs.filter((i) => i % Math.max(1, Math.ceil(incr)) === 0),
         values: (u, vs) => vs.map((v) => h.labels[v] ?? "") },
-        { label: "requests", size: 60 }],
+        { label: "requests", size: (u, vs) => 30 + 7 * Math.max(3, ...(vs || []).map((v) => String(v).length)) }],
       series: [{}, ...names.map((n, k) => ({ label: n, stroke: COLORS[n], fill: COLORS[n] + "cc", width: 1,
         points: { show: false }, paths: barsOf(k) }))],
     }, [xs, ...names.map((n) => h.series[n])], box);
@@ -371,6 +371,7 @@
       if (r.width === 0) return;  // not drawn yet: the draw hook calls again
       body.dataset.plotBox = [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height].map(Math.round).join(",");
     }
+    body.dataset.drawnMs = Math.round(performance.now());  // since navigation started: the page's load time
     if (body.dataset.state !== "error") body.dataset.state = "drawn";
   }
 })();
