@@ -172,7 +172,8 @@
         const x0 = u.valToPos(st.t_begin / 1000, "x", true), x1 = u.valToPos(st.t_end / 1000, "x", true);
         const label = (st.index >= 0 ? "step " + st.index : "added") + " " + st.op;
         if (x1 - x0 > ctx.measureText(label).width + 4 * px || x1 - x0 > 30 * px)
-          ctx.fillText(label, Math.max(x0, u.bbox.left) + 3 * px, u.bbox.top + 3 * px + (k % 2) * 13 * px);
+          ctx.fillText(label, Math.min(Math.max(x0, u.bbox.left) + 3 * px, u.bbox.left + u.bbox.width - ctx.measureText(label).width - 3 * px),
+            u.bbox.top + 3 * px + (k % 2) * 13 * px);
       });
     }
     if (bioBox.checked) {
