@@ -37,6 +37,7 @@ struct Generator {
     uint64_t requests = 1000000;
     unsigned steps = 100;
     double guest_fraction = 0.25;  // more guest events than a 16 MiB-per-CPU ftrace buffer holds for a million requests
+    bool random = false;  // requests at random places of the file's span instead of in order (the report's worst case)
 
     void write() {
         fs::create_directories(dir);
@@ -82,6 +83,8 @@ struct Generator {
                     extent_offset = file_offset;
                 }
                 const uint64_t n = 8u << (r % 6);  // 4 KiB .. 128 KiB
+                // --random: the request goes elsewhere in the file's span (about 42 sectors a request); the file map stays.
+                const uint64_t at = random ? 2048 + ((r * 0x9E3779B97F4A7C15ull) >> 24) % (requests * 42) / 8 * 8 : sector;
                 const bool traced = guest_every && r % guest_every == 0;
                 if (traced) {
                     if (r % 4 == 0) {
@@ -95,15 +98,15 @@ struct Generator {
                     const uint64_t nb = std::min<uint64_t>(4, n / 8);
                     for (uint64_t b = 0; b < nb; ++b) {
                         const uint64_t bs = b + 1 == nb ? n - 8 * b : 8;
-                        ev("block_bio_queue", "RA", sector + 8 * b, bs);
-                        if (b == 0) ev("block_getrq", "RA", sector, bs);
-                        else ev("block_bio_backmerge", "RA", sector + 8 * b, bs);
+                        ev("block_bio_queue", "RA", at + 8 * b, bs);
+                        if (b == 0) ev("block_getrq", "RA", at, bs);
+                        else ev("block_bio_backmerge", "RA", at + 8 * b, bs);
                     }
-                    ev("block_rq_issue", "RA", sector, n, fmt::format(R"("bytes":{},)", n * 512).c_str());
+                    ev("block_rq_issue", "RA", at, n, fmt::format(R"("bytes":{},)", n * 512).c_str());
                 }
                 trace::RequestRecord q;
                 q.seq = seq++;
-                q.sector = sector;
+                q.sector = at;
                 q.bytes = n * 512;
                 q.type = 0;
                 q.nsegs = 1;
@@ -112,7 +115,7 @@ struct Generator {
                 q.t_submit_ns = t_ns += 100;
                 q.t_complete_ns = t_ns += 100;
                 w.record(q);
-                if (traced) ev("block_rq_complete", "RA", sector, n, R"("error":0,)");
+                if (traced) ev("block_rq_complete", "RA", at, n, R"("error":0,)");
                 sector += n;
                 file_offset += n * 512;
                 if (buf.size() > (48u << 20)) {
@@ -151,6 +154,7 @@ int main(int argc, char** argv) {
     app.add_option("--requests", g.requests, "device requests")->check(CLI::Range(uint64_t{100}, uint64_t{100000000}));
     app.add_option("--guest-fraction", g.guest_fraction, "share of requests the guest trace shows (1, 0.5, 0.25, ...; 0: none)")->check(CLI::Range(0.0, 1.0));
     app.add_option("--dir", g.dir, "where the run folder goes");
+    app.add_flag("--random", g.random, "requests at random places of the file instead of in order");
     app.add_flag("--keep", keep, "leave the run folder");
     app.add_flag("--reuse", reuse, "use the run folder already in --dir");
     app.add_flag("--nlohmann", nlohmann_too, "also time nlohmann::json::parse on every guest-events.jsonl line (what the scanner replaced)");

@@ -5,6 +5,7 @@
 //   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
 //   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
 //   blkrig check RUN_DIR [EXPECT.toml] [--format text|json]
+//   blkrig report RUN_DIR... [--out FILE.html]
 //   blkrig kernel list | fetch NAME [--extra-modules ext2]
 // Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict) or
 // an expectation failed (check), 2 bad arguments or input, 3 the
@@ -16,6 +17,7 @@
 #include "model/run_model.hpp"
 #include "launch/process.hpp"
 #include "model/trace_view.hpp"
+#include "report/report.hpp"
 #include "run/fs_driver.hpp"
 #include "run/matrix.hpp"
 #include "run/run.hpp"
@@ -643,6 +645,12 @@ int main(int argc, char** argv) {
     checkc->add_option("EXPECTATIONS", check_expect, "TOML file of [[expect]] tables (default: the run's scenario.toml)");
     checkc->add_option("--format", check_format, "text or json")->check(CLI::IsMember({"text", "json"}));
 
+    std::vector<std::string> report_dirs;
+    std::string report_out;
+    auto* reportc = app.add_subcommand("report", "One self-contained HTML page per run folder (RUN_DIR/report.html), and an index for several");
+    reportc->add_option("RUN_DIR", report_dirs, "run folders written by blkrig run")->required();
+    reportc->add_option("--out", report_out, "the page for one run folder, the index for several (default: index.html)");
+
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
     auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
@@ -664,6 +672,15 @@ int main(int argc, char** argv) {
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (texport->parsed()) return trace_export(file, export_format, export_out, export_device, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
+        if (reportc->parsed()) {
+            try {
+                for (const auto& p : report::report({report_dirs.begin(), report_dirs.end()}, report_out)) fmt::print("{}\n", p.string());
+                return 0;
+            } catch (const report::ReportError& e) {
+                fmt::print(stderr, "blkrig: {}\n", e.what());
+                return e.exit_code;
+            }
+        }
         if (runc->parsed()) {
             const bool several = run_scenarios.size() > 1 || run_kernels.size() > 1 ||
                                  std::any_of(run_scenarios.begin(), run_scenarios.end(), [](const std::string& s) {

@@ -11,6 +11,7 @@
 #include "model/ftrace.hpp"
 #include "model/run_model.hpp"
 #include "model/trace_view.hpp"
+#include "report/report.hpp"
 #include "trace/reader.hpp"
 
 #include <fmt/format.h>
@@ -517,6 +518,8 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         s += fmt::format("  power cut after step {} ({}): {} unflushed write(s) dropped, {} kept; survivors in disk.img, log in write-log.bin\n",
                          sc.power_cut.after_step, power_cut.value("mode", ""), power_cut["dropped"].size(), power_cut["kept"].size());
     for (const auto& p : problems) s += "  problem: " + p + "\n";
+    // The run's page (docs/report.md): without it the run still stands.
+    if (const auto why = report::write_run_report(out); !why.empty()) s += "  note: no report.html: " + why + "\n";
     r.summary = s;
     return r;
 }

@@ -4,7 +4,7 @@
 // expectations and writes verdict.json. Everything lands in one run folder:
 //   scenario.toml  disk-spec.json  disk.img  extents.json  run.json  initrd.gz
 //   console.log  device.log  trace.bin  results.jsonl  events.txt
-//   guest-events.jsonl  guest-knobs.json  boot.json  verdict.json
+//   guest-events.jsonl  guest-knobs.json  boot.json  verdict.json  report.html
 #pragma once
 
 #include "scenario/scenario.hpp"
