@@ -335,6 +335,7 @@ int do_matrix(const MatrixArgs& a) {
     o.self = fs::canonical("/proc/self/exe");
     o.run_args = a.run_args;
     o.junit = a.junit;
+    o.index = out / "index.html";
     o.progress = a.quiet ? run::MatrixOptions::Progress::quiet
                  : ::isatty(STDERR_FILENO) ? run::MatrixOptions::Progress::tty
                                            : run::MatrixOptions::Progress::lines;

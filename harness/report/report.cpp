@@ -405,10 +405,12 @@ void write_index(const std::vector<IndexEntry>& entries, const fs::path& out) {
     const fs::path base = fs::absolute(out.has_parent_path() ? out.parent_path() : fs::path(".")).lexically_normal();
     std::string rows;
     for (const auto& e : entries) {
-        const std::string link = fs::absolute(e.report).lexically_normal().lexically_relative(base).generic_string();
+        const std::string link = e.report.empty() ? "" : fs::absolute(e.report).lexically_normal().lexically_relative(base).generic_string();
         const std::string cls = e.outcome == "pass" ? "pass" : e.outcome == "fail" ? "fail" : "other";
-        rows += fmt::format("<tr><td><a href=\"{}\">{}</a></td><td class=\"{}\">{}</td><td>{}</td><td><code>{}</code></td></tr>\n", html_escape(link),
-                            html_escape(e.name), cls, html_escape(e.outcome), e.requests,
+        // A run that stopped before its page (skipped, bad input) is listed without a link.
+        const std::string name = e.report.empty() ? html_escape(e.name) : fmt::format("<a href=\"{}\">{}</a>", html_escape(link), html_escape(e.name));
+        rows += fmt::format("<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td><code>{}</code></td></tr>\n", name, cls,
+                            html_escape(e.outcome), e.requests,
                             html_escape(fs::absolute(e.run_dir).lexically_normal().string()));
     }
     const std::string html = fmt::format(R"(<!doctype html>

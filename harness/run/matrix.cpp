@@ -1,6 +1,7 @@
 #include "run/matrix.hpp"
 
 #include "launch/process.hpp"
+#include "report/report.hpp"
 #include "trace/format.hpp"
 
 #include <fmt/format.h>
@@ -378,7 +379,24 @@ int run_matrix(const MatrixOptions& o) {
             worst = worst_exit(worst, 2);
         }
     }
+    if (!o.index.empty()) {
+        // Each run wrote its own report.html; the index links them with their verdicts.
+        std::vector<report::IndexEntry> entries;
+        for (size_t i = 0; i < o.cells.size(); ++i) {
+            const auto& c = o.cells[i];
+            std::error_code ec;
+            const fs::path page = c.out / "report.html";
+            entries.push_back({c.out, fs::exists(page, ec) ? page : fs::path(), c.name + " on " + c.kernel, results[i].outcome,
+                               static_cast<size_t>(results[i].requests)});
+        }
+        try {
+            report::write_index(entries, o.index);
+        } catch (const std::exception& e) {
+            fmt::print(stderr, "blkrig: no report index: {}\n", e.what());
+        }
+    }
     print_summary(o.cells, results);
+    if (!o.index.empty() && fs::exists(o.index)) fmt::print("report: {}\n", o.index.string());
     return worst;
 }
 

@@ -25,6 +25,7 @@ struct MatrixOptions {
     std::filesystem::path self;            // this program, run once per cell
     std::vector<std::string> run_args;     // options every cell's run gets
     std::filesystem::path junit;           // empty: none
+    std::filesystem::path index;           // the report index over every run (empty: none)
     enum class Progress { tty, lines, quiet } progress = Progress::lines;
 };
 

@@ -110,6 +110,13 @@ def test_matrix_runs_every_cell_and_junit_reads_back(matrix):
     for scen in ["read-contiguous", "write-fsync"]:
         assert sum(1 for line in r.stdout.splitlines() if line.startswith(scen) and " pass " in line) == 2, r.stdout
     assert "6 runs: 4 passed, 0 failed, 0 errors, 2 skipped" in r.stdout
+    # The index links every run's own report, with its verdict.
+    index = (base / "runs" / "index.html").read_text()
+    for scen in ["read-contiguous", "write-fsync"]:
+        for k in [K1, K2]:
+            assert f'href="{scen}/{k}/report.html"' in index, index
+            assert (base / "runs" / scen / k / "report.html").is_file()
+    assert index.count(">pass<") == 4 and index.count(">skipped<") == 2
     # Not a terminal: one line per finished run.
     assert sum(1 for line in r.stderr.splitlines() if line.startswith("blkrig: [")) == 4, r.stderr
 
