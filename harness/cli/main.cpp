@@ -1,8 +1,8 @@
 // blkrig: the rig's command line. Verbs so far:
 //   blkrig trace dump FILE [--format jsonl|text]
 //   blkrig trace summary FILE [--json]
-//   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
-//   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
+//   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] [--launcher qemu|libvirt] ...
+//   blkrig run SCENARIO.toml [--kernel K] [--out DIR] [--launcher qemu|libvirt [--libvirt-uri URI]]
 //   blkrig check RUN_DIR [EXPECT.toml] [--format text|json]
 //   blkrig kernel list | fetch NAME [--extra-modules ext2]
 // Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict) or
@@ -46,6 +46,23 @@ namespace {
 
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
+};
+
+// --launcher and --libvirt-uri, on `blkrig boot` and `blkrig run`.
+struct LauncherOptions {
+    launch::Launcher launcher = launch::Launcher::qemu;
+    std::string libvirt_uri;
+    void add_to(CLI::App* app) {
+        app->add_option("--launcher", launcher, "who starts QEMU: qemu (directly) or libvirt (a transient domain)")
+            ->transform(CLI::CheckedTransformer(std::map<std::string, launch::Launcher>{{"qemu", launch::Launcher::qemu},
+                                                                                         {"libvirt", launch::Launcher::libvirt}}))
+            ->default_str("qemu");
+        app->add_option("--libvirt-uri", libvirt_uri,
+                        "with --launcher libvirt: the connection (default: libvirt's embedded QEMU driver on a root folder of the run's own)");
+    }
+    void check() const {
+        if (!libvirt_uri.empty() && launcher != launch::Launcher::libvirt) throw UsageError("--libvirt-uri needs --launcher libvirt");
+    }
 };
 
 fs::path self_dir() { return fs::canonical("/proc/self/exe").parent_path(); }
@@ -187,7 +204,8 @@ void check_faults_file(const std::string& path) {
 
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
            const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {},
-           bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {}) {
+           bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {},
+           launch::Launcher launcher = launch::Launcher::qemu, const std::string& libvirt_uri = {}) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -212,6 +230,8 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     o.extent_check = extent_check;
     o.guest_trace = guest_trace;
     if (!faults_file.empty()) o.faults_file = fs::absolute(faults_file);
+    o.launcher = launcher;
+    o.libvirt_uri = libvirt_uri;
     if (!disk_from.empty() && !fs::is_regular_file(fs::path(disk_from) / "disk.img"))
         throw UsageError(fmt::format("--disk-from {}: no disk.img there (give the run folder of an earlier run)", disk_from));
     const fs::path build = self_dir().parent_path();
@@ -422,6 +442,8 @@ int main(int argc, char** argv) {
     boot->add_option("--device", spec.device, "blkrig-device binary (default: next to this program, or $BLKRIG_DEVICE)");
     boot->add_option("--device-arg", spec.device_args, "extra blkrig-device option (repeatable), e.g. --device-arg=--seg-max=8");
     boot->add_option("--qemu", spec.qemu, "QEMU binary")->capture_default_str();
+    LauncherOptions boot_launcher;
+    boot_launcher.add_to(boot);
 
     std::string scenario_path, run_kernel, run_out;
     unsigned run_timeout = 0;
@@ -442,6 +464,8 @@ int main(int argc, char** argv) {
     bool run_no_guest_trace = false;
     runc->add_flag("--no-guest-trace", run_no_guest_trace,
                    "trace nothing in the guest (no block events, no mpage functions; [[expect]] checks that need them fail)");
+    LauncherOptions run_launcher;
+    run_launcher.add_to(runc);
 
     std::string vm_scenario, vm_kernel, vm_out;
     auto* vmc = app.add_subcommand("vm", "A VM by hand: a scenario's kernel, disk and knobs with a shell on this terminal");
@@ -508,8 +532,11 @@ int main(int argc, char** argv) {
         if (dump->parsed()) return trace_dump(file, format, strict);
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
-        if (runc->parsed()) return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from,
-                                      !run_no_extent_check, !run_no_guest_trace, run_faults);
+        if (runc->parsed()) {
+            run_launcher.check();
+            return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from, !run_no_extent_check,
+                          !run_no_guest_trace, run_faults, run_launcher.launcher, run_launcher.libvirt_uri);
+        }
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (fault->parsed()) {
             if (fadd->parsed()) {
@@ -554,7 +581,10 @@ int main(int argc, char** argv) {
         if (klist->parsed()) return kernel_list();
         if (kfetch->parsed()) return kernel_fetch(fetch_name, fetch_extra);
         if (boot->parsed()) {
+            boot_launcher.check();
             spec.out_dir = out;
+            spec.launcher = boot_launcher.launcher;
+            spec.libvirt_uri = boot_launcher.libvirt_uri;
             return do_boot(spec, kernel);
         }
     } catch (const UsageError& e) {
