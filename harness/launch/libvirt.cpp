@@ -154,10 +154,14 @@ void silent_errors(void*, virErrorPtr) {}
 // uses a connection. Registered once per process, before any connection.
 class EventLoop {
 public:
-    EventLoop() {
+    // log: where libvirt's own log goes (the embedded driver logs in this
+    // process, on stderr by default), unless LIBVIRT_LOG_OUTPUTS says.
+    explicit EventLoop(const fs::path& log) {
         static std::once_flag once;
         static int registered = -1;
-        std::call_once(once, [] {
+        std::call_once(once, [&log] {
+            // Read once, when libvirt initializes.
+            ::setenv("LIBVIRT_LOG_OUTPUTS", fmt::format("3:file:{}", log.string()).c_str(), 0);
             virSetErrorFunc(nullptr, silent_errors);
             registered = virEventRegisterDefaultImpl();
         });
@@ -238,9 +242,10 @@ struct Session {
     int callback = -1;
     virDomainPtr dom = nullptr;
     bool destroyed_by_us = false;
+    bool gone = false;  // stopped, so the transient domain no longer exists
 
     void destroy() {
-        if (dom && virDomainIsActive(dom) == 1) {
+        if (dom && !gone && virDomainIsActive(dom) == 1) {
             destroyed_by_us = true;
             virDomainDestroy(dom);
         }
@@ -298,7 +303,7 @@ BootResult boot_libvirt(const BootSpec& given) {
     detail::prepare(spec);
     const fs::path console = spec.out_dir / "console.log";
     const fs::path device_log = spec.out_dir / "device.log";
-    fs::remove(spec.out_dir / "qemu.log");
+    for (const char* f : {"qemu.log", "libvirt.log", "domain.xml"}) fs::remove(spec.out_dir / f);
     const std::string emulator = emulator_for(spec.qemu);
 
     // Before any thread: libvirt's threads inherit the blocked signals, so
@@ -352,7 +357,7 @@ BootResult boot_libvirt(const BootSpec& given) {
     if (!root.empty()) prepare_embed_root(root);
     std::optional<Child> device;
     {
-        EventLoop loop;
+        EventLoop loop(spec.out_dir / "libvirt.log");
         Session s;
         s.conn = virConnectOpen(uri.c_str());
         if (!s.conn) {
@@ -372,8 +377,10 @@ BootResult boot_libvirt(const BootSpec& given) {
         const std::string xml = domain_xml(spec, lc.name, tmp.socket(), emulator);
         std::ofstream(spec.out_dir / "domain.xml") << xml;
         // Autodestroy: should this process die, the connection's end takes
-        // the domain along (the daemon's side of PR_SET_PDEATHSIG).
-        s.dom = virDomainCreateXML(s.conn, xml.c_str(), VIR_DOMAIN_START_AUTODESTROY);
+        // the domain along (the daemon's side of PR_SET_PDEATHSIG). The
+        // embedded driver does not support it, and dies with us anyway
+        // only in part: see docs/architecture.md, Launchers.
+        s.dom = virDomainCreateXML(s.conn, xml.c_str(), root.empty() ? VIR_DOMAIN_START_AUTODESTROY : 0);
         if (!s.dom) {
             libvirt_failed(fmt::format("libvirt at {} did not start the domain: {}", uri, last_error()));
         } else {
@@ -409,6 +416,7 @@ BootResult boot_libvirt(const BootSpec& given) {
                     if (virDomainGetState(s.dom, &state, &reason, 0) < 0 || state == VIR_DOMAIN_SHUTOFF) stopped = true;
                 }
                 if (stopped) {
+                    s.gone = true;
                     const std::string tail = tail_lines(console.string(), 20);
                     if (detail_code == VIR_DOMAIN_EVENT_STOPPED_FAILED) {
                         res.outcome = BootOutcome::qemu_failed;
@@ -436,6 +444,7 @@ BootResult boot_libvirt(const BootSpec& given) {
                 }
             }
             s.destroy();
+            fields["destroyed"] = s.destroyed_by_us;  // timeout, interruption, a device that died
         }
         // QEMU's own messages, when its log is on this host.
         const fs::path qemu_log = !root.empty() ? root / "log" / "qemu" / (lc.name + ".log")
