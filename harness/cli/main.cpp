@@ -50,18 +50,18 @@ struct UsageError : std::runtime_error {
 
 // --launcher and --libvirt-uri, on `blkrig boot` and `blkrig run`.
 struct LauncherOptions {
-    launch::Launcher launcher = launch::Launcher::qemu;
+    std::string name = "qemu";
     std::string libvirt_uri;
     void add_to(CLI::App* app) {
-        app->add_option("--launcher", launcher, "who starts QEMU: qemu (directly) or libvirt (a transient domain)")
-            ->transform(CLI::CheckedTransformer(std::map<std::string, launch::Launcher>{{"qemu", launch::Launcher::qemu},
-                                                                                         {"libvirt", launch::Launcher::libvirt}}))
-            ->default_str("qemu");
+        app->add_option("--launcher", name, "who starts QEMU: qemu (directly) or libvirt (a transient domain)")
+            ->check(CLI::IsMember({"qemu", "libvirt"}))
+            ->capture_default_str();
         app->add_option("--libvirt-uri", libvirt_uri,
                         "with --launcher libvirt: the connection (default: libvirt's embedded QEMU driver on a root folder of the run's own)");
     }
-    void check() const {
-        if (!libvirt_uri.empty() && launcher != launch::Launcher::libvirt) throw UsageError("--libvirt-uri needs --launcher libvirt");
+    launch::Launcher launcher() const {
+        if (!libvirt_uri.empty() && name != "libvirt") throw UsageError("--libvirt-uri needs --launcher libvirt");
+        return name == "libvirt" ? launch::Launcher::libvirt : launch::Launcher::qemu;
     }
 };
 
@@ -533,9 +533,8 @@ int main(int argc, char** argv) {
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
         if (runc->parsed()) {
-            run_launcher.check();
             return do_run(scenario_path, run_kernel, run_out, run_timeout, false, run_modules, run_control, run_disk_from, !run_no_extent_check,
-                          !run_no_guest_trace, run_faults, run_launcher.launcher, run_launcher.libvirt_uri);
+                          !run_no_guest_trace, run_faults, run_launcher.launcher(), run_launcher.libvirt_uri);
         }
         if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
         if (fault->parsed()) {
@@ -581,9 +580,8 @@ int main(int argc, char** argv) {
         if (klist->parsed()) return kernel_list();
         if (kfetch->parsed()) return kernel_fetch(fetch_name, fetch_extra);
         if (boot->parsed()) {
-            boot_launcher.check();
             spec.out_dir = out;
-            spec.launcher = boot_launcher.launcher;
+            spec.launcher = boot_launcher.launcher();
             spec.libvirt_uri = boot_launcher.libvirt_uri;
             return do_boot(spec, kernel);
         }
