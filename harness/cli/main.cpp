@@ -2,8 +2,9 @@
 //   blkrig trace dump FILE [--format jsonl|text]
 //   blkrig trace summary FILE [--json]
 //   blkrig trace export FILE --format blkparse|perfetto|csv [--out FILE]
-//   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] ...
-//   blkrig run SCENARIO.toml [--kernel K] [--out DIR]
+//   blkrig boot --disk IMG --initrd FILE [--kernel K] [--out DIR] [--launcher qemu|libvirt] ...
+//   blkrig run SCENARIO.toml [--kernel K] [--out DIR] [--launcher qemu|libvirt [--libvirt-uri URI]]
+//   blkrig run SCENARIO|FOLDER|GLOB... [--kernel K]... [--jobs N] [--junit FILE] [--quiet]
 //   blkrig check RUN_DIR [EXPECT.toml] [--format text|json]
 //   blkrig report RUN_DIR... [--out FILE.html]
 //   blkrig kernel list | fetch NAME [--extra-modules ext2]
@@ -54,6 +55,23 @@ namespace {
 
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
+};
+
+// --launcher and --libvirt-uri, on `blkrig boot` and `blkrig run`.
+struct LauncherOptions {
+    std::string name = "qemu";
+    std::string libvirt_uri;
+    void add_to(CLI::App* app) {
+        app->add_option("--launcher", name, "who starts QEMU: qemu (directly) or libvirt (a transient domain)")
+            ->check(CLI::IsMember({"qemu", "libvirt"}))
+            ->capture_default_str();
+        app->add_option("--libvirt-uri", libvirt_uri,
+                        "with --launcher libvirt: the connection (default: libvirt's embedded QEMU driver on a root folder of the run's own)");
+    }
+    launch::Launcher launcher() const {
+        if (!libvirt_uri.empty() && name != "libvirt") throw UsageError("--libvirt-uri needs --launcher libvirt");
+        return name == "libvirt" ? launch::Launcher::libvirt : launch::Launcher::qemu;
+    }
 };
 
 fs::path self_dir() { return fs::canonical("/proc/self/exe").parent_path(); }
@@ -195,7 +213,8 @@ void check_faults_file(const std::string& path) {
 
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
            const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {},
-           bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {}) {
+           bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {},
+           launch::Launcher launcher = launch::Launcher::qemu, const std::string& libvirt_uri = {}) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -227,6 +246,8 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     o.extent_check = extent_check;
     o.guest_trace = guest_trace;
     if (!faults_file.empty()) o.faults_file = fs::absolute(faults_file);
+    o.launcher = launcher;
+    o.libvirt_uri = libvirt_uri;
     if (!disk_from.empty() && !fs::is_regular_file(fs::path(disk_from) / "disk.img"))
         throw UsageError(fmt::format("--disk-from {}: no disk.img there (give the run folder of an earlier run)", disk_from));
     const fs::path build = self_dir().parent_path();
@@ -570,6 +591,8 @@ int main(int argc, char** argv) {
     boot->add_option("--device", spec.device, "blkrig-device binary (default: next to this program, or $BLKRIG_DEVICE)");
     boot->add_option("--device-arg", spec.device_args, "extra blkrig-device option (repeatable), e.g. --device-arg=--seg-max=8");
     boot->add_option("--qemu", spec.qemu, "QEMU binary")->capture_default_str();
+    LauncherOptions boot_launcher;
+    boot_launcher.add_to(boot);
 
     std::vector<std::string> run_scenarios, run_kernels;
     std::string run_out;
@@ -600,6 +623,8 @@ int main(int argc, char** argv) {
     bool run_no_guest_trace = false;
     runc->add_flag("--no-guest-trace", run_no_guest_trace,
                    "trace nothing in the guest (no block events, no mpage functions; [[expect]] checks that need them fail)");
+    LauncherOptions run_launcher;
+    run_launcher.add_to(runc);
 
     std::string vm_scenario, vm_kernel, vm_out;
     auto* vmc = app.add_subcommand("vm", "A VM by hand: a scenario's kernel, disk and knobs with a shell on this terminal");
@@ -690,7 +715,8 @@ int main(int argc, char** argv) {
                                  });
             if (!several && run_junit.empty())
                 return do_run(run_scenarios.front(), run_kernels.empty() ? std::string() : run_kernels.front(), run_out, run_timeout, false,
-                              run_modules, run_control, run_disk_from, !run_no_extent_check, !run_no_guest_trace, run_faults);
+                              run_modules, run_control, run_disk_from, !run_no_extent_check, !run_no_guest_trace, run_faults,
+                              run_launcher.launcher(), run_launcher.libvirt_uri);
             for (const auto& [given, name] : {std::pair{!run_control.empty(), "--control"}, std::pair{!run_disk_from.empty(), "--disk-from"},
                                               std::pair{!run_modules.empty(), "--modules"}})
                 if (given) throw UsageError(fmt::format("{} is for one run, not a matrix of them", name));
@@ -698,6 +724,11 @@ int main(int argc, char** argv) {
             if (run_timeout) m.run_args.insert(m.run_args.end(), {"--timeout", std::to_string(run_timeout)});
             if (run_no_extent_check) m.run_args.push_back("--no-extent-check");
             if (run_no_guest_trace) m.run_args.push_back("--no-guest-trace");
+            if (run_launcher.launcher() == launch::Launcher::libvirt) {
+                // Each run gets an embedded root of its own unless one URI is given for all.
+                m.run_args.insert(m.run_args.end(), {"--launcher", "libvirt"});
+                if (!run_launcher.libvirt_uri.empty()) m.run_args.insert(m.run_args.end(), {"--libvirt-uri", run_launcher.libvirt_uri});
+            }
             if (!run_faults.empty()) {
                 check_faults_file(run_faults);
                 m.run_args.insert(m.run_args.end(), {"--faults", fs::absolute(run_faults).string()});
@@ -749,6 +780,8 @@ int main(int argc, char** argv) {
         if (kfetch->parsed()) return kernel_fetch(fetch_name, fetch_extra);
         if (boot->parsed()) {
             spec.out_dir = out;
+            spec.launcher = boot_launcher.launcher();
+            spec.libvirt_uri = boot_launcher.libvirt_uri;
             return do_boot(spec, kernel);
         }
     } catch (const UsageError& e) {

@@ -1,5 +1,9 @@
+// The direct launcher (QEMU started by blkrig), what every launcher shares,
+// and the dispatch between launchers.
 #include "launch/boot.hpp"
 
+#include "launch/boot_common.hpp"
+#include "launch/libvirt.hpp"
 #include "launch/process.hpp"
 
 #include <poll.h>
@@ -31,32 +35,111 @@ const char* to_string(BootOutcome o) {
     case BootOutcome::device_failed: return "device_failed";
     case BootOutcome::guest_panic: return "guest_panic";
     case BootOutcome::interrupted: return "interrupted";
+    case BootOutcome::libvirt_failed: return "libvirt_failed";
     }
     return "?";
 }
 
+namespace detail {
+
+TempDir::TempDir() {
+    char tmpl[] = "/tmp/blkrig-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw LaunchError(fmt::format("mkdtemp: {}", std::strerror(errno)));
+    dir = tmpl;
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+}
+
 namespace {
-
-// Socket paths are limited to 108 bytes, and run folders can be deep: the
-// socket lives in its own short temporary folder.
-struct SocketDir {
-    fs::path dir;
-    SocketDir() {
-        char tmpl[] = "/tmp/blkrig-XXXXXX";
-        if (::mkdtemp(tmpl) == nullptr) throw LaunchError(fmt::format("mkdtemp: {}", std::strerror(errno)));
-        dir = tmpl;
-    }
-    ~SocketDir() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-    fs::path socket() const { return dir / "vu.sock"; }
-};
-
 void check_file(const fs::path& p, const char* what) {
     std::error_code ec;
     if (!fs::is_regular_file(p, ec)) throw LaunchError(fmt::format("{} {} does not exist or is not a file", what, p.string()));
 }
+}  // namespace
+
+void prepare(const BootSpec& spec) {
+    check_file(spec.kernel, "kernel");
+    check_file(spec.initrd, "initramfs");
+    check_file(spec.disk, "disk image");
+    check_file(spec.device, "blkrig-device binary");
+    fs::create_directories(spec.out_dir);
+    for (const char* f : {"console.log", "device.log", "trace.bin"}) fs::remove(spec.out_dir / f);
+    for (const auto& [name, file] : spec.serial_ports) fs::remove(spec.out_dir / file);
+}
+
+unsigned cpus(const BootSpec& spec) { return spec.cpus ? spec.cpus : std::max(spec.num_queues, 1u); }
+
+std::string kernel_cmdline(const BootSpec& spec) {
+    std::string append = "console=ttyS0 quiet panic=-1";
+    if (!spec.append.empty()) append += " " + spec.append;
+    return append;
+}
+
+std::optional<Child> start_device(const BootSpec& spec, const fs::path& socket, BootResult& res) {
+    const fs::path device_log = spec.out_dir / "device.log";
+    std::vector<std::string> dev_argv = {spec.device.string(), "--socket-path", socket.string(), "--blk-file",
+                                         spec.disk.string(),   "--trace",       (spec.out_dir / "trace.bin").string(),
+                                         "--num-queues",       std::to_string(spec.num_queues)};
+    dev_argv.insert(dev_argv.end(), spec.device_args.begin(), spec.device_args.end());
+    Child device("blkrig-device", dev_argv, device_log.string());
+
+    // The device's socket appears only once it listens.
+    const auto dev_deadline = Clock::now() + std::chrono::seconds(10);
+    while (!fs::exists(socket)) {
+        if (device.poll() || Clock::now() > dev_deadline) {
+            device.terminate(std::chrono::milliseconds(500));
+            res.outcome = BootOutcome::device_failed;
+            res.message = fmt::format("blkrig-device did not start listening ({}); device.log:\n{}", device.describe_exit(),
+                                      tail_lines(device_log, 20));
+            return std::nullopt;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return device;
+}
+
+void stop_device(Child& device, const BootSpec& spec, BootResult& res) {
+    device.terminate(std::chrono::milliseconds(5000));
+    if (res.outcome != BootOutcome::ok || !device.status()) return;
+    const int st = *device.status();
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        res.outcome = BootOutcome::device_failed;
+        res.message = fmt::format("blkrig-device {} at shutdown; device.log:\n{}", device.describe_exit(),
+                                  tail_lines((spec.out_dir / "device.log").string(), 20));
+    }
+}
+
+bool console_has(const fs::path& p, std::string_view needle) {
+    std::ifstream in(p, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find(needle) != std::string::npos;
+}
+
+void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann::json& launcher_fields) {
+    nlohmann::json j = {{"kernel", spec.kernel.string()},
+                        {"initrd", spec.initrd.string()},
+                        {"disk", spec.disk.string()},
+                        {"append", kernel_cmdline(spec)},
+                        {"memory_mb", spec.memory_mb},
+                        {"num_queues", spec.num_queues},
+                        {"cpus", cpus(spec)},
+                        {"queue_size", spec.queue_size},
+                        {"device_args", spec.device_args},
+                        {"qemu_args", spec.qemu_args},
+                        {"launcher", to_string(spec.launcher)},
+                        {"outcome", to_string(res.outcome)},
+                        {"message", res.message},
+                        {"seconds", res.seconds}};
+    j.update(launcher_fields);
+    std::ofstream(spec.out_dir / "boot.json") << j.dump(2) << "\n";
+}
+
+}  // namespace detail
+
+namespace {
 
 // Waits for a signal or until deadline; returns the signal number, or 0 on timeout.
 int wait_signal(int sig_fd, Clock::time_point deadline) {
@@ -70,24 +153,11 @@ int wait_signal(int sig_fd, Clock::time_point deadline) {
     return static_cast<int>(si.ssi_signo);
 }
 
-bool console_has(const fs::path& p, std::string_view needle) {
-    std::ifstream in(p, std::ios::binary);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text.find(needle) != std::string::npos;
-}
-
-}  // namespace
-
-BootResult boot(const BootSpec& spec) {
-    check_file(spec.kernel, "kernel");
-    check_file(spec.initrd, "initramfs");
-    check_file(spec.disk, "disk image");
-    check_file(spec.device, "blkrig-device binary");
-    fs::create_directories(spec.out_dir);
+// QEMU started by blkrig itself.
+BootResult boot_qemu(const BootSpec& spec) {
+    detail::prepare(spec);
     const fs::path console = spec.out_dir / "console.log";
     const fs::path device_log = spec.out_dir / "device.log";
-    const fs::path trace = spec.out_dir / "trace.bin";
-    for (const auto& p : {console, device_log, trace}) fs::remove(p);
 
     const int sig_fd = make_signal_fd();
     struct CloseFd {
@@ -96,31 +166,15 @@ BootResult boot(const BootSpec& spec) {
     } close_sig{sig_fd};
 
     const auto t0 = Clock::now();
-    SocketDir sock;
+    detail::TempDir sock;
     BootResult res;
 
-    std::vector<std::string> dev_argv = {spec.device.string(), "--socket-path", sock.socket().string(), "--blk-file",
-                                         spec.disk.string(),   "--trace",       trace.string(),         "--num-queues",
-                                         std::to_string(spec.num_queues)};
-    dev_argv.insert(dev_argv.end(), spec.device_args.begin(), spec.device_args.end());
-    Child device("blkrig-device", dev_argv, device_log.string());
+    auto started = detail::start_device(spec, sock.socket(), res);
+    if (!started) return res;
+    Child& device = *started;
 
-    // The device's socket appears only once it listens.
-    const auto dev_deadline = Clock::now() + std::chrono::seconds(10);
-    while (!fs::exists(sock.socket())) {
-        if (device.poll() || Clock::now() > dev_deadline) {
-            device.terminate(std::chrono::milliseconds(500));
-            res.outcome = BootOutcome::device_failed;
-            res.message = fmt::format("blkrig-device did not start listening ({}); device.log:\n{}", device.describe_exit(),
-                                      tail_lines(device_log, 20));
-            return res;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-
-    const unsigned cpus = spec.cpus ? spec.cpus : std::max(spec.num_queues, 1u);
-    std::string append = "console=ttyS0 quiet panic=-1";
-    if (!spec.append.empty()) append += " " + spec.append;
+    const unsigned cpus = detail::cpus(spec);
+    const std::string append = detail::kernel_cmdline(spec);
     // vhost-user needs guest RAM the device can map: a shared memfd backend.
     // Multi-threaded TCG runs each vCPU on a host thread of its own.
     std::vector<std::string> qemu_argv = {
@@ -134,7 +188,6 @@ BootResult boot(const BootSpec& spec) {
         for (size_t i = 0; i < spec.serial_ports.size(); ++i) {
             const auto& [name, file] = spec.serial_ports[i];
             const fs::path path = spec.out_dir / file;
-            fs::remove(path);
             qemu_argv.insert(qemu_argv.end(), {"-chardev", fmt::format("file,id=port{},path={}", i, path.string()), "-device",
                                                fmt::format("virtserialport,bus=vser0.0,chardev=port{},name={}", i, name)});
         }
@@ -162,7 +215,7 @@ BootResult boot(const BootSpec& spec) {
             if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
                 res.outcome = BootOutcome::qemu_failed;
                 res.message = fmt::format("QEMU {}; console.log:\n{}", qemu.describe_exit(), tail_lines(console, 20));
-            } else if (console_has(console, "Kernel panic - not syncing")) {
+            } else if (detail::console_has(console, detail::kPanicText)) {
                 // panic=-1 with -no-reboot makes QEMU exit 0 on a panic too.
                 res.outcome = BootOutcome::guest_panic;
                 res.message = fmt::format("the guest kernel panicked; console.log:\n{}", tail_lines(console, 20));
@@ -183,33 +236,16 @@ BootResult boot(const BootSpec& spec) {
     }
     qemu.terminate(std::chrono::milliseconds(3000));
     // SIGTERM makes the device close its trace with an end record.
-    device.terminate(std::chrono::milliseconds(5000));
-    if (res.outcome == BootOutcome::ok) {
-        const int st = *device.status();
-        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-            res.outcome = BootOutcome::device_failed;
-            res.message = fmt::format("blkrig-device {} at shutdown; device.log:\n{}", device.describe_exit(), tail_lines(device_log, 20));
-        }
-    }
+    detail::stop_device(device, spec, res);
     res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-
-    nlohmann::json j = {{"kernel", spec.kernel.string()},
-                        {"initrd", spec.initrd.string()},
-                        {"disk", spec.disk.string()},
-                        {"append", append},
-                        {"memory_mb", spec.memory_mb},
-                        {"num_queues", spec.num_queues},
-                        {"cpus", cpus},
-                        {"queue_size", spec.queue_size},
-                        {"device_args", spec.device_args},
-                        {"qemu_args", spec.qemu_args},
-                        {"outcome", to_string(res.outcome)},
-                        {"message", res.message},
-                        {"seconds", res.seconds},
-                        {"qemu_exit", qemu.describe_exit()},
-                        {"device_exit", device.describe_exit()}};
-    std::ofstream(spec.out_dir / "boot.json") << j.dump(2) << "\n";
+    detail::write_boot_json(spec, res, {{"qemu_exit", qemu.describe_exit()}, {"device_exit", device.describe_exit()}});
     return res;
 }
+
+}  // namespace
+
+const char* to_string(Launcher l) { return l == Launcher::libvirt ? "libvirt" : "qemu"; }
+
+BootResult boot(const BootSpec& spec) { return spec.launcher == Launcher::libvirt ? boot_libvirt(spec) : boot_qemu(spec); }
 
 }  // namespace blkrig::launch

@@ -1,7 +1,8 @@
 // One guest boot on blkrig-device: start the device on a disk image, start
-// QEMU (TCG, vhost-user-blk-pci) with a kernel and initramfs, wait for the
-// guest to power off, stop the device so the trace is closed, and leave
-// everything in a run folder. Nothing the boot started outlives it.
+// QEMU (TCG, vhost-user-blk-pci) with a kernel and initramfs, directly or
+// through libvirt, wait for the guest to power off, stop the device so the
+// trace is closed, and leave everything in a run folder. Nothing the boot
+// started outlives it.
 #pragma once
 
 #include <filesystem>
@@ -9,6 +10,11 @@
 #include <vector>
 
 namespace blkrig::launch {
+
+// Who starts QEMU: blkrig itself (direct), or libvirt (a transient domain,
+// launch/libvirt.hpp).
+enum class Launcher { qemu, libvirt };
+const char* to_string(Launcher l);
 
 struct BootSpec {
     std::filesystem::path kernel;  // bzImage / vmlinuz
@@ -34,9 +40,15 @@ struct BootSpec {
     // The guest console on this terminal (and still logged to console.log);
     // no timeout applies.
     bool interactive = false;
+    Launcher launcher = Launcher::qemu;
+    // libvirt: the connection URI; empty: the embedded QEMU driver on a
+    // root folder of this boot's own (qemu:///embed?root=...), removed after.
+    std::string libvirt_uri;
 };
 
-enum class BootOutcome { ok, timeout, qemu_failed, device_failed, guest_panic, interrupted };
+// libvirt_failed: the libvirt connection could not be opened, or libvirt
+// refused or failed to start the domain.
+enum class BootOutcome { ok, timeout, qemu_failed, device_failed, guest_panic, interrupted, libvirt_failed };
 
 struct BootResult {
     BootOutcome outcome = BootOutcome::ok;
@@ -47,7 +59,9 @@ struct BootResult {
 const char* to_string(BootOutcome o);
 
 // Files in out_dir: console.log (guest serial + QEMU's own messages),
-// device.log, trace.bin, boot.json (spec, outcome, exit statuses).
+// device.log, trace.bin, boot.json (spec, launcher, outcome, exit statuses);
+// with libvirt also domain.xml and qemu.log (QEMU's own messages, when the
+// log is on this host).
 BootResult boot(const BootSpec& spec);
 
 }  // namespace blkrig::launch

@@ -180,6 +180,8 @@ launch::BootSpec boot_spec(const scenario::Scenario& sc, const RunOptions& o, co
     b.queue_size = sc.device.queue_size;
     b.timeout_s = o.timeout_s ? o.timeout_s : sc.timeout_s;
     b.device = o.tools.device;
+    b.launcher = o.launcher;
+    b.libvirt_uri = o.libvirt_uri;
     b.device_args = {"--marker-sectors",     std::to_string(kMarkerSectors), "--seg-max", std::to_string(sc.device.seg_max),
                      "--queue-size",         std::to_string(std::max<unsigned>(sc.device.queue_size, 256)),
                      "--logical-block-size", std::to_string(sc.device.logical_block_size),

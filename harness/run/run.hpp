@@ -7,6 +7,7 @@
 //   guest-events.jsonl  guest-knobs.json  boot.json  verdict.json  report.html
 #pragma once
 
+#include "launch/boot.hpp"
 #include "scenario/scenario.hpp"
 
 #include <filesystem>
@@ -41,6 +42,9 @@ struct RunOptions {
     // More fault rules for the device (`--faults FILE`, already checked):
     // copied into the run folder as fault-rules and given to the device.
     std::filesystem::path faults_file;
+    // Who starts QEMU (launch::BootSpec::launcher, libvirt_uri).
+    launch::Launcher launcher = launch::Launcher::qemu;
+    std::string libvirt_uri;
 };
 
 enum class Outcome { pass = 0, fail = 1, bad_input = 2, infra = 3, interrupted = 130 };

@@ -1,0 +1,51 @@
+// What every launcher of a boot shares: the inputs checked, blkrig-device
+// started on a socket in a short temporary folder and stopped so its trace
+// is closed, the kernel command line, and boot.json.
+#pragma once
+
+#include "launch/boot.hpp"
+#include "launch/process.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace blkrig::launch::detail {
+
+// Socket paths are limited to 108 bytes, and run folders can be deep: the
+// socket (and whatever else needs a short path) lives in its own short
+// temporary folder, removed with everything in it.
+struct TempDir {
+    std::filesystem::path dir;
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::filesystem::path socket() const { return dir / "vu.sock"; }
+};
+
+// The kernel, initramfs, disk and device exist (LaunchError if not); the run
+// folder exists and holds no files of an earlier boot.
+void prepare(const BootSpec& spec);
+
+unsigned cpus(const BootSpec& spec);        // one per queue unless given
+std::string kernel_cmdline(const BootSpec& spec);
+
+// blkrig-device on socket, listening; nullopt (and res says why) if it did
+// not start listening.
+std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::path& socket, BootResult& res);
+// SIGTERM, so the device closes its trace; an ok outcome turns into
+// device_failed if the device did not exit cleanly.
+void stop_device(Child& device, const BootSpec& spec, BootResult& res);
+
+bool console_has(const std::filesystem::path& p, std::string_view needle);
+inline constexpr std::string_view kPanicText = "Kernel panic - not syncing";
+
+// boot.json: the spec, the outcome, and what the launcher adds (exit
+// statuses, URI, ...).
+void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann::json& launcher_fields);
+
+}  // namespace blkrig::launch::detail
