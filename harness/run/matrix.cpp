@@ -1,6 +1,7 @@
 #include "run/matrix.hpp"
 
 #include "launch/process.hpp"
+#include "run/build_cache.hpp"
 #include "report/report.hpp"
 #include "trace/format.hpp"
 
@@ -9,6 +10,8 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -169,6 +172,43 @@ void print_summary(const std::vector<Cell>& cells, const std::vector<CellResult>
                counts[4] ? fmt::format(", {} interrupted", counts[4]) : "");
 }
 
+// How long each scenario x kernel took last time (in the build cache's
+// folder), so that the longest runs start first and the matrix does not end
+// with one long run alone on an idle machine.
+std::string duration_key(const Cell& c) { return CacheKey("duration").file(c.scenario_path).text(c.kernel).hex(); }
+
+fs::path durations_file() {
+    const fs::path d = build_cache_dir();
+    return d.empty() ? fs::path() : d / "durations.json";
+}
+
+json load_durations() {
+    const fs::path f = durations_file();
+    if (f.empty()) return json::object();
+    const auto j = json::parse(read_text(f), nullptr, false);
+    return j.is_object() ? j : json::object();
+}
+
+void save_durations(const std::vector<Cell>& cells, const std::vector<CellResult>& results) {
+    const fs::path f = durations_file();
+    if (f.empty()) return;
+    std::error_code ec;
+    fs::create_directories(f.parent_path(), ec);
+    // Several matrices may finish at once: read, merge and replace under a lock.
+    const int lock = ::open((f.string() + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (lock < 0) return;
+    ::flock(lock, LOCK_EX);
+    json d = load_durations();
+    for (size_t i = 0; i < cells.size(); ++i)
+        if (results[i].outcome == "pass" || results[i].outcome == "fail") d[duration_key(cells[i])] = results[i].seconds;
+    if (d.size() > 4096) d = json::object();  // forget everything rather than grow without bound
+    const fs::path tmp = f.string() + fmt::format(".{}", ::getpid());
+    std::ofstream(tmp) << d.dump() << "\n";
+    fs::rename(tmp, f, ec);
+    if (ec) fs::remove(tmp, ec);
+    ::close(lock);
+}
+
 }  // namespace
 
 int worst_exit(int a, int b) { return rank(b) > rank(a) ? b : a; }
@@ -263,6 +303,14 @@ int run_matrix(const MatrixOptions& o) {
         state[i] = "skipped";
         if (o.progress == MatrixOptions::Progress::lines)
             fmt::print(stderr, "blkrig: {} on {}: skipped ({})\n", o.cells[i].name, o.cells[i].kernel, o.cells[i].skip);
+    }
+    // Longest first, by last time's durations; runs never seen before first of all.
+    {
+        const json d = load_durations();
+        std::vector<double> last(o.cells.size(), 1e9);
+        for (size_t i : queue)
+            if (auto it = d.find(duration_key(o.cells[i])); it != d.end() && it->is_number()) last[i] = it->get<double>();
+        std::stable_sort(queue.begin(), queue.end(), [&](size_t a, size_t b) { return last[a] > last[b]; });
     }
     std::vector<std::unique_ptr<Running>> running;
     bool interrupted = false;
@@ -368,6 +416,7 @@ int run_matrix(const MatrixOptions& o) {
     }
     draw();
 
+    save_durations(o.cells, results);
     int worst = 0;
     for (const auto& r : results) worst = worst_exit(worst, r.exit_code);
     if (interrupted) worst = 130;

@@ -77,6 +77,20 @@ RunResult fail_with(Outcome o, std::string what) {
     return r;
 }
 
+// A program name as the shell would find it (mkinitramfs looks it up on PATH).
+fs::path on_path(const std::string& name) {
+    if (name.find('/') != std::string::npos) return name;
+    const char* path = std::getenv("PATH");
+    std::string_view rest = path ? path : "/usr/bin:/bin";
+    while (!rest.empty()) {
+        const auto colon = rest.find(':');
+        const fs::path cand = fs::path(std::string(rest.substr(0, colon))) / name;
+        if (::access(cand.c_str(), X_OK) == 0) return cand;
+        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    }
+    return name;
+}
+
 // Builds disk.img and extents.json in out; nullopt when fine.
 // cache_note gets "disk": hit | built | uncached (the build cache).
 std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, json* cache_note = nullptr) {
@@ -91,7 +105,11 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
     const std::string spec = scenario::disk_json(sc.disk).dump(2);
     write_file(out / "disk-spec.json", spec);
     std::optional<RunResult> bad;
-    const auto c = cached_build(CacheKey("disk").text(spec).file(o.tools.mkdisk), {"disk.img", "extents.json"}, out,
+    // The real mkfs tools the builder runs are inputs too: a Debian update of one makes new disks.
+    CacheKey key("disk");
+    key.text(spec).file(o.tools.mkdisk);
+    for (const char* tool : {"mkfs.vfat", "mcopy", "mmd", "mkfs.exfat", "mke2fs", "debugfs"}) key.stamp(on_path(tool));
+    const auto c = cached_build(key, {"disk.img", "extents.json"}, out,
                                 [&](const fs::path& dir) -> std::optional<std::string> {
                                     auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out",
                                                                 (dir / "disk.img").string(), "--extents", (dir / "extents.json").string()},
@@ -106,20 +124,6 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
     if (bad) return bad;
     if (c.error) return fail_with(Outcome::infra, *c.error);
     return std::nullopt;
-}
-
-// A program name as the shell would find it (mkinitramfs looks it up on PATH).
-fs::path on_path(const std::string& name) {
-    if (name.find('/') != std::string::npos) return name;
-    const char* path = std::getenv("PATH");
-    std::string_view rest = path ? path : "/usr/bin:/bin";
-    while (!rest.empty()) {
-        const auto colon = rest.find(':');
-        const fs::path cand = fs::path(std::string(rest.substr(0, colon))) / name;
-        if (::access(cand.c_str(), X_OK) == 0) return cand;
-        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
-    }
-    return name;
 }
 
 // Builds initrd.gz in out with init as /init, files (SRC:DEST), modules
