@@ -200,3 +200,16 @@ def test_ctrl_c_stops_every_run(tmp_path):
     cases = [c for suite in junitparser.JUnitXml.fromfile(str(tmp_path / "i.xml")) for c in suite]
     assert len(cases) == 3 and not any(c.is_passed for c in cases)
     assert "interrupted" in stdout
+
+
+def test_matrix_through_libvirt(tmp_path):
+    """The matrix with the libvirt launcher: each run its own embedded driver root, two at once."""
+    if not bt.have("virsh"):
+        pytest.skip("libvirt not installed: run ci/setup")
+    r = blkrig_run(SCEN / "read-contiguous.toml", SCEN / "write-fsync.toml", "--kernel", K1, "--jobs", "2", "--launcher", "libvirt",
+                   "--out", tmp_path / "runs")
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    for scen in ["read-contiguous", "write-fsync"]:
+        boot = json.loads((tmp_path / "runs" / scen / K1 / "boot.json").read_text())
+        assert boot["launcher"] == "libvirt", boot
+    assert processes_mentioning(str(tmp_path / "runs")) == []
