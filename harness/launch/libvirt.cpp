@@ -11,7 +11,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -292,6 +294,91 @@ void prepare_embed_root(const fs::path& root) {
     }
 }
 
+// The embedded driver's QEMU is daemonized and has no autodestroy, so a
+// killed blkrig would leave it running. A watcher forked before any thread
+// holds the read end of a pipe: told QEMU's pid once the domain runs, it
+// kills that QEMU and removes the run's temporary folder if the pipe closes
+// without "ok" (blkrig died), and exits quietly otherwise.
+class Reaper {
+public:
+    // name: the domain's; its QEMU is found by it if blkrig dies before it learnt the pid.
+    Reaper(const fs::path& tmp_dir, const std::string& name) {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) != 0) return;
+        const std::string dir = tmp_dir.string();
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            ::close(p[0]);
+            ::close(p[1]);
+            return;
+        }
+        if (pid == 0) {
+            ::close(p[1]);
+            ::setsid();  // out of the terminal's process group: Ctrl-C is blkrig's to handle
+            std::string got;
+            char buf[64];
+            for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) != 0;)
+                if (n > 0) got.append(buf, static_cast<size_t>(n));
+                else if (errno != EINTR) break;
+            if (got.find("ok") == std::string::npos) {
+                const long qemu = std::strtol(got.c_str(), nullptr, 10);
+                if (qemu > 1) ::kill(static_cast<pid_t>(qemu), SIGKILL);
+                // Started but not yet told (or still starting): QEMU's -name names the domain.
+                const std::string tag = "guest=" + name + ",";
+                for (int round = 0; round < 20; ++round) {
+                    bool found = false;
+                    std::error_code ec;
+                    for (const auto& e : fs::directory_iterator("/proc", ec)) {
+                        const std::string pid = e.path().filename().string();
+                        if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+                        std::ifstream cmd(e.path() / "cmdline", std::ios::binary);
+                        const std::string c{std::istreambuf_iterator<char>(cmd), std::istreambuf_iterator<char>()};
+                        if (c.find(tag) != std::string::npos) {
+                            ::kill(std::stoi(pid), SIGKILL);
+                            found = true;
+                        }
+                    }
+                    if (!found && round > 0) break;
+                    ::usleep(100000);  // libvirt may still be starting it: look again
+                }
+                std::error_code ec;
+                fs::remove_all(dir, ec);
+            }
+            ::_exit(0);
+        }
+        ::close(p[0]);
+        fd_ = p[1];
+        pid_ = pid;
+    }
+    ~Reaper() {
+        if (fd_ < 0) return;
+        [[maybe_unused]] auto r = ::write(fd_, "ok\n", 3);
+        ::close(fd_);
+        int st;
+        while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+        }
+    }
+    Reaper(const Reaper&) = delete;
+    Reaper& operator=(const Reaper&) = delete;
+    void watch(pid_t qemu) {
+        if (fd_ < 0 || qemu <= 1) return;
+        const std::string line = fmt::format("{}\n", qemu);
+        [[maybe_unused]] auto r = ::write(fd_, line.data(), line.size());
+    }
+
+private:
+    int fd_ = -1;
+    pid_t pid_ = -1;
+};
+
+// QEMU's pid, from the pid file the embedded driver keeps under its root; 0 if unknown.
+pid_t embedded_qemu_pid(const fs::path& root, const std::string& name) {
+    std::ifstream in(root / "run" / "qemu" / (name + ".pid"));
+    long pid = 0;
+    in >> pid;
+    return static_cast<pid_t>(pid);
+}
+
 }  // namespace
 
 BootResult boot_libvirt(const BootSpec& given) {
@@ -355,6 +442,9 @@ BootResult boot_libvirt(const BootSpec& given) {
     };
 
     if (!root.empty()) prepare_embed_root(root);
+    // Forked here, before libvirt's threads; only an embedded root of our own needs it.
+    std::optional<Reaper> reaper;
+    if (spec.libvirt_uri.empty()) reaper.emplace(tmp.dir, lc.name);
     std::optional<Child> device;
     {
         EventLoop loop(spec.out_dir / "libvirt.log");
@@ -384,6 +474,7 @@ BootResult boot_libvirt(const BootSpec& given) {
         if (!s.dom) {
             libvirt_failed(fmt::format("libvirt at {} did not start the domain: {}", uri, last_error()));
         } else {
+            if (reaper) reaper->watch(embedded_qemu_pid(root, lc.name));
             const auto deadline = Clock::now() + std::chrono::seconds(spec.timeout_s);
             auto next_state_check = Clock::now() + std::chrono::seconds(1);
             for (;;) {

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,36 @@ def test_two_embedded_roots_at_once(tmp_path, pair):
     finally:
         for root in roots:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_sigkill_of_blkrig_leaves_nothing(tmp_path, when):
+    """The embedded driver's QEMU is daemonized and has no autodestroy: the
+    run's watcher kills it, and removes the run's temporary folder, when
+    blkrig is killed outright, whether the domain was still starting or the
+    guest already ran."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched: run ci/setup")
+    out = tmp_path / "killed"
+    p = subprocess.Popen([str(bt.blkrig()), "run", str(bt.REPO / "scenarios" / "read-contiguous.toml"), "--out", str(out),
+                          "--launcher", "libvirt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    initrd = f"-initrd {out}/initrd.gz"
+    if when == "starting":
+        while time.time() < deadline and not processes_mentioning(initrd):
+            time.sleep(0.05)
+    else:
+        while time.time() < deadline and "hello" not in ((out / "results.jsonl").read_text() if (out / "results.jsonl").exists() else ""):
+            time.sleep(0.1)
+    assert processes_mentioning(initrd), "QEMU never started"
+    sock_dirs = set()
+    if (out / "domain.xml").exists():
+        sock_dirs = set(__import__("re").findall(r"/tmp/blkrig-[A-Za-z0-9]+", (out / "domain.xml").read_text()))
+    p.kill()
+    p.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and processes_mentioning(str(out)):
+        time.sleep(0.1)
+    assert processes_mentioning(str(out)) == []
+    for d in sock_dirs:
+        assert not os.path.exists(d), d
