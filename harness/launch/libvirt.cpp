@@ -504,7 +504,37 @@ BootResult boot_libvirt(const BootSpec& given) {
                 if (!stopped && Clock::now() >= next_state_check) {
                     next_state_check = Clock::now() + std::chrono::seconds(1);
                     int state = 0, reason = 0;
-                    if (virDomainGetState(s.dom, &state, &reason, 0) < 0 || state == VIR_DOMAIN_SHUTOFF) stopped = true;
+                    const bool gone = virDomainGetState(s.dom, &state, &reason, 0) < 0;
+                    if (gone || state == VIR_DOMAIN_SHUTOFF) {
+                        // The STOPPED event is usually on its way (a transient domain is
+                        // gone from the list first): give it 2 s, else take the state's reason.
+                        const auto wait_until = Clock::now() + std::chrono::seconds(2);
+                        for (;;) {
+                            {
+                                std::lock_guard g(lc.m);
+                                if (lc.stopped) {
+                                    detail_code = lc.stop_detail;
+                                    break;
+                                }
+                            }
+                            if (Clock::now() >= wait_until) {
+                                std::lock_guard g(lc.m);
+                                lc.stopped = true;
+                                lc.stopped_s = std::chrono::duration<double>(Clock::now() - t0).count();
+                                lc.stop_detail = gone ? -1
+                                                 : reason == VIR_DOMAIN_SHUTOFF_SHUTDOWN  ? VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN
+                                                 : reason == VIR_DOMAIN_SHUTOFF_DESTROYED ? VIR_DOMAIN_EVENT_STOPPED_DESTROYED
+                                                 : reason == VIR_DOMAIN_SHUTOFF_CRASHED   ? VIR_DOMAIN_EVENT_STOPPED_CRASHED
+                                                 : reason == VIR_DOMAIN_SHUTOFF_FAILED    ? VIR_DOMAIN_EVENT_STOPPED_FAILED
+                                                                                          : -1;
+                                detail_code = lc.stop_detail;
+                                fields["stop_seen_by"] = "state";
+                                break;
+                            }
+                            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                        }
+                        stopped = true;
+                    }
                 }
                 if (stopped) {
                     s.gone = true;
