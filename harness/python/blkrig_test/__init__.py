@@ -111,3 +111,16 @@ def have_kernel(name: str = "debian-bookworm-cloud") -> bool:
 
 def have(program: str) -> bool:
     return shutil.which(program) is not None
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Live processes whose command line mentions text (a run folder, a URI): what a run left running."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(f"{cmdline.parent.name}: {args[:200]}")
+    return found

@@ -60,15 +60,7 @@ class Image:
 
     def count(self, color: str, box: tuple[int, int, int, int] | None = None) -> int:
         """Pixels of exactly this colour ("#rrggbb"), within box (x, y, w, h) if given."""
-        want = bytes.fromhex(color.lstrip("#"))
-        x0, y0, w, h = box or (0, 0, self.width, self.height)
-        x1, y1 = min(self.width, x0 + w), min(self.height, y0 + h)
-        n = 0
-        for y in range(max(0, y0), y1):
-            row = self.rgb[3 * (y * self.width + x0):3 * (y * self.width + x1)]
-            n += sum(1 for i in range(0, len(row), 3) if row[i:i + 3] == want)
-        return n
-
+        return self.count_near(color, 0, box)
 
     def count_near(self, color: str, tol: int, box: tuple[int, int, int, int] | None = None) -> int:
         """Pixels within tol of this colour in every channel (blended fills)."""

@@ -108,19 +108,6 @@ def boot_json(out):
     return json.loads((out / "boot.json").read_text())
 
 
-def processes_mentioning(text):
-    """Live processes whose command line mentions text (a run folder, a URI)."""
-    found = []
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            args = Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in args:
-            found.append(f"{cmdline.split('/')[2]}: {args[:200]}")
-    return found
-
-
 def rig_temp_dirs():
     return set(glob.glob("/tmp/blkrig-*"))
 
@@ -128,7 +115,7 @@ def rig_temp_dirs():
 def left_behind(before):
     """/tmp/blkrig-* folders made since before that no live process uses
     (another run's socket folder is named on its device's command line)."""
-    return sorted(d for d in rig_temp_dirs() - before if os.path.isdir(d) and not processes_mentioning(d))
+    return sorted(d for d in rig_temp_dirs() - before if os.path.isdir(d) and not bt.processes_mentioning(d))
 
 
 def scenario_path(tmp_path_factory, name):
@@ -149,7 +136,7 @@ def pair(request, tmp_path_factory):
         out = base / launcher
         r = blkrig_run(scen, out, "--launcher", launcher)
         assert r.returncode == 0, f"{launcher}: blkrig run exited {r.returncode}, run folder {out}\n{r.stdout}\n{r.stderr}"
-        assert not processes_mentioning(str(out)), f"{launcher}: processes outlived the run: {processes_mentioning(str(out))}"
+        assert not bt.processes_mentioning(str(out)), f"{launcher}: processes outlived the run: {bt.processes_mentioning(str(out))}"
         outs[launcher] = out
     return request.param, outs
 
@@ -207,7 +194,7 @@ def test_unreachable_uri_is_exit_3_and_leaves_nothing(tmp_path, uri):
     assert f"cannot connect to libvirt at {uri}: " in r.stderr, r.stderr
     b = boot_json(out)
     assert b["outcome"] == "libvirt_failed" and b["libvirt_uri"] == uri
-    assert not processes_mentioning(str(out)), processes_mentioning(str(out))
+    assert not bt.processes_mentioning(str(out)), bt.processes_mentioning(str(out))
     assert not left_behind(before), f"left behind: {left_behind(before)}"
 
 
@@ -228,7 +215,7 @@ def test_domain_libvirt_cannot_start_is_exit_3(tmp_path):
     assert "did not start the domain" in r.stderr and "linux kernel too old to load a ram disk" in r.stderr, r.stderr
     b = boot_json(out)
     assert b["outcome"] == "libvirt_failed" and b["device_exit"] == "exited with 0"
-    assert not processes_mentioning(str(out)), processes_mentioning(str(out))
+    assert not bt.processes_mentioning(str(out)), bt.processes_mentioning(str(out))
     assert not left_behind(before), f"left behind: {left_behind(before)}"
 
 
@@ -253,7 +240,7 @@ def test_two_embedded_roots_at_once(tmp_path, pair):
             assert boot_json(out)["libvirt_uri"] == f"qemu:///embed?root={root}"
             assert [r[:3] for r in requests(out)] == [r[:3] for r in requests(outs["qemu"])]
             assert (root / "etc" / "qemu.conf").exists(), "the root's qemu.conf was not written"
-            assert not processes_mentioning(str(root)), processes_mentioning(str(root))
+            assert not bt.processes_mentioning(str(root)), bt.processes_mentioning(str(root))
     finally:
         for root in roots:
             shutil.rmtree(root, ignore_errors=True)
@@ -273,20 +260,20 @@ def test_sigkill_of_blkrig_leaves_nothing(tmp_path, when):
     deadline = time.time() + 120
     initrd = f"-initrd {out}/initrd.gz"
     if when == "starting":
-        while time.time() < deadline and not processes_mentioning(initrd):
+        while time.time() < deadline and not bt.processes_mentioning(initrd):
             time.sleep(0.05)
     else:
         while time.time() < deadline and "hello" not in ((out / "results.jsonl").read_text() if (out / "results.jsonl").exists() else ""):
             time.sleep(0.1)
-    assert processes_mentioning(initrd), "QEMU never started"
+    assert bt.processes_mentioning(initrd), "QEMU never started"
     sock_dirs = set()
     if (out / "domain.xml").exists():
         sock_dirs = set(__import__("re").findall(r"/tmp/blkrig-[A-Za-z0-9]+", (out / "domain.xml").read_text()))
     p.kill()
     p.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and processes_mentioning(str(out)):
+    while time.time() < deadline and bt.processes_mentioning(str(out)):
         time.sleep(0.1)
-    assert processes_mentioning(str(out)) == []
+    assert bt.processes_mentioning(str(out)) == []
     for d in sock_dirs:
         assert not os.path.exists(d), d

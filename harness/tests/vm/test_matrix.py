@@ -26,21 +26,6 @@ def blkrig_run(*args, env=None, timeout=900):
                           env={**os.environ, **(env or {})})
 
 
-def processes_mentioning(text):
-    """Processes whose command line names text (a run folder): what a run left running."""
-    found = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd and "pytest" not in cmd:
-            found.append(f"{p.name}: {cmd}")
-    return found
-
-
 def case_properties(case):
     """A testcase's <properties> (junitparser reads them on suites only)."""
     return {p.get("name"): p.get("value") for p in case._elem.iter("property")}
@@ -196,7 +181,7 @@ def test_ctrl_c_stops_every_run(tmp_path):
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 130, f"{stdout}\n{stderr}"
-    assert processes_mentioning(str(out)) == []
+    assert bt.processes_mentioning(str(out)) == []
     cases = [c for suite in junitparser.JUnitXml.fromfile(str(tmp_path / "i.xml")) for c in suite]
     assert len(cases) == 3 and not any(c.is_passed for c in cases)
     assert "interrupted" in stdout
@@ -212,4 +197,4 @@ def test_matrix_through_libvirt(tmp_path):
     for scen in ["read-contiguous", "write-fsync"]:
         boot = json.loads((tmp_path / "runs" / scen / K1 / "boot.json").read_text())
         assert boot["launcher"] == "libvirt", boot
-    assert processes_mentioning(str(tmp_path / "runs")) == []
+    assert bt.processes_mentioning(str(tmp_path / "runs")) == []
