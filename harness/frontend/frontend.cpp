@@ -65,8 +65,10 @@ Frontend::Frontend(const Options& o) : opt_(o) {
 
     const uint64_t offered = request(GET_FEATURES, {}, true);
     if (!(offered & bit(kFProtocolFeatures))) throw FrontendError("back end does not offer protocol features");
-    const uint64_t want = bit(32) | bit(28) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH) |
-                          bit(VIRTIO_BLK_F_MQ) | bit(VIRTIO_BLK_F_CONFIG_WCE) | (o.event_idx ? bit(29) : 0) | bit(kFProtocolFeatures);
+    uint64_t want = bit(32) | bit(28) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH) |
+                          bit(VIRTIO_BLK_F_MQ) | bit(VIRTIO_BLK_F_CONFIG_WCE) |
+                          bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES) | (o.event_idx ? bit(29) : 0) | bit(kFProtocolFeatures);
+    if (!o.indirect) want &= ~bit(28);
     acked_ = offered & want;
     const uint64_t proto_offered = request(GET_PROTOCOL_FEATURES, {}, true);
     protocol_ = proto_offered & (bit(kProtoMq) | bit(kProtoReplyAck) | bit(kProtoConfig));
@@ -111,34 +113,44 @@ Frontend::Frontend(const Options& o) : opt_(o) {
         const Buf d = alloc(16u * q.num, 16), a = alloc(6u + 2u * q.num, 2), u = alloc(6u + 8u * q.num, 4);
         q.desc_gpa = d.gpa, q.avail_gpa = a.gpa, q.used_gpa = u.gpa;
         q.desc = d.host, q.avail = a.host, q.used = u.host;
-        q.chains.resize(q.num);
         for (uint16_t k = 0; k < q.num; ++k) {
-            q.free_desc.push_back(static_cast<uint16_t>(q.num - 1 - k));
             q.header_buf.push_back(alloc(16, 16));
             q.status_buf.push_back(alloc(1, 1));
         }
         q.kick = make_eventfd();
         q.call = make_eventfd();
         q.err = make_eventfd();
-        auto state = [&](uint32_t num) {
-            std::vector<uint8_t> b;
-            append(b, VringState{i, num});
-            return b;
-        };
-        request(SET_VRING_NUM, state(q.num), false);
-        request(SET_VRING_BASE, state(0), false);
-        pl.clear();
-        append(pl, VringAddr{i, 0, reinterpret_cast<uint64_t>(q.desc), reinterpret_cast<uint64_t>(q.used),
-                             reinterpret_cast<uint64_t>(q.avail), 0});
-        request(SET_VRING_ADDR, pl, false);
-        std::vector<uint8_t> idx;
-        append(idx, uint64_t{i});
-        request(SET_VRING_CALL, idx, false, {q.call.get()});
-        request(SET_VRING_ERR, idx, false, {q.err.get()});
-        request(SET_VRING_KICK, idx, false, {q.kick.get()});
-        request(SET_VRING_ENABLE, state(1), false);
-        q.running = true;
+        start_queue(i);
     }
+}
+
+void Frontend::start_queue(uint16_t i) {
+    Queue& q = queues_[i];
+    std::memset(q.avail, 0, 6u + 2u * q.num);
+    std::memset(q.used, 0, 6u + 8u * q.num);
+    q.avail_idx = q.last_used = 0;
+    q.chains.assign(q.num, {});
+    q.raw_status.assign(q.num, std::nullopt);
+    q.free_desc.clear();
+    for (uint16_t k = 0; k < q.num; ++k) q.free_desc.push_back(static_cast<uint16_t>(q.num - 1 - k));
+    auto state = [&](uint32_t num) {
+        std::vector<uint8_t> b;
+        append(b, VringState{i, num});
+        return b;
+    };
+    request(SET_VRING_NUM, state(q.num), false);
+    request(SET_VRING_BASE, state(0), false);
+    std::vector<uint8_t> pl;
+    append(pl, VringAddr{i, 0, reinterpret_cast<uint64_t>(q.desc), reinterpret_cast<uint64_t>(q.used),
+                         reinterpret_cast<uint64_t>(q.avail), 0});
+    request(SET_VRING_ADDR, pl, false);
+    std::vector<uint8_t> idx;
+    append(idx, uint64_t{i});
+    request(SET_VRING_CALL, idx, false, {q.call.get()});
+    request(SET_VRING_ERR, idx, false, {q.err.get()});
+    request(SET_VRING_KICK, idx, false, {q.kick.get()});
+    request(SET_VRING_ENABLE, state(1), false);
+    q.running = true;
 }
 
 Frontend::~Frontend() {
@@ -260,7 +272,9 @@ std::vector<Completed> Frontend::wait(std::chrono::milliseconds timeout) {
                 std::memcpy(&len, e + 4, 4);
                 ++q.last_used;
                 if (id >= q.num || q.chains[id].empty()) throw FrontendError(fmt::format("queue {}: back end returned unknown head {}", i, id));
-                out.push_back({i, id, *q.status_buf[id].host, len});
+                const Buf st = q.raw_status[id] ? *q.raw_status[id] : q.status_buf[id];
+                q.raw_status[id].reset();
+                out.push_back({i, id, *st.host, len});
                 for (auto d : q.chains[id]) q.free_desc.push_back(d);
                 q.chains[id].clear();
             }
@@ -301,6 +315,75 @@ uint16_t Frontend::stop_queue(uint16_t qi) {
 uint16_t Frontend::in_flight(uint16_t qi) const {
     const Queue& q = queues_.at(qi);
     return static_cast<uint16_t>(q.avail_idx - q.last_used);
+}
+
+std::vector<uint16_t> Frontend::take_slots(uint16_t qi, size_t n) {
+    Queue& q = queues_.at(qi);
+    if (q.free_desc.size() < n) throw FrontendError(fmt::format("queue {}: {} descriptor slots wanted, {} free", qi, n, q.free_desc.size()));
+    std::vector<uint16_t> ids(n);
+    for (auto& id : ids) {
+        id = q.free_desc.back();
+        q.free_desc.pop_back();
+    }
+    return ids;
+}
+
+void Frontend::write_desc(uint16_t qi, uint16_t slot, const Desc& d) {
+    Queue& q = queues_.at(qi);
+    if (slot >= q.num) throw FrontendError(fmt::format("queue {}: descriptor slot {} of {}", qi, slot, q.num));
+    uint8_t* p = q.desc + 16u * slot;
+    std::memcpy(p, &d.addr, 8);
+    std::memcpy(p + 8, &d.len, 4);
+    std::memcpy(p + 12, &d.flags, 2);
+    std::memcpy(p + 14, &d.next, 2);
+}
+
+Frontend::Buf Frontend::indirect_table(const std::vector<Desc>& descs) {
+    const Buf t = alloc(static_cast<uint32_t>(16 * descs.size()), 16);
+    for (size_t i = 0; i < descs.size(); ++i) {
+        uint8_t* p = t.host + 16 * i;
+        std::memcpy(p, &descs[i].addr, 8);
+        std::memcpy(p + 8, &descs[i].len, 4);
+        std::memcpy(p + 12, &descs[i].flags, 2);
+        std::memcpy(p + 14, &descs[i].next, 2);
+    }
+    return t;
+}
+
+void Frontend::publish(uint16_t qi, uint16_t head, std::vector<uint16_t> slots, std::optional<Buf> status) {
+    Queue& q = queues_.at(qi);
+    if (head < q.num && !slots.empty()) {
+        q.chains[head] = std::move(slots);
+        q.raw_status[head] = status;
+    }
+    st16(q.avail + 4 + 2u * (q.avail_idx % q.num), head);
+    ++q.avail_idx;
+    st16(q.avail + 2, q.avail_idx, std::memory_order_release);
+}
+
+void Frontend::set_avail_idx(uint16_t qi, uint16_t idx) {
+    Queue& q = queues_.at(qi);
+    q.avail_idx = idx;
+    st16(q.avail + 2, idx, std::memory_order_release);
+}
+
+void Frontend::kick(uint16_t qi) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(queues_.at(qi).kick.get(), &one, sizeof one);
+}
+
+bool Frontend::wait_error(uint16_t qi, std::chrono::milliseconds timeout) {
+    pollfd p{queues_.at(qi).err.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return false;
+    uint64_t v;
+    return ::read(p.fd, &v, sizeof v) == sizeof v;
+}
+
+uint16_t Frontend::reset_queue(uint16_t qi) {
+    const uint16_t base = queues_.at(qi).running ? stop_queue(qi) : 0;
+    start_queue(qi);
+    return base;
 }
 
 }  // namespace blkrig::frontend

@@ -28,6 +28,7 @@ struct Options {
     uint16_t queue_size = 128;
     size_t memory_bytes = 64u << 20;
     bool event_idx = false;
+    bool indirect = true;  // acknowledge VIRTIO_RING_F_INDIRECT_DESC if offered
 };
 
 struct Completed {
@@ -74,6 +75,35 @@ public:
     uint16_t stop_queue(uint16_t q);
     uint16_t in_flight(uint16_t q) const;
 
+    // Raw mode, for hostile-driver tests: the caller writes descriptors and
+    // avail entries as it likes, well-formed or not. Descriptor slots taken
+    // here come off the same free list submit() uses, so good requests can
+    // follow on the same queue.
+    struct Desc {
+        uint64_t addr;
+        uint32_t len;
+        uint16_t flags;  // VRING_DESC_F_*
+        uint16_t next;
+    };
+    // n free slots of queue q's descriptor table; throws if there are fewer.
+    std::vector<uint16_t> take_slots(uint16_t q, size_t n);
+    void write_desc(uint16_t q, uint16_t slot, const Desc& d);
+    // An indirect table in guest memory holding these descriptors.
+    Buf indirect_table(const std::vector<Desc>& descs);
+    // Puts head in the next avail entry and publishes the new avail index.
+    // slots and status say what wait() reports and frees when the head comes
+    // back; a head the back end should never return may pass none.
+    void publish(uint16_t q, uint16_t head, std::vector<uint16_t> slots = {}, std::optional<Buf> status = std::nullopt);
+    // Stores avail->idx as given, whatever entries it covers.
+    void set_avail_idx(uint16_t q, uint16_t idx);
+    void kick(uint16_t q);
+    // True once the back end signalled queue q's error eventfd (SET_VRING_ERR).
+    bool wait_error(uint16_t q, std::chrono::milliseconds timeout);
+    // The driver's answer to a queue that needs a reset: stop it
+    // (GET_VRING_BASE, returned), clear both rings and start it again from
+    // index 0. Whatever was in flight is forgotten.
+    uint16_t reset_queue(uint16_t q);
+
 private:
     struct Queue {
         uint16_t num;
@@ -85,6 +115,7 @@ private:
         std::vector<std::vector<uint16_t>> chains;  // by head: the descriptors it holds
         std::vector<Buf> status_buf;                // by head
         std::vector<Buf> header_buf;                // by head
+        std::vector<std::optional<Buf>> raw_status; // by head: where a raw request put its status byte
         UniqueFd kick, call, err;
         bool running = false;
     };
@@ -93,6 +124,7 @@ private:
     void send(uint32_t req, const std::vector<uint8_t>& payload, uint32_t flags, const std::vector<int>& fds);
     std::vector<uint8_t> recv_reply(uint32_t req);
     uint8_t sync(uint16_t q, uint32_t type, uint64_t sector, const std::vector<Buf>& data);
+    void start_queue(uint16_t q);
 
     Options opt_;
     UniqueFd sock_, mem_fd_;

@@ -289,6 +289,19 @@ TEST_F(ChainTest, IndirectLengthNotMultipleOf16) {
     expect_error(1, ChainErrorKind::indirect_bad_length, 1, false);
 }
 
+// A table's length alone can ask for 2^28 entries: past the bound it is
+// refused before anything is mapped; at the bound it is walked.
+TEST_F(ChainTest, IndirectTableLongerThanTheBound) {
+    const uint64_t big = g_.alloc((kMaxIndirectEntries + 1) * 16);
+    g_.set_desc(big, 0, g_.alloc(16), 16, kDescFWrite);
+    g_.set_desc(table_, 3, big, kMaxIndirectEntries * 16, kDescFIndirect);
+    EXPECT_EQ(walk_ok(3).buffers.size(), 1u);
+    g_.set_desc(table_, 3, big, (kMaxIndirectEntries + 1) * 16, kDescFIndirect);
+    expect_error(3, ChainErrorKind::indirect_too_long, 3, false);
+    g_.set_desc(table_, 3, g_.end() + 0x1000, 0xfffffff0u, kDescFIndirect);
+    expect_error(3, ChainErrorKind::indirect_too_long, 3, false);
+}
+
 TEST_F(ChainTest, IndirectTableUnmapped) {
     g_.set_desc(table_, 2, g_.end() + 0x1000, 32, kDescFIndirect);
     expect_error(2, ChainErrorKind::indirect_unmapped, 2, false);
@@ -346,7 +359,7 @@ TEST(ChainErrorText, EveryKindHasADistinctDescription) {
         ChainErrorKind::head_out_of_range,   ChainErrorKind::next_out_of_range,       ChainErrorKind::chain_too_long,
         ChainErrorKind::nested_indirect,     ChainErrorKind::indirect_not_negotiated, ChainErrorKind::indirect_with_next,
         ChainErrorKind::indirect_bad_length, ChainErrorKind::indirect_unmapped,       ChainErrorKind::buffer_unmapped,
-        ChainErrorKind::length_overflow,     ChainErrorKind::readable_after_writable,
+        ChainErrorKind::length_overflow,     ChainErrorKind::readable_after_writable, ChainErrorKind::indirect_too_long,
     };
     std::vector<std::string> seen;
     for (auto k : kinds) {

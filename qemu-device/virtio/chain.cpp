@@ -15,6 +15,7 @@ const char* to_string(ChainErrorKind kind) {
     case ChainErrorKind::indirect_not_negotiated: return "indirect descriptor but INDIRECT_DESC was not negotiated";
     case ChainErrorKind::indirect_with_next: return "indirect descriptor with NEXT set";
     case ChainErrorKind::indirect_bad_length: return "indirect table length is zero or not a multiple of 16";
+    case ChainErrorKind::indirect_too_long: return "indirect table longer than a chain may be";
     case ChainErrorKind::indirect_unmapped: return "indirect table outside guest memory";
     case ChainErrorKind::buffer_unmapped: return "buffer outside guest memory";
     case ChainErrorKind::length_overflow: return "buffer lengths overflow";
@@ -71,6 +72,9 @@ std::variant<DescriptorChain, ChainError> walk_chain(const RawDesc* table, uint1
             if (d.flags & kDescFNext) return fail(ChainErrorKind::indirect_with_next, idx, in_indirect);
             if (d.len == 0 || d.len % sizeof(RawDesc) != 0)
                 return fail(ChainErrorKind::indirect_bad_length, idx, in_indirect, fmt::format("len {}", d.len));
+            if (d.len / sizeof(RawDesc) > kMaxIndirectEntries)
+                return fail(ChainErrorKind::indirect_too_long, idx, in_indirect,
+                            fmt::format("{} entries, at most {}", d.len / sizeof(RawDesc), kMaxIndirectEntries));
             const auto* ind = reinterpret_cast<const RawDesc*>(mem.map_contiguous(d.addr, d.len));
             if (ind == nullptr)
                 return fail(ChainErrorKind::indirect_unmapped, idx, in_indirect, fmt::format("addr {:#x} len {}", d.addr, d.len));

@@ -54,6 +54,7 @@ enum class ChainErrorKind {
     indirect_not_negotiated,
     indirect_with_next,
     indirect_bad_length,   // zero or not a multiple of 16
+    indirect_too_long,     // more entries than kMaxIndirectEntries
     indirect_unmapped,
     buffer_unmapped,
     length_overflow,
@@ -71,6 +72,14 @@ struct ChainError {
 };
 
 const char* to_string(ChainErrorKind kind);
+
+// The most entries an indirect table may hold. The spec bounds a whole chain
+// by the queue size (2.7.5.3.1), but Linux sizes indirect tables by seg_max
+// (up to 1024 here, plus header and status) whatever the ring's size, so
+// that bound would refuse real guests on small rings. This one keeps a
+// hostile table (up to 2^28 entries by its length) from costing more than a
+// few pages and a long walk; QEMU and libvhost-user stop at 1024.
+inline constexpr uint32_t kMaxIndirectEntries = 1024 + 2;
 
 // Walks the chain starting at head in a descriptor table of queue_size
 // entries. indirect_allowed is VIRTIO_RING_F_INDIRECT_DESC as negotiated.
