@@ -40,6 +40,10 @@ fs::path build_dir() {
     return b ? fs::path(b) : fs::canonical("/proc/self/exe").parent_path().parent_path().parent_path();
 }
 
+// The thread model the cases run under: a thread per queue, or one epoll
+// loop for all (--io-threads single); each stops a broken queue its own way.
+std::string g_io_threads = "per-queue";
+
 // One blkrig-device process on a 4 MiB image, logging at info level.
 struct Device {
     fs::path dir, image, socket, log;
@@ -52,7 +56,8 @@ struct Device {
         { std::ofstream(image).close(); }
         fs::resize_file(image, kImageBytes);
         std::vector<std::string> argv = {(build_dir() / "qemu-device" / "blkrig-device").string(), "--socket-path", socket.string(),
-                                         "--blk-file", image.string(), "--num-queues", std::to_string(queues)};
+                                         "--blk-file", image.string(), "--num-queues", std::to_string(queues),
+                                         "--io-threads", g_io_threads};
         argv.insert(argv.end(), extra.begin(), extra.end());
         child = launch::Child("blkrig-device", argv, log.string());
         for (int i = 0; i < 1000 && !fs::exists(socket) && !child.poll(); ++i) std::this_thread::sleep_for(5ms);
@@ -191,11 +196,16 @@ struct ReadChain {
     Desc s() const { return {st.gpa, 1, kWrite, 0}; }
 };
 
+class Hostile : public ::testing::TestWithParam<std::string> {
+protected:
+    void SetUp() override { g_io_threads = GetParam(); }
+};
+
 // --- guest addresses -----------------------------------------------------------
 
 // 2.7.5: the device maps every buffer; an address outside the memory table
 // cannot be the driver's own.
-TEST(Hostile, BufferOutsideGuestMemory) {
+TEST_P(Hostile, BufferOutsideGuestMemory) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -205,7 +215,7 @@ TEST(Hostile, BufferOutsideGuestMemory) {
     EXPECT_EQ(*rc.st.host, 0xff) << "status written for a broken chain";
 }
 
-TEST(Hostile, BufferRunningPastTheEndOfGuestMemory) {
+TEST_P(Hostile, BufferRunningPastTheEndOfGuestMemory) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -214,7 +224,7 @@ TEST(Hostile, BufferRunningPastTheEndOfGuestMemory) {
     expect_broken(dev, fe, slots[0], "buffer outside guest memory");
 }
 
-TEST(Hostile, AddressPlusLengthWrapsAround) {
+TEST_P(Hostile, AddressPlusLengthWrapsAround) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -227,7 +237,7 @@ TEST(Hostile, AddressPlusLengthWrapsAround) {
 
 // 2.7.5.2 (driver: no loops): the walk stops after a queue size of
 // descriptors. Another queue is not affected.
-TEST(Hostile, DescriptorLoopStopsOnlyItsQueue) {
+TEST_P(Hostile, DescriptorLoopStopsOnlyItsQueue) {
     Device dev({}, 2);
     Fe fe(dev.opts(2));
     ReadChain rc(fe, 0);
@@ -238,7 +248,7 @@ TEST(Hostile, DescriptorLoopStopsOnlyItsQueue) {
     expect_served(dev, fe, 1);
 }
 
-TEST(Hostile, DescriptorPointingAtItself) {
+TEST_P(Hostile, DescriptorPointingAtItself) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -249,7 +259,7 @@ TEST(Hostile, DescriptorPointingAtItself) {
 }
 
 // 2.7.5: next must index the table.
-TEST(Hostile, NextOutOfRange) {
+TEST_P(Hostile, NextOutOfRange) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -260,7 +270,7 @@ TEST(Hostile, NextOutOfRange) {
 }
 
 // 2.7.6: avail ring entries are heads of chains in the table.
-TEST(Hostile, AvailEntryOutOfRange) {
+TEST_P(Hostile, AvailEntryOutOfRange) {
     Device dev;
     Fe fe(dev.opts());
     fe.publish(0, 4000);
@@ -270,7 +280,7 @@ TEST(Hostile, AvailEntryOutOfRange) {
 
 // 2.7.13.3: the driver adds at most a queue size of buffers; an avail index
 // more than that ahead of what the device consumed cannot be right.
-TEST(Hostile, AvailIndexJumpsPastTheRingSize) {
+TEST_P(Hostile, AvailIndexJumpsPastTheRingSize) {
     Device dev;
     Fe fe(dev.opts());
     fe.set_avail_idx(0, kRing + 5);
@@ -284,7 +294,7 @@ TEST(Hostile, AvailIndexJumpsPastTheRingSize) {
 
 // 2.7.4.2 (device-readable before device-writable): a device-writable
 // header followed by a device-readable buffer.
-TEST(Hostile, ReadableDescriptorAfterWritableOne) {
+TEST_P(Hostile, ReadableDescriptorAfterWritableOne) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -295,7 +305,7 @@ TEST(Hostile, ReadableDescriptorAfterWritableOne) {
 
 // --- indirect descriptors (2.7.5.3) -----------------------------------------------
 
-TEST(Hostile, IndirectInsideIndirect) {
+TEST_P(Hostile, IndirectInsideIndirect) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -306,7 +316,7 @@ TEST(Hostile, IndirectInsideIndirect) {
     expect_broken(dev, fe, slots[0], "indirect descriptor inside an indirect table");
 }
 
-TEST(Hostile, IndirectWithNext) {
+TEST_P(Hostile, IndirectWithNext) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -316,7 +326,7 @@ TEST(Hostile, IndirectWithNext) {
     expect_broken(dev, fe, slots[0], "indirect descriptor with NEXT set");
 }
 
-TEST(Hostile, IndirectLengthNotAMultipleOf16) {
+TEST_P(Hostile, IndirectLengthNotAMultipleOf16) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -326,7 +336,7 @@ TEST(Hostile, IndirectLengthNotAMultipleOf16) {
     expect_broken(dev, fe, slots[0], "indirect table length is zero or not a multiple of 16: len 40");
 }
 
-TEST(Hostile, IndirectLengthZero) {
+TEST_P(Hostile, IndirectLengthZero) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -335,7 +345,7 @@ TEST(Hostile, IndirectLengthZero) {
     expect_broken(dev, fe, slots[0], "indirect table length is zero or not a multiple of 16: len 0");
 }
 
-TEST(Hostile, IndirectTableOutsideGuestMemory) {
+TEST_P(Hostile, IndirectTableOutsideGuestMemory) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -345,7 +355,7 @@ TEST(Hostile, IndirectTableOutsideGuestMemory) {
 }
 
 // 2.7.5.3.1: INDIRECT only if VIRTIO_RING_F_INDIRECT_DESC was negotiated.
-TEST(Hostile, IndirectWithoutTheFeature) {
+TEST_P(Hostile, IndirectWithoutTheFeature) {
     Device dev;
     auto o = dev.opts();
     o.indirect = false;
@@ -360,7 +370,7 @@ TEST(Hostile, IndirectWithoutTheFeature) {
 
 // An over-long chain: 2000 chained entries in one indirect table (the length
 // alone could ask for 2^28). Refused before the table is walked.
-TEST(Hostile, IndirectTableTooLong) {
+TEST_P(Hostile, IndirectTableTooLong) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0, 512);
@@ -373,7 +383,7 @@ TEST(Hostile, IndirectTableTooLong) {
     expect_broken(dev, fe, slots[0], "indirect table longer than a chain may be: 2000 entries, at most 1026");
 }
 
-TEST(Hostile, LoopInsideIndirectTable) {
+TEST_P(Hostile, LoopInsideIndirectTable) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -387,7 +397,7 @@ TEST(Hostile, LoopInsideIndirectTable) {
 
 // The header must be device-readable (5.2.6: "le32 type; ... le64 sector" are
 // the driver's); a chain with no readable byte has no header at all.
-TEST(Hostile, HeaderDeviceWritable) {
+TEST_P(Hostile, HeaderDeviceWritable) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -397,7 +407,7 @@ TEST(Hostile, HeaderDeviceWritable) {
     EXPECT_TRUE(dev.logged("request header shorter than 16 bytes: 0 device-readable bytes"));
 }
 
-TEST(Hostile, HeaderShorterThan16Bytes) {
+TEST_P(Hostile, HeaderShorterThan16Bytes) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -410,7 +420,7 @@ TEST(Hostile, HeaderShorterThan16Bytes) {
 // 5.2.6: the status is the last device-writable byte. With none the device
 // cannot answer: it returns the buffer with used length 0, writes nothing
 // (and its trace marks the request malformed).
-TEST(Hostile, StatusDescriptorReadOnly) {
+TEST_P(Hostile, StatusDescriptorReadOnly) {
     Device dev;
     Fe fe(dev.opts());
     auto hdr = header(fe, VIRTIO_BLK_T_OUT, 0);
@@ -427,7 +437,7 @@ TEST(Hostile, StatusDescriptorReadOnly) {
     expect_served(dev, fe);
 }
 
-TEST(Hostile, StatusDescriptorZeroLength) {
+TEST_P(Hostile, StatusDescriptorZeroLength) {
     Device dev;
     Fe fe(dev.opts());
     auto hdr = header(fe, VIRTIO_BLK_T_FLUSH, 0);
@@ -442,7 +452,7 @@ TEST(Hostile, StatusDescriptorZeroLength) {
 }
 
 // A read whose data buffer is device-readable: the device cannot write it.
-TEST(Hostile, ReadIntoADeviceReadableBuffer) {
+TEST_P(Hostile, ReadIntoADeviceReadableBuffer) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0);
@@ -455,7 +465,7 @@ TEST(Hostile, ReadIntoADeviceReadableBuffer) {
     EXPECT_TRUE(dev.logged("payload in buffers of the wrong direction: device-readable payload on a request that returns data"));
 }
 
-TEST(Hostile, WriteFromADeviceWritableBuffer) {
+TEST_P(Hostile, WriteFromADeviceWritableBuffer) {
     Device dev;
     Fe fe(dev.opts());
     auto hdr = header(fe, VIRTIO_BLK_T_OUT, 0);
@@ -472,7 +482,7 @@ TEST(Hostile, WriteFromADeviceWritableBuffer) {
 // 2.6.4 (message framing): the device may not assume how the driver split a
 // request into descriptors, so a zero-length data descriptor is no error.
 // It carries no bytes; the request is served from the others.
-TEST(Hostile, ZeroLengthDataDescriptorIsServed) {
+TEST_P(Hostile, ZeroLengthDataDescriptorIsServed) {
     Device dev;
     Fe fe(dev.opts());
     auto w = fe.alloc(4096);
@@ -492,7 +502,7 @@ TEST(Hostile, ZeroLengthDataDescriptorIsServed) {
 // --- requests the device refuses (5.2.6.2) -----------------------------------
 
 // Past the capacity: IOERR (the spec's "MUST NOT ... beyond capacity").
-TEST(Hostile, ReadPastCapacity) {
+TEST_P(Hostile, ReadPastCapacity) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, kCapacity - 4);
@@ -501,7 +511,7 @@ TEST(Hostile, ReadPastCapacity) {
     expect_status(dev, fe, slots[0], VIRTIO_BLK_S_IOERR);
 }
 
-TEST(Hostile, WriteStraddlingTheEnd) {
+TEST_P(Hostile, WriteStraddlingTheEnd) {
     Device dev;
     Fe fe(dev.opts());
     auto w = fe.alloc(8192);
@@ -513,7 +523,7 @@ TEST(Hostile, WriteStraddlingTheEnd) {
 
 // sector + length computed without wrapping: a sector near 2^64 is not
 // "sector 0 plus a bit".
-TEST(Hostile, SectorNearTwoToThe64) {
+TEST_P(Hostile, SectorNearTwoToThe64) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, UINT64_MAX - 3);
@@ -523,7 +533,7 @@ TEST(Hostile, SectorNearTwoToThe64) {
 }
 
 // 5.2.6: data is a multiple of 512 bytes.
-TEST(Hostile, LengthNotAMultipleOf512) {
+TEST_P(Hostile, LengthNotAMultipleOf512) {
     Device dev;
     Fe fe(dev.opts());
     ReadChain rc(fe, 0, 1000);
@@ -534,7 +544,7 @@ TEST(Hostile, LengthNotAMultipleOf512) {
 
 // 5.2.6.2: with VIRTIO_BLK_F_RO offered, writes fail with IOERR; discard is
 // not offered, so it is UNSUPP.
-TEST(Hostile, WritesToAReadOnlyDevice) {
+TEST_P(Hostile, WritesToAReadOnlyDevice) {
     Device dev({"--read-only"});
     Fe fe(dev.opts());
     auto w = fe.alloc(4096);
@@ -556,7 +566,7 @@ TEST(Hostile, WritesToAReadOnlyDevice) {
 }
 
 // 5.2.6.2: an unknown type is UNSUPP.
-TEST(Hostile, UnknownRequestType) {
+TEST_P(Hostile, UnknownRequestType) {
     Device dev;
     Fe fe(dev.opts());
     auto hdr = header(fe, 0x7777, 0);
@@ -568,7 +578,7 @@ TEST(Hostile, UnknownRequestType) {
 
 // GET_ID into fewer than its 20 bytes: the first bytes of the serial, and
 // nothing past the buffer (QEMU answers the same).
-TEST(Hostile, GetIdBufferTooSmall) {
+TEST_P(Hostile, GetIdBufferTooSmall) {
     Device dev({"--serial", "0123456789abcdefghij"});
     Fe fe(dev.opts());
     auto hdr = header(fe, VIRTIO_BLK_T_GET_ID, 0);
@@ -601,7 +611,7 @@ uint8_t sync_status(Fe& fe, uint32_t type, Fe::Buf payload) {
 }
 
 // 5.2.6: a discard payload is whole 16-byte segments.
-TEST(Hostile, DiscardPayloadNotWholeSegments) {
+TEST_P(Hostile, DiscardPayloadNotWholeSegments) {
     Device dev;
     Fe fe(dev.opts());
     EXPECT_EQ(sync_status(fe, VIRTIO_BLK_T_DISCARD, discard_segments(fe, {{0, 8, 0}}, 20)), VIRTIO_BLK_S_IOERR);
@@ -611,7 +621,7 @@ TEST(Hostile, DiscardPayloadNotWholeSegments) {
 
 // 5.2.6.2: more segments than max_discard_seg (1) is UNSUPP; so is the
 // unmap flag on a discard; a range past the capacity is IOERR.
-TEST(Hostile, DiscardBadSegments) {
+TEST_P(Hostile, DiscardBadSegments) {
     Device dev;
     Fe fe(dev.opts());
     ASSERT_EQ(fe.config().max_discard_seg, 1u);
@@ -629,7 +639,7 @@ TEST(Hostile, DiscardBadSegments) {
 // the device holds a request a fault rule put off: the stop answers at
 // once, counting both requests taken, and the queue restarted from index 0
 // serves again.
-TEST(Hostile, QueueResetWhileARequestIsHeld) {
+TEST_P(Hostile, QueueResetWhileARequestIsHeld) {
     Device dev({"--fault", "hold op=read sector=100..107"});
     Fe fe(dev.opts());
     auto a = fe.alloc(4096), b = fe.alloc(4096);
@@ -650,6 +660,9 @@ TEST(Hostile, QueueResetWhileARequestIsHeld) {
     ASSERT_EQ(fe.read(0, r), VIRTIO_BLK_S_OK);
     EXPECT_EQ(std::memcmp(w.host, r.host, 4096), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(ThreadModels, Hostile, ::testing::Values("per-queue", "single"),
+                         [](const auto& info) { return info.param == "single" ? std::string("single") : std::string("per_queue"); });
 
 }  // namespace
 }  // namespace blkrig
