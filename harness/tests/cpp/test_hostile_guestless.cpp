@@ -333,7 +333,7 @@ TEST_P(Hostile, IndirectLengthNotAMultipleOf16) {
     auto table = fe.indirect_table({{rc.hdr.gpa, 16, kNext, 1}, {rc.data.gpa, 4096, kWrite | kNext, 2}, {rc.st.gpa, 1, kWrite, 0}});
     const auto slots = lay(fe, {{table.gpa, 40, kIndirect, 0}});
     offer(fe, slots, rc.st);
-    expect_broken(dev, fe, slots[0], "indirect table length is zero or not a multiple of 16: len 40");
+    expect_broken(dev, fe, slots[0], fmt::format("indirect table length is zero or not a multiple of 16 at descriptor {}: len 40", slots[0]));
 }
 
 TEST_P(Hostile, IndirectLengthZero) {
@@ -342,7 +342,7 @@ TEST_P(Hostile, IndirectLengthZero) {
     ReadChain rc(fe, 0);
     const auto slots = lay(fe, {{rc.hdr.gpa, 0, kIndirect, 0}});
     offer(fe, slots, rc.st);
-    expect_broken(dev, fe, slots[0], "indirect table length is zero or not a multiple of 16: len 0");
+    expect_broken(dev, fe, slots[0], fmt::format("indirect table length is zero or not a multiple of 16 at descriptor {}: len 0", slots[0]));
 }
 
 TEST_P(Hostile, IndirectTableOutsideGuestMemory) {
@@ -380,7 +380,7 @@ TEST_P(Hostile, IndirectTableTooLong) {
     auto table = fe.indirect_table(descs);
     const auto slots = lay(fe, {{table.gpa, table.len, kIndirect, 0}});
     offer(fe, slots, rc.st);
-    expect_broken(dev, fe, slots[0], "indirect table longer than a chain may be: 2000 entries, at most 1026");
+    expect_broken(dev, fe, slots[0], fmt::format("indirect table longer than a chain may be at descriptor {}: 2000 entries, at most 1026", slots[0]));
 }
 
 TEST_P(Hostile, LoopInsideIndirectTable) {
