@@ -37,7 +37,7 @@ op = "sync"
 # Direct random 4 KiB writes, 16 in flight, each block checked by crc32c
 # after the write phase; the verify pass reads back everything written.
 FIO = ("fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=24M --direct=1 --ioengine=libaio --iodepth=16 "
-       "--verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=1 --output=/tmp/fio.out; echo FIO-RC=$?\r")
+       "--verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=1 --output=/tmp/fio.out; echo FIO""-RC=$?\r")
 
 
 def device_pid(out) -> int:
@@ -100,10 +100,13 @@ def test_fio_verify_survives_device_kills(tmp_path):
         fio = read_until(master, b"FIO-RC=", 240)
         fio += read_until(master, b"# ", 30)
         assert b"FIO-RC=0" in fio, fio.decode(errors="replace")[-3000:]
-        os.write(master, b"grep -ciE 'verify|crc' /tmp/fio.out; grep -c 'err= 0' /tmp/fio.out; echo FIO-LOG-DONE\r")
-        log = read_until(master, b"FIO-LOG-DONE\r\n", 30).decode(errors="replace")
+        # fio's own summary: no error, and no verify complaint (the "" keeps
+        # the typed line itself from matching).
+        os.write(master, b"grep -q 'err= 0' /tmp/fio.out && ! grep -qiE 'verify fail|bad magic|bad header' /tmp/fio.out "
+                         b"&& echo FIO\"\"-CLEAN\r")
+        read_until(master, b"FIO-CLEAN", 30)
         # The guest kernel saw no I/O error and no hung task while the device was away.
-        os.write(master, b"echo DMESG-ERRORS=$(dmesg | grep -ciE 'I/O error|blk_update_request|hung_task|timed out|virtio.*error')\r")
+        os.write(master, b"echo DMESG\"\"-ERRORS=$(dmesg | grep -ciE 'I/O error|blk_update_request|hung_task|timed out|virtio.*error')\r")
         dm = read_until(master, b"DMESG-ERRORS=", 30) + read_until(master, b"\n", 10)
         assert re.search(rb"DMESG-ERRORS=0\b", dm), dm.decode(errors="replace")
     assert proc.returncode == 0
@@ -112,7 +115,6 @@ def test_fio_verify_survives_device_kills(tmp_path):
     assert boot["outcome"] == "ok", boot["message"]
     assert len(boot["restarts"]) == 4, boot["restarts"]
     assert all("signal 9" in r["previous_exit"] for r in boot["restarts"]), boot["restarts"]
-    assert "err= 0" in log or "err=0" in log.replace(" ", ""), log
 
     summary = subprocess.run([str(bt.blkrig()), "trace", "summary", str(out / "trace.bin"), "--json"],
                              capture_output=True, text=True, timeout=60)
@@ -135,5 +137,17 @@ def test_fio_verify_survives_device_kills(tmp_path):
     restarts_ns = [e["t_ns"] for e in events if e["event"] == "restart"]
     for r in resubmitted:
         assert any(t <= r["t_submit_ns"] for t in restarts_ns), r
-    for pid in killed:
-        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    # The I/O gap each restart cost: the last completion before it to the
+    # first arrival after it (QEMU retries the socket once a second).
+    done = sorted(r["t_complete_ns"] for r in recs if r["kind"] == "request")
+    arrive = sorted(r["t_submit_ns"] for r in recs if r["kind"] == "request")
+    stalls = []
+    for t in restarts_ns:
+        before = max((c for c in done if c <= t), default=t)
+        after = min((a for a in arrive if a >= t), default=t)
+        stalls.append((after - before) / 1e9)
+    print(f"kills survived: {len(killed)}; I/O stall per restart (s): {', '.join(f'{x:.2f}' for x in stalls)}; "
+          f"resubmitted: {s['resubmitted']}; requests: {s['requests']}")
+    assert all(x < 10 for x in stalls), stalls
+    # Nothing the run started (any of the device processes, QEMU) is left.
+    assert bt.processes_mentioning(str(out)) == []
