@@ -38,6 +38,7 @@ struct Options {
     bool snapshot = false;
     bool direct = false;
     std::string trace_path;
+    bool trace_continue = false;
     bool once = false;
     std::string io_threads = "per-queue";
     std::vector<std::string> fault_rules;
@@ -64,6 +65,9 @@ void add_options(CLI::App& app, Options& o) {
     app.add_flag("--snapshot", o.snapshot, "Leave the image untouched: writes go to a RAM overlay");
     app.add_flag("--direct", o.direct, "Open the image with O_DIRECT");
     app.add_option("--trace", o.trace_path, "Write the request trace to this file");
+    app.add_flag("--trace-continue", o.trace_continue,
+                 "Continue the --trace file an earlier device process left (same seq space, a restart record); every record is "
+                 "written through at once, so a killed device loses none");
     app.add_flag("--once", o.once, "Exit when the first front end disconnects");
     app.add_option("--io-threads", o.io_threads, "per-queue (a thread per virtqueue) or single (one epoll thread for all)")
         ->check(CLI::IsMember({"per-queue", "single"}));
@@ -244,7 +248,8 @@ int run(Options& o) {
         h.capacity_sectors = o.geo.capacity_sectors;
         h.logical_block_size = o.geo.logical_block_size;
         h.num_queues = o.geo.num_queues;
-        tw = std::make_unique<trace::Writer>(o.trace_path, h, describe(o, *store).dump());
+        if (o.trace_continue) tw = trace::Writer::open_continued(o.trace_path, h, describe(o, *store).dump());
+        else tw = std::make_unique<trace::Writer>(o.trace_path, h, describe(o, *store).dump());
     }
     blk::PowerCutPlan plan;
     if (!o.power_cut.empty()) plan = parse_power_cut(o.power_cut);
@@ -254,6 +259,13 @@ int run(Options& o) {
         wlog = std::make_unique<store::WriteLog>(*store, o.write_log);
     }
     blk::BlkDevice dev(o.geo, *store, tw.get(), &engine, wlog.get(), plan);
+    if (tw && tw->continued()) {
+        dev.seq_at_least(tw->next_seq());
+        const std::string text = fmt::format("device restarted (pid {}): the trace continues at seq {} after {} request(s)", ::getpid(),
+                                             tw->next_seq(), tw->requests());
+        log(LogLevel::info, "{}", text);
+        dev.note(trace::EventCode::restart, 0, text);
+    }
     std::unique_ptr<virtio::SharedLoop> loop;
     if (o.io_threads == "single") loop = std::make_unique<virtio::SharedLoop>();
     const vhost_user::ServeOptions serve{o.once, loop.get()};

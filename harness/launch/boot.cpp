@@ -66,7 +66,7 @@ void prepare(const BootSpec& spec) {
     check_file(spec.disk, "disk image");
     check_file(spec.device, "blkrig-device binary");
     fs::create_directories(spec.out_dir);
-    for (const char* f : {"console.log", "device.log", "trace.bin"}) fs::remove(spec.out_dir / f);
+    for (const char* f : {"console.log", "device.log", "trace.bin", "device.pid"}) fs::remove(spec.out_dir / f);
     for (const auto& [name, file] : spec.serial_ports) fs::remove(spec.out_dir / file);
 }
 
@@ -83,8 +83,11 @@ std::optional<Child> start_device(const BootSpec& spec, const fs::path& socket, 
     std::vector<std::string> dev_argv = {spec.device.string(), "--socket-path", socket.string(), "--blk-file",
                                          spec.disk.string(),   "--trace",       (spec.out_dir / "trace.bin").string(),
                                          "--num-queues",       std::to_string(spec.num_queues)};
+    // Each process continues the trace the one before left, writing through.
+    if (spec.restart_on_crash) dev_argv.push_back("--trace-continue");
     dev_argv.insert(dev_argv.end(), spec.device_args.begin(), spec.device_args.end());
     Child device("blkrig-device", dev_argv, device_log.string());
+    std::ofstream(spec.out_dir / "device.pid") << device.pid() << "\n";
 
     // The device's socket appears only once it listens.
     const auto dev_deadline = Clock::now() + std::chrono::seconds(10);
@@ -133,6 +136,11 @@ void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann
                         {"outcome", to_string(res.outcome)},
                         {"message", res.message},
                         {"seconds", res.seconds}};
+    if (spec.restart_on_crash) {
+        j["restart_on_crash"] = true;
+        j["restarts"] = nlohmann::json::array();
+        for (const auto& r : res.restarts) j["restarts"].push_back({{"at_s", r.at_s}, {"previous_exit", r.exit}, {"listen_s", r.listen_s}});
+    }
     j.update(launcher_fields);
     std::ofstream(spec.out_dir / "boot.json") << j.dump(2) << "\n";
 }
@@ -181,7 +189,9 @@ BootResult boot_qemu(const BootSpec& spec) {
         spec.qemu, "-M", "q35,memory-backend=mem", "-accel", cpus > 1 ? "tcg,thread=multi" : "tcg", "-object",
         fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mb), "-m", std::to_string(spec.memory_mb),
         "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", spec.kernel.string(),
-        "-initrd", spec.initrd.string(), "-append", append, "-chardev", fmt::format("socket,id=c0,path={}", sock.socket().string()),
+        "-initrd", spec.initrd.string(), "-append", append, "-chardev",
+        // reconnect=1: QEMU tries the socket again every second after the device went away.
+        fmt::format("socket,id=c0,path={}{}", sock.socket().string(), spec.restart_on_crash ? ",reconnect=1" : ""),
         "-device", fmt::format("vhost-user-blk-pci,chardev=c0,num-queues={},queue-size={}", spec.num_queues, spec.queue_size)};
     if (!spec.serial_ports.empty()) {
         qemu_argv.insert(qemu_argv.end(), {"-device", "virtio-serial-pci,id=vser0"});
@@ -222,6 +232,21 @@ BootResult boot_qemu(const BootSpec& spec) {
             }
             break;
         }
+        if (device.poll() && spec.restart_on_crash && res.restarts.size() < spec.max_restarts) {
+            // The dead process's socket is ours and stale: the new one listens there.
+            const auto t_restart = Clock::now();
+            BootResult::Restart r{std::chrono::duration<double>(t_restart - t0).count(), device.describe_exit(), 0};
+            std::error_code ec;
+            fs::remove(sock.socket(), ec);
+            std::ofstream(device_log, std::ios::app) << fmt::format("blkrig: blkrig-device {}; starting it again (restart {})\n", r.exit,
+                                                                    res.restarts.size() + 1);
+            auto again = detail::start_device(spec, sock.socket(), res);
+            if (!again) break;
+            device = std::move(*again);
+            r.listen_s = std::chrono::duration<double>(Clock::now() - t_restart).count();
+            res.restarts.push_back(r);
+            continue;
+        }
         if (device.poll()) {
             res.outcome = BootOutcome::device_failed;
             res.message = fmt::format("blkrig-device {} while the guest ran; device.log:\n{}", device.describe_exit(),
@@ -246,6 +271,10 @@ BootResult boot_qemu(const BootSpec& spec) {
 
 const char* to_string(Launcher l) { return l == Launcher::libvirt ? "libvirt" : "qemu"; }
 
-BootResult boot(const BootSpec& spec) { return spec.launcher == Launcher::libvirt ? boot_libvirt(spec) : boot_qemu(spec); }
+BootResult boot(const BootSpec& spec) {
+    if (spec.launcher == Launcher::libvirt && spec.restart_on_crash)
+        throw LaunchError("device.restart_on_crash needs the direct launcher (--launcher qemu): libvirt's domain is not given reconnect=");
+    return spec.launcher == Launcher::libvirt ? boot_libvirt(spec) : boot_qemu(spec);
+}
 
 }  // namespace blkrig::launch

@@ -41,6 +41,11 @@ struct BootSpec {
     // no timeout applies.
     bool interactive = false;
     Launcher launcher = Launcher::qemu;
+    // A device that dies while the guest runs is started again (same socket,
+    // same trace, continued) up to max_restarts times; QEMU's chardev gets
+    // reconnect=1. Direct launcher only.
+    bool restart_on_crash = false;
+    unsigned max_restarts = 20;
     // libvirt: the connection URI; empty: the embedded QEMU driver on a
     // root folder of this boot's own (qemu:///embed?root=...), removed after.
     std::string libvirt_uri;
@@ -54,12 +59,20 @@ struct BootResult {
     BootOutcome outcome = BootOutcome::ok;
     std::string message;  // what went wrong, with log tails
     double seconds = 0;
+    // Device processes that died and were started again (restart_on_crash).
+    struct Restart {
+        double at_s;        // since the boot began
+        std::string exit;   // how the process before ended
+        double listen_s;    // until the new one listened
+    };
+    std::vector<Restart> restarts;
 };
 
 const char* to_string(BootOutcome o);
 
 // Files in out_dir: console.log (guest serial + QEMU's own messages),
-// device.log, trace.bin, boot.json (spec, launcher, outcome, exit statuses);
+// device.log, trace.bin, device.pid (the device process serving now),
+// boot.json (spec, launcher, outcome, exit statuses, restarts);
 // with libvirt also domain.xml and qemu.log (QEMU's own messages, when the
 // log is on this host).
 BootResult boot(const BootSpec& spec);

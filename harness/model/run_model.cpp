@@ -1,10 +1,12 @@
 #include "model/run_model.hpp"
 
 #include "model/correlate.hpp"
+#include "model/trace_view.hpp"
 #include "scenario/scenario.hpp"
 #include "trace/reader.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -343,6 +345,19 @@ void load_trace(Run& run, const LoadOptions& opts) {
         if (f.action == 3) it->fault_delay_ns += f.delay_ns;
     }
     for (const auto& m : t.markers) run.markers.push_back({m.seq, m.t_ns, m.index});
+    {
+        // Each seq completes once, across device restarts too (a request in
+        // flight at a crash is resubmitted under its seq).
+        Summary acc;
+        account_seqs(t, acc);
+        if (acc.seq_duplicate_count)
+            run.findings.push_back(fmt::format("the device trace has {} seq(s) with more than one record (a request completed twice?), e.g. {}",
+                                               acc.seq_duplicate_count, fmt::join(acc.seq_duplicates, ", ")));
+        if (acc.seq_missing_count && t.dropped_total() == 0)
+            run.findings.push_back(fmt::format("the device trace has no record for {} seq(s) below its highest (requests fetched and never "
+                                               "completed), e.g. {}",
+                                               acc.seq_missing_count, fmt::join(acc.seq_missing, ", ")));
+    }
     std::sort(run.markers.begin(), run.markers.end(), [](const Marker& a, const Marker& b) { return a.seq < b.seq; });
     // Segments: which markers a request sits between.
     size_t mi = 0;

@@ -1,6 +1,7 @@
 #include "model/trace_view.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -21,6 +22,7 @@ nlohmann::json to_json(const trace::RequestRecord& r) {
                         {"head", r.head}};
     if (r.flags & trace::kReqMalformed) j["malformed"] = true;
     if (r.flags & trace::kReqSegsTruncated) j["seg_lens_truncated"] = true;
+    if (r.flags & trace::kReqResubmitted) j["resubmitted"] = true;
     return j;
 }
 
@@ -49,6 +51,7 @@ Summary summarize(const trace::Trace& t) {
         o.max_bytes = std::max(o.max_bytes, r.bytes);
         if (r.status != trace::kStatusOk) ++o.errors;
         if (r.flags & trace::kReqMalformed) ++s.malformed;
+        if (r.flags & trace::kReqResubmitted) ++s.resubmitted;
         lat.push_back(r.t_complete_ns - std::min(r.t_submit_ns, r.t_complete_ns));
         first = std::min(first, r.t_submit_ns);
         last = std::max(last, r.t_complete_ns);
@@ -65,7 +68,31 @@ Summary summarize(const trace::Trace& t) {
         s.span_ns = last - first;
     }
     s.incomplete = t.incompleteness();
+    for (const auto& e : t.events) s.restarts += e.code == trace::EventCode::restart;
+    account_seqs(t, s);
     return s;
+}
+
+void account_seqs(const trace::Trace& t, Summary& s) {
+    constexpr size_t kShown = 5;
+    std::vector<uint64_t> seqs;
+    seqs.reserve(t.requests.size() + t.markers.size());
+    for (const auto& r : t.requests) seqs.push_back(r.seq);
+    for (const auto& m : t.markers) seqs.push_back(m.seq);
+    std::sort(seqs.begin(), seqs.end());
+    uint64_t expect = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        if (i > 0 && seqs[i] == seqs[i - 1]) {
+            if (s.seq_duplicate_count++ < kShown) s.seq_duplicates.push_back(seqs[i]);
+            continue;
+        }
+        // A bad record's seq can be huge: count the gap, list only its start.
+        if (seqs[i] > expect) {
+            s.seq_missing_count += seqs[i] - expect;
+            for (uint64_t q = expect; q < seqs[i] && s.seq_missing.size() < kShown; ++q) s.seq_missing.push_back(q);
+        }
+        expect = seqs[i] + 1;
+    }
 }
 
 nlohmann::json to_json(const Summary& s) {
@@ -75,7 +102,8 @@ nlohmann::json to_json(const Summary& s) {
     return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events}, {"markers", s.markers}, {"faults", s.faults}, {"powered_off", s.powered_off},
             {"ops", ops},               {"latency_p50_ns", s.latency_p50_ns}, {"latency_p99_ns", s.latency_p99_ns},
             {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
-            {"incomplete_reason", s.incomplete}};
+            {"incomplete_reason", s.incomplete}, {"restarts", s.restarts}, {"resubmitted", s.resubmitted},
+            {"seq_duplicates", s.seq_duplicate_count}, {"seq_missing", s.seq_missing_count}};
 }
 
 std::string to_text(const Summary& s) {
@@ -89,6 +117,13 @@ std::string to_text(const Summary& s) {
     if (s.faults) out += fmt::format("  {} requests hit by fault rules\n", s.faults);
     if (s.powered_off) out += fmt::format("  {} requests failed while the power was cut\n", s.powered_off);
     if (s.malformed) out += fmt::format("  {} malformed requests (answered IOERR or nothing)\n", s.malformed);
+    if (s.restarts || s.resubmitted)
+        out += fmt::format("  {} device restart(s); {} request(s) resubmitted from the inflight region, each under its first seq\n", s.restarts,
+                           s.resubmitted);
+    if (s.seq_duplicate_count)
+        out += fmt::format("  {} seq(s) completed more than once, e.g. {}\n", s.seq_duplicate_count, fmt::join(s.seq_duplicates, ", "));
+    if (s.seq_missing_count)
+        out += fmt::format("  {} seq(s) never completed, e.g. {}\n", s.seq_missing_count, fmt::join(s.seq_missing, ", "));
     out += s.incomplete.empty() ? "  trace complete\n" : fmt::format("  TRACE INCOMPLETE: {}\n", s.incomplete);
     return out;
 }

@@ -36,7 +36,18 @@ struct Summary {
     uint64_t latency_max_ns = 0;
     uint64_t span_ns = 0;  // first arrival to last completion
     std::string incomplete;  // why the trace is incomplete, empty if complete
+    uint64_t restarts = 0;     // device processes that continued the trace after one died
+    uint64_t resubmitted = 0;  // requests resumed from the inflight region
+    std::vector<uint64_t> seq_duplicates;  // seqs with more than one record (the first few)
+    uint64_t seq_duplicate_count = 0;
+    std::vector<uint64_t> seq_missing;     // seqs below the highest with no record (the first few)
+    uint64_t seq_missing_count = 0;
 };
+
+// Every seq a device gave out should end as exactly one request or marker
+// record, across restarts too (a resubmitted request keeps its seq). Fills
+// the seq_* fields of s.
+void account_seqs(const trace::Trace& t, Summary& s);
 
 Summary summarize(const trace::Trace& t);
 nlohmann::json to_json(const Summary& s);

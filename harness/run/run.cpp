@@ -192,6 +192,7 @@ launch::BootSpec boot_spec(const scenario::Scenario& sc, const RunOptions& o, co
                      "--write-cache",        sc.device.write_cache ? "on" : "off"};
     if (sc.device.size_max) b.device_args.insert(b.device_args.end(), {"--size-max", std::to_string(sc.device.size_max)});
     if (sc.device.read_only) b.device_args.push_back("--read-only");
+    b.restart_on_crash = sc.device.restart_on_crash;
     return b;
 }
 

@@ -258,7 +258,8 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
 
     if (auto* d = root["device"].node()) {
         const auto& t = rd.table(*d, "[device]");
-        rd.only(t, "[device]", {"seg_max", "size_max", "num_queues", "queue_size", "logical_block_size", "write_cache", "read_only"});
+        rd.only(t, "[device]",
+                {"seg_max", "size_max", "num_queues", "queue_size", "logical_block_size", "write_cache", "read_only", "restart_on_crash"});
         if (auto* n = t["seg_max"].node()) sc.device.seg_max = static_cast<uint32_t>(rd.integer(*n, "device.seg_max", 1, 1024));
         if (auto* n = t["size_max"].node()) sc.device.size_max = static_cast<uint32_t>(rd.size(*n, "device.size_max"));
         if (auto* n = t["num_queues"].node()) sc.device.num_queues = static_cast<uint16_t>(rd.integer(*n, "device.num_queues", 1, 64));
@@ -272,6 +273,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         }
         if (auto* n = t["write_cache"].node()) sc.device.write_cache = rd.boolean(*n, "device.write_cache");
         if (auto* n = t["read_only"].node()) sc.device.read_only = rd.boolean(*n, "device.read_only");
+        if (auto* n = t["restart_on_crash"].node()) sc.device.restart_on_crash = rd.boolean(*n, "device.restart_on_crash");
     }
 
     if (auto* g = root["guest"].node()) {

@@ -54,6 +54,9 @@ struct DeviceKnobs {
     uint32_t logical_block_size = 512;
     bool write_cache = true;
     bool read_only = false;
+    // A device process that dies is started again on the same socket and
+    // trace; QEMU reconnects and the inflight region resumes its requests.
+    bool restart_on_crash = false;
 };
 
 struct GuestKnobs {

@@ -2,6 +2,9 @@
 
 #include "common/log.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <bit>
 #include <chrono>
 #include <cstdio>
@@ -369,6 +372,15 @@ Refusal BlkDevice::run_fault(const Request& r, uint64_t seq, const faults::Actio
     }
     case ActionKind::lie:
         // Nothing reaches the store; a lying flush leaves the cache volatile.
+        return Refusal::none;
+    case ActionKind::crash:
+        // A back-end crash mid-request: nothing is executed, completed or
+        // flushed; the request stays in the inflight region for the next
+        // process. The trace already holds every record made so far when
+        // it is continued (--trace-continue writes through).
+        log(LogLevel::warn, "queue {} seq {}: fault rule: crash (SIGKILL) with {} sector {} in flight", c.record.queue, seq,
+            trace::op_label(r.type), r.sector);
+        ::kill(::getpid(), SIGKILL);
         return Refusal::none;
     }
     return execute(r, seq);

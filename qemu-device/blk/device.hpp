@@ -86,6 +86,10 @@ public:
     std::vector<uint8_t> read_config() const override;
     bool write_config(uint32_t offset, std::span<const uint8_t> data) override;
     uint64_t next_seq() override { return seq_.fetch_add(1, std::memory_order_relaxed); }
+    void seq_at_least(uint64_t n) override {
+        uint64_t cur = seq_.load();
+        while (cur < n && !seq_.compare_exchange_weak(cur, n)) {}
+    }
     void process(const virtio::DescriptorChain& chain, virtio::Completion& c) override;
     void completed(const virtio::Completion& c) override;
     void queue_broken(uint16_t queue, uint16_t head, const std::string& why) override;

@@ -29,6 +29,7 @@ const char* to_string(ActionKind k) {
     case ActionKind::torn: return "torn";
     case ActionKind::corrupt: return "corrupt";
     case ActionKind::lie: return "lie";
+    case ActionKind::crash: return "crash";
     }
     return "?";
 }
@@ -75,7 +76,7 @@ std::optional<uint64_t> u64_or_hex(std::string_view s) {
     return u64(s);
 }
 
-constexpr const char* kActions = "ioerr, unsupp, delay=DURATION, hold, reorder[=N], torn=SECTORS[:ok], corrupt=OFFSET[:MASK] or lie";
+constexpr const char* kActions = "ioerr, unsupp, delay=DURATION, hold, reorder[=N], torn=SECTORS[:ok], corrupt=OFFSET[:MASK], lie or crash";
 constexpr const char* kKeys = "op, sector, queue, nth, every, first, prob, seed, after_marker, until_marker, time, depth";
 
 std::string duration_text(uint64_t ns) {
@@ -116,6 +117,7 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
     else if (a.key == "unsupp" && !a.has_value) r.action.kind = ActionKind::unsupp;
     else if (a.key == "hold" && !a.has_value) r.action.kind = ActionKind::hold;
     else if (a.key == "lie" && !a.has_value) r.action.kind = ActionKind::lie;
+    else if (a.key == "crash" && !a.has_value) r.action.kind = ActionKind::crash;
     else if (a.key == "delay") {
         // delay=50ms or delay=10ms..80ms (uniform, drawn from the rule's seed)
         const size_t dots = a.has_value ? a.value.find("..") : std::string_view::npos;

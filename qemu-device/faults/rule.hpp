@@ -33,6 +33,8 @@ enum class ActionKind : uint16_t {
     torn = 6,     // write only the first N sectors, then IOERR (or OK with torn=N:ok)
     corrupt = 7,  // XOR a byte of the payload: after a read, or before a write reaches the store
     lie = 8,      // report success without doing it (a dropped write, a flush that flushes nothing)
+    // 9 is the trace's power_off (no rule).
+    crash = 10,   // the device process kills itself (SIGKILL) with the request in flight: a back-end crash
 };
 const char* to_string(ActionKind k);
 

@@ -218,6 +218,10 @@ TEST(FaultRuleActions, ParsesHoldReorderTornCorruptLieAndRandomDelay) {
     EXPECT_EQ(c.action.mask, 1);
     EXPECT_EQ(parse_ok("corrupt=7").action.mask, 0xff);
     EXPECT_EQ(parse_ok("lie op=flush").action.kind, ActionKind::lie);
+    const Rule k = parse_ok("crash op=write nth=500");
+    EXPECT_EQ(k.action.kind, ActionKind::crash);
+    EXPECT_EQ(k.nth, 500u);
+    EXPECT_EQ(to_text(k), "crash op=write nth=500");
     const Rule d = parse_ok("delay=10ms..80ms seed=4");
     EXPECT_EQ(d.action.delay_ns, 10'000'000u);
     EXPECT_EQ(d.action.delay_max_ns, 80'000'000u);
@@ -229,7 +233,7 @@ TEST(FaultRuleActions, ParsesHoldReorderTornCorruptLieAndRandomDelay) {
 }
 
 TEST(FaultRuleActions, CanonicalTextRoundTrips) {
-    for (const char* t : {"hold op=read first=1", "reorder=2 every=2", "torn=8:ok", "corrupt=100:0x5a op=read", "lie op=write,flush",
+    for (const char* t : {"hold op=read first=1", "reorder=2 every=2", "torn=8:ok", "corrupt=100:0x5a op=read", "lie op=write,flush", "crash nth=3",
                           "delay=10ms..80ms seed=4", "ioerr time=2s..5s depth=4", "ioerr time=1ms.."}) {
         const Rule a = parse_ok(t);
         EXPECT_EQ(to_text(a), to_text(parse_ok(to_text(a)))) << t << " -> " << to_text(a);

@@ -318,6 +318,56 @@ TEST_F(TraceTest, ShortHeaderIsReadError) {
 
 TEST_F(TraceTest, MissingFileIsReadError) { EXPECT_THROW(read_trace(dir_.file("absent.trace")), ReadError); }
 
+TEST_F(TraceTest, ContinuedTraceKeepsTheSeqSpaceAndCutsAPartialTail) {
+    // A device killed mid-write: no end record, half a record at the end.
+    write_sample();
+    auto b = slurp(path_);
+    const auto offs = record_offsets(b);
+    b.resize(offs.back());
+    const std::vector<uint8_t> half(b.begin() + static_cast<long>(offs[0]), b.begin() + static_cast<long>(offs[0]) + 20);
+    b.insert(b.end(), half.begin(), half.end());
+    spit(path_, b);
+    auto w = Writer::open_continued(path_, header(), "{}");
+    EXPECT_TRUE(w->continued());
+    EXPECT_EQ(w->next_seq(), 3u);
+    EXPECT_EQ(w->requests(), 3u);
+    w->event(EventRecord{900, EventCode::restart, 0, 0, "restarted"});
+    w->record(request(3, 1, {4096}));
+    // Written through: in the file before close, as a killed device would leave it.
+    const auto mid = read_trace(path_);
+    EXPECT_TRUE(mid.truncation.empty()) << mid.truncation;
+    EXPECT_EQ(mid.requests.size(), 4u);
+    w->close();
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.complete()) << t.incompleteness();
+    ASSERT_EQ(t.requests.size(), 4u);
+    EXPECT_EQ(t.requests[3].seq, 3u);
+    EXPECT_EQ(t.events.back().code, EventCode::restart);
+    EXPECT_EQ(t.config_json, config_) << "the first process's header stays";
+}
+
+TEST_F(TraceTest, ContinuingACleanTraceDropsItsEndRecordAndAMissingOneStartsFresh) {
+    write_sample();
+    {
+        auto w = Writer::open_continued(path_, header(), config_);
+        EXPECT_EQ(w->next_seq(), 3u);
+        w->close();
+    }
+    const auto t = read_trace(path_);
+    EXPECT_TRUE(t.complete()) << t.incompleteness();
+    EXPECT_EQ(t.requests.size(), 3u);
+    size_t ends = 0;
+    for (const auto& e : t.order) ends += e.kind == RecordKind::end;
+    EXPECT_EQ(ends, 1u);
+    auto fresh = Writer::open_continued(dir_.file("new.trace"), header(), config_);
+    EXPECT_FALSE(fresh->continued());
+    EXPECT_EQ(fresh->next_seq(), 0u);
+    fresh->close();
+    EXPECT_TRUE(read_trace(dir_.file("new.trace")).complete());
+    spit(dir_.file("junk.trace"), std::vector<uint8_t>(64, 'x'));
+    EXPECT_THROW(Writer::open_continued(dir_.file("junk.trace"), header(), config_), TraceError);
+}
+
 TEST_F(TraceTest, UncreatableFileIsTraceError) {
     EXPECT_THROW(Writer(dir_.file("no/such/dir/t.trace"), header(), ""), TraceError);
 }

@@ -17,6 +17,9 @@ const char* event_name(EventCode c) {
     case EventCode::deferred_flushed: return "deferred_flushed";
     case EventCode::power_cut: return "power_cut";
     case EventCode::released: return "released";
+    case EventCode::restart: return "restart";
+    case EventCode::left_in_flight: return "left_in_flight";
+    case EventCode::resumed: return "resumed";
     }
     return "unknown";
 }
@@ -127,6 +130,7 @@ const char* fault_action_name(uint16_t a) {
     case 7: return "corrupt";
     case 8: return "lie";
     case kFaultPowerOff: return "power_off";
+    case 10: return "crash";
     default: return "unknown";
     }
 }

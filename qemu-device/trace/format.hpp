@@ -51,6 +51,7 @@ inline constexpr uint8_t kStatusNone = 255;  // nothing could be reported to the
 // Request record flags.
 inline constexpr uint16_t kReqMalformed = 1;     // the chain held no valid virtio-blk request
 inline constexpr uint16_t kReqSegsTruncated = 2; // more segments than recorded lengths
+inline constexpr uint16_t kReqResubmitted = 4;   // fetched by an earlier device process or queue start, resubmitted from the inflight region
 
 inline constexpr uint32_t kTypeUnknown = UINT32_MAX;  // header could not be read
 inline constexpr uint16_t kMaxRecordedSegs = 1024;
@@ -89,6 +90,9 @@ enum class EventCode : uint32_t {
     deferred_flushed = 7,  // a stopping queue completed requests a fault still deferred
     power_cut = 8,         // the crash model dropped unflushed writes; the device is off
     released = 9,          // held requests released over the control socket
+    restart = 10,          // a new device process continues this trace (after the previous one died)
+    left_in_flight = 11,   // a stopping queue left deferred requests in the inflight region for the next start
+    resumed = 12,          // a starting queue found requests in flight in the inflight region and resubmits them
 };
 
 // RecordPrefix, this, then text_len bytes of UTF-8, zero-padded to 8.

@@ -2,8 +2,13 @@
 
 #include "common/log.hpp"
 
+#include "trace/reader.hpp"
+
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstring>
@@ -14,6 +19,10 @@ Writer::Writer(const std::string& path, const FileHeader& header, const std::str
     : path_(path), max_pending_(max_pending_bytes) {
     fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) throw TraceError(fmt::format("cannot create trace file {}: {}", path, std::strerror(errno)));
+    start_fresh(header, config_json);
+}
+
+void Writer::start_fresh(const FileHeader& header, const std::string& config_json) {
     FileHeader h = header;
     std::memcpy(h.magic, kMagic, sizeof kMagic);
     h.version = kVersion;
@@ -30,6 +39,50 @@ Writer::Writer(const std::string& path, const FileHeader& header, const std::str
     thread_ = std::thread([this] { run(); });
 }
 
+std::unique_ptr<Writer> Writer::open_continued(const std::string& path, const FileHeader& header, const std::string& config_json) {
+    std::unique_ptr<Writer> w(new Writer());
+    w->path_ = path;
+    w->write_through_ = true;
+    w->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (w->fd_ < 0) throw TraceError(fmt::format("cannot open trace file {}: {}", path, std::strerror(errno)));
+    struct stat st {};
+    ::fstat(w->fd_, &st);
+    if (st.st_size == 0) {
+        w->start_fresh(header, config_json);
+        return w;
+    }
+    std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+    if (::pread(w->fd_, bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size()))
+        throw TraceError(fmt::format("cannot read trace file {} to continue it: {}", path, std::strerror(errno)));
+    Trace t;
+    try {
+        t = parse_trace(bytes);
+    } catch (const ReadError& e) {
+        throw TraceError(fmt::format("cannot continue trace file {}: {}", path, e.what()));
+    }
+    // Keep every whole record but an end record: the trace goes on.
+    size_t off = (sizeof(FileHeader) + t.header.config_json_len + 7) / 8 * 8, keep = off;
+    while (bytes.size() - off >= sizeof(RecordPrefix)) {
+        RecordPrefix p;
+        std::memcpy(&p, bytes.data() + off, sizeof p);
+        if (p.length < sizeof p || p.length % 8 || p.length > bytes.size() - off) break;
+        if (p.kind != static_cast<uint16_t>(RecordKind::end)) keep = off + p.length;
+        off += p.length;
+    }
+    if (::ftruncate(w->fd_, static_cast<off_t>(keep)) != 0 || ::lseek(w->fd_, static_cast<off_t>(keep), SEEK_SET) < 0)
+        throw TraceError(fmt::format("cannot continue trace file {}: {}", path, std::strerror(errno)));
+    uint64_t next = 0;
+    for (const auto& r : t.requests) next = std::max(next, r.seq + 1);
+    for (const auto& m : t.markers) next = std::max(next, m.seq + 1);
+    // What a cut-off record may have held is not counted.
+    w->requests_ = std::count_if(t.order.begin(), t.order.end(), [&](const Entry& e) { return e.kind == RecordKind::request; });
+    w->dropped_total_ = t.dropped_total();
+    w->next_seq_ = next;
+    w->continued_ = true;
+    w->thread_ = std::thread([p = w.get()] { p->run(); });
+    return w;
+}
+
 Writer::~Writer() { close(); }
 
 template <typename F>
@@ -42,6 +95,12 @@ void Writer::append(F&& encode_fn, bool is_request) {
     }
     encode_fn(pending_);
     if (is_request) requests_.fetch_add(1);
+    if (write_through_) {
+        // In the file before the request path goes on: a killed process loses nothing.
+        write_all(pending_);
+        pending_.clear();
+        return;
+    }
     cv_.notify_one();
 }
 

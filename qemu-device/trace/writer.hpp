@@ -2,13 +2,17 @@
 // short lock; one background thread writes the buffers to disk. The request
 // path never waits for the disk. When the pending buffer is full, records are
 // counted as dropped and the count is written as its own record, so the trace
-// says it is incomplete.
+// says it is incomplete. A continued trace (a device process that follows
+// one that died) writes each record through at once instead, so a process
+// killed outright loses none, and appends to the file the previous process
+// left, in the same seq space.
 #pragma once
 
 #include "trace/format.hpp"
 
 #include <atomic>
 #include <condition_variable>
+#include <memory>
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
@@ -27,6 +31,10 @@ public:
     // Throws TraceError if the file cannot be created.
     Writer(const std::string& path, const FileHeader& header, const std::string& config_json,
            size_t max_pending_bytes = 64u << 20);
+    // Continues the trace at path if it holds one (a partial last record and
+    // an end record are cut off; continued() is then true), else starts it.
+    // Either way every record is written through at once.
+    static std::unique_ptr<Writer> open_continued(const std::string& path, const FileHeader& header, const std::string& config_json);
     ~Writer();
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
@@ -41,8 +49,13 @@ public:
 
     uint64_t requests() const { return requests_.load(); }
     uint64_t dropped() const { return dropped_total_.load(); }
+    bool continued() const { return continued_; }
+    // The seq after the highest one the file held when it was continued.
+    uint64_t next_seq() const { return next_seq_; }
 
 private:
+    Writer() = default;
+    void start_fresh(const FileHeader& header, const std::string& config_json);
     template <typename F>
     void append(F&& encode_fn, bool is_request);
     void run();
@@ -50,7 +63,10 @@ private:
 
     int fd_ = -1;
     std::string path_;
-    size_t max_pending_;
+    size_t max_pending_ = 64u << 20;
+    bool write_through_ = false;
+    bool continued_ = false;
+    uint64_t next_seq_ = 0;
     std::mutex mu_;
     std::condition_variable cv_;
     std::vector<uint8_t> pending_;

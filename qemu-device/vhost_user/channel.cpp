@@ -85,4 +85,25 @@ void send_bytes(int sock, std::span<const uint8_t> bytes) {
     }
 }
 
+void send_with_fd(int sock, std::span<const uint8_t> bytes, int fd) {
+    iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl;
+    msg.msg_controllen = sizeof ctrl;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    ssize_t r;
+    do r = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) throw ProtocolError(fmt::format("writing to the front end: {}", std::strerror(errno)));
+    // The fd went with the first byte; the rest goes as plain bytes.
+    if (static_cast<size_t>(r) < bytes.size()) send_bytes(sock, bytes.subspan(static_cast<size_t>(r)));
+}
+
 }  // namespace blkrig::vhost_user

@@ -14,5 +14,7 @@ std::optional<Message> receive(int sock);
 
 // Throws ProtocolError when the peer is gone.
 void send_bytes(int sock, std::span<const uint8_t> bytes);
+// The same, with one file descriptor riding along (GET_INFLIGHT_FD's reply).
+void send_with_fd(int sock, std::span<const uint8_t> bytes, int fd);
 
 }  // namespace blkrig::vhost_user

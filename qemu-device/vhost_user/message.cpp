@@ -119,6 +119,28 @@ VringFd decode_vring_fd(const Message& m) {
     return f;
 }
 
+InflightInfo decode_inflight(const Message& m) {
+    // QEMU sends the C struct, 20 bytes of fields padded to 24.
+    if (m.payload.size() != 24 && m.payload.size() != 20)
+        throw ProtocolError(fmt::format("{}: payload is {} bytes, expected 24", who(m), m.payload.size()));
+    expect_fds(m, m.hdr.request == SET_INFLIGHT_FD ? 1 : 0);
+    InflightInfo d;
+    d.mmap_size = get<uint64_t>(m.payload, 0);
+    d.mmap_offset = get<uint64_t>(m.payload, 8);
+    d.num_queues = get<uint16_t>(m.payload, 16);
+    d.queue_size = get<uint16_t>(m.payload, 18);
+    return d;
+}
+
+std::vector<uint8_t> encode_inflight(const InflightInfo& d) {
+    std::vector<uint8_t> out(24, 0);
+    std::memcpy(out.data(), &d.mmap_size, 8);
+    std::memcpy(out.data() + 8, &d.mmap_offset, 8);
+    std::memcpy(out.data() + 16, &d.num_queues, 2);
+    std::memcpy(out.data() + 18, &d.queue_size, 2);
+    return out;
+}
+
 std::vector<uint8_t> encode_reply(uint32_t request, std::span<const uint8_t> payload) {
     std::vector<uint8_t> out(kHeaderSize + payload.size());
     const uint32_t flags = kVersion | kFlagReply;

@@ -112,6 +112,13 @@ struct ConfigPayload {
     uint32_t flags = 0;
     std::vector<uint8_t> data;
 };
+// GET_INFLIGHT_FD / SET_INFLIGHT_FD ("Inflight description").
+struct InflightInfo {
+    uint64_t mmap_size = 0;
+    uint64_t mmap_offset = 0;
+    uint16_t num_queues = 0;
+    uint16_t queue_size = 0;
+};
 struct VringFd {
     uint32_t index;
     bool has_fd;  // false: the front end asked for polling (no fd)
@@ -126,6 +133,8 @@ VringAddr decode_vring_addr(const Message& m);
 std::vector<MemRegionDesc> decode_mem_table(const Message& m);  // fds: one per region
 ConfigPayload decode_config(const Message& m, bool with_data);
 VringFd decode_vring_fd(const Message& m);                       // fds: one unless has_fd is false
+InflightInfo decode_inflight(const Message& m);  // GET_INFLIGHT_FD: no fd; SET_INFLIGHT_FD: one
+std::vector<uint8_t> encode_inflight(const InflightInfo& d);  // the 24-byte payload
 
 // A reply to `request` with the given payload.
 std::vector<uint8_t> encode_reply(uint32_t request, std::span<const uint8_t> payload);

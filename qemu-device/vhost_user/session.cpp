@@ -3,8 +3,11 @@
 #include "common/log.hpp"
 #include "vhost_user/channel.hpp"
 
+#include "virtio/inflight.hpp"
+
 #include <poll.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -38,7 +41,13 @@ struct MappedMemory : virtio::GuestMemory {
 
 }  // namespace
 
-uint64_t offered_protocol_features() { return bit(kProtoMq) | bit(kProtoReplyAck) | bit(kProtoConfig); }
+uint64_t offered_protocol_features() {
+    return bit(kProtoMq) | bit(kProtoReplyAck) | bit(kProtoConfig) | bit(kProtoInflightShmfd);
+}
+
+Session::InflightRegion::~InflightRegion() {
+    if (addr) ::munmap(addr, len);
+}
 
 Session::Session(virtio::Device& dev, UniqueFd conn, virtio::SharedLoop* loop)
     : dev_(dev), conn_(std::move(conn)), loop_(loop), vrings_(dev.max_queues()) {
@@ -58,6 +67,7 @@ void Session::reset() {
         v = Vring{};
     }
     mem_.reset();
+    inflight_.reset();
     acked_features_ = 0;
     acked_protocol_ = 0;
     features_set_ = false;
@@ -93,7 +103,8 @@ void Session::handle(Message& m) {
     log(LogLevel::debug, "vhost-user: {} size {} fds {}", request_name(m.hdr.request), m.hdr.size, m.fds.size());
     const bool ok = dispatch(m);
     const bool has_reply = m.hdr.request == GET_FEATURES || m.hdr.request == GET_PROTOCOL_FEATURES ||
-                           m.hdr.request == GET_VRING_BASE || m.hdr.request == GET_QUEUE_NUM || m.hdr.request == GET_CONFIG;
+                           m.hdr.request == GET_VRING_BASE || m.hdr.request == GET_QUEUE_NUM || m.hdr.request == GET_CONFIG ||
+                           m.hdr.request == GET_INFLIGHT_FD;
     if (!has_reply && (m.hdr.flags & kFlagNeedReply) && (acked_protocol_ & bit(kProtoReplyAck)))
         send_bytes(conn_.get(), encode_u64_reply(m.hdr.request, ok ? 0 : 1));
     else if (!ok)
@@ -140,6 +151,15 @@ void Session::maybe_start(uint32_t index) {
     s.kick_fd = v.kick.get();
     s.call_fd = v.call.get();
     s.err_fd = v.err.get();
+    if (inflight_ && index < inflight_->num_queues) {
+        if (v.num <= inflight_->queue_size) {
+            s.inflight = inflight_->addr + virtio::inflight_queue_bytes(inflight_->queue_size) * index;
+            s.inflight_keep = inflight_;
+        } else {
+            log(LogLevel::warn, "queue {}: size {} exceeds the inflight region's {}; its requests are not tracked", index, v.num,
+                inflight_->queue_size);
+        }
+    }
     v.worker = std::make_unique<virtio::QueueWorker>(s, mem_, dev_, loop_);
     dev_.note(trace::EventCode::queue_started, s.index,
               fmt::format("queue {} started: size {}, avail index {}, event_idx {}, indirect {}", index, v.num, v.base, s.event_idx,
@@ -286,6 +306,10 @@ bool Session::dispatch(Message& m) {
         else stop_ring(v);
         return true;
     }
+    case GET_INFLIGHT_FD:
+        return get_inflight_fd(m);
+    case SET_INFLIGHT_FD:
+        return set_inflight_fd(m);
     case GET_CONFIG: {
         const auto c = decode_config(m, false);
         const auto cfg = dev_.read_config();
@@ -316,6 +340,63 @@ bool Session::dispatch(Message& m) {
         break;
     }
     throw ProtocolError(fmt::format("{} ({}) is not supported by this back end", request_name(m.hdr.request), m.hdr.request));
+}
+
+// The front end asks for a region once per device (QEMU: at the first start
+// and after a reset), keeps it, and hands it to every back end it connects
+// to (SET_INFLIGHT_FD); it outlives this process.
+bool Session::get_inflight_fd(const Message& m) {
+    const auto want = decode_inflight(m);
+    if (want.num_queues == 0 || want.queue_size == 0 || want.queue_size > 32768) {
+        log(LogLevel::error, "vhost-user: GET_INFLIGHT_FD for {} queues of size {}", want.num_queues, want.queue_size);
+        reply(GET_INFLIGHT_FD, encode_inflight({}));
+        return false;
+    }
+    InflightInfo out = want;
+    out.mmap_offset = 0;
+    out.mmap_size = virtio::inflight_queue_bytes(want.queue_size) * want.num_queues;
+    UniqueFd fd(::memfd_create("blkrig-inflight", MFD_CLOEXEC));
+    if (!fd.valid() || ::ftruncate(fd.get(), static_cast<off_t>(out.mmap_size)) != 0) {
+        log(LogLevel::error, "vhost-user: GET_INFLIGHT_FD: a {}-byte memfd: {}", out.mmap_size, std::strerror(errno));
+        reply(GET_INFLIGHT_FD, encode_inflight({}));  // mmap_size 0: no region
+        return false;
+    }
+    // ftruncate zero-fills: every queue's version is 0, "fresh".
+    const auto payload = encode_inflight(out);
+    send_with_fd(conn_.get(), encode_reply(GET_INFLIGHT_FD, payload), fd.get());
+    log(LogLevel::info, "inflight region: {} bytes for {} queue(s) of size {}", out.mmap_size, out.num_queues, out.queue_size);
+    return true;
+}
+
+bool Session::set_inflight_fd(Message& m) {
+    const auto d = decode_inflight(m);
+    const size_t need = virtio::inflight_queue_bytes(d.queue_size) * d.num_queues;
+    if (d.num_queues == 0 || d.queue_size == 0 || d.queue_size > 32768 || d.mmap_size < need) {
+        log(LogLevel::error, "vhost-user: SET_INFLIGHT_FD: {} bytes for {} queues of size {} (needs {})", d.mmap_size, d.num_queues,
+            d.queue_size, need);
+        return false;
+    }
+    void* p = ::mmap(nullptr, d.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fds[0].get(), static_cast<off_t>(d.mmap_offset));
+    if (p == MAP_FAILED) {
+        log(LogLevel::error, "vhost-user: SET_INFLIGHT_FD: mmap of {} bytes at offset {}: {}", d.mmap_size, d.mmap_offset,
+            std::strerror(errno));
+        return false;
+    }
+    auto region = std::make_shared<InflightRegion>();
+    region->addr = static_cast<uint8_t*>(p);
+    region->len = d.mmap_size;
+    region->num_queues = std::min<uint16_t>(d.num_queues, static_cast<uint16_t>(vrings_.size()));
+    region->queue_size = d.queue_size;
+    // Queue threads borrow the old region; the new one applies as they restart.
+    for (auto& v : vrings_) stop_ring(v);
+    inflight_ = std::move(region);
+    // Requests in flight keep their seqs; new ones are numbered past them,
+    // before any queue takes a new request.
+    if (const int64_t top = virtio::inflight_max_seq(inflight_->addr, inflight_->num_queues, inflight_->queue_size); top >= 0)
+        dev_.seq_at_least(static_cast<uint64_t>(top) + 1);
+    log(LogLevel::info, "inflight region set: {} queue(s) of size {}", inflight_->num_queues, inflight_->queue_size);
+    for (uint32_t i = 0; i < vrings_.size(); ++i) maybe_start(i);
+    return true;
 }
 
 }  // namespace blkrig::vhost_user

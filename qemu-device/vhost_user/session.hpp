@@ -51,12 +51,24 @@ private:
     void maybe_start(uint32_t index);
     void reset();
     bool protocol_negotiated() const;
+    bool get_inflight_fd(const Message& m);
+    bool set_inflight_fd(Message& m);
+
+    // The inflight region the front end gave us (SET_INFLIGHT_FD), mapped.
+    struct InflightRegion {
+        uint8_t* addr = nullptr;
+        size_t len = 0;
+        uint16_t num_queues = 0;
+        uint16_t queue_size = 0;
+        ~InflightRegion();
+    };
 
     virtio::Device& dev_;
     UniqueFd conn_;
     virtio::SharedLoop* loop_;
     std::vector<Vring> vrings_;
     std::shared_ptr<const virtio::GuestMemory> mem_;
+    std::shared_ptr<InflightRegion> inflight_;
     uint64_t acked_features_ = 0;
     uint64_t acked_protocol_ = 0;
     bool features_set_ = false;

@@ -55,6 +55,9 @@ public:
     // False if the driver wrote a field that is not writable.
     virtual bool write_config(uint32_t offset, std::span<const uint8_t> data) = 0;
     virtual uint64_t next_seq() = 0;
+    // Later next_seq() calls return at least n (seqs an earlier device
+    // process gave out: a continued trace, requests in the inflight region).
+    virtual void seq_at_least(uint64_t n) { (void)n; }
 
     // Handles one chain; fills c.used_len and c.record (except t_complete_ns).
     virtual void process(const DescriptorChain& chain, Completion& c) = 0;

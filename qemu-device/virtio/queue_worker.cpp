@@ -16,6 +16,18 @@ namespace blkrig::virtio {
 QueueWorker::QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev, SharedLoop* loop)
     : s_(setup), mem_(std::move(mem)), dev_(dev), ring_(s_.addrs, s_.num, s_.last_avail, s_.event_idx),
       deferrals_(dev.deferrals()), loop_(loop) {
+    if (s_.inflight) {
+        inflight_.emplace(s_.inflight, s_.num);
+        auto rec = inflight_->recover(ring_.used_idx());
+        if (!rec.fresh) {
+            // After a back end died, SET_VRING_BASE carries the used index;
+            // what was fetched beyond it is in the region.
+            ring_.set_last_avail(rec.last_avail);
+            resubmit_.assign(rec.resubmit.begin(), rec.resubmit.end());
+            log(resubmit_.empty() ? LogLevel::debug : LogLevel::info, "queue {}: {}", s_.index, rec.note);
+            if (!resubmit_.empty()) dev_.note(trace::EventCode::resumed, s_.index, fmt::format("queue {}: {}", s_.index, rec.note));
+        }
+    }
     stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (stop_fd_ < 0) throw std::runtime_error(fmt::format("eventfd: {}", std::strerror(errno)));
     if (loop_) loop_->add(this);
@@ -43,6 +55,14 @@ uint16_t QueueWorker::stop() {
         if (deferrals_) left = deferrals_->take_all(&inbox_);
         auto due = inbox_.take();
         left.insert(left.begin(), std::make_move_iterator(due.begin()), std::make_move_iterator(due.end()));
+        if (!left.empty() && inflight_) {
+            // Not completed: they stay marked in the inflight region, and the
+            // next start resubmits them (held and delayed requests survive).
+            log(LogLevel::info, "queue {}: {} deferred request(s) stay in flight as the queue stops", s_.index, left.size());
+            dev_.note(trace::EventCode::left_in_flight, s_.index,
+                      fmt::format("{} deferred request(s) left in flight at queue stop", left.size()));
+            left.clear();
+        }
         if (!left.empty()) {
             log(LogLevel::info, "queue {}: completing {} deferred request(s) as the queue stops", s_.index, left.size());
             dev_.note(trace::EventCode::deferred_flushed, s_.index, fmt::format("{} deferred request(s) completed at queue stop", left.size()));
@@ -59,7 +79,32 @@ void QueueWorker::notify() {
     }
 }
 
+bool QueueWorker::resubmit() {
+    while (!resubmit_.empty()) {
+        const Resubmit r = resubmit_.front();
+        resubmit_.pop_front();
+        auto walked = walk_chain(ring_.desc(), ring_.num(), r.head, *mem_, s_.indirect);
+        if (auto* err = std::get_if<ChainError>(&walked)) {
+            dev_.queue_broken(s_.index, r.head, "resubmitting from the inflight region: " + err->message());
+            return false;
+        }
+        // The seq the request got when it was first fetched: it completes once, under it.
+        Completion c;
+        c.record.t_submit_ns = monotonic_ns();
+        c.record.seq = r.has_seq ? r.seq : dev_.next_seq();
+        c.record.queue = s_.index;
+        c.record.head = r.head;
+        c.record.flags |= trace::kReqResubmitted;
+        c.queue_depth = 1u + static_cast<uint32_t>(resubmit_.size()) + ring_.avail_pending() + inbox_.waiting();
+        dev_.process(std::get<DescriptorChain>(walked), c);
+        if (c.defer != Defer::none && deferrals_) deferrals_->add(std::move(c), &inbox_);
+        else complete(c);
+    }
+    return true;
+}
+
 bool QueueWorker::drain() {
+    if (!resubmit()) return false;
     for (;;) {
         while (auto head = ring_.pop()) {
             Completion c;
@@ -74,6 +119,8 @@ bool QueueWorker::drain() {
             c.record.queue = s_.index;
             c.record.head = *head;
             c.queue_depth = 1u + ring_.avail_pending() + inbox_.waiting();
+            // In flight before anything is done for it: a crash from here on resubmits it.
+            if (inflight_) inflight_->fetched(*head, c.record.seq);
             dev_.process(std::get<DescriptorChain>(walked), c);
             if (c.defer != Defer::none && deferrals_) deferrals_->add(std::move(c), &inbox_);
             else complete(c);
@@ -87,7 +134,11 @@ bool QueueWorker::drain() {
 }
 
 void QueueWorker::complete(Completion& c) {
+    // The spec's order: last_batch_head, the used ring, then the mark cleared
+    // with the new used index; recover() settles a crash between them.
+    if (inflight_) inflight_->before_used(c.record.head);
     ring_.push_used(c.record.head, c.used_len);
+    if (inflight_) inflight_->after_used(c.record.head, ring_.used_idx());
     c.record.t_complete_ns = monotonic_ns();
     dev_.completed(c);
     notify();

@@ -8,10 +8,13 @@
 #include "virtio/deferrals.hpp"
 #include "virtio/device.hpp"
 #include "virtio/guest_memory.hpp"
+#include "virtio/inflight.hpp"
 #include "virtio/split_ring.hpp"
 
 #include <atomic>
+#include <deque>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <memory>
 #include <thread>
@@ -28,6 +31,10 @@ struct QueueSetup {
     int kick_fd = -1;  // borrowed; the session keeps ownership
     int call_fd = -1;  // borrowed, may be -1
     int err_fd = -1;   // borrowed, may be -1
+    // This queue's part of the inflight region (INFLIGHT_SHMFD), nullptr
+    // without one; inflight_keep keeps its mapping alive.
+    uint8_t* inflight = nullptr;
+    std::shared_ptr<const void> inflight_keep;
 };
 
 class SharedLoop;
@@ -40,9 +47,11 @@ public:
     QueueWorker(const QueueWorker&) = delete;
     QueueWorker& operator=(const QueueWorker&) = delete;
 
-    // Stops the thread, completes what the device still defers for this
-    // queue (a stopped queue must not keep buffers), and returns the next
-    // avail index to process.
+    // Stops the thread and returns the next avail index to process. What the
+    // device still defers for this queue is completed (a stopped queue must
+    // not keep buffers), unless the queue has an inflight region: then it
+    // stays in flight there, and the next start (this process or the next
+    // one) resubmits it.
     uint16_t stop();
     bool broken() const { return broken_.load(); }
 
@@ -50,6 +59,7 @@ private:
     friend class SharedLoop;
     void run();
     bool drain();  // false when the queue broke
+    bool resubmit();  // the inflight region's requests first; false when the queue broke
     void notify();
     void on_kick();   // read the kick, drain; marks broken on failure
     void on_inbox();  // deferred completions that came due
@@ -60,6 +70,8 @@ private:
     std::shared_ptr<const GuestMemory> mem_;
     Device& dev_;
     SplitRing ring_;
+    std::optional<InflightQueue> inflight_;
+    std::deque<Resubmit> resubmit_;
     Deferrals* deferrals_ = nullptr;
     Inbox inbox_;
     int stop_fd_ = -1;

@@ -43,6 +43,10 @@ public:
     bool arm_and_recheck();
 
     uint16_t last_avail() const { return last_avail_; }
+    // Where popping continues: the inflight region knows better than
+    // SET_VRING_BASE after a back end died (heads fetched, never used).
+    void set_last_avail(uint16_t v) { last_avail_ = v; }
+    uint16_t used_idx() const { return used_idx_; }
     // Buffers the driver made available that pop() has not taken yet.
     uint16_t avail_pending() const { return static_cast<uint16_t>(load_avail_idx() - last_avail_); }
     uint16_t num() const { return num_; }

@@ -135,6 +135,8 @@ public:
     uint64_t flush(GuestOpts g = {}) { return request(4, 0, 0, std::move(g)); }
 
     void fault(uint64_t seq, uint32_t rule, uint16_t action) { faults_.push_back({seq, rule, action, 0}); }
+    // A seq the device gave out and never completed (a request lost at a crash).
+    void skip_seq() { ++seq_; }
     void function(const std::string& name) { guest({{"event", "function"}, {"function", name}, {"parent", "caller"}}); }
     void guest(nlohmann::json e) {
         e["ts"] = ts_ += 0.000001;

@@ -4,6 +4,7 @@
 // that cannot be used failing with the file named.
 #include "model/queries.hpp"
 #include "model/run_model.hpp"
+#include "model/trace_view.hpp"
 #include "run_folder.hpp"
 
 #include <fmt/format.h>
@@ -250,6 +251,54 @@ TEST(RunModel, ARequeuedRequestIsIssuedTwiceAndSeenOnce) {
     const model::Run run = load_run(f.path());
     EXPECT_TRUE(run.findings.empty()) << all(run.findings);
     EXPECT_TRUE(any_contains(run.notes, "requeued")) << all(run.notes);
+}
+
+TEST(RunModel, ASeqTheDeviceNeverCompletedIsAFinding) {
+    RunFolder f;
+    two_step_read(f);
+    f.skip_seq();
+    f.read(3000, 8);
+    f.write();
+    const model::Run run = load_run(f.path());
+    EXPECT_TRUE(any_contains(run.findings, "no record for 1 seq(s)")) << all(run.findings);
+}
+
+// Seq accounting over a trace that spans device restarts: each seq once.
+trace::RequestRecord rec(uint64_t seq, uint16_t flags = 0) {
+    trace::RequestRecord r;
+    r.seq = seq;
+    r.type = 1;
+    r.status = trace::kStatusOk;
+    r.flags = flags;
+    return r;
+}
+
+TEST(SeqAccounting, AResubmittedRequestCountsOnceUnderItsFirstSeq) {
+    trace::Trace t;
+    // Seq 2 was in flight at the crash: the next process completes it after 3 and 4.
+    for (uint64_t s : {0, 1, 3}) t.requests.push_back(rec(s));
+    t.markers.push_back({4, 0, 0, 0, 0});
+    t.requests.push_back(rec(2, trace::kReqResubmitted));
+    t.events.push_back({0, trace::EventCode::restart, 0, 0, "restarted"});
+    const auto s = summarize(t);
+    EXPECT_EQ(s.restarts, 1u);
+    EXPECT_EQ(s.resubmitted, 1u);
+    EXPECT_EQ(s.seq_duplicate_count, 0u);
+    EXPECT_EQ(s.seq_missing_count, 0u);
+    EXPECT_NE(to_text(s).find("1 device restart(s); 1 request(s) resubmitted"), std::string::npos) << to_text(s);
+}
+
+TEST(SeqAccounting, TwiceCompletedAndNeverCompletedSeqsAreCountedAndNamed) {
+    trace::Trace t;
+    for (uint64_t s : {0, 1, 1, 4, 5, 5, 5}) t.requests.push_back(rec(s));
+    t.requests.push_back(rec(1'000'000'000'000ull));  // a huge gap is counted, not listed
+    const auto s = summarize(t);
+    EXPECT_EQ(s.seq_duplicate_count, 3u);
+    EXPECT_EQ(s.seq_duplicates, (std::vector<uint64_t>{1, 5, 5}));
+    EXPECT_EQ(s.seq_missing_count, 2u + (1'000'000'000'000ull - 6));
+    EXPECT_EQ(s.seq_missing, (std::vector<uint64_t>{2, 3, 6, 7, 8}));
+    EXPECT_NE(to_text(s).find("completed more than once, e.g. 1, 5, 5"), std::string::npos) << to_text(s);
+    EXPECT_EQ(to_json(s)["seq_missing"], s.seq_missing_count);
 }
 
 TEST(RunModel, AnOverrunGuestTraceIsAFinding) {
