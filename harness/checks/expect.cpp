@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -88,7 +89,9 @@ Expectation parse_expectation(const json& table, const std::string& where, const
         const std::string& key = item.key();
         const auto& v = item.value();
         if (key == "step") {
-            if (!v.is_number_integer() || v.get<int64_t>() < 0) throw bad(key, "must be a step index (an integer from 0)");
+            // Above INT_MAX it would wrap to another step's index.
+            if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT_MAX)
+                throw bad(key, "must be a step index (an integer from 0)");
             e.step = static_cast<int>(v.get<int64_t>());
             e.step_where = at(key);
         } else if (key == "file") {

@@ -2,6 +2,7 @@
 
 #include "model/correlate.hpp"
 #include "model/trace_view.hpp"
+#include "model/results.hpp"
 #include "scenario/scenario.hpp"
 #include "trace/reader.hpp"
 
@@ -259,24 +260,14 @@ namespace {
 
 void load_results(Run& run) {
     const fs::path p = run.dir / "results.jsonl";
-    std::istringstream in(read_text(p, "the guest agent's step results"));
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line)) {
-        ++n;
-        if (line.empty()) continue;
-        auto j = json::parse(line, nullptr, false);
-        if (!j.is_object()) {
-            // The agent may have died mid-line; the rest is still worth reading.
-            run.findings.push_back(fmt::format("results.jsonl line {} is not a JSON object: {}", n, line.substr(0, 120)));
-            continue;
-        }
-        if (j.value("type", "") == "hello" && j.contains("sysfs")) run.queue_of_cpu = queue_of_cpu(j["sysfs"]);
-        if (j.value("type", "") != "step") continue;
-        const int64_t idx = j.value("index", int64_t{-1});
-        if (idx < 0 || static_cast<size_t>(idx) >= run.steps.size())
-            throw RunError(p, fmt::format("line {}: step index {} but run.json has {} steps", n, idx, run.steps.size()));
-        auto& s = run.steps[static_cast<size_t>(idx)];
+    auto res = parse_results(read_text(p, "the guest agent's step results"));
+    for (const auto& problem : res.problems) run.findings.push_back(fmt::format("results.jsonl {}", problem));
+    if (res.hello.is_object() && res.hello.contains("sysfs")) run.queue_of_cpu = queue_of_cpu(res.hello["sysfs"]);
+    for (auto& r : res.steps) {
+        if (r.index >= run.steps.size())
+            throw RunError(p, fmt::format("line {}: step index {} but run.json has {} steps", r.line, r.index, run.steps.size()));
+        auto& s = run.steps[r.index];
+        const json& j = r.record;
         s.ran = true;
         s.ret = j.value("ret", int64_t{-1});
         s.ok = s.ret == 0;
@@ -286,7 +277,7 @@ void load_results(Run& run) {
         s.bytes = j.value("bytes", uint64_t{0});
         s.marker_begin = j.value("marker_begin", int64_t{-1});
         s.marker_end = j.value("marker_end", int64_t{-1});
-        s.result = std::move(j);
+        s.result = std::move(r.record);
     }
 }
 

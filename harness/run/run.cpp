@@ -9,6 +9,7 @@
 #include "run/build_cache.hpp"
 #include "run/knobs.hpp"
 #include "model/ftrace.hpp"
+#include "model/results.hpp"
 #include "model/run_model.hpp"
 #include "model/trace_view.hpp"
 #include "report/report.hpp"
@@ -397,27 +398,14 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     bool done = false;
     json hello, before;
     {
-        std::istringstream in(read_file(out / "results.jsonl"));
-        std::string line;
-        while (std::getline(in, line)) {
-            if (line.empty()) continue;
-            json j;
-            try {
-                j = json::parse(line);
-            } catch (const json::exception&) {
-                problems.push_back(fmt::format("results.jsonl: unreadable line: {}", line.substr(0, 200)));
-                continue;
-            }
-            const std::string type = j.value("type", "");
-            if (type == "hello") hello = j;
-            else if (type == "done") done = true;
-            else if (type == "error") problems.push_back("agent: " + j.value("what", std::string("?")));
-            else if (type == "before_steps") before = j;
-            else if (type == "step") {
-                const size_t idx = j.value("index", SIZE_MAX);
-                if (idx < sc.steps.size()) results[idx] = j;
-            }
-        }
+        auto res = model::parse_results(read_file(out / "results.jsonl"));
+        for (auto& p : res.problems) problems.push_back("results.jsonl " + p);
+        for (auto& e : res.errors) problems.push_back("agent: " + e);
+        for (auto& s : res.steps)
+            if (s.index < sc.steps.size()) results[s.index] = std::move(s.record);
+        hello = std::move(res.hello);
+        before = std::move(res.before_steps);
+        done = res.done;
     }
     if (done) {
         for (auto& p : check_before_steps(before, extent_check, extents)) problems.push_back(std::move(p));

@@ -20,8 +20,9 @@ MethodTable device_methods(faults::Engine& engine, blk::BlkDevice& dev, trace::W
     };
     m["fault.remove"] = [&engine](const json& p) -> json {
         if (!p.contains("id") || !p["id"].is_number_unsigned()) throw InvalidParams("fault.remove needs {\"id\": N}");
-        const bool removed = engine.remove(p["id"].get<uint32_t>());
-        if (!removed) throw InvalidParams(fmt::format("no fault rule with id {}", p["id"].get<uint32_t>()));
+        // Rule ids are 32-bit: a larger id names no rule (not its low 32 bits).
+        const uint64_t id = p["id"].get<uint64_t>();
+        if (id > UINT32_MAX || !engine.remove(static_cast<uint32_t>(id))) throw InvalidParams(fmt::format("no fault rule with id {}", id));
         return {{"removed", true}};
     };
     m["fault.list"] = [&engine](const json&) -> json {
@@ -61,7 +62,8 @@ MethodTable device_methods(faults::Engine& engine, blk::BlkDevice& dev, trace::W
             seq = p["seq"].get<uint64_t>();
         }
         if (p.contains("rule")) {
-            if (!p["rule"].is_number_unsigned()) throw InvalidParams("request.release: rule must be an unsigned integer");
+            if (!p["rule"].is_number_unsigned() || p["rule"].get<uint64_t>() > UINT32_MAX)
+                throw InvalidParams("request.release: rule must be a rule id (an unsigned 32-bit integer)");
             rule = p["rule"].get<uint32_t>();
         }
         for (const auto& [k, v] : p.items())

@@ -53,6 +53,10 @@ json handle_line(const std::string& line, const MethodTable& methods) {
     }
 }
 
+std::string response_line(const std::string& line, const MethodTable& methods) {
+    return handle_line(line, methods).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
 Server::Server(const std::string& path, MethodTable methods) : path_(path), methods_(std::move(methods)) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -108,11 +112,11 @@ void Server::serve(int conn) {
         while ((nl = buf.find('\n')) != std::string::npos) {
             const std::string line = buf.substr(0, nl);
             buf.erase(0, nl + 1);
-            const std::string out = handle_line(line, methods_).dump() + "\n";
+            const std::string out = response_line(line, methods_);
             if (::send(conn, out.data(), out.size(), MSG_NOSIGNAL) < 0) return;
         }
         if (buf.size() > kMaxRequestBytes) {
-            const std::string out = handle_line(buf, methods_).dump() + "\n";  // the "too large" error
+            const std::string out = response_line(buf, methods_);  // the "too large" error
             [[maybe_unused]] auto s = ::send(conn, out.data(), out.size(), MSG_NOSIGNAL);
             return;
         }

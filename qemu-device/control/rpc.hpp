@@ -28,6 +28,11 @@ using MethodTable = std::map<std::string, Method>;
 // calls). Exposed for tests and fuzzing.
 nlohmann::json handle_line(const std::string& line, const MethodTable& methods);
 
+// handle_line's answer as the server sends it: one line of JSON, newline
+// included. Text that is not UTF-8 (a parse error quotes the bytes it
+// stopped at) is sent with U+FFFD in its place.
+std::string response_line(const std::string& line, const MethodTable& methods);
+
 inline constexpr size_t kMaxRequestBytes = 64 * 1024;
 
 class Server {

@@ -245,6 +245,8 @@ TEST(ExpectParse, WrongTypes) {
     EXPECT_NE(parse_error({{"ascending", 1}}).find("must be true or false"), std::string::npos);
     EXPECT_NE(parse_error({{"requests", "lots"}}).find("'lots' is not one of multi_page, none, some"), std::string::npos);
     EXPECT_NE(parse_error({{"step", -1}, {"ascending", true}}).find("expect.step"), std::string::npos);
+    // 2^32 would have been step 0 once narrowed to an int.
+    EXPECT_NE(parse_error({{"step", 4294967296}, {"ascending", true}}).find("expect.step: must be a step index"), std::string::npos);
     EXPECT_NE(parse_error({{"op", "reed"}, {"ascending", true}}).find("op 'reed' is not one of"), std::string::npos);
     EXPECT_NE(parse_error({{"functions_hit", json::array({1})}}).find("a function name or a list"), std::string::npos);
 }
