@@ -14,6 +14,7 @@
 #include "checks/expect.hpp"
 #include "export/export.hpp"
 #include "faults/rule_file.hpp"
+#include "folder/run_folder.hpp"
 #include "launch/boot.hpp"
 #include "model/run_model.hpp"
 #include "launch/process.hpp"
@@ -214,7 +215,7 @@ void check_faults_file(const std::string& path) {
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
            const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {},
            bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {},
-           launch::Launcher launcher = launch::Launcher::qemu, const std::string& libvirt_uri = {}) {
+           launch::Launcher launcher = launch::Launcher::qemu, const std::string& libvirt_uri = {}, bool force = false) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -234,6 +235,11 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     if (kernel.empty()) kernel = sc.kernel.empty() ? "debian-bookworm-cloud" : sc.kernel;
     run::RunOptions o;
     o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
+    // From here a signal stops the run at its next step, and verdict.json still says what it had.
+    launch::catch_interrupts();
+    // Nothing is written into the run folder before it is ours (docs/reliability.md).
+    const folder::Claim claim = folder::claim(o.out_dir, folder::Kind::run, force);
+    launch::reap_stale_temp();
     const fs::path vmlinuz = modules.empty() ? resolve_kernel(kernel) : own_kernel(kernel, modules, o.out_dir);
     o.kernel_dir = vmlinuz.parent_path();
     if (!fs::exists(o.kernel_dir / "modules"))
@@ -259,7 +265,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
                scenario_path.empty() ? "the default disk" : scenario_path, kernel, o.out_dir.string());
     const auto r = interactive ? run::vm(sc, o, source_dir() / "guest-driver" / "image" / "init-shell.sh") : run::run(sc, o);
     std::cout << r.summary;
-    if (r.outcome == run::Outcome::bad_input || r.outcome == run::Outcome::infra)
+    if (r.outcome == run::Outcome::bad_input || r.outcome == run::Outcome::infra || r.outcome == run::Outcome::interrupted)
         for (const auto& p : r.problems) fmt::print(stderr, "blkrig: {}\n", p);
     return static_cast<int>(r.outcome);
 }
@@ -273,6 +279,7 @@ struct MatrixArgs {
     std::string junit;
     bool quiet = false;
     std::vector<std::string> run_args;   // options each cell's run gets
+    bool force = false;                  // replace an earlier matrix folder
 };
 
 // Files, folders (their *.toml) and globs, in order, each file once.
@@ -360,6 +367,9 @@ int do_matrix(const MatrixArgs& a) {
     o.progress = a.quiet ? run::MatrixOptions::Progress::quiet
                  : ::isatty(STDERR_FILENO) ? run::MatrixOptions::Progress::tty
                                            : run::MatrixOptions::Progress::lines;
+    // The matrix folder is ours before any cell folder is made in it; each cell's run claims its own.
+    const folder::Claim claim = folder::claim(out, folder::Kind::matrix, a.force);
+    launch::reap_stale_temp();
     if (o.progress != run::MatrixOptions::Progress::quiet)
         fmt::print(stderr, "blkrig: {} runs ({} scenarios x {} kernels), {} at a time, into {}\n", o.cells.size(), files.size(),
                    kernels.empty() ? 1 : kernels.size(), o.jobs, out.string());
@@ -474,6 +484,9 @@ int trace_summary(const std::string& file, bool json, bool strict) {
 // `blkrig check`: the run folder's model, its findings, and the
 // expectations (a file, or the [[expect]] tables of the run's scenario.toml).
 int do_check(const std::string& dir, const std::string& expect_file, const std::string& format) {
+    // A run cut short cannot hold its expectations; say so rather than what is missing.
+    if (const auto why = folder::interruption(dir))
+        throw UsageError(fmt::format("{}: {}; nothing to check (its verdict.json says what it had; run it again)", dir, *why));
     model::Run run;
     std::vector<checks::Expectation> expectations;
     try {
@@ -529,9 +542,11 @@ int do_check(const std::string& dir, const std::string& expect_file, const std::
     return failed ? 1 : 0;
 }
 
-int do_boot(launch::BootSpec spec, const std::string& kernel) {
+int do_boot(launch::BootSpec spec, const std::string& kernel, bool force) {
     spec.kernel = resolve_kernel(kernel);
     if (spec.device.empty()) spec.device = default_device();
+    const folder::Claim claim = folder::claim(spec.out_dir, folder::Kind::run, force);
+    launch::reap_stale_temp();
     fmt::print(stderr, "blkrig: booting {} on blkrig-device (disk {}, run folder {})\n", spec.kernel.string(), spec.disk.string(),
                spec.out_dir.string());
     const auto r = launch::boot(spec);
@@ -582,7 +597,9 @@ int main(int argc, char** argv) {
     boot->add_option("--kernel", kernel, "bzImage file, folder with vmlinuz, or catalogue name")->capture_default_str();
     boot->add_option("--initrd", spec.initrd, "initramfs (its /init runs the guest's work and powers off)")->required();
     boot->add_option("--disk", spec.disk, "raw disk image served by blkrig-device")->required();
-    boot->add_option("--out", out, "run folder")->capture_default_str();
+    boot->add_option("--out", out, "run folder: new, empty, or an earlier blkrig run folder with --force")->capture_default_str();
+    bool boot_force = false;
+    boot->add_flag("--force", boot_force, "replace an earlier blkrig run folder at --out (never a folder blkrig did not write)");
     boot->add_option("--append", spec.append, "extra kernel command line");
     boot->add_option("--timeout", spec.timeout_s, "seconds before the guest is stopped")->capture_default_str();
     boot->add_option("--memory", spec.memory_mb, "guest RAM in MiB")->capture_default_str();
@@ -605,6 +622,8 @@ int main(int argc, char** argv) {
                      "bzImage folder or catalogue name, repeatable (default: the scenario's, else debian-bookworm-cloud)");
     runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>); for a matrix the folder of its run folders (default: runs/matrix)");
     runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
+    bool run_force = false;
+    runc->add_flag("--force", run_force, "replace an earlier blkrig run (or matrix) folder at --out (never a folder blkrig did not write)");
     unsigned run_jobs = 0;
     std::string run_junit;
     bool run_quiet = false;
@@ -631,6 +650,8 @@ int main(int argc, char** argv) {
     vmc->add_option("--scenario", vm_scenario, "take disk, device and guest knobs from this scenario (its steps are not run)");
     vmc->add_option("--kernel", vm_kernel, "bzImage folder or catalogue name");
     vmc->add_option("--out", vm_out, "run folder (default: runs/vm or runs/<scenario>)");
+    bool vm_force = false;
+    vmc->add_flag("--force", vm_force, "replace an earlier blkrig run folder at --out");
     std::string vm_modules;
     vmc->add_option("--modules", vm_modules, "with --kernel BZIMAGE: the build's modules folder");
 
@@ -716,11 +737,11 @@ int main(int argc, char** argv) {
             if (!several && run_junit.empty())
                 return do_run(run_scenarios.front(), run_kernels.empty() ? std::string() : run_kernels.front(), run_out, run_timeout, false,
                               run_modules, run_control, run_disk_from, !run_no_extent_check, !run_no_guest_trace, run_faults,
-                              run_launcher.launcher(), run_launcher.libvirt_uri);
+                              run_launcher.launcher(), run_launcher.libvirt_uri, run_force);
             for (const auto& [given, name] : {std::pair{!run_control.empty(), "--control"}, std::pair{!run_disk_from.empty(), "--disk-from"},
                                               std::pair{!run_modules.empty(), "--modules"}})
                 if (given) throw UsageError(fmt::format("{} is for one run, not a matrix of them", name));
-            MatrixArgs m{run_scenarios, run_kernels, run_out, run_jobs, run_junit, run_quiet, {}};
+            MatrixArgs m{run_scenarios, run_kernels, run_out, run_jobs, run_junit, run_quiet, {}, run_force};
             if (run_timeout) m.run_args.insert(m.run_args.end(), {"--timeout", std::to_string(run_timeout)});
             if (run_no_extent_check) m.run_args.push_back("--no-extent-check");
             if (run_no_guest_trace) m.run_args.push_back("--no-guest-trace");
@@ -735,7 +756,8 @@ int main(int argc, char** argv) {
             }
             return do_matrix(m);
         }
-        if (vmc->parsed()) return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules);
+        if (vmc->parsed())
+            return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules, {}, {}, true, true, {}, launch::Launcher::qemu, {}, vm_force);
         if (fault->parsed()) {
             if (fadd->parsed()) {
                 const auto r = control_call(ctl_path, "fault.add", {{"rule", fault_rule}});
@@ -782,11 +804,14 @@ int main(int argc, char** argv) {
             spec.out_dir = out;
             spec.launcher = boot_launcher.launcher();
             spec.libvirt_uri = boot_launcher.libvirt_uri;
-            return do_boot(spec, kernel);
+            return do_boot(spec, kernel, boot_force);
         }
     } catch (const UsageError& e) {
         fmt::print(stderr, "blkrig: {}\n", e.what());
         return 2;
+    } catch (const folder::FolderError& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return e.exit_code;
     } catch (const trace::ReadError& e) {
         fmt::print(stderr, "blkrig: {}\n", e.what());
         return 2;

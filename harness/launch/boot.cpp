@@ -2,6 +2,7 @@
 // and the dispatch between launchers.
 #include "launch/boot.hpp"
 
+#include "folder/run_folder.hpp"
 #include "launch/boot_common.hpp"
 #include "launch/libvirt.hpp"
 #include "launch/process.hpp"
@@ -46,6 +47,8 @@ TempDir::TempDir() {
     char tmpl[] = "/tmp/blkrig-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) throw LaunchError(fmt::format("mkdtemp: {}", std::strerror(errno)));
     dir = tmpl;
+    // Whose it is: a later blkrig removes it if this one is killed outright (reap_stale_temp).
+    std::ofstream(dir / "owner") << ::getpid() << "\n";
 }
 
 TempDir::~TempDir() {
@@ -142,7 +145,7 @@ void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann
         for (const auto& r : res.restarts) j["restarts"].push_back({{"at_s", r.at_s}, {"previous_exit", r.exit}, {"listen_s", r.listen_s}});
     }
     j.update(launcher_fields);
-    std::ofstream(spec.out_dir / "boot.json") << j.dump(2) << "\n";
+    folder::write_atomic(spec.out_dir / "boot.json", j.dump(2) + "\n");
 }
 
 }  // namespace detail
@@ -214,8 +217,10 @@ BootResult boot_qemu(const BootSpec& spec) {
 
     const auto deadline = spec.interactive ? Clock::time_point::max() : Clock::now() + std::chrono::seconds(spec.timeout_s);
     for (;;) {
-        const int sig = wait_signal(sig_fd, deadline);
-        if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+        int sig = wait_signal(sig_fd, deadline);
+        if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || interrupted_by()) {
+            note_interrupt(sig > 0 ? sig : interrupted_by());
+            sig = interrupted_by();
             res.outcome = BootOutcome::interrupted;
             res.message = fmt::format("interrupted by signal {}", sig);
             break;

@@ -487,7 +487,9 @@ BootResult boot_libvirt(const BootSpec& given) {
                     if (si.ssi_signo != SIGCHLD) sig = static_cast<int>(si.ssi_signo);
                 uint64_t n;
                 [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof n);
-                if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+                if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || interrupted_by()) {
+                    note_interrupt(sig);
+                    sig = interrupted_by();
                     res.outcome = BootOutcome::interrupted;
                     res.message = fmt::format("interrupted by signal {}", sig);
                     break;

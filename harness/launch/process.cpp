@@ -4,11 +4,13 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -28,6 +30,66 @@ sigset_t launcher_signals() {
 }
 }  // namespace
 
+namespace {
+volatile sig_atomic_t g_interrupt = 0;
+void on_interrupt(int sig) {
+    if (!g_interrupt) g_interrupt = sig;
+}
+}  // namespace
+
+void catch_interrupts() {
+    struct sigaction sa{};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &sa, nullptr);
+}
+
+int interrupted_by() { return g_interrupt; }
+
+void note_interrupt(int sig) {
+    if (!g_interrupt) g_interrupt = sig;
+}
+
+namespace {
+bool pid_alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+
+// The pid in "PREFIX<pid>..." , or 0.
+pid_t pid_after(const std::string& name, std::string_view prefix) {
+    if (name.rfind(prefix, 0) != 0) return 0;
+    pid_t pid = 0;
+    for (size_t i = prefix.size(); i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])); ++i) pid = pid * 10 + (name[i] - '0');
+    return pid;
+}
+}  // namespace
+
+size_t reap_stale_temp(const std::filesystem::path& tmp) {
+    namespace fs = std::filesystem;
+    size_t reaped = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(tmp, ec)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind("blkrig-", 0) != 0) continue;
+        struct stat st{};
+        if (::lstat(e.path().c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;
+        pid_t owner = 0;
+        if (S_ISDIR(st.st_mode) && name.size() == 13) {  // mkdtemp's blkrig-XXXXXX
+            std::ifstream in(e.path() / "owner");
+            long pid = 0;
+            if (!(in >> pid)) continue;  // not ours, or still being made
+            owner = static_cast<pid_t>(pid);
+        } else if (S_ISREG(st.st_mode)) {
+            owner = pid_after(name, "blkrig-tool-");
+        } else if (S_ISSOCK(st.st_mode)) {
+            owner = pid_after(name, "blkrig-ctl-");
+        }
+        if (owner <= 0 || pid_alive(owner)) continue;
+        std::error_code rec;
+        fs::remove_all(e.path(), rec);
+        if (!rec) ++reaped;
+    }
+    return reaped;
+}
+
 int make_signal_fd() {
     sigset_t set = launcher_signals();
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
@@ -40,7 +102,7 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
     // No log path: the child keeps this process's stdin/stdout/stderr (an
     // interactive console).
     const bool inherit = log_path.empty();
-    const int log_fd = inherit ? -1 : ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int log_fd = inherit ? -1 : ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (!inherit && log_fd < 0) throw LaunchError(fmt::format("cannot open log {}: {}", log_path, std::strerror(errno)));
     const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     std::vector<char*> args;
@@ -68,6 +130,9 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
             ::dup2(log_fd, 1);
             ::dup2(log_fd, 2);
         }
+        // Whatever this process inherited or opened (a caller's fds, locks,
+        // sockets) closes at exec; err_pipe is CLOEXEC already.
+        ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
         ::execvp(args[0], args.data());
         const int e = errno;
         [[maybe_unused]] auto n = ::write(err_pipe[1], &e, sizeof e);
@@ -131,7 +196,9 @@ void Child::terminate(std::chrono::milliseconds grace) {
 }
 
 ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
-    char tmpl[] = "/tmp/blkrig-tool-XXXXXX";
+    // The pid in the name lets a later blkrig reap it if this one is killed.
+    std::string name = fmt::format("/tmp/blkrig-tool-{}-XXXXXX", ::getpid());
+    char* tmpl = name.data();
     const int fd = ::mkstemp(tmpl);
     if (fd < 0) throw LaunchError(fmt::format("mkstemp: {}", std::strerror(errno)));
     ::close(fd);
@@ -143,7 +210,8 @@ ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds t
     {
         Child c(argv.empty() ? "tool" : argv[0], argv, tmpl);
         const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (!c.poll() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        while (!c.poll() && std::chrono::steady_clock::now() < deadline && !interrupted_by())
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
         c.terminate(std::chrono::milliseconds(1000));
         if (c.status() && WIFEXITED(*c.status())) r.exit_code = WEXITSTATUS(*c.status());
     }

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -20,8 +21,10 @@ struct LaunchError : std::runtime_error {
 class Child {
 public:
     Child() = default;
-    // stdout and stderr go to log_path (appended); stdin is /dev/null. An
-    // empty log_path keeps the caller's stdin, stdout and stderr.
+    // stdout and stderr go to log_path (appended; a symlink there is
+    // refused); stdin is /dev/null. An empty log_path keeps the caller's
+    // stdin, stdout and stderr. No other descriptor of this process reaches
+    // the child.
     Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path);
     ~Child();
     Child(Child&& o) noexcept;
@@ -59,6 +62,20 @@ ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds t
 // Blocks SIGCHLD/SIGINT/SIGTERM/SIGHUP in the calling thread and returns a
 // signalfd for them; children get a clean signal mask.
 int make_signal_fd();
+
+// SIGINT, SIGTERM and SIGHUP are recorded, not fatal, from here on (until
+// make_signal_fd blocks them for a signalfd): a run stops at its next step
+// and still writes what it had. interrupted_by(): the first such signal, 0 if none.
+void catch_interrupts();
+int interrupted_by();
+// Records a signal that arrived through a signalfd, as the handler would.
+void note_interrupt(int sig);
+
+// The rig's temporary folders and files (/tmp/blkrig-XXXXXX with an owner
+// file, /tmp/blkrig-tool-PID-*, /tmp/blkrig-ctl-PID.sock) whose owner pid is
+// gone, owned by this uid: left by a blkrig killed outright. Removed; returns
+// how many.
+size_t reap_stale_temp(const std::filesystem::path& tmp = "/tmp");
 
 // Last n lines of a text file (for error messages), or "" if unreadable.
 std::string tail_lines(const std::string& path, size_t n);

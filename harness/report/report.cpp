@@ -2,6 +2,8 @@
 // inlined with uPlot and the page's own script into a self-contained HTML file.
 #include "report/report.hpp"
 
+#include "folder/run_folder.hpp"
+
 #include "checks/expect.hpp"
 #include "scenario/scenario.hpp"
 #include "trace/format.hpp"
@@ -158,28 +160,20 @@ json expect_results(const model::Run& run, const json& verdict, std::vector<std:
 void write_atomically(const fs::path& out, const std::string& text) {
     const fs::path dir = out.has_parent_path() ? out.parent_path() : fs::path(".");
     if (!fs::is_directory(dir)) throw ReportError(2, fmt::format("cannot write {}: no folder {}", out.string(), dir.string()));
-    const fs::path tmp = dir / fmt::format(".{}.{}.tmp", out.filename().string(), ::getpid());
-    {
-        std::ofstream o(tmp, std::ios::binary | std::ios::trunc);
-        o << text;
-        o.close();
-        if (!o) {
-            std::error_code ec;
-            fs::remove(tmp, ec);
-            throw ReportError(3, fmt::format("cannot write {}", out.string()));
-        }
-    }
-    std::error_code ec;
-    fs::rename(tmp, out, ec);
-    if (ec) {
-        fs::remove(tmp, ec);
-        throw ReportError(3, fmt::format("cannot write {}: {}", out.string(), ec.message()));
+    try {
+        folder::write_atomic(out, text);
+    } catch (const folder::FolderError& e) {
+        throw ReportError(3, e.what());
     }
 }
 
 // A folder blkrig run wrote, checked cheaply (load_run says more).
 void check_run_dir(const fs::path& dir) {
     if (!fs::is_directory(dir)) throw ReportError(2, fmt::format("{} is not a run folder: no such folder", dir.string()));
+    // An interrupted run is one, with less in it: say that, not "not a run folder".
+    if (const auto why = folder::interruption(dir); why && !(fs::is_regular_file(dir / "trace.bin") && fs::is_regular_file(dir / "run.json")))
+        throw ReportError(2, fmt::format("{}: {}, before the guest left anything to draw (verdict.json says what it had; run it again)",
+                                         dir.string(), *why));
     if (!fs::is_regular_file(dir / "trace.bin"))
         throw ReportError(2, fmt::format("{} is not a run folder: it has no trace.bin (give a folder blkrig run wrote)", dir.string()));
     if (!fs::is_regular_file(dir / "run.json"))
@@ -205,6 +199,8 @@ model::Run load(const fs::path& dir) {
     try {
         return model::load_run(dir, lo);
     } catch (const model::RunError& e) {
+        if (const auto why = folder::interruption(dir))
+            throw ReportError(2, fmt::format("{}: {}; too little of it to draw: {}", dir.string(), *why, e.what()));
         throw ReportError(2, fmt::format("{}: not a usable run folder: {}", dir.string(), e.what()));
     }
 }

@@ -1,5 +1,7 @@
 #include "run/build_cache.hpp"
 
+#include "folder/run_folder.hpp"
+
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
@@ -44,10 +46,11 @@ void prune(const fs::path& kind_dir) {
 
 std::optional<std::string> copy_outputs(const fs::path& from, const std::vector<std::string>& outputs, const fs::path& dest) {
     for (const auto& o : outputs) {
-        std::error_code ec;
-        fs::remove(dest / o, ec);
-        fs::copy_file(from / o, dest / o, ec);
-        if (ec) return fmt::format("copying {} from the build cache {} into {}: {}", o, from.string(), dest.string(), ec.message());
+        try {
+            folder::copy_new(from / o, dest / o);  // never through a symlink, never over a file
+        } catch (const folder::FolderError& e) {
+            return fmt::format("copying {} from the build cache {} into {}: {}", o, from.string(), dest.string(), e.what());
+        }
     }
     return std::nullopt;
 }

@@ -1,5 +1,6 @@
 #include "run/matrix.hpp"
 
+#include "folder/run_folder.hpp"
 #include "launch/process.hpp"
 #include "run/build_cache.hpp"
 #include "report/report.hpp"
@@ -353,11 +354,20 @@ int run_matrix(const MatrixOptions& o) {
     auto start = [&](size_t i) {
         const auto& c = o.cells[i];
         std::error_code ec;
-        fs::create_directories(c.out, ec);
+        // Marked as a run folder, so the cell's run takes it (and its run.log) as ours.
+        try {
+            folder::mark_new(c.out, folder::Kind::run);
+        } catch (const folder::FolderError& e) {
+            results[i].exit_code = 3;
+            results[i].outcome = "error";
+            results[i].problems = {e.what()};
+            state[i] = "error";
+            ++finished;
+            return;
+        }
         std::vector<std::string> argv = {o.self.string(), "run", c.scenario_path, "--kernel", c.kernel, "--out", c.out.string()};
         argv.insert(argv.end(), o.run_args.begin(), o.run_args.end());
         auto r = std::make_unique<Running>(Running{i, launch::Child(), Clock::now(), TraceCounter(c.out / "trace.bin")});
-        fs::remove(c.out / "run.log", ec);
         r->child = launch::Child(fmt::format("run {}", i), argv, (c.out / "run.log").string());
         state[i] = "running";
         running.push_back(std::move(r));

@@ -4,6 +4,7 @@
 
 #include "checks/expect.hpp"
 #include "checks/steps.hpp"
+#include "folder/run_folder.hpp"
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
 #include "run/build_cache.hpp"
@@ -20,6 +21,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -64,11 +66,8 @@ std::vector<std::string> scheduler_modules(const scenario::GuestKnobs& g, const 
     return {m->second};
 }
 
-void write_file(const fs::path& p, const std::string& s) {
-    std::ofstream out(p, std::ios::binary);
-    out << s;
-    if (!out) throw std::runtime_error("cannot write " + p.string());
-}
+// Every artifact appears whole or not at all, never through a symlink.
+void write_file(const fs::path& p, const std::string& s) { folder::write_atomic(p, s); }
 
 RunResult fail_with(Outcome o, std::string what) {
     RunResult r;
@@ -97,9 +96,11 @@ fs::path on_path(const std::string& name) {
 std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, json* cache_note = nullptr) {
     if (!o.disk_from.empty()) {
         for (const char* f : {"disk.img", "extents.json"}) {
-            std::error_code ec;
-            fs::copy_file(o.disk_from / f, out / f, fs::copy_options::overwrite_existing, ec);
-            if (ec) return fail_with(Outcome::bad_input, fmt::format("--disk-from {}: cannot copy {}: {}", o.disk_from.string(), f, ec.message()));
+            try {
+                folder::copy_new(o.disk_from / f, out / f);
+            } catch (const folder::FolderError& e) {
+                return fail_with(Outcome::bad_input, fmt::format("--disk-from {}: cannot copy {}: {}", o.disk_from.string(), f, e.what()));
+            }
         }
         return std::nullopt;
     }
@@ -276,6 +277,75 @@ KnobReport check_guest_knobs(const scenario::Scenario& sc, const json& hello, co
     return k;
 }
 
+// The step results the agent sent so far, by index; hello and done aside.
+std::map<size_t, json> step_results(const scenario::Scenario& sc, const fs::path& out, json* hello = nullptr) {
+    std::map<size_t, json> results;
+    std::istringstream in(read_file(out / "results.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+        const auto j = json::parse(line, nullptr, false);
+        if (!j.is_object()) continue;
+        const std::string type = j.value("type", "");
+        if (type == "hello" && hello) *hello = j;
+        if (type != "step") continue;
+        const size_t idx = j.value("index", SIZE_MAX);
+        if (idx < sc.steps.size()) results[idx] = j;
+    }
+    return results;
+}
+
+// A run stopped by SIGINT, SIGTERM or SIGHUP: everything it started is
+// stopped, and verdict.json still says what it had (outcome interrupted,
+// exit code 130): where it was, the steps the guest finished, the device
+// trace so far. phase: empty when the guest was up (then told by the results).
+RunResult interrupted(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, std::string phase, double boot_seconds) {
+    const int sig = launch::interrupted_by();
+    json hello;
+    const auto results = step_results(sc, out, &hello);
+    if (phase.empty())
+        phase = hello.is_null() ? "booting the guest"
+                                : fmt::format("running the steps ({} of {} done)", results.size(), sc.steps.size());
+    std::map<std::string, std::string> file_sha;
+    const auto extents = json::parse(read_file(out / "extents.json"), nullptr, false);
+    if (extents.is_object())
+        for (const auto& f : extents.value("files", json::array()))
+            file_sha[std::string(scenario::kMountpoint) + f.value("path", "")] = f.value("sha256", std::string("(not reported)"));
+    json steps_json = json::array();
+    std::string steps_text;
+    for (const auto& v : checks::check_steps(sc, results, file_sha)) {
+        steps_json.push_back(checks::to_json(v));
+        steps_text += fmt::format("  step {:>2} {:<11} {:<22} {}\n", v.index, v.op, v.path, v.ran ? "done" : "did not run");
+    }
+    json trace_json;
+    std::string trace_text;
+    try {
+        const auto s = model::summarize(trace::read_trace((out / "trace.bin").string()));
+        trace_json = model::to_json(s);
+        trace_text = model::to_text(s);
+    } catch (const std::exception& e) {
+        trace_text = std::string("no device trace: ") + e.what() + "\n";
+    }
+    const std::string what = fmt::format("interrupted by signal {} ({}) while {}", sig, sig ? strsignal(sig) : "?", phase);
+    json verdict = {{"scenario", sc.file},       {"name", sc.name},
+                    {"kernel", o.kernel_name},   {"outcome", "interrupted"},
+                    {"exit_code", static_cast<int>(Outcome::interrupted)},
+                    {"interrupted", {{"signal", sig}, {"phase", phase}, {"steps_done", results.size()}, {"steps", sc.steps.size()}}},
+                    {"problems", json::array({what})},
+                    {"steps", steps_json},       {"device_trace", trace_json},
+                    {"guest", hello},            {"boot_seconds", boot_seconds},
+                    {"expect", json::array()},   {"findings", json::array()}};
+    RunResult r;
+    r.outcome = Outcome::interrupted;
+    r.problems = {what};
+    try {
+        write_file(out / "verdict.json", verdict.dump(2) + "\n");
+    } catch (const folder::FolderError& e) {
+        r.problems.push_back(e.what());
+    }
+    r.summary = fmt::format("{} on {}: interrupted ({}), run folder {}\n{}{}", sc.name.empty() ? sc.file : sc.name, o.kernel_name, what,
+                            out.string(), steps_text, trace_text);
+    return r;
+}
+
 }  // namespace
 
 RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
@@ -293,11 +363,16 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     const FsDriver& fsd = std::get<FsDriver>(fsd_or);
     fs::create_directories(o.out_dir);
     const fs::path out = fs::absolute(o.out_dir);
-    if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
+    if (!sc.file.empty()) folder::copy_new(sc.file, out / "scenario.toml");
+    if (launch::interrupted_by()) return interrupted(sc, o, out, "starting", 0);
 
     // 1. The disk, with each file's extents in device sectors.
     json build_cache = json::object();
-    if (auto bad = build_disk(sc, o, out, &build_cache)) return *bad;
+    {
+        auto bad = build_disk(sc, o, out, &build_cache);
+        if (launch::interrupted_by()) return interrupted(sc, o, out, "building the disk", 0);
+        if (bad) return *bad;
+    }
     const json extents = json::parse(read_file(out / "extents.json"));
 
     // 2. What the agent runs: the scenario's steps, nothing else. The extent
@@ -366,16 +441,19 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     write_file(out / "run.json", run_spec.dump(2));
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
-    if (auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
-                                   {"virtio_pci", "virtio_blk", "virtio_console"}, fsd, &build_cache))
-        return *bad;
+    {
+        auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
+                                   {"virtio_pci", "virtio_blk", "virtio_console"}, fsd, &build_cache);
+        if (launch::interrupted_by()) return interrupted(sc, o, out, "building the initramfs", 0);
+        if (bad) return *bad;
+    }
 
     // 4. Boot.
     launch::BootSpec b = boot_spec(sc, o, out);
     b.device_args.insert(b.device_args.end(), fault_args.begin(), fault_args.end());
     if (!o.control_path.empty()) b.device_args.insert(b.device_args.end(), {"--control", o.control_path});
     if (!o.faults_file.empty()) {
-        fs::copy_file(o.faults_file, out / "fault-rules", fs::copy_options::overwrite_existing);
+        folder::copy_new(o.faults_file, out / "fault-rules");
         b.device_args.insert(b.device_args.end(), {"--faults", (out / "fault-rules").string()});
     }
     const fs::path cut_report = out / "power-cut.json";
@@ -390,7 +468,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     }
     b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
     const auto br = launch::boot(b);
-    if (br.outcome == launch::BootOutcome::interrupted) return fail_with(Outcome::interrupted, br.message);
+    if (br.outcome == launch::BootOutcome::interrupted) return interrupted(sc, o, out, "", br.seconds);
 
     // 5. What came back.
     std::map<size_t, json> results;
@@ -413,8 +491,9 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     const KnobReport knobs = check_guest_knobs(sc, hello, results, out);
     problems.insert(problems.end(), knobs.problems.begin(), knobs.problems.end());
     {
-        std::ofstream ge(out / "guest-events.jsonl");
-        for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge << e.dump() << "\n";
+        std::string ge;
+        for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge += e.dump() + "\n";
+        write_file(out / "guest-events.jsonl", ge);
     }
 
     std::map<std::string, std::string> file_sha;
@@ -530,7 +609,7 @@ RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const fs::path& 
     if (sc.disk.fs == "ext2") fmt::print(stderr, "blkrig: the ext2 disk is mounted by the {} driver (mount -t {})\n", fsd.driver, fsd.fstype);
     fs::create_directories(o.out_dir);
     const fs::path out = fs::absolute(o.out_dir);
-    if (!sc.file.empty()) fs::copy_file(sc.file, out / "scenario.toml", fs::copy_options::overwrite_existing);
+    if (!sc.file.empty()) folder::copy_new(sc.file, out / "scenario.toml");
     if (auto bad = build_disk(sc, o, out)) return *bad;
     std::string conf = fmt::format("FSTYPE='{}'\nMOUNT_OPTIONS='{}'\n", fsd.fstype, sc.guest.mount_options);
     for (const auto& [k, v] : sc.guest.queue) conf += fmt::format("QUEUE_{}='{}'\n", k, v);
