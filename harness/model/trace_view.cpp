@@ -44,7 +44,8 @@ Summary summarize(const trace::Trace& t) {
     for (const auto& r : t.requests) {
         auto& o = s.ops[trace::op_label(r.type)];
         ++o.count;
-        o.bytes += r.bytes;
+        // Refused requests may claim any size: the total stops at the largest value, never wraps.
+        o.bytes = r.bytes > UINT64_MAX - o.bytes ? UINT64_MAX : o.bytes + r.bytes;
         o.min_bytes = std::min(o.min_bytes, r.bytes);
         o.max_bytes = std::max(o.max_bytes, r.bytes);
         if (r.status != trace::kStatusOk) ++o.errors;
@@ -65,6 +66,8 @@ Summary summarize(const trace::Trace& t) {
         s.span_ns = last - first;
     }
     s.incomplete = t.incompleteness();
+    s.bad_records = t.bad.size();
+    if (!t.bad.empty()) s.first_bad = t.bad.front().describe();
     return s;
 }
 
@@ -75,7 +78,7 @@ nlohmann::json to_json(const Summary& s) {
     return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events}, {"markers", s.markers}, {"faults", s.faults}, {"powered_off", s.powered_off},
             {"ops", ops},               {"latency_p50_ns", s.latency_p50_ns}, {"latency_p99_ns", s.latency_p99_ns},
             {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
-            {"incomplete_reason", s.incomplete}};
+            {"incomplete_reason", s.incomplete}, {"bad_records", s.bad_records}, {"first_bad_record", s.first_bad}};
 }
 
 std::string to_text(const Summary& s) {
@@ -89,6 +92,7 @@ std::string to_text(const Summary& s) {
     if (s.faults) out += fmt::format("  {} requests hit by fault rules\n", s.faults);
     if (s.powered_off) out += fmt::format("  {} requests failed while the power was cut\n", s.powered_off);
     if (s.malformed) out += fmt::format("  {} malformed requests (answered IOERR or nothing)\n", s.malformed);
+    if (s.bad_records) out += fmt::format("  {} IMPOSSIBLE RECORDS left out, the first: {}\n", s.bad_records, s.first_bad);
     out += s.incomplete.empty() ? "  trace complete\n" : fmt::format("  TRACE INCOMPLETE: {}\n", s.incomplete);
     return out;
 }

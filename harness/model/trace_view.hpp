@@ -36,6 +36,8 @@ struct Summary {
     uint64_t latency_max_ns = 0;
     uint64_t span_ns = 0;  // first arrival to last completion
     std::string incomplete;  // why the trace is incomplete, empty if complete
+    uint64_t bad_records = 0;  // impossible records, not counted above (trace::Trace::bad)
+    std::string first_bad;     // the first one described, empty if none
 };
 
 Summary summarize(const trace::Trace& t);

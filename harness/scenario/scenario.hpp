@@ -40,6 +40,7 @@ struct DiskSpec {
     std::string fs = "vfat";  // vfat | exfat | ext4 | ext2 | raw
     int fs_line = 0;          // where disk.fs was given (0: the default)
     uint64_t size_bytes = 64ull << 20;
+    int size_line = 0;  // where disk.size was given (0: the default)
     unsigned fat_bits = 0;       // 0: mkfs chooses
     uint32_t cluster_bytes = 0;  // 0: mkfs chooses
     uint32_t block_bytes = 0;
@@ -59,6 +60,7 @@ struct DeviceKnobs {
 struct GuestKnobs {
     std::map<std::string, std::string> queue;  // /sys/block/vda/queue/<knob>
     unsigned memory_mb = 512;
+    int memory_line = 0;  // where guest.memory was given (0: the default)
     std::string mount_options;
     unsigned step_timeout_s = 60;
     std::vector<std::string> programs;  // host programs put into the initramfs (e.g. "fio")
@@ -139,6 +141,10 @@ struct Scenario {
 };
 
 inline constexpr const char* kMountpoint = "/mnt";
+
+// The marker region the run gives the device past the disk: enough blocks
+// for two markers per agent step.
+inline constexpr uint32_t kMarkerSectors = 2048;
 
 Scenario parse_scenario(std::string_view text, const std::string& file);
 Scenario load_scenario(const std::string& path);  // ScenarioError also for an unreadable file

@@ -41,6 +41,8 @@ public:
 
     uint64_t requests() const { return requests_.load(); }
     uint64_t dropped() const { return dropped_total_.load(); }
+    // The first failed write, empty if none; read it after close().
+    const std::string& write_error() const { return write_error_; }
 
 private:
     template <typename F>
