@@ -240,7 +240,11 @@ TEST_F(TraceTest, WriterFallingBehindDropsAndSaysSo) {
     {
         // Room for one pending record: the loop outruns the writer thread.
         Writer w(path_, header(), "", 64);
-        for (uint64_t i = 0; i < kRecords; ++i) w.record(request(i, 1, {4096}));
+        for (uint64_t i = 0; i < kRecords; ++i) {
+            RequestRecord r = request(i, 1, {4096});
+            r.sector = 1000;  // inside the 2048-sector device whatever the seq
+            w.record(r);
+        }
         w.close();
         dropped = w.dropped();
         written = w.requests();

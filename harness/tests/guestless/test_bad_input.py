@@ -238,7 +238,16 @@ def test_live_socket_is_in_use_and_a_stale_one_is_replaced(tmp_path, devices):
     first.proc.wait()
     assert (tmp_path / "s").exists() and (tmp_path / "ctl").exists()
     second = devices(tmp_path / "s", "--control", tmp_path / "ctl")
-    assert second.features() & (1 << 32)
+    # The stale path was there before it started: wait until the new socket answers.
+    deadline = time.monotonic() + 10
+    while True:
+        assert second.proc.poll() is None, second.proc.stderr.read()
+        try:
+            assert second.features() & (1 << 32)
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "the second device never took over the stale socket"
+            time.sleep(0.05)
     assert run(bt.blkrig(), "fault", "--control", tmp_path / "ctl", "list").returncode == 0
     assert second.stop()[0] == 0
     assert not (tmp_path / "s").exists() and not (tmp_path / "ctl").exists()
