@@ -205,13 +205,19 @@ fs::path own_kernel(const fs::path& bzimage, const fs::path& modules, const fs::
     return dir / "vmlinuz";
 }
 
-// `--faults FILE` read and parsed as the device will: a usage error naming the line.
-void check_faults_file(const std::string& path) {
+// `--faults FILE` read and parsed as the device will: a usage error naming
+// the line. With the scenario, a rule that could never fire on its device too.
+void check_faults_file(const std::string& path, const scenario::Scenario* sc = nullptr) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw UsageError(fmt::format("--faults {}: cannot read it: {}", path, std::strerror(errno)));
     const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
     auto parsed = faults::parse_rule_file(text);
     if (auto* e = std::get_if<faults::RuleFileError>(&parsed)) throw UsageError(e->describe(path));
+    if (!sc) return;
+    for (const auto& fr : std::get<std::vector<faults::FileRule>>(parsed))
+        if (auto why = faults::never_fires(fr.rule, scenario::device_capacity_sectors(*sc), sc->device.num_queues))
+            throw UsageError(fmt::format("{}:{}: {} (the run's device: disk.size = {} bytes and {} marker sectors, device.num_queues = {})", path,
+                                         fr.line, *why, sc->disk.size_bytes, scenario::kMarkerSectors, sc->device.num_queues));
 }
 
 // A disk or a guest this host cannot hold must not cost a build or a boot.
@@ -232,7 +238,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
         return 2;
     }
     // A bad rule in --faults must not cost a disk or a boot.
-    if (!faults_file.empty()) check_faults_file(faults_file);
+    if (!faults_file.empty()) check_faults_file(faults_file, &sc);
     // Nor a path given twice, or a --control path that holds a file or a live socket.
     if (auto twice = same_file_twice({{"SCENARIO", scenario_path},
                                       {"--control", control},

@@ -328,9 +328,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 rd.fail(at, fmt::format("fault rule: {}", e->message));
             }
             // The device the run starts: the disk, the marker region, device.num_queues.
-            const uint64_t lbs = sc.device.logical_block_size;
-            const uint64_t capacity = sc.disk.size_bytes / lbs * lbs / 512 + kMarkerSectors;
-            if (auto why = faults::never_fires(std::get<faults::Rule>(parsed), capacity, sc.device.num_queues))
+            if (auto why = faults::never_fires(std::get<faults::Rule>(parsed), device_capacity_sectors(sc), sc.device.num_queues))
                 rd.fail(*rn, fmt::format("fault rule: {} (the device has disk.size = {} bytes and {} marker sectors, device.num_queues = {})",
                                          *why, sc.disk.size_bytes, kMarkerSectors, sc.device.num_queues));
             if (auto* n = ft["file"].node()) {
@@ -487,6 +485,11 @@ Scenario load_scenario(const std::string& path) {
     std::stringstream ss;
     ss << in.rdbuf();
     return parse_scenario(ss.str(), path);
+}
+
+uint64_t device_capacity_sectors(const Scenario& sc) {
+    const uint64_t lbs = sc.device.logical_block_size;
+    return sc.disk.size_bytes / lbs * lbs / 512 + kMarkerSectors;
 }
 
 nlohmann::json disk_json(const DiskSpec& d) {

@@ -146,6 +146,10 @@ inline constexpr const char* kMountpoint = "/mnt";
 // for two markers per agent step.
 inline constexpr uint32_t kMarkerSectors = 2048;
 
+// The sectors of the device a run of it gets: the disk in whole logical
+// blocks, then the marker region. Fault rules must start below it.
+uint64_t device_capacity_sectors(const Scenario& sc);
+
 Scenario parse_scenario(std::string_view text, const std::string& file);
 Scenario load_scenario(const std::string& path);  // ScenarioError also for an unreadable file
 

@@ -176,6 +176,19 @@ def test_device_refuses_rules_that_cannot_work(tmp_path, rule, says):
         assert f"rules.txt:2" in r.stderr, r.stderr
 
 
+def test_run_refuses_rules_that_could_never_fire_before_anything_starts(tmp_path):
+    """A scenario's [[faults]] when it is loaded, and --faults against the scenario's device."""
+    sc = tmp_path / "f.toml"
+    sc.write_text('[disk]\nsize = "1M"\n[[faults]]\nrule = "ioerr sector=4096.."\n[[steps]]\nop = "sync"\n')
+    r = run(bt.blkrig(), "run", sc, "--out", tmp_path / "r")
+    assert r.returncode == 2 and "f.toml:4:" in r.stderr and "sector=4096 is past the device's last sector 4095" in r.stderr, r
+    sc.write_text('[disk]\nsize = "1M"\n[[steps]]\nop = "sync"\n')
+    (tmp_path / "rules.txt").write_text("ioerr op=flush\nioerr queue=3\n")
+    r = run(bt.blkrig(), "run", sc, "--out", tmp_path / "r", "--faults", tmp_path / "rules.txt")
+    assert r.returncode == 2 and "rules.txt:2: queue=3 but the device has 1 queue" in r.stderr, r
+    assert not (tmp_path / "r").exists()
+
+
 def test_control_refuses_rules_that_could_never_fire(tmp_path, devices):
     d = devices(tmp_path / "s", "--control", tmp_path / "ctl", "--num-queues", "2")
     for rule, says, ok in [("ioerr queue=2", "queue=2 but the device has 2 queues", False),
