@@ -4,7 +4,9 @@
 #include "control/methods.hpp"
 #include "faults/engine.hpp"
 #include "faults/rule_file.hpp"
+#include "common/host.hpp"
 #include "common/log.hpp"
+#include "common/paths.hpp"
 #include "store/store.hpp"
 #include "trace/writer.hpp"
 #include "vhost_user/server.hpp"
@@ -16,6 +18,7 @@
 #include <cerrno>
 #include <csignal>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -104,17 +107,19 @@ struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+struct GivenRule {
+    std::string where;  // "--fault" or "FILE:LINE"
+    faults::Rule rule;
+};
+
 // Rules from --fault and --faults; a bad one is a usage error naming where.
-void load_faults(const Options& o, faults::Engine& engine) {
-    auto add = [&](const faults::Rule& r) {
-        const uint32_t id = engine.add(r);
-        log(LogLevel::info, "fault rule {}: {}", id, faults::to_text(r));
-    };
+std::vector<GivenRule> parse_faults(const Options& o) {
+    std::vector<GivenRule> rules;
     for (const auto& r : o.fault_rules) {
         auto parsed = faults::parse_rule(r);
         if (auto* e = std::get_if<faults::RuleError>(&parsed))
             throw UsageError(fmt::format("--fault:{}: {} (in '{}')", e->column, e->message, r));
-        add(std::get<faults::Rule>(parsed));
+        rules.push_back({"--fault", std::get<faults::Rule>(parsed)});
     }
     if (!o.faults_file.empty()) {
         std::ifstream in(o.faults_file, std::ios::binary);
@@ -122,8 +127,47 @@ void load_faults(const Options& o, faults::Engine& engine) {
         const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
         auto parsed = faults::parse_rule_file(text);
         if (auto* e = std::get_if<faults::RuleFileError>(&parsed)) throw UsageError(e->describe(o.faults_file));
-        for (const auto& fr : std::get<std::vector<faults::FileRule>>(parsed)) add(fr.rule);
+        for (const auto& fr : std::get<std::vector<faults::FileRule>>(parsed))
+            rules.push_back({fmt::format("--faults {}:{}", o.faults_file, fr.line), fr.rule});
     }
+    return rules;
+}
+
+// Once the geometry is known: a rule that could never fire is a usage
+// error, saying where the capacity and the queue count come from.
+void load_faults(const std::vector<GivenRule>& rules, const Options& o, const std::string& disk, faults::Engine& engine) {
+    for (const auto& g : rules) {
+        if (auto why = faults::never_fires(g.rule, o.geo.capacity_sectors, o.geo.num_queues))
+            throw UsageError(fmt::format("{}: {} (in '{}'; the capacity is {} plus --marker-sectors {}, the queues --num-queues {})", g.where,
+                                         *why, faults::to_text(g.rule), disk, o.geo.marker_sectors, o.geo.num_queues));
+        const uint32_t id = engine.add(g.rule);
+        log(LogLevel::info, "fault rule {}: {}", id, faults::to_text(g.rule));
+    }
+}
+
+// A path given for two jobs (the trace written over the image, the control
+// socket on the vhost-user socket) is a usage error; so is a socket path
+// holding a file or a live socket. Checked before anything is created.
+void check_paths(const Options& o, const blk::PowerCutPlan& plan) {
+    if (auto twice = same_file_twice({{"--socket-path", o.socket_path},
+                                      {"--control", o.control_path},
+                                      {"--blk-file", o.blk_file},
+                                      {"--trace", o.trace_path},
+                                      {"--write-log", o.write_log},
+                                      {"--faults", o.faults_file},
+                                      {"--power-cut report=", plan.report_path}}))
+        throw UsageError(*twice);
+    for (const auto& [option, path] : {std::pair{"--socket-path", o.socket_path}, std::pair{"--control", o.control_path}})
+        if (!path.empty())
+            if (auto why = socket_path_problem(option, path)) throw UsageError(*why);
+}
+
+// --fd N must be an open socket we inherited.
+void check_fd(int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0)
+        throw UsageError(fmt::format("--fd {}: not an open file descriptor ({}); pass the socket to this program", fd, std::strerror(errno)));
+    if (!S_ISSOCK(st.st_mode)) throw UsageError(fmt::format("--fd {}: not a socket", fd));
 }
 
 // "marker=9,mode=drop_random,seed=3,share=0.5,report=/x.json"
@@ -171,7 +215,12 @@ blk::PowerCutPlan parse_power_cut(const std::string& spec) {
 std::unique_ptr<store::Store> open_store(const Options& o) {
     if (!o.blk_file.empty() && o.ram_size) throw UsageError("give either --blk-file or --ram, not both");
     if (o.blk_file.empty() && !o.ram_size) throw UsageError("no disk: give --blk-file PATH or --ram SIZE");
-    if (o.ram_size) return store::make_ram(o.ram_size);
+    if (o.ram_size) {
+        // The RAM disk is reserved lazily: without this check it fails only when the guest has filled the host.
+        if (const auto mem = host::mem_total(); mem && o.ram_size > *mem)
+            throw UsageError(fmt::format("--ram {}: more than this host's memory ({} bytes, MemTotal in /proc/meminfo)", o.ram_size, *mem));
+        return store::make_ram(o.ram_size);
+    }
     if (o.snapshot) return store::make_overlay(store::open_file(o.blk_file, true, o.direct));
     return store::open_file(o.blk_file, o.read_only, o.direct);
 }
@@ -221,8 +270,12 @@ int run(Options& o) {
     else if (o.log_level == "error") log_threshold() = static_cast<int>(LogLevel::error);
     if (o.socket_path.empty() == (o.fd < 0)) throw UsageError("give exactly one of --socket-path PATH or --fd N");
     if (o.snapshot && o.blk_file.empty()) throw UsageError("--snapshot needs --blk-file");
+    if (o.fd >= 0) check_fd(o.fd);
+    blk::PowerCutPlan plan;
+    if (!o.power_cut.empty()) plan = parse_power_cut(o.power_cut);
+    check_paths(o, plan);
+    const auto rules = parse_faults(o);
     faults::Engine engine;
-    load_faults(o, engine);
 
     o.geo.read_only = o.read_only;
     o.geo.write_cache = o.write_cache == "on";
@@ -240,6 +293,7 @@ int run(Options& o) {
     if (o.geo.marker_sectors % (lbs / blk::kSectorSize))
         throw UsageError(fmt::format("--marker-sectors {} is not a whole number of {}-byte blocks", o.geo.marker_sectors, lbs));
     o.geo.capacity_sectors += o.geo.marker_sectors;
+    load_faults(rules, o, fmt::format("{} ({} bytes)", store->describe(), store->size()), engine);
 
     std::unique_ptr<trace::Writer> tw;
     if (!o.trace_path.empty()) {
@@ -251,8 +305,6 @@ int run(Options& o) {
         if (o.trace_continue) tw = trace::Writer::open_continued(o.trace_path, h, describe(o, *store).dump());
         else tw = std::make_unique<trace::Writer>(o.trace_path, h, describe(o, *store).dump());
     }
-    blk::PowerCutPlan plan;
-    if (!o.power_cut.empty()) plan = parse_power_cut(o.power_cut);
     std::unique_ptr<store::WriteLog> wlog;
     if (o.crash_model || !o.write_log.empty() || !o.power_cut.empty()) {
         if (!o.geo.write_cache) log(LogLevel::warn, "--crash-model with --write-cache off: every write is durable, a power cut loses nothing");
@@ -281,18 +333,33 @@ int run(Options& o) {
         }
     } else {
         UniqueFd lfd = vhost_user::listen_at(o.socket_path);
+        // Removed on every way out, unless another program replaced it.
+        struct Remove {
+            OwnSocket s;
+            ~Remove() { remove_own_socket(s); }
+        } remove{own_socket(o.socket_path)};
         log(LogLevel::info, "serving {} on {} ({} sectors, {} queue(s))", store->describe(), o.socket_path, o.geo.capacity_sectors,
             o.geo.num_queues);
         vhost_user::serve_listening(lfd.get(), stop_fd, dev, serve);
-        ::unlink(o.socket_path.c_str());
     }
     ctl.reset();  // no control calls once the trace is closing
+    int rc = 0;
     if (tw) {
         tw->close();
         log(LogLevel::info, "trace {}: {} requests, {} dropped", o.trace_path, tw->requests(), tw->dropped());
+        // A trace that lost records to a failed write is a failed run.
+        if (!tw->write_error().empty()) {
+            log(LogLevel::error, "{}: the trace is incomplete", tw->write_error());
+            rc = 1;
+        }
+    }
+    if (dev.report_failed()) rc = 1;
+    if (wlog && !wlog->export_error().empty()) {
+        log(LogLevel::error, "{}: the write log is incomplete", wlog->export_error());
+        rc = 1;
     }
     ::close(stop_fd);
-    return 0;
+    return rc;
 }
 
 }  // namespace
@@ -304,11 +371,15 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // --help and --version are 0; every bad argument is 2 (CLI11's own codes are not ours).
+        return app.exit(e) == 0 ? 0 : 2;
     }
     try {
         return run(o);
     } catch (const UsageError& e) {
+        std::fprintf(stderr, "blkrig-device: %s\n", e.what());
+        return 2;
+    } catch (const PathError& e) {
         std::fprintf(stderr, "blkrig-device: %s\n", e.what());
         return 2;
     } catch (const std::exception& e) {

@@ -679,6 +679,12 @@ std::vector<CheckResult> check(const model::Run& run, const Expectation& e) {
 
 std::vector<CheckResult> check_all(const model::Run& run, const std::vector<Expectation>& es) {
     std::vector<CheckResult> out;
+    // A trace with records no device writes is corrupt: nothing checked against it can hold.
+    if (!run.trace_bad.empty())
+        out.push_back({"the device trace", "valid_records", false,
+                       fmt::format("{} impossible record{} (left out of the model); the first: {}", run.trace_bad.size(),
+                                   run.trace_bad.size() == 1 ? "" : "s", run.trace_bad.front()),
+                       std::nullopt, run.trace_bad.size()});
     for (const auto& e : es)
         for (auto& r : check(run, e)) out.push_back(std::move(r));
     return out;

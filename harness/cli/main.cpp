@@ -21,6 +21,7 @@
 #include "model/trace_view.hpp"
 #include "report/report.hpp"
 #include "run/fs_driver.hpp"
+#include "run/host_limits.hpp"
 #include "run/matrix.hpp"
 #include "run/run.hpp"
 #include "scenario/scenario.hpp"
@@ -34,6 +35,8 @@
 #include <unistd.h>
 
 #include "common/fd.hpp"
+#include "common/host.hpp"
+#include "common/paths.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -203,13 +206,25 @@ fs::path own_kernel(const fs::path& bzimage, const fs::path& modules, const fs::
     return dir / "vmlinuz";
 }
 
-// `--faults FILE` read and parsed as the device will: a usage error naming the line.
-void check_faults_file(const std::string& path) {
+// `--faults FILE` read and parsed as the device will: a usage error naming
+// the line. With the scenario, a rule that could never fire on its device too.
+void check_faults_file(const std::string& path, const scenario::Scenario* sc = nullptr) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw UsageError(fmt::format("--faults {}: cannot read it: {}", path, std::strerror(errno)));
     const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
     auto parsed = faults::parse_rule_file(text);
     if (auto* e = std::get_if<faults::RuleFileError>(&parsed)) throw UsageError(e->describe(path));
+    if (!sc) return;
+    for (const auto& fr : std::get<std::vector<faults::FileRule>>(parsed))
+        if (auto why = faults::never_fires(fr.rule, scenario::device_capacity_sectors(*sc), sc->device.num_queues))
+            throw UsageError(fmt::format("{}:{}: {} (the run's device: disk.size = {} bytes and {} marker sectors, device.num_queues = {})", path,
+                                         fr.line, *why, sc->disk.size_bytes, scenario::kMarkerSectors, sc->device.num_queues));
+}
+
+// A disk or a guest this host cannot hold must not cost a build or a boot.
+void check_host_limits(const scenario::Scenario& sc, const fs::path& out_dir) {
+    if (auto too_big = run::host_limit_problems(sc, run::read_host_facts(out_dir)); !too_big.empty())
+        throw UsageError(fmt::format("{}", fmt::join(too_big, "\nblkrig: ")));
 }
 
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
@@ -224,7 +239,15 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
         return 2;
     }
     // A bad rule in --faults must not cost a disk or a boot.
-    if (!faults_file.empty()) check_faults_file(faults_file);
+    if (!faults_file.empty()) check_faults_file(faults_file, &sc);
+    // Nor a path given twice, or a --control path that holds a file or a live socket.
+    if (auto twice = same_file_twice({{"SCENARIO", scenario_path},
+                                      {"--control", control},
+                                      {"--faults", faults_file},
+                                      {"--disk-from disk.img", disk_from.empty() ? "" : (fs::path(disk_from) / "disk.img").string()}}))
+        throw UsageError(*twice);
+    if (!control.empty())
+        if (auto why = socket_path_problem("--control", control)) throw UsageError(*why);
     for (const auto& need : sc.needs) {
         if (need == "disk-from" && disk_from.empty())
             throw UsageError(fmt::format("{}:{}: this scenario boots on what an earlier run left: give --disk-from RUN_DIR", sc.file, sc.needs_line));
@@ -235,6 +258,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     if (kernel.empty()) kernel = sc.kernel.empty() ? "debian-bookworm-cloud" : sc.kernel;
     run::RunOptions o;
     o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
+    check_host_limits(sc, o.out_dir);
     // From here a signal stops the run at its next step, and verdict.json still says what it had.
     launch::catch_interrupts();
     // Nothing is written into the run folder before it is ours (docs/reliability.md).
@@ -339,6 +363,7 @@ int do_matrix(const MatrixArgs& a) {
     }
     run::MatrixOptions o;
     const fs::path out = a.out.empty() ? fs::path("runs") / "matrix" : fs::path(a.out);
+    for (const auto& sc : scs) check_host_limits(sc, out);
     std::map<std::string, int> stems;
     for (size_t i = 0; i < files.size(); ++i) {
         std::string stem = fs::path(files[i]).stem().string();
@@ -383,8 +408,24 @@ fs::path default_device() {
     return self_dir() / "blkrig-device";  // installed side by side
 }
 
+// Records no device writes (trace::Trace::bad): with --strict the first is
+// the error (exit 1, nothing printed), otherwise each is a warning and left out.
+bool bad_records_fail(const std::string& file, const trace::Trace& t, bool strict) {
+    if (t.bad.empty()) return false;
+    if (strict) {
+        fmt::print(stderr, "blkrig: trace {}: impossible {}\n", file, t.bad.front().describe());
+        return true;
+    }
+    constexpr size_t kShown = 10;
+    for (size_t i = 0; i < t.bad.size() && i < kShown; ++i)
+        fmt::print(stderr, "blkrig: warning: trace {}: impossible {}; left out\n", file, t.bad[i].describe());
+    if (t.bad.size() > kShown) fmt::print(stderr, "blkrig: warning: trace {}: {} more impossible records left out\n", file, t.bad.size() - kShown);
+    return false;
+}
+
 int trace_dump(const std::string& file, const std::string& format, bool strict) {
     const auto t = trace::read_trace(file);
+    if (bad_records_fail(file, t, strict)) return 1;
     const uint64_t t0 = t.header.t_start_ns;
     // Fault records follow their request; shown on the request they touched.
     std::map<uint64_t, const trace::FaultRecord*> faults;
@@ -457,7 +498,9 @@ int trace_export(const std::string& file, const std::string& format, const std::
     if (!f) throw UsageError(fmt::format("--format {}: unknown format (blkparse, perfetto or csv)", format));
     const auto o = exporter::parse_device(device);
     if (!o) throw UsageError(fmt::format("--device {}: expected MAJOR,MINOR such as 254,0", device));
+    if (auto twice = same_file_twice({{"FILE", file}, {"--out", out_path}})) throw UsageError(*twice);
     const auto t = trace::read_trace(file);
+    if (bad_records_fail(file, t, strict)) return 1;
     if (out_path.empty()) {
         exporter::write(std::cout, t, *f, *o);
     } else {
@@ -475,6 +518,7 @@ int trace_export(const std::string& file, const std::string& format, const std::
 
 int trace_summary(const std::string& file, bool json, bool strict) {
     const auto t = trace::read_trace(file);
+    if (bad_records_fail(file, t, strict)) return 1;
     const auto s = model::summarize(t);
     if (json) std::cout << model::to_json(s).dump(2) << "\n";
     else std::cout << model::to_text(s);
@@ -544,6 +588,10 @@ int do_check(const std::string& dir, const std::string& expect_file, const std::
 
 int do_boot(launch::BootSpec spec, const std::string& kernel, bool force) {
     spec.kernel = resolve_kernel(kernel);
+    if (auto twice = same_file_twice({{"--kernel", spec.kernel.string()}, {"--initrd", spec.initrd.string()}, {"--disk", spec.disk.string()}}))
+        throw UsageError(*twice);
+    if (const auto mem = host::mem_total(); mem && (uint64_t{spec.memory_mb} << 20) > *mem)
+        throw UsageError(fmt::format("--memory {}: more than this host's {} MiB (MemTotal in /proc/meminfo)", spec.memory_mb, *mem >> 20));
     if (spec.device.empty()) spec.device = default_device();
     const folder::Claim claim = folder::claim(spec.out_dir, folder::Kind::run, force);
     launch::reap_stale_temp();
@@ -577,18 +625,18 @@ int main(int argc, char** argv) {
     auto* dump = tr->add_subcommand("dump", "One line per record (JSON lines or text)");
     dump->add_option("FILE", file, "Trace file written by blkrig-device --trace")->required();
     dump->add_option("--format", format, "jsonl or text")->check(CLI::IsMember({"jsonl", "text"}));
-    dump->add_flag("--strict", strict, "Exit 1 if the trace is incomplete");
+    dump->add_flag("--strict", strict, "Exit 1 if the trace is incomplete or holds a record no device writes");
     auto* summary = tr->add_subcommand("summary", "Counts, bytes and latency per operation");
     summary->add_option("FILE", file, "Trace file")->required();
     summary->add_flag("--json", json, "Machine-readable output");
-    summary->add_flag("--strict", strict, "Exit 1 if the trace is incomplete");
+    summary->add_flag("--strict", strict, "Exit 1 if the trace is incomplete or holds a record no device writes");
     std::string export_format, export_out, export_device = "254,0";
     auto* texport = tr->add_subcommand("export", "Convert a trace to blkparse text, Perfetto JSON or CSV (docs/trace-format.md)");
     texport->add_option("FILE", file, "Trace file")->required();
     texport->add_option("--format", export_format, "blkparse, perfetto or csv (checked by trace_export: a bad one exits 2)");
     texport->add_option("--out", export_out, "Write here instead of stdout");
     texport->add_option("--device", export_device, "blkparse's device column, MAJOR,MINOR")->capture_default_str();
-    texport->add_flag("--strict", strict, "Exit 1 if the trace is incomplete");
+    texport->add_flag("--strict", strict, "Exit 1 if the trace is incomplete or holds a record no device writes");
 
     launch::BootSpec spec;
     std::string kernel = "debian-bookworm-cloud";
@@ -712,7 +760,8 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // --help is 0; every bad argument is 2 (CLI11's own codes, 104-109, are not ours).
+        return app.exit(e) == 0 ? 0 : 2;
     }
     try {
         if (dump->parsed()) return trace_dump(file, format, strict);

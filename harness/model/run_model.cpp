@@ -301,6 +301,10 @@ void load_trace(Run& run, const LoadOptions& opts) {
         run.findings.push_back(fmt::format("the device trace is incomplete: {}", why));
     }
     run.trace_incomplete = t.incompleteness();
+    for (const auto& b : t.bad) {
+        run.trace_bad.push_back(b.describe());
+        run.findings.push_back(fmt::format("the device trace has an impossible record, left out of the model: {}", b.describe()));
+    }
     run.trace_header = t.header;
     run.requests.reserve(t.requests.size());
     for (auto& r : t.requests) {

@@ -48,8 +48,9 @@ struct Request {
     uint64_t file_offset = 0;  // with file: the file offset of the first byte it carries of that file
     std::vector<uint32_t> seg_lens;
 
-    uint64_t sectors() const { return (bytes + 511) / 512; }
-    uint64_t end_sector() const { return sector + sectors(); }
+    // Saturating: a request the device refused may name any range the guest sent.
+    uint64_t sectors() const { return bytes / 512 + (bytes % 512 != 0); }
+    uint64_t end_sector() const { return sectors() > UINT64_MAX - sector ? UINT64_MAX : sector + sectors(); }
     // read, write, discard, write_zeroes, secure_erase: requests with a sector range
     bool is_data() const { return type == 0 || type == 1 || type == 11 || type == 13 || type == 14; }
     std::string op() const;
@@ -146,6 +147,9 @@ struct Run {
 
     trace::FileHeader trace_header{};
     std::string trace_incomplete;  // why the device trace is incomplete, "" when complete
+    // Records the device could not have written (trace::BadRecord), left
+    // out of requests and markers; each is a finding, and fails every check.
+    std::vector<std::string> trace_bad;
     std::vector<Request> requests;  // in seq order, markers excluded
     std::vector<Marker> markers;    // in seq order
 

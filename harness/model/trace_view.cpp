@@ -46,7 +46,8 @@ Summary summarize(const trace::Trace& t) {
     for (const auto& r : t.requests) {
         auto& o = s.ops[trace::op_label(r.type)];
         ++o.count;
-        o.bytes += r.bytes;
+        // Refused requests may claim any size: the total stops at the largest value, never wraps.
+        o.bytes = r.bytes > UINT64_MAX - o.bytes ? UINT64_MAX : o.bytes + r.bytes;
         o.min_bytes = std::min(o.min_bytes, r.bytes);
         o.max_bytes = std::max(o.max_bytes, r.bytes);
         if (r.status != trace::kStatusOk) ++o.errors;
@@ -70,6 +71,8 @@ Summary summarize(const trace::Trace& t) {
     s.incomplete = t.incompleteness();
     for (const auto& e : t.events) s.restarts += e.code == trace::EventCode::restart;
     account_seqs(t, s);
+    s.bad_records = t.bad.size();
+    if (!t.bad.empty()) s.first_bad = t.bad.front().describe();
     return s;
 }
 
@@ -104,6 +107,7 @@ nlohmann::json to_json(const Summary& s) {
             {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
             {"incomplete_reason", s.incomplete}, {"restarts", s.restarts}, {"resubmitted", s.resubmitted},
             {"seq_duplicates", s.seq_duplicate_count}, {"seq_missing", s.seq_missing_count}};
+            {"incomplete_reason", s.incomplete}, {"bad_records", s.bad_records}, {"first_bad_record", s.first_bad}};
 }
 
 std::string to_text(const Summary& s) {
@@ -124,6 +128,7 @@ std::string to_text(const Summary& s) {
         out += fmt::format("  {} seq(s) completed more than once, e.g. {}\n", s.seq_duplicate_count, fmt::join(s.seq_duplicates, ", "));
     if (s.seq_missing_count)
         out += fmt::format("  {} seq(s) never completed, e.g. {}\n", s.seq_missing_count, fmt::join(s.seq_missing, ", "));
+    if (s.bad_records) out += fmt::format("  {} IMPOSSIBLE RECORDS left out, the first: {}\n", s.bad_records, s.first_bad);
     out += s.incomplete.empty() ? "  trace complete\n" : fmt::format("  TRACE INCOMPLETE: {}\n", s.incomplete);
     return out;
 }

@@ -42,6 +42,8 @@ struct Summary {
     uint64_t seq_duplicate_count = 0;
     std::vector<uint64_t> seq_missing;     // seqs below the highest with no record (the first few)
     uint64_t seq_missing_count = 0;
+    uint64_t bad_records = 0;  // impossible records, not counted above (trace::Trace::bad)
+    std::string first_bad;     // the first one described, empty if none
 };
 
 // Every seq a device gave out should end as exactly one request or marker

@@ -63,7 +63,6 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o);
 // tools.agent is unused; init_shell is guest-driver/image/init-shell.sh.
 RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const std::filesystem::path& init_shell);
 
-// The marker region: enough blocks for two markers per agent step.
-inline constexpr uint32_t kMarkerSectors = 2048;
+inline constexpr uint32_t kMarkerSectors = scenario::kMarkerSectors;
 
 }  // namespace blkrig::run

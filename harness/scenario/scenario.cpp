@@ -30,6 +30,7 @@ std::optional<uint64_t> parse_size(std::string_view s) {
         if (c < '0' || c > '9') return std::nullopt;
         v = v * 10 + static_cast<uint64_t>(c - '0');
     }
+    if (v > UINT64_MAX / mult) return std::nullopt;  // would wrap to a small size
     return v * mult;
 }
 
@@ -202,7 +203,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
             sc.disk.fs = rd.one_of(*n, "disk.fs", {"vfat", "exfat", "ext4", "ext2", "raw"});
             sc.disk.fs_line = static_cast<int>(n->source().begin.line);
         }
-        if (auto* n = t["size"].node()) sc.disk.size_bytes = rd.size(*n, "disk.size");
+        if (auto* n = t["size"].node()) {
+            sc.disk.size_bytes = rd.size(*n, "disk.size");
+            sc.disk.size_line = static_cast<int>(n->source().begin.line);
+        }
         if (sc.disk.size_bytes < (1u << 20) || sc.disk.size_bytes % 512)
             rd.fail(t["size"].node() ? t["size"].node()->source() : t.source(), "disk.size must be at least 1M and a multiple of 512");
         if (auto* n = t["fat_bits"].node()) {
@@ -291,7 +295,12 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
             if (v.is_integer()) sc.guest.queue[key] = std::to_string(*v.value<int64_t>());
             else sc.guest.queue[key] = rd.str(v, "guest." + key);
         }
-        if (auto* n = t["memory"].node()) sc.guest.memory_mb = static_cast<unsigned>(rd.size(*n, "guest.memory") >> 20);
+        if (auto* n = t["memory"].node()) {
+            const uint64_t mb = rd.size(*n, "guest.memory") >> 20;
+            if (mb > UINT32_MAX) rd.fail(*n, fmt::format("guest.memory is {} MiB, more than any host has", mb));
+            sc.guest.memory_mb = static_cast<unsigned>(mb);
+            sc.guest.memory_line = static_cast<int>(n->source().begin.line);
+        }
         if (sc.guest.memory_mb < 128) rd.fail(t["memory"].node()->source(), "guest.memory must be at least 128M");
         if (auto* n = t["mount_options"].node()) sc.guest.mount_options = rd.str(*n, "guest.mount_options");
         if (auto* n = t["step_timeout"].node()) sc.guest.step_timeout_s = static_cast<unsigned>(rd.integer(*n, "guest.step_timeout (seconds)", 1, 3600));
@@ -320,6 +329,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 at.begin.column += static_cast<toml::source_index>(e->column);
                 rd.fail(at, fmt::format("fault rule: {}", e->message));
             }
+            // The device the run starts: the disk, the marker region, device.num_queues.
+            if (auto why = faults::never_fires(std::get<faults::Rule>(parsed), device_capacity_sectors(sc), sc.device.num_queues))
+                rd.fail(*rn, fmt::format("fault rule: {} (the device has disk.size = {} bytes and {} marker sectors, device.num_queues = {})",
+                                         *why, sc.disk.size_bytes, kMarkerSectors, sc.device.num_queues));
             if (auto* n = ft["file"].node()) {
                 f.file = rd.str(*n, "faults.file");
                 bool known = false;
@@ -474,6 +487,11 @@ Scenario load_scenario(const std::string& path) {
     std::stringstream ss;
     ss << in.rdbuf();
     return parse_scenario(ss.str(), path);
+}
+
+uint64_t device_capacity_sectors(const Scenario& sc) {
+    const uint64_t lbs = sc.device.logical_block_size;
+    return sc.disk.size_bytes / lbs * lbs / 512 + kMarkerSectors;
 }
 
 nlohmann::json disk_json(const DiskSpec& d) {

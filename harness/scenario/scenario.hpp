@@ -40,6 +40,7 @@ struct DiskSpec {
     std::string fs = "vfat";  // vfat | exfat | ext4 | ext2 | raw
     int fs_line = 0;          // where disk.fs was given (0: the default)
     uint64_t size_bytes = 64ull << 20;
+    int size_line = 0;  // where disk.size was given (0: the default)
     unsigned fat_bits = 0;       // 0: mkfs chooses
     uint32_t cluster_bytes = 0;  // 0: mkfs chooses
     uint32_t block_bytes = 0;
@@ -62,6 +63,7 @@ struct DeviceKnobs {
 struct GuestKnobs {
     std::map<std::string, std::string> queue;  // /sys/block/vda/queue/<knob>
     unsigned memory_mb = 512;
+    int memory_line = 0;  // where guest.memory was given (0: the default)
     std::string mount_options;
     unsigned step_timeout_s = 60;
     std::vector<std::string> programs;  // host programs put into the initramfs (e.g. "fio")
@@ -142,6 +144,14 @@ struct Scenario {
 };
 
 inline constexpr const char* kMountpoint = "/mnt";
+
+// The marker region the run gives the device past the disk: enough blocks
+// for two markers per agent step.
+inline constexpr uint32_t kMarkerSectors = 2048;
+
+// The sectors of the device a run of it gets: the disk in whole logical
+// blocks, then the marker region. Fault rules must start below it.
+uint64_t device_capacity_sectors(const Scenario& sc);
 
 Scenario parse_scenario(std::string_view text, const std::string& file);
 Scenario load_scenario(const std::string& path);  // ScenarioError also for an unreadable file

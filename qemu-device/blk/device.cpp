@@ -302,11 +302,12 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         const auto rep = power_cut(plan_.mode, plan_.seed, plan_.share);
         if (!plan_.report_path.empty()) {
             std::FILE* f = std::fopen(plan_.report_path.c_str(), "w");
-            if (!f) log(LogLevel::error, "power cut report {}: {}", plan_.report_path, std::strerror(errno));
-            else {
-                const std::string text = rep.dump(2) + "\n";
-                std::fwrite(text.data(), 1, text.size(), f);
-                std::fclose(f);
+            const std::string text = rep.dump(2) + "\n";
+            bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+            if (f && std::fclose(f) != 0) ok = false;
+            if (!ok) {
+                report_failed_ = true;  // the device exits 1: the run asked for a report it did not get
+                log(LogLevel::error, "power cut report {}: cannot write it: {}", plan_.report_path, std::strerror(errno));
             }
         }
     }

@@ -102,6 +102,8 @@ public:
     nlohmann::json power_cut(store::CutMode mode, uint64_t seed, double share);
     void power_on();
     bool powered_off() const { return powered_off_.load(); }
+    // The --power-cut report could not be written (logged when it happened).
+    bool report_failed() const { return report_failed_.load(); }
     bool has_write_log() const { return wlog_ != nullptr; }
 
     const Geometry& geometry() const { return geo_; }
@@ -129,6 +131,7 @@ private:
     virtio::Deferrals deferrals_;
     uint64_t start_ns_;
     std::atomic<bool> powered_off_{false};
+    std::atomic<bool> report_failed_{false};
     std::atomic<uint64_t> seq_{0};
     std::atomic<uint64_t> acked_{0};
     std::atomic<bool> writeback_;

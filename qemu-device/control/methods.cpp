@@ -8,12 +8,15 @@ using nlohmann::json;
 
 MethodTable device_methods(faults::Engine& engine, blk::BlkDevice& dev, trace::Writer* trace) {
     MethodTable m;
-    m["fault.add"] = [&engine](const json& p) -> json {
+    m["fault.add"] = [&engine, &dev](const json& p) -> json {
         if (!p.contains("rule") || !p["rule"].is_string()) throw InvalidParams("fault.add needs {\"rule\": \"RULE TEXT\"}");
         const std::string text = p["rule"];
         auto parsed = faults::parse_rule(text);
         if (auto* e = std::get_if<faults::RuleError>(&parsed))
             throw InvalidParams(fmt::format("rule column {}: {} (in '{}')", e->column, e->message, text));
+        const auto& g = dev.geometry();
+        if (auto why = faults::never_fires(std::get<faults::Rule>(parsed), g.capacity_sectors, g.num_queues))
+            throw InvalidParams(fmt::format("{} (in '{}')", *why, text));
         const uint32_t id = engine.add(std::get<faults::Rule>(parsed));
         log(LogLevel::info, "control: fault rule {} added: {}", id, text);
         return {{"id", id}, {"rule", faults::to_text(std::get<faults::Rule>(parsed))}};

@@ -60,16 +60,26 @@ std::string response_line(const std::string& line, const MethodTable& methods) {
 Server::Server(const std::string& path, MethodTable methods) : path_(path), methods_(std::move(methods)) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("control socket path too long: " + path);
+    if (path.size() >= sizeof addr.sun_path)
+        throw PathError(fmt::format("--control {}: the path is too long ({} bytes; a Unix socket path holds at most {})", path, path.size(),
+                                    sizeof addr.sun_path - 1));
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     listen_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    ::unlink(path.c_str());
+    // Never the user's file or a live socket: only a dead program's socket is replaced.
+    claim_socket_path("--control", path);
     // Only the owner may steer the device: umask for the bind, then chmod.
     const mode_t old = ::umask(0177);
     const int b = ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    const int bind_errno = errno;
     ::umask(old);
-    if (b != 0 || ::chmod(path.c_str(), 0600) != 0 || ::listen(listen_.get(), 8) != 0)
-        throw std::runtime_error(fmt::format("cannot create control socket {}: {}", path, std::strerror(errno)));
+    if (b != 0 && bind_errno == EADDRINUSE) throw PathError(fmt::format("--control {}: in use: another program created it just now", path));
+    if (b != 0) throw std::runtime_error(fmt::format("cannot create control socket {}: {}", path, std::strerror(bind_errno)));
+    own_ = own_socket(path);
+    if (::chmod(path.c_str(), 0600) != 0 || ::listen(listen_.get(), 8) != 0) {
+        const int e = errno;
+        remove_own_socket(own_);
+        throw std::runtime_error(fmt::format("cannot create control socket {}: {}", path, std::strerror(e)));
+    }
     stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     thread_ = std::thread([this] { run(); });
 }
@@ -78,7 +88,7 @@ Server::~Server() {
     const uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(stop_.get(), &one, sizeof one);
     thread_.join();
-    ::unlink(path_.c_str());
+    remove_own_socket(own_);
 }
 
 void Server::run() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common/fd.hpp"
+#include "common/paths.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -37,9 +38,10 @@ inline constexpr size_t kMaxRequestBytes = 64 * 1024;
 
 class Server {
 public:
-    // Throws std::runtime_error if the socket cannot be created.
+    // Throws PathError if path is taken (a file, a live socket: never
+    // replaced), std::runtime_error if the socket cannot be created.
     Server(const std::string& path, MethodTable methods);
-    ~Server();  // stops the thread, removes the socket
+    ~Server();  // stops the thread, removes the socket if it is still ours
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
 
@@ -50,6 +52,7 @@ private:
     std::string path_;
     MethodTable methods_;
     UniqueFd listen_, stop_;
+    OwnSocket own_;
     std::thread thread_;
 };
 

@@ -164,11 +164,18 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
         return err(a.column, fmt::format("expected an action ({}), got '{}'", kActions, a.key.empty() ? a.value : a.key));
     }
 
-    bool seen_sector = false;
+    // A key given twice would silently keep only its last value.
+    std::vector<const Term*> seen;
     for (size_t k = 1; k < terms.size(); ++k) {
         const Term& t = terms[k];
         if (!t.has_value || t.value.empty())
             return err(t.column, fmt::format("expected key=value ({}), got '{}'", kKeys, t.key));
+        for (const Term* s : seen)
+            if (s->key == t.key)
+                return err(t.column, t.key == "op" ? fmt::format("op= given twice (first at column {}): list several ops in one, e.g. op=read,write",
+                                                                 s->column)
+                                                   : fmt::format("{}= given twice (first at column {}): a rule has one {}=", t.key, s->column, t.key));
+        seen.push_back(&t);
         if (t.key == "op") {
             r.ops = 0;
             size_t p = 0;
@@ -206,7 +213,6 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
                     r.last_sector = *hi;
                 }
             }
-            seen_sector = true;
         } else if (t.key == "queue") {
             auto q = u64(t.value);
             if (!q || *q > 0xffff) return err(t.value_column, "expected a queue index (0..65535)");
@@ -250,7 +256,6 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
             return err(t.column, fmt::format("unknown key '{}' (known: {})", t.key, kKeys));
         }
     }
-    (void)seen_sector;
     if (r.action.kind == ActionKind::torn && (r.ops & ~kOpWrite))
         return err(1, "torn applies to writes only: use op=write (or leave op out)");
     if (r.action.kind == ActionKind::corrupt && (r.ops & ~(kOpRead | kOpWrite)))
@@ -261,6 +266,16 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
     if (r.until_marker >= 0 && r.until_marker <= r.after_marker)
         return err(1, fmt::format("until_marker={} is not after after_marker={}: the rule could never match", r.until_marker, r.after_marker));
     return r;
+}
+
+std::optional<std::string> never_fires(const Rule& r, uint64_t capacity_sectors, uint32_t num_queues) {
+    if (r.first_sector >= capacity_sectors)
+        return fmt::format("sector={} is past the device's last sector {} (it has {} sectors): the rule could never fire", r.first_sector,
+                           capacity_sectors - 1, capacity_sectors);
+    if (r.queue && *r.queue >= num_queues)
+        return fmt::format("queue={} but the device has {} queue{} (0..{}): the rule could never fire", *r.queue, num_queues,
+                           num_queues == 1 ? "" : "s", num_queues - 1);
+    return std::nullopt;
 }
 
 std::string to_text(const Rule& r) {

@@ -81,6 +81,11 @@ struct RuleError {
 
 std::variant<Rule, RuleError> parse_rule(std::string_view text);
 
+// Why a rule could never fire on a device of capacity_sectors sectors (the
+// marker region included) and num_queues queues: its sector range starts at
+// or past the end, or its queue= is not one of them. Empty when it can fire.
+std::optional<std::string> never_fires(const Rule& r, uint64_t capacity_sectors, uint32_t num_queues);
+
 // The canonical text of a rule (parses back to the same rule).
 std::string to_text(const Rule& r);
 

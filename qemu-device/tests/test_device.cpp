@@ -420,6 +420,8 @@ TEST(DeviceTrace, CompletedRequestsReachTheTraceFile) {
         auto store = store::make_ram(kCapacity * kSectorSize);
         trace::FileHeader fh{};
         fh.capacity_sectors = kCapacity;
+        fh.logical_block_size = 512;
+        fh.num_queues = 1;  // the reader checks each record's queue against it
         trace::Writer w(path, fh, "{}");
         BlkDevice dev(geometry(), *store, &w);
         dev.set_features(dev.features());
@@ -456,7 +458,11 @@ TEST(DeviceMarkers, OneBlockReadIsAMarkerWithItsPatternAndTracedApart) {
     auto store = store::make_ram(kCapacity * kSectorSize);
     BlkChains b;
     {
-        trace::Writer w(path, trace::FileHeader{}, "{}");
+        trace::FileHeader fh{};
+        fh.capacity_sectors = g.capacity_sectors;
+        fh.logical_block_size = 512;
+        fh.num_queues = 1;
+        trace::Writer w(path, fh, "{}");
         BlkDevice dev(g, *store, &w);
         dev.set_features(dev.features());
         const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, kCapacity + 3), d = b.g.alloc(512), st = b.status();

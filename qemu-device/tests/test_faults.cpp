@@ -355,5 +355,38 @@ TEST(FaultRuleFile, MistakesNameLineAndColumn) {
     EXPECT_NE(e.message.find("not JSON"), std::string::npos) << e.message;
 }
 
+// A key given twice would keep only its last value: the second is an error
+// at its own column, and op= points at its list form.
+TEST(FaultRule, RepeatedKeysAreErrorsNamingTheKey) {
+    const RuleError op = parse_bad("ioerr op=read op=write");
+    EXPECT_EQ(op.column, 15u);
+    EXPECT_NE(op.message.find("op= given twice (first at column 7)"), std::string::npos) << op.message;
+    EXPECT_NE(op.message.find("op=read,write"), std::string::npos) << op.message;
+    for (const char* t : {"ioerr queue=0 queue=1", "ioerr sector=1 sector=2", "delay=1ms seed=1 seed=2", "ioerr nth=1 nth=2",
+                          "ioerr time=1s.. time=2s..", "ioerr depth=2 depth=3", "ioerr after_marker=1 after_marker=2"}) {
+        const RuleError e = parse_bad(t);
+        EXPECT_NE(e.message.find("given twice"), std::string::npos) << t << ": " << e.message;
+        const std::string text(t);
+        EXPECT_EQ(e.column, text.rfind(' ') + 2) << t;  // the second term
+    }
+    // The list form is one key.
+    EXPECT_EQ(parse_ok("ioerr op=read,write").ops, kOpRead | kOpWrite);
+}
+
+TEST(FaultRule, RulesThatCouldNeverFireAreNamed) {
+    // 100 sectors (the marker region included), 2 queues.
+    EXPECT_FALSE(never_fires(parse_ok("ioerr sector=99"), 100, 2));
+    EXPECT_FALSE(never_fires(parse_ok("ioerr sector=50..5000"), 100, 2));  // overlaps the end: fires on 50..99
+    EXPECT_FALSE(never_fires(parse_ok("ioerr queue=1"), 100, 2));
+    EXPECT_FALSE(never_fires(parse_ok("ioerr op=flush"), 100, 1));
+    const auto past = never_fires(parse_ok("ioerr sector=100.."), 100, 2);
+    ASSERT_TRUE(past);
+    EXPECT_NE(past->find("sector=100 is past the device's last sector 99 (it has 100 sectors)"), std::string::npos) << *past;
+    const auto queue = never_fires(parse_ok("ioerr op=read queue=9"), 100, 1);
+    ASSERT_TRUE(queue);
+    EXPECT_NE(queue->find("queue=9 but the device has 1 queue (0..0)"), std::string::npos) << *queue;
+    EXPECT_TRUE(never_fires(parse_ok("ioerr queue=2"), 100, 2));
+}
+
 }  // namespace
 }  // namespace blkrig::faults

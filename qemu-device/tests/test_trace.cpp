@@ -7,6 +7,7 @@
 #include "trace/reader.hpp"
 #include "trace/writer.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -239,7 +240,11 @@ TEST_F(TraceTest, WriterFallingBehindDropsAndSaysSo) {
     {
         // Room for one pending record: the loop outruns the writer thread.
         Writer w(path_, header(), "", 64);
-        for (uint64_t i = 0; i < kRecords; ++i) w.record(request(i, 1, {4096}));
+        for (uint64_t i = 0; i < kRecords; ++i) {
+            RequestRecord r = request(i, 1, {4096});
+            r.sector = 1000;  // inside the 2048-sector device whatever the seq
+            w.record(r);
+        }
         w.close();
         dropped = w.dropped();
         written = w.requests();
@@ -275,7 +280,8 @@ TEST_F(TraceTest, RecordsAfterCloseAreNotWritten) {
 TEST_F(TraceTest, SegmentListsAreCappedAndFlagged) {
     std::vector<uint32_t> segs(kMaxRecordedSegs + 10);
     for (size_t i = 0; i < segs.size(); ++i) segs[i] = static_cast<uint32_t>(512 * (i + 1));
-    const auto r = request(0, 1, segs);
+    // 260 MiB: more than the 1 MiB device holds, so refused (a completed one would be impossible).
+    const auto r = request(0, 1, segs, kStatusIoErr);
     {
         Writer w(path_, header(), "");
         w.record(r);
@@ -380,6 +386,98 @@ TEST(TraceLabels, OpsStatusesAndEvents) {
     EXPECT_STREQ(status_label(kStatusUnsupp), "unsupp");
     EXPECT_STREQ(status_label(kStatusNone), "none");
     EXPECT_STREQ(event_name(EventCode::session_start), "session_start");
+}
+
+// A trace of the given records, in this order, closed cleanly.
+Trace parse_records(const std::vector<RequestRecord>& reqs, const std::vector<MarkerRecord>& markers = {},
+                    const std::vector<FaultRecord>& faults = {}, const std::vector<EventRecord>& events = {}) {
+    std::vector<uint8_t> b(sizeof(FileHeader));
+    FileHeader h = header();
+    std::memcpy(h.magic, kMagic, sizeof kMagic);
+    h.version = kVersion;
+    std::memcpy(b.data(), &h, sizeof h);
+    for (const auto& r : reqs) encode(r, b);
+    for (const auto& m : markers) encode(m, b);
+    for (const auto& f : faults) encode(f, b);
+    for (const auto& e : events) encode(e, b);
+    encode_end(99999, reqs.size(), 0, b);
+    return parse_trace(b);
+}
+
+// One impossible field per case: the record is left out and named.
+TEST(TraceValidation, ImpossibleRequestsAreLeftOutAndNamed) {
+    struct Case {
+        const char* name;
+        RequestRecord r;
+        const char* field;
+        const char* says;
+    };
+    auto with = [](auto change) {
+        RequestRecord r = request(7, 0, {4096});
+        change(r);
+        return r;
+    };
+    const Case cases[] = {
+        {"queue past num_queues", with([](RequestRecord& r) { r.queue = 65535; }), "queue", "65535, but the header says the device has 2 queue(s)"},
+        {"completion before submission", with([](RequestRecord& r) { r.t_complete_ns = r.t_submit_ns - 1; }), "t_complete_ns",
+         "completed before it was submitted"},
+        {"unknown status", with([](RequestRecord& r) { r.status = 7; }), "status", "7 is not a status"},
+        {"unknown flags", with([](RequestRecord& r) { r.flags = 0x40; }), "flags", "0x40"},
+        {"ok on an unknown type", with([](RequestRecord& r) { r.type = 99; }), "type", "99 completed ok"},
+        {"ok on a malformed request", with([](RequestRecord& r) { r.flags = kReqMalformed; }), "status", "malformed"},
+        {"ok past the capacity", with([](RequestRecord& r) { r.sector = 2047; }), "sector", "2047 + 8 sectors ends past the capacity of 2048"},
+        // 2^64-256 + (2^64-1)/512 sectors wraps to a small number: compared without wrapping.
+        {"ok and wrapping", with([](RequestRecord& r) {
+             r.sector = UINT64_MAX - 255;
+             r.bytes = UINT64_MAX;
+         }),
+         "sector", "ends past the capacity"},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.name);
+        const Trace t = parse_records({request(6, 1, {512}), c.r});
+        ASSERT_EQ(t.requests.size(), 1u);  // only the good one
+        EXPECT_EQ(t.requests[0].seq, 6u);
+        ASSERT_EQ(t.bad.size(), 1u);
+        const BadRecord& b = t.bad[0];
+        EXPECT_EQ(b.kind, RecordKind::request);
+        EXPECT_EQ(b.seq, 7u);
+        EXPECT_EQ(b.field, c.field);
+        EXPECT_NE(b.message.find(c.says), std::string::npos) << b.message;
+        // The second record, after the header (40 bytes, no JSON) and the first (56 + 4 + 4 padding + 8 prefix).
+        EXPECT_EQ(b.offset, sizeof(FileHeader) + 72);
+        EXPECT_NE(b.describe().find(fmt::format("record at byte {} (request seq 7): {}: ", b.offset, c.field)), std::string::npos) << b.describe();
+        // Still counted against the end record: the trace is complete, its records are not all possible.
+        EXPECT_TRUE(t.complete()) << t.incompleteness();
+    }
+}
+
+// What the guest sent and the device refused is recorded as sent.
+TEST(TraceValidation, RefusedRequestsMayNameAnything) {
+    RequestRecord past = request(1, 0, {4096}, kStatusIoErr);
+    past.sector = UINT64_MAX - 3;  // past the end, and wrapping
+    RequestRecord unknown = request(2, 99, {}, kStatusUnsupp);
+    RequestRecord malformed = request(3, kTypeUnknown, {}, kStatusNone, kReqMalformed);
+    RequestRecord flush = request(4, 4, {});
+    const Trace t = parse_records({past, unknown, malformed, flush});
+    EXPECT_TRUE(t.bad.empty()) << t.bad[0].describe();
+    EXPECT_EQ(t.requests.size(), 4u);
+}
+
+TEST(TraceValidation, ImpossibleMarkersFaultsAndEvents) {
+    const Trace t = parse_records({request(0, 0, {512})}, {{1, 10, 3, 0, 0}, {2, 11, 2048, 0, 0}, {3, 12, 4, 5, 0}},
+                                  {{0, 1, 1, 0}, {0, 1, 77, 0}, {0, 0, 1, 0}, {0, 0, kFaultPowerOff, 0}},
+                                  {{10, EventCode::mark, 0, 0, "ok"}, {11, static_cast<EventCode>(250), 0, 0, "?"}});
+    EXPECT_EQ(t.markers.size(), 1u);
+    EXPECT_EQ(t.faults.size(), 2u);
+    EXPECT_EQ(t.events.size(), 1u);
+    ASSERT_EQ(t.bad.size(), 5u);
+    const std::pair<RecordKind, const char*> want[] = {{RecordKind::marker, "index"}, {RecordKind::marker, "queue"}, {RecordKind::fault, "action"},
+                                                       {RecordKind::fault, "rule_id"}, {RecordKind::event, "code"}};
+    for (size_t i = 0; i < 5; ++i) {
+        EXPECT_EQ(t.bad[i].kind, want[i].first) << i;
+        EXPECT_EQ(t.bad[i].field, want[i].second) << i << ": " << t.bad[i].describe();
+    }
 }
 
 }  // namespace

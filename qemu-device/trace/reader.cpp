@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -22,9 +23,18 @@ std::string Trace::incompleteness() const {
     if (end->dropped > 0 || dropped_total() > 0)
         return fmt::format("{} records were dropped because the trace writer fell behind",
                            std::max(end->dropped, dropped_total()));
-    if (end->requests != requests.size())
-        return fmt::format("end record counts {} requests but the file holds {}", end->requests, requests.size());
+    // Impossible request records were still written as requests.
+    const auto bad_requests = static_cast<uint64_t>(std::count_if(bad.begin(), bad.end(), [](const BadRecord& b) { return b.kind == RecordKind::request; }));
+    if (end->requests != requests.size() + bad_requests)
+        return fmt::format("end record counts {} requests but the file holds {}", end->requests, requests.size() + bad_requests);
     return {};
+}
+
+std::string BadRecord::describe() const {
+    const char* what = kind == RecordKind::request ? "request" : kind == RecordKind::marker ? "marker" : kind == RecordKind::fault ? "fault"
+                       : kind == RecordKind::event                                          ? "event"
+                                                                                            : "record";
+    return fmt::format("record at byte {} ({}{}): {}: {}", offset, what, seq ? fmt::format(" seq {}", *seq) : std::string(), field, message);
 }
 
 namespace {
@@ -34,6 +44,68 @@ T get(std::span<const uint8_t> b, size_t off) {
     T v;
     std::memcpy(&v, b.data() + off, sizeof v);
     return v;
+}
+
+struct Problem {
+    const char* field;
+    std::string message;
+};
+
+bool known_op(uint32_t type) {
+    switch (type) {
+    case 0: case 1: case 4: case 8: case 10: case 11: case 13: case 14: return true;
+    default: return false;
+    }
+}
+
+// What the device could not have written into a request record, given the
+// header. A refused request (status other than ok) may name anything the
+// guest sent, out of range or of an unknown type: that is what it was
+// refused for. One the device completed with ok cannot.
+std::optional<Problem> check(const RequestBody& rb, uint16_t flags, const FileHeader& h) {
+    if (rb.queue >= h.num_queues) return Problem{"queue", fmt::format("{}, but the header says the device has {} queue(s)", rb.queue, h.num_queues)};
+    if (rb.t_complete_ns < rb.t_submit_ns)
+        return Problem{"t_complete_ns", fmt::format("{} is before t_submit_ns {}: completed before it was submitted", rb.t_complete_ns, rb.t_submit_ns)};
+    if (rb.status != kStatusOk && rb.status != kStatusIoErr && rb.status != kStatusUnsupp && rb.status != kStatusNone)
+        return Problem{"status", fmt::format("{} is not a status (0 ok, 1 ioerr, 2 unsupp, 255 none)", rb.status)};
+    if (flags & ~(kReqMalformed | kReqSegsTruncated)) return Problem{"flags", fmt::format("{:#x} has bits no device sets", flags)};
+    if (rb.nsegs_recorded > rb.nsegs || rb.nsegs_recorded > kMaxRecordedSegs)
+        return Problem{"nsegs_recorded", fmt::format("{} segment lengths recorded for {} segments (at most {})", rb.nsegs_recorded, rb.nsegs, kMaxRecordedSegs)};
+    if (rb.status != kStatusOk) return std::nullopt;
+    if (flags & kReqMalformed) return Problem{"status", "ok on a request flagged malformed"};
+    if (!known_op(rb.type)) return Problem{"type", fmt::format("{} completed ok, but the device completes no such request", rb.type)};
+    // Read, write; discard and write-zeroes of one range (several ranges need not be contiguous).
+    const bool ranged = rb.type == 0 || rb.type == 1 || ((rb.type == 11 || rb.type == 13 || rb.type == 14) && rb.nsegs <= 1);
+    if (!ranged) return std::nullopt;
+    const uint64_t sectors = rb.bytes / 512 + (rb.bytes % 512 != 0);
+    if (rb.sector > h.capacity_sectors || sectors > h.capacity_sectors - rb.sector)
+        return Problem{"sector", fmt::format("{} + {} sectors ends past the capacity of {} sectors (the header's, marker region included)", rb.sector,
+                                             sectors, h.capacity_sectors)};
+    return std::nullopt;
+}
+
+std::optional<Problem> check(const MarkerBody& mb, const FileHeader& h) {
+    if (mb.queue >= h.num_queues) return Problem{"queue", fmt::format("{}, but the header says the device has {} queue(s)", mb.queue, h.num_queues)};
+    const uint64_t block_sectors = std::max<uint64_t>(h.logical_block_size / 512, 1);
+    if (mb.index >= h.capacity_sectors / block_sectors)
+        return Problem{"index", fmt::format("marker {} lies past the capacity of {} sectors", mb.index, h.capacity_sectors)};
+    return std::nullopt;
+}
+
+std::optional<Problem> check(const FaultBody& fb) {
+    if (std::string_view(fault_action_name(fb.action)) == "unknown")
+        return Problem{"action", fmt::format("{} is not a fault action (1..8, or {} power_off)", fb.action, kFaultPowerOff)};
+    if ((fb.rule_id == 0) != (fb.action == kFaultPowerOff))
+        return Problem{"rule_id", fmt::format("{} with action {}: only power_off has no rule", fb.rule_id, fault_action_name(fb.action))};
+    return std::nullopt;
+}
+
+std::optional<Problem> check(const EventBody& eb, const FileHeader& h) {
+    if (std::string_view(event_name(static_cast<EventCode>(eb.code))) == "unknown")
+        return Problem{"code", fmt::format("{} is not an event code", eb.code)};
+    if (eb.queue >= h.num_queues && eb.queue != 0)
+        return Problem{"queue", fmt::format("{}, but the header says the device has {} queue(s)", eb.queue, h.num_queues)};
+    return std::nullopt;
 }
 
 }  // namespace
@@ -72,6 +144,10 @@ Trace parse_trace(std::span<const uint8_t> b) {
             if (too_short(sizeof(RequestBody))) break;
             const auto rb = get<RequestBody>(body, 0);
             if (too_short(sizeof(RequestBody) + 4ull * rb.nsegs_recorded)) break;
+            if (auto why = check(rb, p.flags, t.header)) {
+                t.bad.push_back({off, RecordKind::request, rb.seq, why->field, std::move(why->message)});
+                break;
+            }
             RequestRecord r;
             r.seq = rb.seq;
             r.sector = rb.sector;
@@ -101,6 +177,10 @@ Trace parse_trace(std::span<const uint8_t> b) {
             if (too_short(sizeof(EventBody))) break;
             const auto eb = get<EventBody>(body, 0);
             if (too_short(sizeof(EventBody) + eb.text_len)) break;
+            if (auto why = check(eb, t.header)) {
+                t.bad.push_back({off, RecordKind::event, std::nullopt, why->field, std::move(why->message)});
+                break;
+            }
             EventRecord e;
             e.t_ns = eb.t_ns;
             e.code = static_cast<EventCode>(eb.code);
@@ -114,6 +194,10 @@ Trace parse_trace(std::span<const uint8_t> b) {
         case RecordKind::marker: {
             if (too_short(sizeof(MarkerBody))) break;
             const auto mb = get<MarkerBody>(body, 0);
+            if (auto why = check(mb, t.header)) {
+                t.bad.push_back({off, RecordKind::marker, mb.seq, why->field, std::move(why->message)});
+                break;
+            }
             t.order.push_back({RecordKind::marker, t.markers.size()});
             t.markers.push_back({mb.seq, mb.t_ns, mb.index, mb.queue, mb.head});
             break;
@@ -121,6 +205,10 @@ Trace parse_trace(std::span<const uint8_t> b) {
         case RecordKind::fault: {
             if (too_short(sizeof(FaultBody))) break;
             const auto fb = get<FaultBody>(body, 0);
+            if (auto why = check(fb)) {
+                t.bad.push_back({off, RecordKind::fault, fb.seq, why->field, std::move(why->message)});
+                break;
+            }
             t.order.push_back({RecordKind::fault, t.faults.size()});
             t.faults.push_back({fb.seq, fb.rule_id, fb.action, fb.delay_ns});
             break;

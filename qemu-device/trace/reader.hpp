@@ -27,6 +27,21 @@ struct DroppedRecord {
     uint64_t t_ns;
 };
 
+// A whole record whose fields the device could not have written: a queue the
+// header does not have, a completed request outside the capacity, a
+// completion before its submission, an unknown status. Such a record is
+// kept out of the Trace's lists, so nothing downstream sees the impossible
+// value, and listed here.
+struct BadRecord {
+    size_t offset = 0;             // of the record in the file
+    RecordKind kind{};
+    std::optional<uint64_t> seq;   // request, marker and fault records
+    std::string field;             // as in docs/trace-format.md, e.g. "queue"
+    std::string message;           // what is impossible about it
+    // "record at byte 4096 (request seq 17): queue: ..."
+    std::string describe() const;
+};
+
 struct Trace {
     FileHeader header{};
     std::string config_json;
@@ -38,6 +53,7 @@ struct Trace {
     std::vector<Entry> order;
     std::optional<EndBody> end;
     std::string truncation;  // why the file stopped early, empty if it did not
+    std::vector<BadRecord> bad;  // impossible records, in file order
 
     uint64_t dropped_total() const;
     // A complete trace ends with an end record, lost nothing, and holds
@@ -47,8 +63,9 @@ struct Trace {
 };
 
 // Throws ReadError for input that is not a blkrig trace at all (bad magic,
-// unsupported version, header cut short). A body that stops mid-record is
-// returned with `truncation` set.
+// unsupported version, header cut short, a header no device writes). A body
+// that stops mid-record is returned with `truncation` set; every record is
+// checked against the header, and impossible ones land in `bad`.
 Trace parse_trace(std::span<const uint8_t> bytes);
 Trace read_trace(const std::string& path);
 

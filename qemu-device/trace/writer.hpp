@@ -52,6 +52,8 @@ public:
     bool continued() const { return continued_; }
     // The seq after the highest one the file held when it was continued.
     uint64_t next_seq() const { return next_seq_; }
+    // The first failed write, empty if none; read it after close().
+    const std::string& write_error() const { return write_error_; }
 
 private:
     Writer() = default;

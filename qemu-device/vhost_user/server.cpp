@@ -1,6 +1,7 @@
 #include "vhost_user/server.hpp"
 
 #include "common/log.hpp"
+#include "common/paths.hpp"
 #include "vhost_user/session.hpp"
 
 #include <poll.h>
@@ -19,12 +20,14 @@ UniqueFd listen_at(const std::string& path) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (tmp.size() >= sizeof addr.sun_path)
-        throw ServerError(fmt::format("socket path {} is too long ({} bytes with the temporary suffix; the limit is {})", path,
-                                      tmp.size(), sizeof addr.sun_path - 1));
+        throw PathError(fmt::format("--socket-path {} is too long ({} bytes with the temporary suffix; the limit is {})", path,
+                                    tmp.size(), sizeof addr.sun_path - 1));
+    // Only nothing, or a dead program's socket, may be replaced.
+    claim_socket_path("--socket-path", path);
     std::memcpy(addr.sun_path, tmp.c_str(), tmp.size() + 1);
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd.valid()) throw ServerError(fmt::format("socket: {}", std::strerror(errno)));
-    ::unlink(tmp.c_str());
+    if (probe_socket_path(tmp) == SocketPathState::stale_socket) ::unlink(tmp.c_str());  // an earlier process with our pid
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
         throw ServerError(fmt::format("cannot bind {}: {}", tmp, std::strerror(errno)));
     ::chmod(tmp.c_str(), 0600);
@@ -33,16 +36,14 @@ UniqueFd listen_at(const std::string& path) {
         ::unlink(tmp.c_str());
         throw ServerError(fmt::format("cannot listen on {}: {}", tmp, std::strerror(e)));
     }
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
-        ::unlink(tmp.c_str());
-        throw ServerError(fmt::format("{} exists and is not a socket; refusing to replace it", path));
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    // link(), unlike rename(), fails if anything took the path meanwhile.
+    if (::link(tmp.c_str(), path.c_str()) != 0) {
         const int e = errno;
         ::unlink(tmp.c_str());
+        if (e == EEXIST) throw PathError(fmt::format("--socket-path {}: in use: another program created it just now", path));
         throw ServerError(fmt::format("cannot create socket {}: {}", path, std::strerror(e)));
     }
+    ::unlink(tmp.c_str());
     return fd;
 }
 
@@ -55,6 +56,7 @@ bool is_listening_socket(int fd) {
 void serve_connected(UniqueFd conn, int stop_fd, virtio::Device& dev, ServeOptions opts) {
     Session s(dev, std::move(conn), opts.loop);
     s.serve(stop_fd);
+    if (s.failed()) throw ServerError("the only session ended on an error (see above)");
 }
 
 void serve_listening(int listen_fd, int stop_fd, virtio::Device& dev, ServeOptions opts) {
@@ -73,12 +75,18 @@ void serve_listening(int listen_fd, int stop_fd, virtio::Device& dev, ServeOptio
             throw ServerError(fmt::format("accept: {}", std::strerror(errno)));
         }
         log(LogLevel::info, "front end connected");
-        bool stopped;
+        bool stopped, failed, probe;
         {
             Session s(dev, std::move(conn), opts.loop);
             stopped = s.serve(stop_fd);
+            failed = s.failed();
+            // A connection closed before its first message is someone
+            // checking that the socket is alive, not a front end.
+            probe = !stopped && !failed && s.messages() == 0;
         }
-        if (stopped || opts.once) return;
+        if (stopped) return;
+        if (opts.once && failed) throw ServerError("the front end's session ended on an error (see above)");
+        if (opts.once && !probe) return;
         log(LogLevel::info, "waiting for the next front end");
     }
 }

@@ -80,6 +80,7 @@ bool Session::serve(int stop_fd) {
         if (r < 0) {
             if (errno == EINTR) continue;
             log(LogLevel::error, "poll on the front-end connection: {}", std::strerror(errno));
+            failed_ = true;
             return false;
         }
         if (stop_fd >= 0 && fds[1].revents) return true;
@@ -89,9 +90,11 @@ bool Session::serve(int stop_fd) {
                 log(LogLevel::info, "front end closed the connection");
                 return false;
             }
+            ++messages_;
             handle(*m);
         } catch (const ProtocolError& e) {
             log(LogLevel::error, "vhost-user: {}; closing the connection", e.what());
+            failed_ = true;
             return false;
         }
     }

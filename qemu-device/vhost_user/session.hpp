@@ -29,6 +29,10 @@ public:
     // must refuse (the connection is then closed), or stop_fd is readable.
     // Returns true if it ended because of stop_fd.
     bool serve(int stop_fd);
+    // After serve: it ended on an error (a message we refused, a failed
+    // poll), not on a close or stop_fd; and how many messages it handled.
+    bool failed() const { return failed_; }
+    uint64_t messages() const { return messages_; }
 
     // Handles one message; replies on the socket. Exposed for tests.
     void handle(Message& m);
@@ -72,6 +76,8 @@ private:
     uint64_t acked_features_ = 0;
     uint64_t acked_protocol_ = 0;
     bool features_set_ = false;
+    bool failed_ = false;
+    uint64_t messages_ = 0;
 };
 
 }  // namespace blkrig::vhost_user

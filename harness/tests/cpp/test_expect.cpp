@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace blkrig::checks {
 namespace {
 
@@ -213,6 +215,30 @@ TEST_F(Expect, NoFindings) {
     const auto run = model::load_run(f.path());
     const auto r = check(run, parse_expectation({{"no_findings", true}}, "expectation"));
     EXPECT_FAIL(r.at(0), "never reached the device");
+}
+
+// A record no device writes is a finding, and fails the run's checks
+// whatever the expectations say.
+TEST_F(Expect, ImpossibleTraceRecordsFailEveryCheck) {
+    RunFolder f;
+    f.begin_step("read");
+    f.read(10, 8);
+    f.request(0, 18, 8, {}, 1, 7);  // status 7: no device answers that
+    f.end_step();
+    f.write();
+    const auto run = model::load_run(f.path());
+    ASSERT_EQ(run.trace_bad.size(), 1u);
+    EXPECT_NE(run.trace_bad[0].find("(request seq 2): status: 7 is not a status"), std::string::npos) << run.trace_bad[0];
+    EXPECT_TRUE(std::any_of(run.findings.begin(), run.findings.end(),
+                            [](const std::string& s) { return s.find("impossible record") != std::string::npos; }));
+    for (const auto& es : {std::vector<Expectation>{}, std::vector<Expectation>{parse_expectation({{"no_findings", true}}, "x")}}) {
+        const auto rs = check_all(run, es);
+        ASSERT_FALSE(rs.empty());
+        EXPECT_EQ(rs[0].property, "valid_records");
+        EXPECT_FALSE(rs[0].ok);
+        EXPECT_NE(rs[0].message.find("1 impossible record (left out of the model); the first: record at byte"), std::string::npos) << rs[0].message;
+    }
+    EXPECT_TRUE(check_all(*run_, {}).empty());  // a good trace adds nothing
 }
 
 TEST_F(Expect, EmptySelectionFailsShapeChecks) {

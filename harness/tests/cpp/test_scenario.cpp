@@ -121,7 +121,17 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"unknown ext2 driver", "[disk]\nfs = \"ext2\"\n[guest]\next2_driver = \"ext3\"\n[[steps]]\nop = \"sync\"\n", 4,
             "guest.ext2_driver 'ext3' is not one of: auto, ext2, ext4"},
         Bad{"ext2 driver on vfat", "[disk]\nfs = \"vfat\"\n[guest]\next2_driver = \"ext2\"\n[[steps]]\nop = \"sync\"\n", 4,
-            "applies to ext2 disks only"}),
+            "applies to ext2 disks only"},
+        // Rules that could never fire: 64 MiB are sectors 0..131071, the marker region 131072..133119.
+        Bad{"fault past the disk and markers", "[disk]\nsize = \"64M\"\n[[faults]]\nrule = \"ioerr sector=133120..\"\n[[steps]]\nop = \"sync\"\n", 4,
+            "sector=133120 is past the device's last sector 133119 (it has 133120 sectors): the rule could never fire (the device has disk.size = 67108864 bytes and 2048 "
+            "marker sectors, device.num_queues = 1)"},
+        Bad{"fault on a queue the device lacks", "[device]\nnum_queues = 2\n[[faults]]\nrule = \"ioerr queue=2\"\n[[steps]]\nop = \"sync\"\n", 4,
+            "queue=2 but the device has 2 queues (0..1)"},
+        Bad{"fault rule with a key twice", "[[faults]]\nrule = \"ioerr op=read op=write\"\n[[steps]]\nop = \"sync\"\n", 2,
+            "op= given twice"},
+        Bad{"size that wraps", "[disk]\nsize = \"999999999999999G\"\n[[steps]]\nop = \"sync\"\n", 2, "must be a size"},
+        Bad{"memory past any host", "[guest]\nmemory = \"16000000G\"\n[[steps]]\nop = \"sync\"\n", 2, "more than any host has"}),
     [](const auto& info) {
         std::string n = info.param.name;
         for (auto& c : n)
@@ -151,6 +161,17 @@ TEST(Scenario, ParseSize) {
     EXPECT_FALSE(parse_size("M"));
     EXPECT_FALSE(parse_size("-1"));
     EXPECT_FALSE(parse_size("1.5M"));
+    // Past 2^64 bytes: refused, not wrapped to a small size.
+    EXPECT_EQ(parse_size("16777215G"), 16777215ull << 30);
+    EXPECT_FALSE(parse_size("17179869184G"));
+    EXPECT_FALSE(parse_size("999999999999999G"));
+}
+
+TEST(Scenario, FaultRulesInsideTheDeviceParse) {
+    const auto s = parse_scenario(
+        "[disk]\nsize = \"64M\"\n[device]\nnum_queues = 2\n[[faults]]\nrule = \"ioerr sector=133119 queue=1\"\n[[steps]]\nop = \"sync\"\n", "x.toml");
+    ASSERT_EQ(s.faults.size(), 1u);
+    EXPECT_EQ(s.disk.size_line, 2);
 }
 
 }  // namespace
