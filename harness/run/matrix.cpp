@@ -117,7 +117,8 @@ CellResult collect(const Cell& c, int exit_code, double seconds, uint64_t reques
     const auto v = json::parse(read_text(c.out / "verdict.json"), nullptr, false);
     if (v.is_object()) {
         for (const auto& p : v.value("problems", json::array())) r.problems.push_back(p.get<std::string>());
-        r.requests = v.value("device_trace", json::object()).value("requests", r.requests);
+        // No trace (a run stopped before its device started) is null.
+        if (const auto t = v.value("device_trace", json()); t.is_object()) r.requests = t.value("requests", r.requests);
     } else {
         // No verdict: the run stopped before one (bad input, or interrupted). Its own words are in run.log.
         std::istringstream log(launch::tail_lines((c.out / "run.log").string(), 8));

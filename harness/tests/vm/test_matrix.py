@@ -185,6 +185,12 @@ def test_ctrl_c_stops_every_run(tmp_path):
     cases = [c for suite in junitparser.JUnitXml.fromfile(str(tmp_path / "i.xml")) for c in suite]
     assert len(cases) == 3 and not any(c.is_passed for c in cases)
     assert "interrupted" in stdout
+    # Each started run still wrote its verdict (one may have passed before the signal), and the matrix read it.
+    verdicts = [json.loads(v.read_text()) for v in out.glob("*/*/verdict.json")]
+    stopped = [v for v in verdicts if v["outcome"] != "pass"]
+    assert len(verdicts) == 2 and stopped, verdicts
+    assert all(v["outcome"] == "interrupted" and v["exit_code"] == 130 for v in stopped), stopped
+    assert stdout.count("interrupted by signal 15") == len(stopped), stdout
 
 
 def test_matrix_through_libvirt(tmp_path):
