@@ -432,10 +432,11 @@ int run_matrix(const MatrixOptions& o) {
     for (const auto& r : results) worst = worst_exit(worst, r.exit_code);
     if (interrupted) worst = 130;
     if (!o.junit.empty()) {
-        std::ofstream out(o.junit, std::ios::binary | std::ios::trunc);
-        out << junit_xml(o.cells, results);
-        if (!out) {
-            fmt::print(stderr, "blkrig: cannot write --junit {}: {}\n", o.junit.string(), std::strerror(errno));
+        // Whole or not at all; a symlink at that name is replaced, not written through.
+        try {
+            folder::write_atomic(o.junit, junit_xml(o.cells, results));
+        } catch (const folder::FolderError& e) {
+            fmt::print(stderr, "blkrig: cannot write --junit {}: {}\n", o.junit.string(), e.what());
             worst = worst_exit(worst, 2);
         }
     }
