@@ -40,6 +40,7 @@ void on_interrupt(int sig) {
 void catch_interrupts() {
     struct sigaction sa{};
     sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESTART;  // the run notices at its next step; calls in flight carry on
     sigemptyset(&sa.sa_mask);
     for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &sa, nullptr);
 }
