@@ -259,16 +259,26 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     run::RunOptions o;
     o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
     check_host_limits(sc, o.out_dir);
+    // A catalogue kernel is checked before the folder is touched; a user's own build is laid out inside it.
+    fs::path vmlinuz = modules.empty() ? resolve_kernel(kernel) : fs::path();
+    auto check_modules = [&] {
+        if (!fs::exists(vmlinuz.parent_path() / "modules"))
+            throw UsageError(fmt::format("kernel {} has no modules folder at {}: give a catalogue kernel or a folder laid out by fetch-debian",
+                                         kernel, (vmlinuz.parent_path() / "modules").string()));
+    };
+    if (modules.empty()) check_modules();
+    if (!disk_from.empty() && !fs::is_regular_file(fs::path(disk_from) / "disk.img"))
+        throw UsageError(fmt::format("--disk-from {}: no disk.img there (give the run folder of an earlier run)", disk_from));
     // From here a signal stops the run at its next step, and verdict.json still says what it had.
     launch::catch_interrupts();
     // Nothing is written into the run folder before it is ours (docs/reliability.md).
     const folder::Claim claim = folder::claim(o.out_dir, folder::Kind::run, force);
     launch::reap_stale_temp();
-    const fs::path vmlinuz = modules.empty() ? resolve_kernel(kernel) : own_kernel(kernel, modules, o.out_dir);
+    if (!modules.empty()) {
+        vmlinuz = own_kernel(kernel, modules, o.out_dir);
+        check_modules();
+    }
     o.kernel_dir = vmlinuz.parent_path();
-    if (!fs::exists(o.kernel_dir / "modules"))
-        throw UsageError(fmt::format("kernel {} has no modules folder at {}: give a catalogue kernel or a folder laid out by fetch-debian",
-                                     kernel, (o.kernel_dir / "modules").string()));
     o.kernel_name = kernel;
     o.timeout_s = timeout;
     o.control_path = control;
@@ -278,8 +288,6 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     if (!faults_file.empty()) o.faults_file = fs::absolute(faults_file);
     o.launcher = launcher;
     o.libvirt_uri = libvirt_uri;
-    if (!disk_from.empty() && !fs::is_regular_file(fs::path(disk_from) / "disk.img"))
-        throw UsageError(fmt::format("--disk-from {}: no disk.img there (give the run folder of an earlier run)", disk_from));
     const fs::path build = self_dir().parent_path();
     o.tools = {default_device(), build / "guest-driver" / "agent" / "blkrig-agent", build / "guest-driver" / "image" / "blkrig-mkdisk",
                source_dir() / "guest-driver" / "image" / "mkinitramfs"};

@@ -1,3 +1,5 @@
+// Run folders: claimed (marker, lock, --force), and files in them created
+// without following symlinks or replacing anything (run_folder.hpp).
 #include "folder/run_folder.hpp"
 
 #include <fmt/format.h>

@@ -40,6 +40,7 @@ void on_interrupt(int sig) {
 void catch_interrupts() {
     struct sigaction sa{};
     sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESTART;  // the run notices at its next step; calls in flight carry on
     sigemptyset(&sa.sa_mask);
     for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &sa, nullptr);
 }
@@ -98,7 +99,8 @@ int make_signal_fd() {
     return fd;
 }
 
-Child::Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path) : name_(std::move(name)) {
+Child::Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path, bool own_group)
+    : name_(std::move(name)), own_group_(own_group) {
     // No log path: the child keeps this process's stdin/stdout/stderr (an
     // interactive console).
     const bool inherit = log_path.empty();
@@ -121,6 +123,7 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
     if (pid_ == 0) {
         // Child: only async-signal-safe calls until exec.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (own_group) ::setpgid(0, 0);
         if (::getppid() != parent) ::_exit(127);
         sigset_t none;
         sigemptyset(&none);
@@ -138,6 +141,7 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
         [[maybe_unused]] auto n = ::write(err_pipe[1], &e, sizeof e);
         ::_exit(127);
     }
+    if (own_group) ::setpgid(pid_, pid_);  // also here: terminate() may come before the child's own call
     ::close(err_pipe[1]);
     if (log_fd >= 0) ::close(log_fd);
     ::close(null_fd);
@@ -154,13 +158,15 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
 
 Child::~Child() { terminate(std::chrono::milliseconds(2000)); }
 
-Child::Child(Child&& o) noexcept : name_(std::move(o.name_)), pid_(std::exchange(o.pid_, -1)), status_(o.status_) {}
+Child::Child(Child&& o) noexcept
+    : name_(std::move(o.name_)), pid_(std::exchange(o.pid_, -1)), own_group_(o.own_group_), status_(o.status_) {}
 
 Child& Child::operator=(Child&& o) noexcept {
     if (this != &o) {
         terminate(std::chrono::milliseconds(2000));
         name_ = std::move(o.name_);
         pid_ = std::exchange(o.pid_, -1);
+        own_group_ = o.own_group_;
         status_ = o.status_;
     }
     return *this;
@@ -184,15 +190,14 @@ std::string Child::describe_exit() const {
 
 void Child::terminate(std::chrono::milliseconds grace) {
     if (pid_ <= 0 || poll()) return;
-    ::kill(pid_, SIGTERM);
+    const pid_t target = own_group_ ? -pid_ : pid_;
+    ::kill(target, SIGTERM);
     const auto deadline = std::chrono::steady_clock::now() + grace;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (poll()) return;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ::kill(pid_, SIGKILL);
+    while (std::chrono::steady_clock::now() < deadline && !poll()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // The group's other members (subshells) may outlive its leader.
+    ::kill(target, SIGKILL);
     int st;
-    if (::waitpid(pid_, &st, 0) == pid_) status_ = st;
+    if (!status_ && ::waitpid(pid_, &st, 0) == pid_) status_ = st;
 }
 
 ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
@@ -208,7 +213,7 @@ ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds t
     } unlink_output{tmpl};
     ToolResult r;
     {
-        Child c(argv.empty() ? "tool" : argv[0], argv, tmpl);
+        Child c(argv.empty() ? "tool" : argv[0], argv, tmpl, true);
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         while (!c.poll() && std::chrono::steady_clock::now() < deadline && !interrupted_by())
             std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -25,7 +25,10 @@ public:
     // refused); stdin is /dev/null. An empty log_path keeps the caller's
     // stdin, stdout and stderr. No other descriptor of this process reaches
     // the child.
-    Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path);
+    // own_group: the child leads a process group of its own, and terminate()
+    // signals the whole group (a script's subshells and pipelines too). Not
+    // for a child that uses the terminal (it would be in the background).
+    Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path, bool own_group = false);
     ~Child();
     Child(Child&& o) noexcept;
     Child& operator=(Child&& o) noexcept;
@@ -48,6 +51,7 @@ public:
 private:
     std::string name_;
     pid_t pid_ = -1;
+    bool own_group_ = false;
     std::optional<int> status_;
 };
 

@@ -200,7 +200,7 @@ model::Run load(const fs::path& dir) {
         return model::load_run(dir, lo);
     } catch (const model::RunError& e) {
         if (const auto why = folder::interruption(dir))
-            throw ReportError(2, fmt::format("{}: {}; too little of it to draw: {}", dir.string(), *why, e.what()));
+            throw ReportError(2, fmt::format("{}: {}; too little of it to draw (no usable {})", dir.string(), *why, e.file.filename().string()));
         throw ReportError(2, fmt::format("{}: not a usable run folder: {}", dir.string(), e.what()));
     }
 }

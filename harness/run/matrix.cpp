@@ -117,7 +117,8 @@ CellResult collect(const Cell& c, int exit_code, double seconds, uint64_t reques
     const auto v = json::parse(read_text(c.out / "verdict.json"), nullptr, false);
     if (v.is_object()) {
         for (const auto& p : v.value("problems", json::array())) r.problems.push_back(p.get<std::string>());
-        r.requests = v.value("device_trace", json::object()).value("requests", r.requests);
+        // No trace (a run stopped before its device started) is null.
+        if (const auto t = v.value("device_trace", json()); t.is_object()) r.requests = t.value("requests", r.requests);
     } else {
         // No verdict: the run stopped before one (bad input, or interrupted). Its own words are in run.log.
         std::istringstream log(launch::tail_lines((c.out / "run.log").string(), 8));
@@ -431,10 +432,11 @@ int run_matrix(const MatrixOptions& o) {
     for (const auto& r : results) worst = worst_exit(worst, r.exit_code);
     if (interrupted) worst = 130;
     if (!o.junit.empty()) {
-        std::ofstream out(o.junit, std::ios::binary | std::ios::trunc);
-        out << junit_xml(o.cells, results);
-        if (!out) {
-            fmt::print(stderr, "blkrig: cannot write --junit {}: {}\n", o.junit.string(), std::strerror(errno));
+        // Whole or not at all; a symlink at that name is replaced, not written through.
+        try {
+            folder::write_atomic(o.junit, junit_xml(o.cells, results));
+        } catch (const folder::FolderError& e) {
+            fmt::print(stderr, "blkrig: cannot write --junit {}: {}\n", o.junit.string(), e.what());
             worst = worst_exit(worst, 2);
         }
     }

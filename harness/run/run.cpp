@@ -315,6 +315,16 @@ RunResult interrupted(const scenario::Scenario& sc, const RunOptions& o, const f
         steps_json.push_back(checks::to_json(v));
         steps_text += fmt::format("  step {:>2} {:<11} {:<22} {}\n", v.index, v.op, v.path, v.ran ? "done" : "did not run");
     }
+    // The guest's events so far, as a finished run has them: the report can draw what there was.
+    if (fs::exists(out / "events.txt")) {
+        try {
+            std::string ge;
+            for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge += e.dump() + "\n";
+            write_file(out / "guest-events.jsonl", ge);
+        } catch (const std::exception&) {
+            // Not worth more than the verdict: without it the report says what is missing.
+        }
+    }
     json trace_json;
     std::string trace_text;
     try {

@@ -5,6 +5,7 @@
 //   scenario.toml  disk-spec.json  disk.img  extents.json  run.json  initrd.gz
 //   console.log  device.log  trace.bin  results.jsonl  events.txt
 //   guest-events.jsonl  guest-knobs.json  boot.json  verdict.json  report.html
+// and .blkrig-run / .blkrig-lock, which make it ours (folder/run_folder.hpp).
 #pragma once
 
 #include "launch/boot.hpp"

@@ -34,7 +34,7 @@ def test_a_process_and_a_folder_left_behind_fail_and_are_cleaned_up(tmp_path):
     script = (f"setsid bash -c 'exec -a {marker} sleep 300' </dev/null >/dev/null 2>&1 & "
               f"mkdir {tmp_path}/blkrig-abcdef && echo 999999999 > {tmp_path}/blkrig-abcdef/owner; "
               f"mkdir {tmp_path}/blkrig-livexx && echo $PPID > {tmp_path}/blkrig-livexx/owner; sleep 0.3")
-    r = subprocess.run([str(LEFTOVERS), "--junit", str(junit), "--tmp", str(tmp_path), "--", "sh", "-c", script], capture_output=True,
+    r = subprocess.run([str(LEFTOVERS), "--junit", str(junit), "--tmp", str(tmp_path), "--grace", "1", "--", "sh", "-c", script], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     c = cases(junit)

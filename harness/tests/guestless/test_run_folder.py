@@ -218,3 +218,28 @@ def test_sigkill_leaves_no_process_and_the_next_run_reaps_the_socket_folder(tmp_
     r = blkrig("run", scen, "--out", tmp_path / "next")
     assert r.returncode == 2, r.stderr
     assert not sock_dirs[0].exists()
+
+
+def test_sigterm_while_building_leaves_an_interrupted_verdict(tmp_path):
+    """Stopped before any guest: the verdict still says so, and check and report say it was interrupted."""
+    import json
+    out = tmp_path / "run"
+    env = {**os.environ, "BLKRIG_BUILD_CACHE": "off"}  # a real mkfs to interrupt, not a cache hit
+    p = subprocess.Popen([str(bt.blkrig()), "run", str(SCEN / "read-contiguous.toml"), "--out", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "disk-spec.json").exists():
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, f"{stdout}\n{stderr}"
+    v = json.loads((out / "verdict.json").read_text())
+    assert v["outcome"] == "interrupted" and v["exit_code"] == 130 and v["interrupted"]["signal"] == 15, v
+    assert v["interrupted"]["phase"] in ("building the disk", "building the initramfs"), v["interrupted"]
+    assert v["device_trace"] is None and not any(s["ran"] for s in v["steps"]), v
+    assert f"interrupted by signal 15 (Terminated) while {v['interrupted']['phase']}" in stderr, stderr
+    assert bt.processes_mentioning(str(out)) == []
+    r = blkrig("check", out)
+    assert r.returncode == 2 and "the run was interrupted by signal 15" in r.stderr, r.stderr
+    r = blkrig("report", out)
+    assert r.returncode == 2 and "the run was interrupted by signal 15" in r.stderr and "not a run folder" not in r.stderr, r.stderr

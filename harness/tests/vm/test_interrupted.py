@@ -87,6 +87,8 @@ def test_sigint_mid_run_leaves_an_interrupted_verdict(tmp_path):
     r = subprocess.run([str(bt.blkrig()), "check", str(out)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "the run was interrupted by signal 2" in r.stderr and "not written by" not in r.stderr, r.stderr
+    # The report draws what there was, marked as interrupted.
     r = subprocess.run([str(bt.blkrig()), "report", str(out)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert "the run was interrupted by signal 2" in r.stderr and "not a run folder" not in r.stderr, r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    page = (out / "report.html").read_text()
+    assert '"outcome":"interrupted"' in page.replace(" ", ""), page[:2000]
