@@ -37,7 +37,7 @@ op = "sync"
 # Direct random 4 KiB writes, 16 in flight, each block checked by crc32c
 # after the write phase; the verify pass reads back everything written.
 FIO = ("fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=24M --direct=1 --ioengine=libaio --iodepth=16 "
-       "--verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=1 --output=/tmp/fio.out; echo FIO""-RC=$?\r")
+       "--verify=crc32c --verify_fatal=1 --output=/tmp/fio.out; echo FIO\"\"-RC=$?\r")
 
 
 def device_pid(out) -> int:
