@@ -293,6 +293,17 @@ protected:
     UniqueFd kick_{::eventfd(0, EFD_CLOEXEC)}, call_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
 };
 
+TEST_F(InflightSession, ARegionLargerThanItsFileIsRefused) {
+    using namespace vhost_user;
+    FrontEnd fe(*dev_);
+    fe.send(SET_PROTOCOL_FEATURES, bytes_of(uint64_t{bit(kProtoReplyAck) | bit(kProtoInflightShmfd)}));
+    SharedMemfd small("small", 64);
+    // 1 queue of 8 needs 192 bytes; the file has 64.
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{64, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 0, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+}
+
 TEST_F(InflightSession, AHeldWriteStaysInFlightWhenTheFrontEndGoesAndTheNextSessionResumesItOnce) {
     using namespace vhost_user;
     UniqueFd region_fd;
