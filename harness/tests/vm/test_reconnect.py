@@ -167,3 +167,25 @@ def test_fio_verify_survives_device_kills(tmp_path):
     assert all(x < 10 for x in stalls), stalls
     # Nothing the run started (any of the device processes, QEMU) is left.
     assert bt.processes_mentioning(str(out)) == []
+
+
+def test_a_run_with_a_crash_rule_passes_and_check_finds_nothing(tmp_path):
+    """scenarios/write-crash-restart.toml through `blkrig run`: the device dies with
+    the third write in flight; the steps, the run model and `blkrig check` see
+    every request once (the resubmitted write under its first seq)."""
+    out = tmp_path / "run"
+    r = subprocess.run([str(bt.blkrig()), "run", str(bt.REPO / "scenarios" / "write-crash-restart.toml"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 device restart(s); 1 request(s) resubmitted" in r.stdout, r.stdout
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["device_trace"]["restarts"] == 1 and verdict["device_trace"]["resubmitted"] == 1
+    assert verdict["findings"] == []
+    boot = json.loads((out / "boot.json").read_text())
+    assert [x["previous_exit"] for x in boot["restarts"]] == ["killed by signal 9 (Killed)"]
+    assert "crash (SIGKILL) with write" in (out / "device.log").read_text()
+    chk = subprocess.run([str(bt.blkrig()), "check", str(out)], capture_output=True, text=True, timeout=120)
+    assert chk.returncode == 0 and "findings: none" in chk.stdout, chk.stdout + chk.stderr
+    resubmitted = [x for x in bt.trace_records(out / "trace.bin") if x["kind"] == "request" and x.get("resubmitted")]
+    assert len(resubmitted) == 1 and resubmitted[0]["op"] == "write" and resubmitted[0]["status"] == "ok"
+    assert bt.processes_mentioning(str(out)) == []
