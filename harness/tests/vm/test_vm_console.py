@@ -52,8 +52,13 @@ def vm_console(*args):
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # SIGTERM first: blkrig then stops QEMU and the device and removes its socket folder.
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         os.close(master)
 
 
