@@ -107,8 +107,9 @@ TEST(Inflight, RecoveryListsInFlightHeadsInFetchOrderWithTheirSeqs) {
     EXPECT_EQ(rec.last_avail, 4);
     // New fetches count on after the resubmitted ones, which keep their counters.
     const uint64_t c5 = r.desc(5).counter;
-    next.fetched(5, 999);
+    next.fetched(5, 45);
     EXPECT_EQ(r.desc(5).counter, c5);
+    EXPECT_EQ(next.max_seq(), 47);
     next.fetched(3, 50);
     EXPECT_GT(r.desc(3).counter, r.desc(0).counter);
 }
@@ -174,6 +175,9 @@ TEST(Inflight, MaxSeqOverQueuesSkipsFreshOnesAndUnknownSeqs) {
     EXPECT_TRUE(rec.resubmit[0].has_seq);
     EXPECT_EQ(rec.resubmit[1].head, 6);
     EXPECT_FALSE(rec.resubmit[1].has_seq);
+    // Resubmitted under a new seq, which the region then keeps.
+    InflightQueue(r.base(1), 8).fetched(6, 90);
+    EXPECT_EQ(virtio::inflight_max_seq(r.bytes.data(), 2, 8), 90);
 }
 
 // --- two sessions on one inflight region -------------------------------------
@@ -288,6 +292,17 @@ protected:
     std::unique_ptr<blk::BlkDevice> dev_;
     UniqueFd kick_{::eventfd(0, EFD_CLOEXEC)}, call_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
 };
+
+TEST_F(InflightSession, ARegionLargerThanItsFileIsRefused) {
+    using namespace vhost_user;
+    FrontEnd fe(*dev_);
+    fe.send(SET_PROTOCOL_FEATURES, bytes_of(uint64_t{bit(kProtoReplyAck) | bit(kProtoInflightShmfd)}));
+    SharedMemfd small("small", 64);
+    // 1 queue of 8 needs 192 bytes; the file has 64.
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{64, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 0, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+}
 
 TEST_F(InflightSession, AHeldWriteStaysInFlightWhenTheFrontEndGoesAndTheNextSessionResumesItOnce) {
     using namespace vhost_user;

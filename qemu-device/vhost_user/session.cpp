@@ -7,6 +7,7 @@
 
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -377,6 +378,14 @@ bool Session::set_inflight_fd(Message& m) {
     if (d.num_queues == 0 || d.queue_size == 0 || d.queue_size > 32768 || d.mmap_size < need) {
         log(LogLevel::error, "vhost-user: SET_INFLIGHT_FD: {} bytes for {} queues of size {} (needs {})", d.mmap_size, d.num_queues,
             d.queue_size, need);
+        return false;
+    }
+    // A file shorter than the region would fault (SIGBUS) on the first access.
+    struct stat st {};
+    if (::fstat(m.fds[0].get(), &st) != 0 || st.st_size < 0 || d.mmap_offset > static_cast<uint64_t>(st.st_size) ||
+        static_cast<uint64_t>(st.st_size) - d.mmap_offset < need) {
+        log(LogLevel::error, "vhost-user: SET_INFLIGHT_FD: the file holds {} bytes, the region needs {} at offset {}", st.st_size, need,
+            d.mmap_offset);
         return false;
     }
     void* p = ::mmap(nullptr, d.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fds[0].get(), static_cast<off_t>(d.mmap_offset));

@@ -79,7 +79,12 @@ InflightRecovery InflightQueue::recover(uint16_t used_idx) {
 void InflightQueue::fetched(uint16_t head, uint64_t seq) {
     if (head >= num_) return;
     InflightDesc* d = desc(head);
-    if (d->inflight == 1) return;  // a resubmitted head keeps its place in the order
+    if (d->inflight == 1) {
+        // A resubmitted head keeps its place in the order; its seq is recorded
+        // in case it had none (a region another back end used).
+        put_seq(d, seq);
+        return;
+    }
     d->counter = counter_++;
     put_seq(d, seq);
     barrier();

@@ -95,6 +95,7 @@ bool QueueWorker::resubmit() {
         c.record.queue = s_.index;
         c.record.head = r.head;
         c.record.flags |= trace::kReqResubmitted;
+        inflight_->fetched(r.head, c.record.seq);
         c.queue_depth = 1u + static_cast<uint32_t>(resubmit_.size()) + ring_.avail_pending() + inbox_.waiting();
         dev_.process(std::get<DescriptorChain>(walked), c);
         if (c.defer != Defer::none && deferrals_) deferrals_->add(std::move(c), &inbox_);

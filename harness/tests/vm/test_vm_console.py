@@ -44,14 +44,21 @@ def vm_console(*args):
     os.close(slave)
     try:
         banner = read_until(master, b"BLKRIG-VM ready", 120)
-        read_until(master, b"# ", 30)
+        # The prompt may have come in the same read as the banner.
+        if b"# " not in banner[banner.index(b"BLKRIG-VM ready"):]:
+            read_until(master, b"# ", 30)
         yield proc, master, banner
         os.write(master, b"exit\r")
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # SIGTERM first: blkrig then stops QEMU and the device and removes its socket folder.
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         os.close(master)
 
 
