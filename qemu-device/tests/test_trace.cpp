@@ -464,6 +464,15 @@ TEST(TraceValidation, RefusedRequestsMayNameAnything) {
     EXPECT_EQ(t.requests.size(), 4u);
 }
 
+// A request a restarted device resumed from the inflight region carries
+// kReqResubmitted: a flag the device sets, so the record is possible.
+TEST(TraceValidation, ResubmittedRequestsArePossible) {
+    const Trace t = parse_records({request(1, 1, {4096}, kStatusOk, kReqResubmitted)});
+    EXPECT_TRUE(t.bad.empty()) << t.bad[0].describe();
+    ASSERT_EQ(t.requests.size(), 1u);
+    EXPECT_TRUE(t.requests[0].flags & kReqResubmitted);
+}
+
 TEST(TraceValidation, ImpossibleMarkersFaultsAndEvents) {
     const Trace t = parse_records({request(0, 0, {512})}, {{1, 10, 3, 0, 0}, {2, 11, 2048, 0, 0}, {3, 12, 4, 5, 0}},
                                   {{0, 1, 1, 0}, {0, 1, 77, 0}, {0, 0, 1, 0}, {0, 0, kFaultPowerOff, 0}},
