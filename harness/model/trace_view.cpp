@@ -106,8 +106,8 @@ nlohmann::json to_json(const Summary& s) {
             {"ops", ops},               {"latency_p50_ns", s.latency_p50_ns}, {"latency_p99_ns", s.latency_p99_ns},
             {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
             {"incomplete_reason", s.incomplete}, {"restarts", s.restarts}, {"resubmitted", s.resubmitted},
-            {"seq_duplicates", s.seq_duplicate_count}, {"seq_missing", s.seq_missing_count}};
-            {"incomplete_reason", s.incomplete}, {"bad_records", s.bad_records}, {"first_bad_record", s.first_bad}};
+            {"seq_duplicates", s.seq_duplicate_count}, {"seq_missing", s.seq_missing_count},
+            {"bad_records", s.bad_records}, {"first_bad_record", s.first_bad}};
 }
 
 std::string to_text(const Summary& s) {
