@@ -156,7 +156,7 @@ void expect_served(Device& dev, Fe& fe, uint16_t q = 0) {
 // driver resets it.
 void expect_broken(Device& dev, Fe& fe, uint16_t head, const std::string& why, uint16_t q = 0) {
     ASSERT_TRUE(fe.wait_error(q, 5000ms)) << "no error signalled; device log:\n" << dev.log_text();
-    // The device stops the queue before it signals: nothing can follow.
+    // The device signals after it dropped the chain: had it answered, the answer would be here.
     EXPECT_TRUE(fe.wait(50ms).empty()) << "a broken chain came back on the used ring";
     EXPECT_TRUE(dev.logged(fmt::format("queue {} head {}: ", q, head))) << dev.log_text();
     EXPECT_TRUE(dev.logged(why)) << "expected \"" << why << "\" in\n" << dev.log_text();
