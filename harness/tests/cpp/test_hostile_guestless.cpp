@@ -7,11 +7,13 @@
 // docs/reliability.md lists every case with its spec reference.
 #include "frontend/frontend.hpp"
 #include "launch/process.hpp"
+#include "trace/reader.hpp"
 
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -44,20 +46,21 @@ fs::path build_dir() {
 // loop for all (--io-threads single); each stops a broken queue its own way.
 std::string g_io_threads = "per-queue";
 
-// One blkrig-device process on a 4 MiB image, logging at info level.
+// One blkrig-device process on a 4 MiB image, logging at info level, with
+// a trace.
 struct Device {
-    fs::path dir, image, socket, log;
+    fs::path dir, image, socket, log, trace;
     launch::Child child;
 
     explicit Device(const std::vector<std::string>& extra = {}, unsigned queues = 1) {
         char tmpl[] = "/tmp/blkrig-hostile-XXXXXX";
         dir = ::mkdtemp(tmpl);
-        image = dir / "disk.img", socket = dir / "s", log = dir / "device.log";
+        image = dir / "disk.img", socket = dir / "s", log = dir / "device.log", trace = dir / "trace.bin";
         { std::ofstream(image).close(); }
         fs::resize_file(image, kImageBytes);
         std::vector<std::string> argv = {(build_dir() / "qemu-device" / "blkrig-device").string(), "--socket-path", socket.string(),
                                          "--blk-file", image.string(), "--num-queues", std::to_string(queues),
-                                         "--io-threads", g_io_threads};
+                                         "--io-threads", g_io_threads, "--trace", trace.string()};
         argv.insert(argv.end(), extra.begin(), extra.end());
         child = launch::Child("blkrig-device", argv, log.string());
         for (int i = 0; i < 1000 && !fs::exists(socket) && !child.poll(); ++i) std::this_thread::sleep_for(5ms);
@@ -90,6 +93,11 @@ struct Device {
         return false;
     }
     bool alive() { return !child.poll(); }
+    // Stops the device (the trace gets its end record) and reads its trace.
+    trace::Trace stop_and_read_trace() {
+        child.terminate(3000ms);
+        return trace::read_trace(trace.string());
+    }
 };
 
 Fe::Buf header(Fe& fe, uint32_t type, uint64_t sector) {
@@ -156,14 +164,15 @@ void expect_served(Device& dev, Fe& fe, uint16_t q = 0) {
 // driver resets it.
 void expect_broken(Device& dev, Fe& fe, uint16_t head, const std::string& why, uint16_t q = 0) {
     ASSERT_TRUE(fe.wait_error(q, 5000ms)) << "no error signalled; device log:\n" << dev.log_text();
-    EXPECT_TRUE(fe.wait(200ms).empty()) << "a broken chain came back on the used ring";
+    // The device signals after it dropped the chain: had it answered, the answer would be here.
+    EXPECT_TRUE(fe.wait(50ms).empty()) << "a broken chain came back on the used ring";
     EXPECT_TRUE(dev.logged(fmt::format("queue {} head {}: ", q, head))) << dev.log_text();
     EXPECT_TRUE(dev.logged(why)) << "expected \"" << why << "\" in\n" << dev.log_text();
     EXPECT_TRUE(dev.logged("the queue is stopped until the driver resets it")) << dev.log_text();
     // Stopped means stopped: a good request now is not served.
     auto b = fe.alloc(512);
     ASSERT_TRUE(fe.submit(q, VIRTIO_BLK_T_IN, 0, {b}));
-    EXPECT_TRUE(fe.wait(300ms).empty()) << "a broken queue served a request";
+    EXPECT_TRUE(fe.wait(100ms).empty()) << "a broken queue served a request";
     fe.reset_queue(q);
     expect_served(dev, fe, q);
 }
@@ -242,10 +251,24 @@ TEST_P(Hostile, DescriptorLoopStopsOnlyItsQueue) {
     Fe fe(dev.opts(2));
     ReadChain rc(fe, 0);
     const auto slots = lay(fe, {rc.h(), rc.d(), rc.s()});
-    fe.write_desc(0, slots[2], {rc.st.gpa, 1, kWrite | kNext, slots[0]});  // status -> header
+    fe.write_desc(0, slots[2], {rc.st.gpa, 1, kWrite | kNext, slots[1]});  // status -> data -> status ...
     offer(fe, slots, rc.st);
     expect_broken(dev, fe, slots[0], "chain longer than its table (descriptor loop)");
     expect_served(dev, fe, 1);
+    const auto t = dev.stop_and_read_trace();
+    ASSERT_TRUE(t.complete()) << t.incompleteness();
+    size_t broken = 0;
+    for (const auto& e : t.events)
+        if (e.code == trace::EventCode::queue_broken) {
+            ++broken;
+            EXPECT_EQ(e.queue, 0u);
+            EXPECT_EQ(e.head, slots[0]);
+            EXPECT_NE(e.text.find("descriptor loop"), std::string::npos) << e.text;
+        }
+    EXPECT_EQ(broken, 1u);
+    // The broken chain took no sequence number: the good requests count from 0.
+    ASSERT_EQ(t.requests.size(), 4u);
+    for (const auto& r : t.requests) EXPECT_LT(r.seq, 4u);
 }
 
 TEST_P(Hostile, DescriptorPointingAtItself) {
@@ -435,6 +458,13 @@ TEST_P(Hostile, StatusDescriptorReadOnly) {
     EXPECT_TRUE(dev.logged("no device-writable status byte at the end of the chain"));
     EXPECT_EQ(image_bytes(dev, 0, 4096), std::vector<uint8_t>(4096, 0)) << "the write reached the image";
     expect_served(dev, fe);
+    // Traced as the malformed request it was, with no status.
+    const auto t = dev.stop_and_read_trace();
+    ASSERT_FALSE(t.requests.empty());
+    auto first = *std::min_element(t.requests.begin(), t.requests.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    EXPECT_EQ(first.head, slots[0]);
+    EXPECT_EQ(first.flags & trace::kReqMalformed, trace::kReqMalformed);
+    EXPECT_EQ(first.status, trace::kStatusNone);
 }
 
 TEST_P(Hostile, StatusDescriptorZeroLength) {
