@@ -351,5 +351,18 @@ TEST(FaultRuleFile, MistakesNameLineAndColumn) {
     EXPECT_NE(e.message.find("not JSON"), std::string::npos) << e.message;
 }
 
+// Found by fuzz_fault_rule: both threw out of parse_rule_file (a JSON number
+// beyond a double, a "method" that is not a string) and ended the device.
+TEST(FaultRuleFile, CallsThatAreNotQuiteJsonOrNotQuiteCallsAreLineErrors) {
+    for (const std::string text : {R"({"jsonrpc":88888888888e888})", R"({"jsonrpc":"2.0","method":1,"params":{"rule":"ioerr"}})"}) {
+        const auto parsed = parse_rule_file("ioerr op=read\n" + text + "\n");
+        ASSERT_TRUE(std::holds_alternative<RuleFileError>(parsed)) << text;
+        const auto& e = std::get<RuleFileError>(parsed);
+        EXPECT_EQ(e.line, 2u) << text;
+        EXPECT_GE(e.column, 1u);
+        EXPECT_EQ(e.text, text);
+    }
+}
+
 }  // namespace
 }  // namespace blkrig::faults
