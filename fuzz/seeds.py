@@ -71,7 +71,10 @@ def msg(name, payload=b"", flags=V1, fds=0):
 
 
 def structured(name, extra):
-    return bytes([REQ.index(name), V1, 0, 1]) + extra
+    """An odd length byte asks the fuzzer for a well-formed layout; a mem
+    table carries the guest memory memfd (fd kind 0)."""
+    fds = 1 if name == "SET_MEM_TABLE" else 0
+    return bytes([REQ.index(name), V1, fds, 1]) + extra
 
 
 def poke(off, b):

@@ -404,7 +404,7 @@ RunSpec parse_run_spec(std::string_view json_text) {
     Json j;
     try {
         j = Json::parse(json_text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number beyond a double
         throw SpecError("", std::string("not valid JSON: ") + e.what());
     }
     const Object o(j, "");

@@ -1,6 +1,9 @@
 // Fuzzes the agent's run description parser (/etc/blkrig/run.json): any
 // text is a RunSpec or a SpecError naming a field; nothing else may escape.
-// A parsed description's mount options split as mount(8) would.
+// A parsed description's mount options split as mount(8) would; a refusal
+// becomes the error record the agent sends (one JSON line, whatever bytes
+// the parser quoted).
+#include "result.hpp"
 #include "run_spec.hpp"
 
 #include <cstdlib>
@@ -18,6 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } catch (const SpecError& e) {
         // The message names the field it is about.
         if (!std::string_view(e.what()).starts_with(e.field())) std::abort();
+        const std::string rec = encode(ErrorRecord{e.what()});
+        if (rec.empty() || rec.back() != '\n' || rec.find('\n') != rec.size() - 1) std::abort();
     }
     return 0;
 }

@@ -2,12 +2,13 @@
 // checked against a scenario, then run against a real run folder's model
 // (written once by the checks tests' RunFolder). Any text is expectations or
 // a ScenarioError/ExpectError; nothing else may escape, and every result
-// names its expectation and property.
+// names one of its table's properties and where that was written.
 #include "checks/expect.hpp"
 #include "model/run_model.hpp"
 #include "run_folder.hpp"
 #include "scenario/scenario.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string_view>
@@ -37,15 +38,18 @@ struct Fixture {
         run = std::make_unique<model::Run>(model::load_run(folder.path()));
         sc = scenario::parse_scenario(R"(
 [disk]
-size = "64M"
 fs = "ext4"
-files = [ { path = "/f.bin", size = "64K" } ]
+size = "64M"
 
-[[step]]
+[[disk.files]]
+path = "/f.bin"
+size = "64K"
+
+[[steps]]
 op = "read"
 path = "/mnt/f.bin"
 
-[[step]]
+[[steps]]
 op = "write"
 path = "/mnt/f.bin"
 length = "8K"
@@ -73,7 +77,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         try {
             checks::validate(e, fx->sc);
             for (const auto& r : checks::check(*fx->run, e)) {
-                if (r.where != e.where || r.property.empty()) std::abort();
+                // Each result names one of the table's properties, where it was written.
+                const auto p = std::find_if(e.properties.begin(), e.properties.end(), [&](const auto& q) { return q.key == r.property; });
+                if (p == e.properties.end() || r.where != p->where) std::abort();
                 (void)checks::to_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
                 (void)checks::to_text(r);
             }

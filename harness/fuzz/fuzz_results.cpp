@@ -24,30 +24,32 @@ namespace {
 const scenario::Scenario& fixed_scenario() {
     static const scenario::Scenario sc = scenario::parse_scenario(R"(
 [disk]
-size = "64M"
 fs = "ext4"
-files = [ { path = "/f1.bin", size = "1M" } ]
+size = "64M"
+
+[[disk.files]]
+path = "/f1.bin"
+size = "1M"
 
 [guest]
-mount_options = "noatime"
-
-[queue]
 scheduler = "none"
 read_ahead_kb = 128
+mount_options = "noatime"
 
-[[step]]
+[[steps]]
 op = "mount"
 
-[[step]]
+[[steps]]
 op = "read"
 path = "/mnt/f1.bin"
+expect = { ret = 0, bytes = "1M", sha256 = "file" }
 
-[[step]]
+[[steps]]
 op = "write"
 path = "/mnt/f2.bin"
 length = "64K"
 
-[[step]]
+[[steps]]
 op = "fsync"
 path = "/mnt/f2.bin"
 )",

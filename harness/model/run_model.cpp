@@ -126,7 +126,7 @@ json read_json(const fs::path& p, const char* what) {
     const std::string text = read_text(p, what);
     try {
         return json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond a double
         throw RunError(p, fmt::format("not valid JSON: {}", e.what()));
     }
 }

@@ -31,7 +31,8 @@ json handle_line(const std::string& line, const MethodTable& methods) {
         return error(nullptr, -32700, std::string("parse error: ") + e.what());
     }
     const json id = req.is_object() && req.contains("id") ? req["id"] : json(nullptr);
-    if (!req.is_object() || req.value("jsonrpc", "") != "2.0" || !req.contains("method") || !req["method"].is_string())
+    // Compared as JSON values: value("jsonrpc", "") throws when it is not a string.
+    if (!req.is_object() || !req.contains("jsonrpc") || req["jsonrpc"] != "2.0" || !req.contains("method") || !req["method"].is_string())
         return error(id, -32600, "invalid request: expected {\"jsonrpc\":\"2.0\",\"method\":...,\"id\":...}");
     const std::string method = req["method"];
     auto it = methods.find(method);

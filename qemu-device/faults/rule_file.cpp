@@ -21,8 +21,11 @@ std::variant<std::string, RuleFileError> call_rule(std::string_view line, size_t
         call = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
         return bad(e.byte ? e.byte : 1, fmt::format("not JSON: {}", e.what()));
+    } catch (const nlohmann::json::exception& e) {  // a number too large for a double
+        return bad(1, fmt::format("not JSON: {}", e.what()));
     }
-    if (!call.is_object() || call.value("method", "") != "fault.add" || !call.contains("params") || !call["params"].is_object() ||
+    // Compared as JSON values: value("method", "") throws when it is not a string.
+    if (!call.is_object() || !call.contains("method") || call["method"] != "fault.add" || !call.contains("params") || !call["params"].is_object() ||
         !call["params"].contains("rule") || !call["params"]["rule"].is_string())
         return bad(1, kCallShape);
     return call["params"]["rule"].get<std::string>();

@@ -46,9 +46,11 @@ bool known_code(const json& e) {
 }  // namespace
 
 // The device's log would be most of the time spent (format strings are
-// checked when compiled, so nothing is lost by not writing it).
+// checked when compiled, so nothing is lost by not writing it);
+// BLKRIG_FUZZ_LOG=1 keeps it, to see what a crashing input did.
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    log_threshold() = static_cast<int>(LogLevel::error) + 1;
+    if (!std::getenv("BLKRIG_FUZZ_LOG")) log_threshold() = static_cast<int>(LogLevel::error) + 1;
+    else log_threshold() = static_cast<int>(LogLevel::debug);
     return 0;
 }
 

@@ -155,9 +155,11 @@ void check_replies(int sock, uint32_t request) {
 }  // namespace
 
 // The device's log would be most of the time spent (format strings are
-// checked when compiled, so nothing is lost by not writing it).
+// checked when compiled, so nothing is lost by not writing it);
+// BLKRIG_FUZZ_LOG=1 keeps it, to see what a crashing input did.
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    log_threshold() = static_cast<int>(LogLevel::error) + 1;
+    if (!std::getenv("BLKRIG_FUZZ_LOG")) log_threshold() = static_cast<int>(LogLevel::error) + 1;
+    else log_threshold() = static_cast<int>(LogLevel::debug);
     return 0;
 }
 

@@ -42,6 +42,17 @@ TEST(Control, ALineThatIsNotUtf8GetsAParseErrorThatIsJson) {
     EXPECT_TRUE(r["id"].is_null());
 }
 
+// Found by fuzz_control: value("jsonrpc", "") threw on a number, out of
+// handle_line and the control thread.
+TEST(Control, AJsonrpcMemberThatIsNotAStringIsAnInvalidRequest) {
+    Control c;
+    for (const char* line : {R"({"jsonrpc":2,"method":"stats","id":1})", R"({"jsonrpc":null,"method":"stats","id":1})"}) {
+        const json r = c.call(line);
+        EXPECT_EQ(r["error"]["code"], -32600) << line;
+        EXPECT_EQ(r["id"], 1) << line;
+    }
+}
+
 TEST(Control, AFaultIdAbove32BitsNamesNoRule) {
     Control c;
     const json added = c.call(R"({"jsonrpc":"2.0","id":1,"method":"fault.add","params":{"rule":"ioerr op=read"}})");

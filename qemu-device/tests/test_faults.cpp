@@ -388,5 +388,18 @@ TEST(FaultRule, RulesThatCouldNeverFireAreNamed) {
     EXPECT_TRUE(never_fires(parse_ok("ioerr queue=2"), 100, 2));
 }
 
+// Found by fuzz_fault_rule: both threw out of parse_rule_file (a JSON number
+// beyond a double, a "method" that is not a string) and ended the device.
+TEST(FaultRuleFile, CallsThatAreNotQuiteJsonOrNotQuiteCallsAreLineErrors) {
+    for (const std::string text : {R"({"jsonrpc":88888888888e888})", R"({"jsonrpc":"2.0","method":1,"params":{"rule":"ioerr"}})"}) {
+        const auto parsed = parse_rule_file("ioerr op=read\n" + text + "\n");
+        ASSERT_TRUE(std::holds_alternative<RuleFileError>(parsed)) << text;
+        const auto& e = std::get<RuleFileError>(parsed);
+        EXPECT_EQ(e.line, 2u) << text;
+        EXPECT_GE(e.column, 1u);
+        EXPECT_EQ(e.text, text);
+    }
+}
+
 }  // namespace
 }  // namespace blkrig::faults

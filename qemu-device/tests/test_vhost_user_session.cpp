@@ -342,6 +342,28 @@ bool wait_readable(int fd, int timeout_ms) {
     return ::poll(&p, 1, timeout_ms) == 1;
 }
 
+// Found by fuzz_vhost_session: a region larger than its file mapped, and
+// the first request into the part past the file's end was SIGBUS in the
+// queue thread. Now the table is refused; one the file holds is taken.
+TEST_F(SessionTest, AMemoryRegionPastTheEndOfItsFileIsRefused) {
+    SharedGuest g;
+    negotiate_reply_ack();
+    auto table = [&](uint64_t size, uint64_t offset) {
+        std::vector<uint8_t> t(8, 0);
+        const uint32_t nregions = 1;
+        std::memcpy(t.data(), &nregions, 4);
+        const auto region = bytes_of(MemRegionDesc{0, size, SharedGuest::kUva, offset});
+        t.insert(t.end(), region.begin(), region.end());
+        std::vector<UniqueFd> fds;
+        fds.emplace_back(::dup(g.fd.get()));
+        return acked(SET_MEM_TABLE, t, std::move(fds));
+    };
+    EXPECT_EQ(table(2 * SharedGuest::kSize, 0), 1u);
+    EXPECT_EQ(table(SharedGuest::kSize, 4096), 1u);  // the offset counts too
+    EXPECT_EQ(table(SharedGuest::kSize - 4096, 4096), 0u);
+    EXPECT_EQ(table(SharedGuest::kSize, 0), 0u);
+}
+
 TEST_F(SessionTest, WriteThenReadThroughARing) {
     constexpr uint16_t kNum = 8;
     constexpr uint64_t kDesc = 0x0, kAvail = 0x1000, kUsed = 0x2000, kHdr = 0x3000, kData = 0x4000, kStatus = 0x6000;

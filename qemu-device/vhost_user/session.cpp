@@ -222,6 +222,15 @@ bool Session::dispatch(Message& m) {
         for (size_t i = 0; i < regions.size(); ++i) {
             const auto& r = regions[i];
             const size_t len = r.memory_size + r.mmap_offset;
+            // A mapping past the end of a file maps, but touching it is
+            // SIGBUS in a queue thread: refuse a region the file does not hold.
+            struct stat st{};
+            if (::fstat(m.fds[i].get(), &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) < len) {
+                for (const auto& mm : maps) ::munmap(mm.addr, mm.len);
+                log(LogLevel::error, "vhost-user: SET_MEM_TABLE region {} (gpa {:#x} size {:#x} offset {:#x}) ends past its file's {} bytes", i,
+                    r.guest_phys_addr, r.memory_size, r.mmap_offset, st.st_size);
+                return false;
+            }
             void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, m.fds[i].get(), 0);
             if (p == MAP_FAILED) {
                 const int e = errno;

@@ -264,6 +264,15 @@ TEST(RunSpec, RefusesTextThatIsNotJson) {
         EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
     }
     EXPECT_THROW(parse_run_spec("[]"), SpecError);
+    // Found by fuzz_run_spec: a number beyond a double is out_of_range, not
+    // a parse_error, and escaped the parser (PID 1 would have died of it).
+    try {
+        parse_run_spec(R"({"version": 1, "step_timeout_s": 999e999, "steps": []})");
+        FAIL() << "accepted";
+    } catch (const SpecError& e) {
+        EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("999e999"), std::string::npos) << e.what();
+    }
 }
 
 TEST(RunSpec, OpNamesRoundTrip) {
