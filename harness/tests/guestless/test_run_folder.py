@@ -116,6 +116,14 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie: a killed child waits as a zombie until whoever adopted it reaps it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -207,9 +215,9 @@ def test_sigkill_leaves_no_process_and_the_next_run_reaps_the_socket_folder(tmp_
     p.communicate(timeout=30)
     # blkrig-device and "QEMU" die with it (PR_SET_PDEATHSIG).
     deadline = time.time() + 15
-    while time.time() < deadline and any(Path(f"/proc/{k}").exists() for k in kids):
+    while time.time() < deadline and any(running(k) for k in kids):
         time.sleep(0.05)
-    assert not any(Path(f"/proc/{k}").exists() for k in kids), [cmdline(k) for k in kids]
+    assert not any(running(k) for k in kids), [cmdline(k) for k in kids]
     assert bt.processes_mentioning(str(out)) == []
     assert sock_dirs[0].exists()  # nobody could remove it: blkrig was killed outright
     # The next blkrig run removes it (its owner is gone), whatever becomes of that run.
