@@ -343,6 +343,10 @@ int run(Options& o) {
         vhost_user::serve_listening(lfd.get(), stop_fd, dev, serve);
     }
     ctl.reset();  // no control calls once the trace is closing
+    // Sessions are over: a request still in the inflight region will never
+    // complete in this process. The trace says so rather than leave its seq missing.
+    if (const size_t n = dev.record_unfinished())
+        log(LogLevel::info, "{} request(s) were left in flight, never completed, as the device ended: traced as unfinished", n);
     int rc = 0;
     if (tw) {
         tw->close();

@@ -23,6 +23,7 @@ nlohmann::json to_json(const trace::RequestRecord& r) {
     if (r.flags & trace::kReqMalformed) j["malformed"] = true;
     if (r.flags & trace::kReqSegsTruncated) j["seg_lens_truncated"] = true;
     if (r.flags & trace::kReqResubmitted) j["resubmitted"] = true;
+    if (r.flags & trace::kReqUnfinished) j["unfinished"] = true;
     return j;
 }
 
@@ -33,9 +34,9 @@ nlohmann::json to_json(const trace::EventRecord& e) {
 std::string to_text(const trace::RequestRecord& r, uint64_t t0) {
     const double at_ms = static_cast<double>(r.t_submit_ns - std::min(t0, r.t_submit_ns)) / 1e6;
     const double lat_us = static_cast<double>(r.t_complete_ns - std::min(r.t_submit_ns, r.t_complete_ns)) / 1e3;
-    return fmt::format("{:>8} q{} {:>12.3f}ms {:<12} {:>10}+{:<6} {:>8}B {:>3}seg {:<6} {:>9.1f}us{}", r.seq, r.queue, at_ms,
+    return fmt::format("{:>8} q{} {:>12.3f}ms {:<12} {:>10}+{:<6} {:>8}B {:>3}seg {:<6} {:>9.1f}us{}{}", r.seq, r.queue, at_ms,
                        trace::op_label(r.type), r.sector, r.bytes / 512, r.bytes, r.nsegs, trace::status_label(r.status), lat_us,
-                       (r.flags & trace::kReqMalformed) ? " malformed" : "");
+                       (r.flags & trace::kReqMalformed) ? " malformed" : "", (r.flags & trace::kReqUnfinished) ? " unfinished" : "");
 }
 
 Summary summarize(const trace::Trace& t) {
@@ -50,9 +51,15 @@ Summary summarize(const trace::Trace& t) {
         o.bytes = r.bytes > UINT64_MAX - o.bytes ? UINT64_MAX : o.bytes + r.bytes;
         o.min_bytes = std::min(o.min_bytes, r.bytes);
         o.max_bytes = std::max(o.max_bytes, r.bytes);
+        if (r.flags & trace::kReqResubmitted) ++s.resubmitted;
+        if (r.flags & trace::kReqUnfinished) {
+            // Never answered: neither an error nor a latency.
+            ++s.unfinished;
+            first = std::min(first, r.t_submit_ns);
+            continue;
+        }
         if (r.status != trace::kStatusOk) ++o.errors;
         if (r.flags & trace::kReqMalformed) ++s.malformed;
-        if (r.flags & trace::kReqResubmitted) ++s.resubmitted;
         lat.push_back(r.t_complete_ns - std::min(r.t_submit_ns, r.t_complete_ns));
         first = std::min(first, r.t_submit_ns);
         last = std::max(last, r.t_complete_ns);
@@ -78,23 +85,24 @@ Summary summarize(const trace::Trace& t) {
 
 void account_seqs(const trace::Trace& t, Summary& s) {
     constexpr size_t kShown = 5;
-    std::vector<uint64_t> seqs;
+    // (seq, unfinished): an unfinished record sorts after a completed one of its seq.
+    std::vector<std::pair<uint64_t, bool>> seqs;
     seqs.reserve(t.requests.size() + t.markers.size());
-    for (const auto& r : t.requests) seqs.push_back(r.seq);
-    for (const auto& m : t.markers) seqs.push_back(m.seq);
+    for (const auto& r : t.requests) seqs.emplace_back(r.seq, (r.flags & trace::kReqUnfinished) != 0);
+    for (const auto& m : t.markers) seqs.emplace_back(m.seq, false);
     std::sort(seqs.begin(), seqs.end());
     uint64_t expect = 0;
     for (size_t i = 0; i < seqs.size(); ++i) {
-        if (i > 0 && seqs[i] == seqs[i - 1]) {
-            if (s.seq_duplicate_count++ < kShown) s.seq_duplicates.push_back(seqs[i]);
+        if (i > 0 && seqs[i].first == seqs[i - 1].first) {
+            if (!seqs[i].second && s.seq_duplicate_count++ < kShown) s.seq_duplicates.push_back(seqs[i].first);
             continue;
         }
         // A bad record's seq can be huge: count the gap, list only its start.
-        if (seqs[i] > expect) {
-            s.seq_missing_count += seqs[i] - expect;
-            for (uint64_t q = expect; q < seqs[i] && s.seq_missing.size() < kShown; ++q) s.seq_missing.push_back(q);
+        if (seqs[i].first > expect) {
+            s.seq_missing_count += seqs[i].first - expect;
+            for (uint64_t q = expect; q < seqs[i].first && s.seq_missing.size() < kShown; ++q) s.seq_missing.push_back(q);
         }
-        expect = seqs[i] + 1;
+        expect = seqs[i].first + 1;
     }
 }
 
@@ -105,7 +113,7 @@ nlohmann::json to_json(const Summary& s) {
     return {{"requests", s.requests},   {"malformed", s.malformed},          {"events", s.events}, {"markers", s.markers}, {"faults", s.faults}, {"powered_off", s.powered_off},
             {"ops", ops},               {"latency_p50_ns", s.latency_p50_ns}, {"latency_p99_ns", s.latency_p99_ns},
             {"latency_max_ns", s.latency_max_ns}, {"span_ns", s.span_ns},    {"complete", s.incomplete.empty()},
-            {"incomplete_reason", s.incomplete}, {"restarts", s.restarts}, {"resubmitted", s.resubmitted},
+            {"incomplete_reason", s.incomplete}, {"restarts", s.restarts}, {"resubmitted", s.resubmitted}, {"unfinished", s.unfinished},
             {"seq_duplicates", s.seq_duplicate_count}, {"seq_missing", s.seq_missing_count},
             {"bad_records", s.bad_records}, {"first_bad_record", s.first_bad}};
 }
@@ -124,6 +132,8 @@ std::string to_text(const Summary& s) {
     if (s.restarts || s.resubmitted)
         out += fmt::format("  {} device restart(s); {} request(s) resubmitted from the inflight region, each under its first seq\n", s.restarts,
                            s.resubmitted);
+    if (s.unfinished)
+        out += fmt::format("  {} request(s) left in flight, never completed, when the device ended (status none)\n", s.unfinished);
     if (s.seq_duplicate_count)
         out += fmt::format("  {} seq(s) completed more than once, e.g. {}\n", s.seq_duplicate_count, fmt::join(s.seq_duplicates, ", "));
     if (s.seq_missing_count)

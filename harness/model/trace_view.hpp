@@ -38,6 +38,7 @@ struct Summary {
     std::string incomplete;  // why the trace is incomplete, empty if complete
     uint64_t restarts = 0;     // device processes that continued the trace after one died
     uint64_t resubmitted = 0;  // requests resumed from the inflight region
+    uint64_t unfinished = 0;   // in flight, never completed, when the device ended (no latency, not an error)
     std::vector<uint64_t> seq_duplicates;  // seqs with more than one record (the first few)
     uint64_t seq_duplicate_count = 0;
     std::vector<uint64_t> seq_missing;     // seqs below the highest with no record (the first few)
@@ -47,7 +48,8 @@ struct Summary {
 };
 
 // Every seq a device gave out should end as exactly one request or marker
-// record, across restarts too (a resubmitted request keeps its seq). Fills
+// record, across restarts too (a resubmitted request keeps its seq; an
+// unfinished record beside a completed one of its seq is not a second). Fills
 // the seq_* fields of s.
 void account_seqs(const trace::Trace& t, Summary& s);
 

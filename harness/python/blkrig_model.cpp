@@ -108,6 +108,7 @@ struct PyRequest {
     uint64_t file_bytes;
     std::optional<int> step;
     bool malformed;
+    bool unfinished;  // never completed: in flight when the device ended
     std::optional<int> guest_cpu;  // the CPU its matched block_rq_issue was traced on
 };
 
@@ -153,6 +154,7 @@ PyRequest make_request(const model::Run& run, const model::Request& r, const mod
     p.step = r.step >= 0 && run.steps[static_cast<size_t>(r.step)].index >= 0 ? std::optional<int>(run.steps[static_cast<size_t>(r.step)].index)
                                                                                  : std::nullopt;
     p.malformed = r.flags & trace::kReqMalformed;
+    p.unfinished = r.flags & trace::kReqUnfinished;
     return p;
 }
 
@@ -320,6 +322,7 @@ PYBIND11_MODULE(blkrig_model, m) {
         .def_readonly("file_bytes", &PyRequest::file_bytes)
         .def_readonly("step", &PyRequest::step)
         .def_readonly("malformed", &PyRequest::malformed)
+        .def_readonly("unfinished", &PyRequest::unfinished)
         .def_readonly("guest_cpu", &PyRequest::guest_cpu, "the guest CPU its block_rq_issue ran on (None: unmatched or not traced)")
         .def_property_readonly("end_sector", [](const PyRequest& r) { return r.sector + r.sectors; })
         .def("__repr__", &repr);

@@ -472,6 +472,34 @@ void BlkDevice::completed(const virtio::Completion& c) {
     if (c.fault_rule || c.fault_action) trace_->fault({c.record.seq, c.fault_rule, c.fault_action, c.fault_delay_ns});
 }
 
+void BlkDevice::left_in_flight(std::vector<virtio::Completion>&& left) {
+    std::lock_guard lock(unfinished_mu_);
+    for (auto& c : left) unfinished_.insert_or_assign(c.record.seq, std::move(c));
+}
+
+void BlkDevice::resumed(uint64_t seq) {
+    std::lock_guard lock(unfinished_mu_);
+    unfinished_.erase(seq);
+}
+
+size_t BlkDevice::record_unfinished() {
+    std::map<uint64_t, virtio::Completion> left;
+    {
+        std::lock_guard lock(unfinished_mu_);
+        left.swap(unfinished_);
+    }
+    if (!trace_ || left.empty()) return left.size();
+    const uint64_t now = monotonic_ns();
+    for (auto& [seq, c] : left) {
+        c.record.flags |= trace::kReqUnfinished;
+        c.record.status = trace::kStatusNone;
+        c.record.t_complete_ns = std::max(now, c.record.t_submit_ns);
+        trace_->record(c.record);
+        if (c.fault_rule || c.fault_action) trace_->fault({c.record.seq, c.fault_rule, c.fault_action, c.fault_delay_ns});
+    }
+    return left.size();
+}
+
 void BlkDevice::queue_broken(uint16_t queue, uint16_t head, const std::string& why) {
     log(LogLevel::error, "queue {} head {}: {}; the queue is stopped until the driver resets it", queue, head, why);
     if (trace_) trace_->event({monotonic_ns(), trace::EventCode::queue_broken, queue, head, why});

@@ -19,6 +19,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -95,6 +96,12 @@ public:
     void queue_broken(uint16_t queue, uint16_t head, const std::string& why) override;
     void note(trace::EventCode code, uint16_t queue, const std::string& text) override;
     virtio::Deferrals* deferrals() override { return &deferrals_; }
+    void left_in_flight(std::vector<virtio::Completion>&& left) override;
+    void resumed(uint64_t seq) override;
+    // Traces the requests left in flight and never resumed, flagged
+    // unfinished with status none: the guest never saw them complete.
+    // Called once, as the device process ends; returns how many.
+    size_t record_unfinished();
 
     // Loses unflushed writes as the crash model says and turns the device
     // off (every later request fails with IOERR until power_on()). Returns
@@ -129,6 +136,8 @@ private:
     store::WriteLog* wlog_;
     PowerCutPlan plan_;
     virtio::Deferrals deferrals_;
+    std::mutex unfinished_mu_;
+    std::map<uint64_t, virtio::Completion> unfinished_;  // by seq
     uint64_t start_ns_;
     std::atomic<bool> powered_off_{false};
     std::atomic<bool> report_failed_{false};

@@ -284,32 +284,9 @@ protected:
         ASSERT_EQ(fe.acked(SET_VRING_ENABLE, bytes_of(VringState{0, 1})), 0u);
     }
 
-    std::unique_ptr<store::Store> store_;
-    SharedMemfd guest_;
-    test::TempDir dir_;
-    std::unique_ptr<trace::Writer> trace_;
-    faults::Engine engine_;
-    std::unique_ptr<blk::BlkDevice> dev_;
-    UniqueFd kick_{::eventfd(0, EFD_CLOEXEC)}, call_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
-};
-
-TEST_F(InflightSession, ARegionLargerThanItsFileIsRefused) {
-    using namespace vhost_user;
-    FrontEnd fe(*dev_);
-    fe.send(SET_PROTOCOL_FEATURES, bytes_of(uint64_t{bit(kProtoReplyAck) | bit(kProtoInflightShmfd)}));
-    SharedMemfd small("small", 64);
-    // 1 queue of 8 needs 192 bytes; the file has 64.
-    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
-    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{64, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
-    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 0, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
-}
-
-TEST_F(InflightSession, AHeldWriteStaysInFlightWhenTheFrontEndGoesAndTheNextSessionResumesItOnce) {
-    using namespace vhost_user;
-    UniqueFd region_fd;
-    uint64_t region_size = 0;
-    {
-        FrontEnd fe(*dev_);
+    // A session takes an inflight region and sends one write, which the hold rule keeps.
+    void hold_one_write(FrontEnd& fe, UniqueFd& region_fd, uint64_t& region_size) {
+        using namespace vhost_user;
         // GET_INFLIGHT_FD: a memfd comes back with the reply.
         fe.send(GET_INFLIGHT_FD, encode_inflight(InflightInfo{0, 0, 1, kNum}));
         auto m = receive(fe.peer.get());
@@ -339,6 +316,36 @@ TEST_F(InflightSession, AHeldWriteStaysInFlightWhenTheFrontEndGoesAndTheNextSess
         while (dev_->deferrals()->held().empty() && std::chrono::steady_clock::now() < deadline)
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
         ASSERT_EQ(dev_->deferrals()->held().size(), 1u);
+    }
+
+    std::unique_ptr<store::Store> store_;
+    SharedMemfd guest_;
+    test::TempDir dir_;
+    std::unique_ptr<trace::Writer> trace_;
+    faults::Engine engine_;
+    std::unique_ptr<blk::BlkDevice> dev_;
+    UniqueFd kick_{::eventfd(0, EFD_CLOEXEC)}, call_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+};
+
+TEST_F(InflightSession, ARegionLargerThanItsFileIsRefused) {
+    using namespace vhost_user;
+    FrontEnd fe(*dev_);
+    fe.send(SET_PROTOCOL_FEATURES, bytes_of(uint64_t{bit(kProtoReplyAck) | bit(kProtoInflightShmfd)}));
+    SharedMemfd small("small", 64);
+    // 1 queue of 8 needs 192 bytes; the file has 64.
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{64, 0, 1, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+    EXPECT_NE(fe.acked(SET_INFLIGHT_FD, encode_inflight(InflightInfo{192, 0, 0, kNum}), FrontEnd::fd_of(small.fd.get())), 0u);
+}
+
+TEST_F(InflightSession, AHeldWriteStaysInFlightWhenTheFrontEndGoesAndTheNextSessionResumesItOnce) {
+    using namespace vhost_user;
+    UniqueFd region_fd;
+    uint64_t region_size = 0;
+    {
+        FrontEnd fe(*dev_);
+        hold_one_write(fe, region_fd, region_size);
+        if (HasFatalFailure()) return;
         // The front end goes away (the session ends) with the write held.
     }
     EXPECT_TRUE(dev_->deferrals()->held().empty());
@@ -366,6 +373,7 @@ TEST_F(InflightSession, AHeldWriteStaysInFlightWhenTheFrontEndGoesAndTheNextSess
     ASSERT_EQ(store_->read(8 * blk::kSectorSize, std::span(&v, 1)), 0);
     for (size_t i = 0; i < 4096; ++i) ASSERT_EQ(stored[i], static_cast<uint8_t>(i * 7 + 3)) << "byte " << i;
 
+    EXPECT_EQ(dev_->record_unfinished(), 0u) << "a resumed request is not unfinished";
     trace_->close();
     const auto t = trace::read_trace(dir_.file("trace.bin"));
     ASSERT_EQ(t.requests.size(), 1u) << "the write must complete exactly once";
@@ -378,6 +386,31 @@ TEST_F(InflightSession, AHeldWriteStaysInFlightWhenTheFrontEndGoesAndTheNextSess
     }
     EXPECT_TRUE(left);
     EXPECT_TRUE(resumed);
+}
+
+TEST_F(InflightSession, AHeldWriteNobodyResumesIsTracedUnfinishedWhenTheDeviceEnds) {
+    UniqueFd region_fd;
+    uint64_t region_size = 0;
+    {
+        FrontEnd fe(*dev_);
+        hold_one_write(fe, region_fd, region_size);
+        if (HasFatalFailure()) return;
+    }
+    EXPECT_EQ(guest_.load16(kUsed + 2), 0) << "a held request was completed as its queue stopped";
+    EXPECT_EQ(dev_->record_unfinished(), 1u);
+    EXPECT_EQ(dev_->record_unfinished(), 0u) << "traced twice";
+    trace_->close();
+    const auto t = trace::read_trace(dir_.file("trace.bin"));
+    EXPECT_TRUE(t.bad.empty());
+    ASSERT_EQ(t.requests.size(), 1u);
+    const auto& r = t.requests[0];
+    EXPECT_EQ(r.seq, 0u);
+    EXPECT_TRUE(r.flags & trace::kReqUnfinished);
+    EXPECT_EQ(r.status, trace::kStatusNone);
+    EXPECT_EQ(r.sector, 8u);
+    EXPECT_GE(r.t_complete_ns, r.t_submit_ns);
+    ASSERT_EQ(t.faults.size(), 1u) << "the hold that kept it is traced with it";
+    EXPECT_EQ(t.faults[0].seq, 0u);
 }
 
 }  // namespace

@@ -52,6 +52,7 @@ inline constexpr uint8_t kStatusNone = 255;  // nothing could be reported to the
 inline constexpr uint16_t kReqMalformed = 1;     // the chain held no valid virtio-blk request
 inline constexpr uint16_t kReqSegsTruncated = 2; // more segments than recorded lengths
 inline constexpr uint16_t kReqResubmitted = 4;   // fetched by an earlier device process or queue start, resubmitted from the inflight region
+inline constexpr uint16_t kReqUnfinished = 8;    // still in the inflight region, never completed, when the device process ended (status none)
 
 inline constexpr uint32_t kTypeUnknown = UINT32_MAX;  // header could not be read
 inline constexpr uint16_t kMaxRecordedSegs = 1024;

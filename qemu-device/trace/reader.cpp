@@ -68,7 +68,7 @@ std::optional<Problem> check(const RequestBody& rb, uint16_t flags, const FileHe
         return Problem{"t_complete_ns", fmt::format("{} is before t_submit_ns {}: completed before it was submitted", rb.t_complete_ns, rb.t_submit_ns)};
     if (rb.status != kStatusOk && rb.status != kStatusIoErr && rb.status != kStatusUnsupp && rb.status != kStatusNone)
         return Problem{"status", fmt::format("{} is not a status (0 ok, 1 ioerr, 2 unsupp, 255 none)", rb.status)};
-    if (flags & ~(kReqMalformed | kReqSegsTruncated | kReqResubmitted)) return Problem{"flags", fmt::format("{:#x} has bits no device sets", flags)};
+    if (flags & ~(kReqMalformed | kReqSegsTruncated | kReqResubmitted | kReqUnfinished)) return Problem{"flags", fmt::format("{:#x} has bits no device sets", flags)};
     if (rb.nsegs_recorded > rb.nsegs || rb.nsegs_recorded > kMaxRecordedSegs)
         return Problem{"nsegs_recorded", fmt::format("{} segment lengths recorded for {} segments (at most {})", rb.nsegs_recorded, rb.nsegs, kMaxRecordedSegs)};
     if (rb.status != kStatusOk) return std::nullopt;

@@ -68,6 +68,11 @@ public:
     virtual void note(trace::EventCode code, uint16_t queue, const std::string& text) = 0;
     // Where completions that process() deferred wait; nullptr if it never defers.
     virtual Deferrals* deferrals() { return nullptr; }
+    // A stopping queue left these in the inflight region, not completed; a
+    // later start may resubmit them (resumed()). Those never resumed are
+    // the device's to account for when it ends.
+    virtual void left_in_flight(std::vector<Completion>&& left) { (void)left; }
+    virtual void resumed(uint64_t seq) { (void)seq; }
 };
 
 }  // namespace blkrig::virtio

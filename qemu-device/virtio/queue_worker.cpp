@@ -61,6 +61,7 @@ uint16_t QueueWorker::stop() {
             log(LogLevel::info, "queue {}: {} deferred request(s) stay in flight as the queue stops", s_.index, left.size());
             dev_.note(trace::EventCode::left_in_flight, s_.index,
                       fmt::format("{} deferred request(s) left in flight at queue stop", left.size()));
+            dev_.left_in_flight(std::move(left));
             left.clear();
         }
         if (!left.empty()) {
@@ -92,6 +93,7 @@ bool QueueWorker::resubmit() {
         Completion c;
         c.record.t_submit_ns = monotonic_ns();
         c.record.seq = r.has_seq ? r.seq : dev_.next_seq();
+        if (r.has_seq) dev_.resumed(r.seq);
         c.record.queue = s_.index;
         c.record.head = r.head;
         c.record.flags |= trace::kReqResubmitted;

@@ -288,6 +288,30 @@ TEST(SeqAccounting, AResubmittedRequestCountsOnceUnderItsFirstSeq) {
     EXPECT_NE(to_text(s).find("1 device restart(s); 1 request(s) resubmitted"), std::string::npos) << to_text(s);
 }
 
+TEST(SeqAccounting, AnUnfinishedRequestHasItsSeqButNoLatencyAndIsNoError) {
+    trace::Trace t;
+    auto done = rec(0);
+    done.t_submit_ns = 1000;
+    done.t_complete_ns = 3000;
+    t.requests.push_back(done);
+    // Seq 1 was held when the device ended; seq 2 was left by one process and resumed by the next.
+    auto left = rec(1, trace::kReqUnfinished);
+    left.status = trace::kStatusNone;
+    left.t_submit_ns = 2000;
+    left.t_complete_ns = 9'000'000'000;
+    t.requests.push_back(left);
+    t.requests.push_back(rec(2, trace::kReqUnfinished));
+    t.requests.push_back(rec(2, trace::kReqResubmitted));
+    const auto s = summarize(t);
+    EXPECT_EQ(s.unfinished, 2u);
+    EXPECT_EQ(s.seq_duplicate_count, 0u);
+    EXPECT_EQ(s.seq_missing_count, 0u);
+    EXPECT_EQ(s.ops.at("write").errors, 0u);
+    EXPECT_EQ(s.latency_max_ns, 2000u) << "an unfinished request's wait is not a latency";
+    EXPECT_NE(to_text(s).find("2 request(s) left in flight, never completed"), std::string::npos) << to_text(s);
+    EXPECT_EQ(to_json(s)["unfinished"], 2);
+}
+
 TEST(SeqAccounting, TwiceCompletedAndNeverCompletedSeqsAreCountedAndNamed) {
     trace::Trace t;
     for (uint64_t s : {0, 1, 1, 4, 5, 5, 5}) t.requests.push_back(rec(s));
