@@ -433,11 +433,14 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         if (it->second.count("path") && !st.args.contains("path") && !(it->second.count("fd") && st.args.contains("fd") && st.op != "open"))
             rd.fail(t, fmt::format("step '{}' needs a path{}", st.op, it->second.count("fd") ? " or fd" : ""));
         if (st.expect.sha256 == "file") {
-            const std::string p = st.args.value("path", "").substr(std::string(kMountpoint).size());
+            // A path outside the mountpoint (or none: a step by fd) names no file of the disk.
+            const std::string full = st.args.value("path", "");
+            const std::string mnt(kMountpoint);
+            const std::string p = full.starts_with(mnt + "/") ? full.substr(mnt.size()) : std::string();
             bool known = false;
             for (const auto& f : sc.disk.files) known = known || f.path == p;
             if (!known || st.op != "read")
-                rd.fail(t, fmt::format("expect.sha256 = \"file\" needs a read step of a file in [[disk.files]] ({} is not one)", p));
+                rd.fail(t, fmt::format("expect.sha256 = \"file\" needs a read step of a file in [[disk.files]] ('{}' is not one)", full));
         }
         sc.steps.push_back(std::move(st));
     }

@@ -113,6 +113,8 @@ INSTANTIATE_TEST_SUITE_P(
             "needs extents"},
         Bad{"sparse on vfat", "[[disk.files]]\npath = \"/a\"\nsize = 4096\nlayout = \"sparse\"\n[[steps]]\nop = \"sync\"\n", 1, "sparse files need"},
         Bad{"sha256 file of unknown file", "[[steps]]\nop = \"read\"\npath = \"/mnt/x\"\nexpect = { sha256 = \"file\" }\n", 1, "needs a read step"},
+        // A step with no path threw out of the reader (fuzz_scenario/crash-sha256-file-path-outside-mnt).
+        Bad{"sha256 file on a step without a path", "[[steps]]\nop = \"sync\"\nexpect = { sha256 = \"file\" }\n", 1, "('' is not one)"},
         Bad{"fault after a step that does not exist", "[[faults]]\nrule = \"ioerr\"\nafter_step = 3\n[[steps]]\nop = \"sync\"\n", 1,
             "after_step/until_step 3 but the scenario has 1 steps"},
         Bad{"bad fault rule", "[[faults]]\nrule = \"ioerr op=reed\"\n[[steps]]\nop = \"sync\"\n", 2, "expected an op"},
