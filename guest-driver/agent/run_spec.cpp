@@ -369,8 +369,33 @@ std::optional<Op> op_from_name(std::string_view name) {
     return std::nullopt;
 }
 
+namespace {
+
+// A field name or value quoted from the description may hold any byte JSON
+// can escape; what() is a C string and the error record one line, so control
+// bytes are spelt out rather than cutting the message at a NUL or a newline.
+std::string printable(std::string_view s) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(s.size());
+    for (const char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            out += "\\x";
+            out += kHex[u >> 4];
+            out += kHex[u & 0xf];
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
 SpecError::SpecError(std::string field, const std::string& problem)
-    : std::runtime_error(field.empty() ? problem : field + ": " + problem), field_(std::move(field)) {}
+    : std::runtime_error(field.empty() ? printable(problem) : printable(field) + ": " + printable(problem)),
+      field_(printable(field)) {}
 
 MountOptions split_mount_options(std::string_view options) {
     struct Flag {

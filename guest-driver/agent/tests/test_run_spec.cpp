@@ -191,6 +191,9 @@ const Bad kBad[] = {
     {"op_unknown", [](Json& j) { j["steps"][1]["op"] = "reed"; }, "steps[1].op", "unknown op 'reed'"},
     {"field_for_other_op", [](Json& j) { j["steps"][1]["path"] = "/x"; }, "steps[1].path", "unknown field for op drop_caches"},
     {"misspelt_field", [](Json& j) { j["steps"][2]["lenght"] = 1; }, "steps[2].lenght", "unknown field for op read"},
+    // Control bytes in a quoted name are spelt out: what() stops at a NUL.
+    {"key_with_nul", [](Json& j) { j["steps"][2][std::string("a\0b", 3)] = 1; }, "steps[2].a\\x00b", "unknown field for op read"},
+    {"op_with_newline", [](Json& j) { j["steps"][1]["op"] = "re\nad"; }, "steps[1].op", "unknown op 're\\x0aad'"},
     {"read_no_path", [](Json& j) { j["steps"][2].erase("path"); }, "steps[2].path", "missing"},
     {"read_length_below", [](Json& j) { j["steps"][2]["length"] = -2; }, "steps[2].length", "between -1"},
     {"read_bs_zero", [](Json& j) { j["steps"][2]["bs"] = 0; }, "steps[2].bs", "between 1"},
