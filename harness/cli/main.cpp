@@ -23,6 +23,7 @@
 #include "run/fs_driver.hpp"
 #include "run/host_limits.hpp"
 #include "run/matrix.hpp"
+#include "run/catalogue.hpp"
 #include "run/run.hpp"
 #include "scenario/scenario.hpp"
 
@@ -108,38 +109,44 @@ fs::path source_dir() {
     return BLKRIG_SOURCE_DIR;
 }
 
-struct Catalogue {
-    const char* name;
-    const char* what;
-};
-constexpr Catalogue kKernels[] = {
-    {"debian-bookworm-cloud", "Debian 12 cloud kernel (6.1), the default"},
-    {"debian-trixie-cloud", "Debian 13 cloud kernel (6.12)"},
-    {"debian-trixie", "Debian 13 generic kernel (6.12, more filesystems)"},
-};
-
-int kernel_list() {
-    for (const auto& k : kKernels) {
+// `blkrig kernel list [--json]`: the catalogue, and what of each kernel is
+// in the cache.
+int kernel_list(bool as_json) {
+    const auto& cat = run::catalogue();
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& k : cat.kernels) {
         const fs::path dir = kernel_cache() / k.name;
-        std::string state = "not fetched (blkrig kernel fetch " + std::string(k.name) + ")";
         std::ifstream rel(dir / "release");
         std::string release;
-        if (rel && std::getline(rel, release)) {
-            std::error_code ec;
-            const bool ext2 = fs::is_regular_file(run::ext2_module_path(dir), ec);
+        const bool fetched = rel && std::getline(rel, release);
+        std::error_code ec;
+        const bool ext2 = fetched && fs::is_regular_file(run::ext2_module_path(dir), ec);
+        if (as_json) {
+            all.push_back({{"name", k.name},
+                           {"summary", k.summary},
+                           {"suite", k.suite},
+                           {"package", k.package},
+                           {"default", k.name == cat.default_name},
+                           {"fetched", fetched},
+                           {"release", fetched ? nlohmann::json(release) : nlohmann::json(nullptr)},
+                           {"dir", dir.string()},
+                           {"extra_modules", {{"ext2", ext2}}}});
+            continue;
+        }
+        std::string state = "not fetched (blkrig kernel fetch " + k.name + ")";
+        if (fetched)
             state = "fetched: " + release + " in " + dir.string() +
                     (ext2 ? "; ext2: built (" + std::string(run::kExt2Module) + ".ko)"
-                          : "; ext2: not built (blkrig kernel fetch " + std::string(k.name) + " --extra-modules ext2)");
-        }
-        fmt::print("{:<24} {:<52} {}\n", k.name, k.what, state);
+                          : "; ext2: not built (blkrig kernel fetch " + k.name + " --extra-modules ext2)");
+        fmt::print("{:<24} {:<52} {}\n", k.name, k.summary, state);
     }
+    if (as_json) fmt::print("{}\n", all.dump(2));
     return 0;
 }
 
 int kernel_fetch(const std::string& name, const std::vector<std::string>& extra_modules) {
-    bool known = false;
-    for (const auto& k : kKernels) known = known || name == k.name;
-    if (!known) throw UsageError(fmt::format("unknown kernel '{}': see blkrig kernel list", name));
+    if (!run::catalogue().find(name))
+        throw UsageError(fmt::format("unknown kernel '{}' (known: {}; see blkrig kernel list)", name, run::catalogue().names()));
     std::string script = (source_dir() / "guest-driver" / "kernels" / "fetch-debian").string();
     std::vector<std::string> args = {script, name};
     // fetch-debian checks the module names (exit 2 for an unknown one).
@@ -255,7 +262,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
             throw UsageError(fmt::format("{}:{}: this scenario is steered during the run: give --control SOCKET (and use blkrig fault)", sc.file,
                                          sc.needs_line));
     }
-    if (kernel.empty()) kernel = sc.kernel.empty() ? "debian-bookworm-cloud" : sc.kernel;
+    if (kernel.empty()) kernel = sc.kernel.empty() ? run::catalogue().default_name : sc.kernel;
     run::RunOptions o;
     o.out_dir = out.empty() ? fs::path("runs") / (scenario_path.empty() ? fs::path("vm") : fs::path(scenario_path).stem()) : fs::path(out);
     check_host_limits(sc, o.out_dir);
@@ -377,7 +384,7 @@ int do_matrix(const MatrixArgs& a) {
         std::string stem = fs::path(files[i]).stem().string();
         if (int n = ++stems[stem]; n > 1) stem += fmt::format("-{}", n);
         std::vector<std::string> ks = kernels;
-        if (ks.empty()) ks = {scs[i].kernel.empty() ? "debian-bookworm-cloud" : scs[i].kernel};
+        if (ks.empty()) ks = {scs[i].kernel.empty() ? run::catalogue().default_name : scs[i].kernel};
         for (const auto& k : ks) {
             if (a.kernels.empty()) resolve_kernel(k);  // a scenario's own kernel, checked too
             run::Cell c;
@@ -595,7 +602,7 @@ int do_check(const std::string& dir, const std::string& expect_file, const std::
 }
 
 int do_boot(launch::BootSpec spec, const std::string& kernel, bool force) {
-    spec.kernel = resolve_kernel(kernel);
+    spec.kernel = resolve_kernel(kernel.empty() ? run::catalogue().default_name : kernel);
     if (auto twice = same_file_twice({{"--kernel", spec.kernel.string()}, {"--initrd", spec.initrd.string()}, {"--disk", spec.disk.string()}}))
         throw UsageError(*twice);
     if (const auto mem = host::mem_total(); mem && (uint64_t{spec.memory_mb} << 20) > *mem)
@@ -647,10 +654,10 @@ int main(int argc, char** argv) {
     texport->add_flag("--strict", strict, "Exit 1 if the trace is incomplete or holds a record no device writes");
 
     launch::BootSpec spec;
-    std::string kernel = "debian-bookworm-cloud";
+    std::string kernel;  // empty: the catalogue's default, read when it is needed
     std::string out = "runs/boot";
     auto* boot = app.add_subcommand("boot", "Boot a kernel + initramfs with a disk on blkrig-device, wait for power-off, summarize the trace");
-    boot->add_option("--kernel", kernel, "bzImage file, folder with vmlinuz, or catalogue name")->capture_default_str();
+    boot->add_option("--kernel", kernel, "bzImage file, folder with vmlinuz, or catalogue name (default: the catalogue's default)");
     boot->add_option("--initrd", spec.initrd, "initramfs (its /init runs the guest's work and powers off)")->required();
     boot->add_option("--disk", spec.disk, "raw disk image served by blkrig-device")->required();
     boot->add_option("--out", out, "run folder: new, empty, or an earlier blkrig run folder with --force")->capture_default_str();
@@ -675,7 +682,7 @@ int main(int argc, char** argv) {
                      "scenario files (TOML, see docs/scenarios.md), folders of them or globs; several, or several --kernel, make a matrix")
         ->required();
     runc->add_option("--kernel", run_kernels,
-                     "bzImage folder or catalogue name, repeatable (default: the scenario's, else debian-bookworm-cloud)");
+                     "bzImage folder or catalogue name, repeatable (default: the scenario's, else the catalogue's default)");
     runc->add_option("--out", run_out, "run folder (default: runs/<scenario name>); for a matrix the folder of its run folders (default: runs/matrix)");
     runc->add_option("--timeout", run_timeout, "seconds before the guest is stopped (default: the scenario's)");
     bool run_force = false;
@@ -756,7 +763,9 @@ int main(int argc, char** argv) {
 
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
-    auto* klist = kern->add_subcommand("list", "Catalogue kernels and whether they are fetched");
+    auto* klist = kern->add_subcommand("list", "Catalogue kernels (guest-driver/kernels/catalogue.toml) and whether they are fetched");
+    bool klist_json = false;
+    klist->add_flag("--json", klist_json, "a JSON array: name, summary, suite, package, default, fetched, release, dir, extra_modules");
     std::string fetch_name;
     auto* kfetch = kern->add_subcommand("fetch", "Download a catalogue kernel from Debian's archive into the cache (and build extra modules for it)");
     kfetch->add_option("NAME", fetch_name, "catalogue name")->required();
@@ -855,7 +864,7 @@ int main(int argc, char** argv) {
             }
             return 0;
         }
-        if (klist->parsed()) return kernel_list();
+        if (klist->parsed()) return kernel_list(klist_json);
         if (kfetch->parsed()) return kernel_fetch(fetch_name, fetch_extra);
         if (boot->parsed()) {
             spec.out_dir = out;

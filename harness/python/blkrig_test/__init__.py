@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,14 @@ def device() -> Path:
     return build_dir() / "qemu-device" / "blkrig-device"
 
 
-def kernel_dir(name: str = "debian-bookworm-cloud") -> Path:
+def default_kernel() -> str:
+    """The catalogue's default kernel (guest-driver/kernels/catalogue.toml)."""
+    with open(REPO / "guest-driver" / "kernels" / "catalogue.toml", "rb") as f:
+        return tomllib.load(f)["default"]
+
+
+def kernel_dir(name: str | None = None) -> Path:
+    name = name or default_kernel()
     cache = Path(os.environ.get("BLKRIG_CACHE", "/var/cache/blkrig"))
     return cache / "kernels" / name
 
@@ -92,9 +100,9 @@ class Boot:
         return out
 
 
-def boot(run_dir: Path, initrd: Path, disk: Path, kernel: str = "debian-bookworm-cloud", extra: list[str] = (),
+def boot(run_dir: Path, initrd: Path, disk: Path, kernel: str | None = None, extra: list[str] = (),
          timeout: int = 180) -> Boot:
-    cmd = [str(blkrig()), "boot", "--kernel", kernel, "--initrd", str(initrd), "--disk", str(disk), "--out", str(run_dir),
+    cmd = [str(blkrig()), "boot", "--kernel", kernel or default_kernel(), "--initrd", str(initrd), "--disk", str(disk), "--out", str(run_dir),
            "--timeout", str(timeout), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
     return Boot(r.returncode, r.stdout, r.stderr, run_dir)
@@ -105,7 +113,7 @@ def trace_records(trace: Path) -> list[dict]:
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
-def have_kernel(name: str = "debian-bookworm-cloud") -> bool:
+def have_kernel(name: str | None = None) -> bool:
     return (kernel_dir(name) / "vmlinuz").exists()
 
 

@@ -59,19 +59,11 @@ class CatalogueKernel:
 
 
 def catalogue() -> list[CatalogueKernel]:
-    """`blkrig kernel list`, parsed: name, fetched or not, the default."""
-    r = subprocess.run([str(bt.blkrig()), "kernel", "list"], capture_output=True, text=True, timeout=60)
+    """`blkrig kernel list --json`: name, fetched or not, the default."""
+    r = subprocess.run([str(bt.blkrig()), "kernel", "list", "--json"], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise RuntimeError(f"blkrig kernel list failed ({r.returncode}): {r.stderr.strip()}")
-    out = []
-    for line in r.stdout.splitlines():
-        m = re.match(r"(\S+)\s+(.*)$", line)
-        if not m:
-            continue
-        name, rest = m.groups()
-        fetched = re.search(r"fetched:\s+(\S+)", rest)
-        out.append(CatalogueKernel(name, bool(fetched), "the default" in rest, fetched.group(1) if fetched else ""))
-    return out
+    return [CatalogueKernel(k["name"], k["fetched"], k["default"], k["release"] or "") for k in json.loads(r.stdout)]
 
 
 def _kernel_id(k: str) -> str:

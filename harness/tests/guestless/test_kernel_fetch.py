@@ -4,8 +4,11 @@ wrong (checked before anything is fetched), `blkrig kernel list` says whether
 ext2 is built, and a scenario that asks for fs/ext2 on a kernel without it is
 refused (exit 2, naming the line) before a disk is built."""
 
+import json
 import os
+import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,8 @@ import blkrig_test as bt
 FETCH = Path(__file__).resolve().parents[3] / "guest-driver" / "kernels" / "fetch-debian"
 
 
-def run(cmd, cache: Path, **kw):
-    env = dict(os.environ, BLKRIG_CACHE=str(cache))
+def run(cmd, cache: Path, env=None, **kw):
+    env = env or dict(os.environ, BLKRIG_CACHE=str(cache))
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60, env=env, **kw)
 
 
@@ -71,3 +74,44 @@ def test_ext2_driver_ext2_without_the_module_is_exit_2(tmp_path):
     assert "--extra-modules ext2" in r.stderr, r.stderr
     assert not (tmp_path / "run" / "disk.img").exists(), "refused before the disk is built"
     assert kdir.exists()
+
+
+def test_kernel_list_json_is_the_catalogue(tmp_path):
+    fake_kernel(tmp_path, "debian-trixie", ext2=True)
+    r = run([bt.blkrig(), "kernel", "list", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    listed = {k["name"]: k for k in json.loads(r.stdout)}
+    with open(FETCH.parent / "catalogue.toml", "rb") as f:
+        cat = tomllib.load(f)
+    assert list(listed) == [k["name"] for k in cat["kernel"]]
+    assert [n for n, k in listed.items() if k["default"]] == [cat["default"]] == [bt.default_kernel()]
+    t = listed["debian-trixie"]
+    assert t["fetched"] and t["release"] == "6.1.0-0-test" and t["extra_modules"] == {"ext2": True}, t
+    assert t["dir"] == str(tmp_path / "kernels" / "debian-trixie")
+    assert not listed["debian-trixie-cloud"]["fetched"] and listed["debian-trixie-cloud"]["release"] is None
+
+
+def test_one_catalogue_file_drives_the_cli_and_fetch_debian(tmp_path):
+    """A kernel added to catalogue.toml alone is listed, accepted by `blkrig
+    kernel fetch` and by fetch-debian (both stop at the bad module name,
+    before anything is downloaded); a broken catalogue is named."""
+    src = tmp_path / "src"
+    shutil.copytree(FETCH.parent, src / "guest-driver" / "kernels")
+    cat = src / "guest-driver" / "kernels" / "catalogue.toml"
+    cat.write_text(cat.read_text() + '\n[[kernel]]\nname = "test-kernel"\nsummary = "T"\nsuite = "trixie"\npackage = "p"\n')
+    env = {"BLKRIG_SOURCE_DIR": str(src)}
+    r = run([bt.blkrig(), "kernel", "list", "--json"], tmp_path, env=dict(os.environ, BLKRIG_CACHE=str(tmp_path), **env))
+    assert r.returncode == 0 and "test-kernel" in [k["name"] for k in json.loads(r.stdout)], r.stdout + r.stderr
+    r = run([bt.blkrig(), "kernel", "fetch", "test-kernel", "--extra-modules", "zfs"], tmp_path,
+            env=dict(os.environ, BLKRIG_CACHE=str(tmp_path), **env))
+    assert r.returncode == 2 and "unknown extra module 'zfs'" in r.stderr, r.stderr
+    r = run([bt.blkrig(), "kernel", "fetch", "test-kernl"], tmp_path, env=dict(os.environ, BLKRIG_CACHE=str(tmp_path), **env))
+    assert r.returncode == 2 and "unknown kernel 'test-kernl' (known: " in r.stderr and "test-kernel" in r.stderr, r.stderr
+    r = run([src / "guest-driver" / "kernels" / "fetch-debian", "test-kernl", "--cache", tmp_path], tmp_path)
+    assert r.returncode == 2 and "test-kernel" in r.stderr, r.stderr
+    r = run([src / "guest-driver" / "kernels" / "fetch-debian", "--list"], tmp_path)
+    assert r.returncode == 0 and r.stdout.split() == [bt.default_kernel(), "debian-trixie-cloud", "debian-trixie", "test-kernel"], r.stdout
+    cat.write_text(cat.read_text().replace('default = "debian-bookworm-cloud"', 'default = "gone"'))
+    r = run([bt.blkrig(), "kernel", "list"], tmp_path, env=dict(os.environ, BLKRIG_CACHE=str(tmp_path), **env))
+    assert r.returncode == 3 and f"{cat}: default 'gone' is not a listed kernel" in r.stderr, r.stderr
+    assert not (tmp_path / "kernels").exists()
