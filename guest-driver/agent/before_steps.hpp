@@ -4,8 +4,8 @@
 // "Before the steps").
 #pragma once
 
-#include "result.hpp"
-#include "run_spec.hpp"
+#include "agent_core/result.hpp"
+#include "agent_core/run_spec.hpp"
 
 namespace blkrig::agent {
 

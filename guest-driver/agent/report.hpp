@@ -7,7 +7,7 @@
 #pragma once
 
 #include "port.hpp"
-#include "result.hpp"
+#include "agent_core/result.hpp"
 
 #include <string>
 #include <vector>

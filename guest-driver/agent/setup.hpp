@@ -4,7 +4,7 @@
 #pragma once
 
 #include "report.hpp"
-#include "run_spec.hpp"
+#include "agent_core/run_spec.hpp"
 #include "sys.hpp"
 
 #include <chrono>

@@ -1,8 +1,8 @@
 #include "step_ops.hpp"
 
-#include "pattern.hpp"
+#include "agent_core/pattern.hpp"
 #include "readback.hpp"
-#include "sha256.hpp"
+#include "agent_core/sha256.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -2,8 +2,8 @@
 // result's op-specific fields and, on failure, the failing call and errno.
 #pragma once
 
-#include "result.hpp"
-#include "run_spec.hpp"
+#include "agent_core/result.hpp"
+#include "agent_core/run_spec.hpp"
 #include "sys.hpp"
 
 #include <map>

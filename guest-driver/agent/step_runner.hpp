@@ -3,7 +3,7 @@
 #pragma once
 
 #include "report.hpp"
-#include "run_spec.hpp"
+#include "agent_core/run_spec.hpp"
 #include "step_ops.hpp"
 
 #include <cstddef>

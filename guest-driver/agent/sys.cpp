@@ -1,6 +1,6 @@
 #include "sys.hpp"
 
-#include "result.hpp"
+#include "agent_core/result.hpp"
 
 #include <fcntl.h>
 

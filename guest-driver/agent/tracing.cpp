@@ -1,6 +1,6 @@
 #include "tracing.hpp"
 
-#include "ftrace_filter.hpp"
+#include "agent_core/ftrace_filter.hpp"
 
 #include <fcntl.h>
 

@@ -4,7 +4,7 @@
 
 #include "port.hpp"
 #include "report.hpp"
-#include "run_spec.hpp"
+#include "agent_core/run_spec.hpp"
 
 #include <string>
 #include <vector>

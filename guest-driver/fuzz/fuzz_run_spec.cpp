@@ -3,8 +3,8 @@
 // A parsed description's mount options split as mount(8) would; a refusal
 // becomes the error record the agent sends (one JSON line, whatever bytes
 // the parser quoted).
-#include "result.hpp"
-#include "run_spec.hpp"
+#include "agent_core/result.hpp"
+#include "agent_core/run_spec.hpp"
 
 #include <cstdlib>
 #include <string_view>

@@ -2,7 +2,8 @@
 // places the files, then reads the layout back from the image (our FAT/exFAT
 // parser, or debugfs for ext*) and refuses to return one that differs from
 // what the spec asked for.
-#include "../agent/sha256.hpp"
+#include "agent_core/sha256.hpp"
+#include "common/temp_dir.hpp"
 #include "content.hpp"
 #include "disk_image.hpp"
 #include "exfat_writer.hpp"
@@ -23,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <regex>
 #include <set>
 
@@ -35,24 +37,14 @@ namespace fs = std::filesystem;
 constexpr time_t kFixedMtime = 1704067200;  // 2024-01-01T00:00:00Z: same inputs, same image
 constexpr const char* kFixedUuid = "b1c0b1c0-0000-4000-8000-000000000001";
 
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "blkrig-mkdisk-XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) throw ToolError(fmt::format("mkdtemp: {}", std::strerror(errno)));
-        path_ = tmpl;
+// A scratch folder for the staged files, made through the common TempDir.
+std::unique_ptr<TempDir> scratch_dir() {
+    try {
+        return std::make_unique<TempDir>("blkrig-mkdisk-");
+    } catch (const std::system_error& e) {
+        throw ToolError(e.what());
     }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
+}
 
 class Fd {
 public:
@@ -608,7 +600,8 @@ ImageReport build_image(const DiskSpec& spec, const fs::path& out) {
     const std::string img = out.string();
     try {
         create_sized(out, spec.size_bytes);
-        TempDir tmp;
+        const auto scratch = scratch_dir();
+        const TempDir& tmp = *scratch;
         ImageReport r;
         switch (spec.fs) {
         case FsKind::vfat: r = build_vfat(spec, img, tmp); break;

@@ -11,7 +11,7 @@
 // sector of it is all zero, and sectors 256 apart differ.
 #pragma once
 
-#include "../agent/pattern.hpp"
+#include "agent_core/pattern.hpp"
 #include "disk_image.hpp"
 
 #include <algorithm>

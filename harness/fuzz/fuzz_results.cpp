@@ -4,7 +4,7 @@
 // model use them; and each line through the agent's own decode_step, whose
 // records must encode back to a line that decodes to the same record. The
 // guest may write anything; nothing may crash or throw.
-#include "agent/result.hpp"
+#include "agent_core/result.hpp"
 #include "checks/steps.hpp"
 #include "model/results.hpp"
 #include "run/knobs.hpp"

@@ -43,17 +43,18 @@ const char* to_string(BootOutcome o) {
 
 namespace detail {
 
-TempDir::TempDir() {
-    char tmpl[] = "/tmp/blkrig-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw LaunchError(fmt::format("mkdtemp: {}", std::strerror(errno)));
-    dir = tmpl;
-    // Whose it is: a later blkrig removes it if this one is killed outright (reap_stale_temp).
-    std::ofstream(dir / "owner") << ::getpid() << "\n";
+namespace {
+TempDir socket_temp_dir() {
+    try {
+        return TempDir("blkrig-", "/tmp");  // short: socket paths hold 108 bytes
+    } catch (const std::system_error& e) {
+        throw LaunchError(e.what());
+    }
 }
+}  // namespace
 
-TempDir::~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
+SocketDir::SocketDir() : tmp(socket_temp_dir()), dir(tmp.path()) {
+    std::ofstream(dir / "owner") << ::getpid() << "\n";
 }
 
 namespace {
@@ -177,7 +178,7 @@ BootResult boot_qemu(const BootSpec& spec) {
     } close_sig{sig_fd};
 
     const auto t0 = Clock::now();
-    detail::TempDir sock;
+    detail::SocketDir sock;
     BootResult res;
 
     auto started = detail::start_device(spec, sock.socket(), res);

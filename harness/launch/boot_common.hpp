@@ -4,6 +4,7 @@
 #pragma once
 
 #include "launch/boot.hpp"
+#include "common/temp_dir.hpp"
 #include "launch/process.hpp"
 
 #include <nlohmann/json.hpp>
@@ -17,13 +18,13 @@ namespace blkrig::launch::detail {
 
 // Socket paths are limited to 108 bytes, and run folders can be deep: the
 // socket (and whatever else needs a short path) lives in its own short
-// temporary folder, removed with everything in it.
-struct TempDir {
+// temporary folder (/tmp/blkrig-XXXXXX), removed with everything in it. Its
+// "owner" file names our pid: a later blkrig removes the folder of one that
+// was killed outright (reap_stale_temp).
+struct SocketDir {
+    TempDir tmp;
     std::filesystem::path dir;
-    TempDir();
-    ~TempDir();
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
+    SocketDir();
     std::filesystem::path socket() const { return dir / "vu.sock"; }
 };
 

@@ -412,7 +412,7 @@ BootResult boot_libvirt(const BootSpec& given) {
     const auto t0 = Clock::now();
     // Declared first, removed last: the device's socket and a default
     // embedded driver root, which must outlive the connection.
-    detail::TempDir tmp;
+    detail::SocketDir tmp;
     const std::string uri = spec.libvirt_uri.empty() ? embed_uri(tmp.dir / "libvirt") : spec.libvirt_uri;
     const fs::path root = embed_root(uri);
     BootResult res;

@@ -2,7 +2,7 @@
 // the store and to guest memory, the status it reports, used_len, and the
 // trace record it leaves.
 #include "blk_chain.hpp"
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include "blk/device.hpp"
 #include "common/log.hpp"
@@ -414,7 +414,7 @@ TEST(DeviceConfig, ReadConfigCarriesGeometryAndWceIsWritable) {
 }
 
 TEST(DeviceTrace, CompletedRequestsReachTheTraceFile) {
-    test::TempDir dir;
+    TempDir dir;
     const auto path = dir.file("t.trace");
     {
         auto store = store::make_ram(kCapacity * kSectorSize);
@@ -450,7 +450,7 @@ TEST(DeviceTrace, CompletedRequestsReachTheTraceFile) {
 // The marker region: 16 sectors past a 1 MiB store. A one-block read there is
 // a marker (the guest's step boundary); it is traced as a marker, not as I/O.
 TEST(DeviceMarkers, OneBlockReadIsAMarkerWithItsPatternAndTracedApart) {
-    test::TempDir dir;
+    TempDir dir;
     const auto path = dir.file("t.trace");
     Geometry g = geometry();
     g.marker_sectors = 16;

@@ -6,7 +6,7 @@
 #include "blk/device.hpp"
 #include "faults/engine.hpp"
 #include "store/store.hpp"
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 #include "trace/reader.hpp"
 #include "vhost_user/channel.hpp"
 #include "vhost_user/session.hpp"
@@ -320,7 +320,7 @@ protected:
 
     std::unique_ptr<store::Store> store_;
     SharedMemfd guest_;
-    test::TempDir dir_;
+    TempDir dir_;
     std::unique_ptr<trace::Writer> trace_;
     faults::Engine engine_;
     std::unique_ptr<blk::BlkDevice> dev_;

@@ -1,7 +1,7 @@
 // Paths users name and host limits: a socket path is taken only when empty
 // or stale (never a file, never a live socket), one file is not given for
 // two jobs, and /proc/meminfo's MemTotal is read right.
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include "common/host.hpp"
 #include "common/paths.hpp"
@@ -39,7 +39,7 @@ int bound_socket(const std::string& path, bool listening) {
 void stale_socket(const std::string& path) { ::close(bound_socket(path, false)); }
 
 TEST(SocketPath, EachStateIsTold) {
-    test::TempDir dir;
+    TempDir dir;
     EXPECT_EQ(probe_socket_path(dir.file("none")), SocketPathState::absent);
     std::ofstream(dir.file("notes.txt")) << "x\n";
     EXPECT_EQ(probe_socket_path(dir.file("notes.txt")), SocketPathState::not_a_socket);
@@ -55,7 +55,7 @@ TEST(SocketPath, EachStateIsTold) {
 }
 
 TEST(SocketPath, ClaimRemovesOnlyAStaleSocket) {
-    test::TempDir dir;
+    TempDir dir;
     stale_socket(dir.file("stale.sock"));
     claim_socket_path("--control", dir.file("stale.sock"));
     EXPECT_FALSE(fs::exists(fs::symlink_status(dir.file("stale.sock"))));
@@ -85,7 +85,7 @@ TEST(SocketPath, ClaimRemovesOnlyAStaleSocket) {
 }
 
 TEST(SocketPath, OwnSocketIsRemovedOnlyWhileItIsOurs) {
-    test::TempDir dir;
+    TempDir dir;
     const int fd = bound_socket(dir.file("s"), true);
     const OwnSocket own = own_socket(dir.file("s"));
     ASSERT_NE(own.ino, 0u);
@@ -103,7 +103,7 @@ TEST(SocketPath, OwnSocketIsRemovedOnlyWhileItIsOurs) {
 }
 
 TEST(SameFile, TheFirstPairNamingOneFileIsNamed) {
-    test::TempDir dir;
+    TempDir dir;
     std::ofstream(dir.file("disk.img")) << "x";
     EXPECT_FALSE(same_file_twice({{"--blk-file", dir.file("disk.img")}, {"--trace", dir.file("t.bin")}, {"--control", ""}, {"--write-log", ""}}));
     // The same spelling, through "..", through a symlink, and a hard link.
@@ -131,7 +131,7 @@ TEST(HostLimits, MemTotalIsReadFromMeminfo) {
     const auto mem = host::mem_total();
     ASSERT_TRUE(mem);
     EXPECT_GT(*mem, 64ull << 20);
-    test::TempDir dir;
+    TempDir dir;
     EXPECT_TRUE(host::free_bytes(dir.file("")));
     EXPECT_EQ(host::free_bytes(dir.file("not/yet/there")).has_value(), true);
 }

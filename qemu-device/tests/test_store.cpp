@@ -1,6 +1,6 @@
 // Stores: file round trips (buffered and O_DIRECT through the bounce path),
 // the snapshot overlay never touching its base, and zeroing.
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include "store/store.hpp"
 
@@ -61,7 +61,7 @@ constexpr size_t kImage = 1 << 20;
 class FileStoreTest : public ::testing::Test {
 protected:
     FileStoreTest() { spit(path_, std::vector<uint8_t>(kImage, 0)); }
-    test::TempDir dir_;
+    TempDir dir_;
     std::string path_ = dir_.file("disk.img");
 };
 
@@ -156,7 +156,7 @@ protected:
     // Not a multiple of 4 KiB, so the last chunk is partial.
     static constexpr size_t kBaseSize = 40960 + 1536;
 
-    test::TempDir dir_;
+    TempDir dir_;
     std::string path_ = dir_.file("base.img");
     std::vector<uint8_t> base_bytes_;
     std::unique_ptr<Store> overlay_;

@@ -1,7 +1,7 @@
 // trace::Writer to a file and trace::read_trace back: records survive the
 // round trip, and a trace that lost anything (cut short, no end record,
 // dropped records) says so.
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include "trace/format.hpp"
 #include "trace/reader.hpp"
@@ -104,7 +104,7 @@ protected:
         EXPECT_EQ(w.dropped(), 0u);
     }
 
-    test::TempDir dir_;
+    TempDir dir_;
     std::string path_ = dir_.file("sample.trace");
     std::string config_ = R"({"capacity":2048,"store":"ram"})";  // 31 bytes: records start after padding
     std::vector<RequestRecord> reqs_;

@@ -1,7 +1,7 @@
 // The crash model's write log: what a power cut leaves on the store for
 // each mode, that a flush makes everything before it durable, and that the
 // exported file is dm-log-writes (superblock, entries, data, marks).
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include "store/store.hpp"
 #include "store/write_log.hpp"
@@ -103,7 +103,7 @@ TEST_F(WriteLogTest, OverlappingSurvivorLandsOverADroppedWrite) {
 }
 
 TEST_F(WriteLogTest, ExportIsDmLogWrites) {
-    test::TempDir dir;
+    TempDir dir;
     const std::string path = dir.file("log.bin");
     {
         WriteLog log(*store_, path);

@@ -3,8 +3,8 @@
 // (not through the library's ContentReader), and reading images back.
 #pragma once
 
-#include "../../agent/pattern.hpp"
-#include "../../agent/sha256.hpp"
+#include "agent_core/pattern.hpp"
+#include "agent_core/sha256.hpp"
 #include "disk_image.hpp"
 #include "tool.hpp"
 
@@ -17,7 +17,7 @@
 #include <iterator>
 #include <regex>
 #include <stdexcept>
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include <string>
 #include <vector>
@@ -25,7 +25,7 @@
 namespace blkrig::image::test {
 
 // The unit tests' temporary folder (qemu-device/tests/temp_dir.hpp).
-using blkrig::test::TempDir;
+using blkrig::TempDir;
 
 inline std::vector<uint8_t> read_bytes(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

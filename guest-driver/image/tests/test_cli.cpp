@@ -9,7 +9,7 @@
 namespace blkrig::image {
 namespace {
 
-using test::TempDir;
+using blkrig::TempDir;
 
 std::string mkdisk() {
     const char* p = std::getenv("BLKRIG_MKDISK");

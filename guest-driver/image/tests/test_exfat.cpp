@@ -10,7 +10,7 @@
 namespace blkrig::image {
 namespace {
 
-using test::TempDir;
+using blkrig::TempDir;
 
 class Exfat : public ::testing::TestWithParam<uint32_t> {};
 

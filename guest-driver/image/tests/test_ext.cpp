@@ -12,7 +12,7 @@
 namespace blkrig::image {
 namespace {
 
-using test::TempDir;
+using blkrig::TempDir;
 
 // Physical block of each logical block (0 for a hole), from debugfs bmap.
 std::vector<uint64_t> bmap(const TempDir& dir, const std::string& image, const std::string& path, uint64_t blocks) {

@@ -10,7 +10,7 @@
 namespace blkrig::image {
 namespace {
 
-using test::TempDir;
+using blkrig::TempDir;
 
 struct FatCase {
     const char* name;

@@ -5,7 +5,7 @@
 // sides, as the agent does.
 #pragma once
 
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 #include "trace/writer.hpp"
 
 #include <nlohmann/json.hpp>

@@ -336,7 +336,7 @@ max_request_bytes = 131072
 }
 
 TEST(ExpectToml, AFileOfExpectationsOnly) {
-    test::TempDir d;
+    TempDir d;
     {
         std::ofstream(d.file("e.toml")) << "[[expect]]\nstep = 0\nascending = true\n\n[[expect]]\nfile = \"/mnt/f.bin\"\ncovers_file = true\n";
         std::ofstream(d.file("bad.toml")) << "[[expect]]\nstep = 0\nascending = true\n[disk]\nfs = \"vfat\"\n";

@@ -1,7 +1,7 @@
 // exporter: a small trace written with the real trace::Writer and read back,
 // exported as blkparse text (exact lines, blkparse's field order), CSV
 // (header, rows) and trace-event JSON (structure, lanes, instants).
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include "export/export.hpp"
 #include "trace/reader.hpp"
@@ -43,7 +43,7 @@ trace::RequestRecord req(uint64_t seq, uint16_t queue, uint32_t type, uint64_t s
 // ioerr read on q1 that a fault rule failed, a flush, a marker, a mark, and
 // a slow read completing 1.5 s in. Written in completion order, as the
 // device writes.
-trace::Trace make_trace(const test::TempDir& dir, bool cut_end = false) {
+trace::Trace make_trace(const TempDir& dir, bool cut_end = false) {
     const std::string path = dir.file("trace.bin");
     trace::FileHeader h{};
     h.t_start_ns = kT0;
@@ -99,7 +99,7 @@ TEST(Export, FormatAndDeviceArguments) {
 }
 
 TEST(Export, BlkparseLinesInTimeOrderWithBlkparsesFields) {
-    test::TempDir dir;
+    TempDir dir;
     const auto t = make_trace(dir);
     ASSERT_TRUE(t.complete()) << t.incompleteness();
     const std::vector<std::string> want = {
@@ -144,7 +144,7 @@ TEST(Export, BlkparseLinesInTimeOrderWithBlkparsesFields) {
 }
 
 TEST(Export, CsvHeaderAndOneRowPerRequestInSeqOrder) {
-    test::TempDir dir;
+    TempDir dir;
     const auto t = make_trace(dir);
     std::istringstream in(to_csv(t));
     std::vector<std::string> rows;
@@ -161,7 +161,7 @@ TEST(Export, CsvHeaderAndOneRowPerRequestInSeqOrder) {
 }
 
 TEST(Export, PerfettoSlicesLanesAndInstants) {
-    test::TempDir dir;
+    TempDir dir;
     const auto t = make_trace(dir);
     const auto j = to_perfetto(t);
     EXPECT_EQ(j["displayTimeUnit"], "ns");
@@ -227,7 +227,7 @@ TEST(Export, PerfettoSlicesLanesAndInstants) {
 }
 
 TEST(Export, IncompleteTraceStillExportsWhatItHas) {
-    test::TempDir dir;
+    TempDir dir;
     const auto t = make_trace(dir, true);
     ASSERT_FALSE(t.complete());
     const auto j = to_perfetto(t);

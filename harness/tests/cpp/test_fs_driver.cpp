@@ -4,7 +4,7 @@
 // naming the scenario line and the fetch command.
 #include "run/fs_driver.hpp"
 
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -21,7 +21,7 @@ scenario::Scenario ext2_scenario(const std::string& driver) {
 }
 
 struct Kernel {
-    test::TempDir dir;
+    TempDir dir;
     explicit Kernel(bool ext2) {
         fs::create_directories(fs::path(dir.file("modules")) / "extra");
         if (ext2) std::ofstream(ext2_module_path(dir.file(""))) << "";

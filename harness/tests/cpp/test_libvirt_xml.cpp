@@ -9,7 +9,7 @@
 #include <fstream>
 #include <unistd.h>
 
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 namespace blkrig::launch {
 namespace {
@@ -85,7 +85,7 @@ TEST(LibvirtXml, ExtraQemuArgsGoThroughTheQemuNamespace) {
 // libvirt's own schema accepts the XML, when its validator is installed.
 TEST(LibvirtXml, ValidAgainstLibvirtsSchema) {
     if (std::system("command -v virt-xml-validate >/dev/null 2>&1") != 0) GTEST_SKIP() << "virt-xml-validate not installed";
-    test::TempDir dir;
+    TempDir dir;
     for (const auto& s : {spec(), [] {
                               auto q = spec();
                               q.qemu_args = {"-d", "guest_errors"};

@@ -4,7 +4,7 @@
 #include "run/build_cache.hpp"
 #include "run/matrix.hpp"
 
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,7 +24,7 @@ std::string slurp(const fs::path& p) {
 }
 
 struct CacheEnv {
-    test::TempDir dir;
+    TempDir dir;
     CacheEnv() { ::setenv("BLKRIG_BUILD_CACHE", dir.file("cache").c_str(), 1); }
     ~CacheEnv() { ::unsetenv("BLKRIG_BUILD_CACHE"); }
 };
@@ -77,7 +77,7 @@ TEST(BuildCache, AFailedBuildLeavesNothingToTake) {
 }
 
 TEST(BuildCache, KeyFollowsFileContent) {
-    test::TempDir d;
+    TempDir d;
     std::ofstream(d.file("tool")) << "v1";
     const std::string k1 = CacheKey("t").text("spec").file(d.file("tool")).hex();
     EXPECT_EQ(k1, CacheKey("t").text("spec").file(d.file("tool")).hex());
@@ -90,7 +90,7 @@ TEST(BuildCache, KeyFollowsFileContent) {
 }
 
 TEST(BuildCache, OffBuildsInPlace) {
-    test::TempDir d;
+    TempDir d;
     ::setenv("BLKRIG_BUILD_CACHE", "off", 1);
     const auto r = cached_build(CacheKey("t").text("x"), {"o"}, d.file(""), [](const fs::path& dir) -> std::optional<std::string> {
         std::ofstream(dir / "o") << "here";
@@ -111,7 +111,7 @@ TEST(Matrix, WorstExit) {
 }
 
 TEST(Matrix, JunitNamesEachCheckAndEscapes) {
-    test::TempDir d;
+    TempDir d;
     Cell a{"s/a.toml", "a<&>", "k1", d.file("a"), 2, ""};
     Cell b{"s/b.toml", "b", "k1", d.file("b"), 1, ""};
     Cell c{"s/c.toml", "c", "k1", d.file("c"), 1, "needs --disk-from"};

@@ -5,7 +5,7 @@
 #include "folder/run_folder.hpp"
 #include "launch/process.hpp"
 
-#include "temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -44,7 +44,7 @@ std::pair<int, std::string> claim_error(const fs::path& dir, Kind kind, bool for
 
 class RunFolderTest : public ::testing::Test {
 protected:
-    test::TempDir tmp_;
+    TempDir tmp_;
     fs::path root_ = fs::path(tmp_.file("x")).parent_path();
 };
 

@@ -1,4 +1,4 @@
-#include "run_spec.hpp"
+#include "agent_core/run_spec.hpp"
 
 #include <sched.h>
 #include <sys/mount.h>

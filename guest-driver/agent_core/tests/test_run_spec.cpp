@@ -1,7 +1,7 @@
 // parse_run_spec: a complete description becomes the right types, defaults
 // fill what is left out, and each kind of mistake is refused with the field
 // that holds it.
-#include "run_spec.hpp"
+#include "agent_core/run_spec.hpp"
 
 #include <sys/mount.h>
 

@@ -1,4 +1,4 @@
-#include "ftrace_filter.hpp"
+#include "agent_core/ftrace_filter.hpp"
 
 #include <fnmatch.h>
 

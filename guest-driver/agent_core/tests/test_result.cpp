@@ -1,6 +1,6 @@
 // Result records as JSON lines: field names and order as the protocol says,
 // optional fields only when set, and step lines read back unchanged.
-#include "result.hpp"
+#include "agent_core/result.hpp"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 // types, and the parser that checks it before the agent touches anything.
 #pragma once
 
-#include "pattern.hpp"
+#include "agent_core/pattern.hpp"
 
 #include <cstdint>
 #include <optional>

@@ -1,4 +1,4 @@
-#include "sha256.hpp"
+#include "agent_core/sha256.hpp"
 
 #include <algorithm>
 #include <cstring>

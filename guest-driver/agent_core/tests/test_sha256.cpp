@@ -1,7 +1,7 @@
 // SHA-256 against FIPS 180-4 vectors and against sha256sum(1) on pattern
 // bytes cut at awkward sizes.
-#include "pattern.hpp"
-#include "sha256.hpp"
+#include "agent_core/pattern.hpp"
+#include "agent_core/sha256.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "result.hpp"
+#include "agent_core/result.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -2,7 +2,7 @@
 // as one JSON line (docs/agent-protocol.md, "Results").
 #pragma once
 
-#include "run_spec.hpp"
+#include "agent_core/run_spec.hpp"
 
 #include <cstdint>
 #include <optional>

@@ -1,6 +1,6 @@
 // select_filters: names the kernel has are set once each, module suffixes
 // are ignored, globs expand in list order, and the rest is reported missing.
-#include "ftrace_filter.hpp"
+#include "agent_core/ftrace_filter.hpp"
 
 #include <gtest/gtest.h>
 

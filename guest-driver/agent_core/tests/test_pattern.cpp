@@ -1,6 +1,6 @@
 // The pattern stream is the documented xorshift64*: fixed first bytes, the
 // same bytes however the stream is cut into pieces.
-#include "pattern.hpp"
+#include "agent_core/pattern.hpp"
 
 #include <gtest/gtest.h>
 
