@@ -1,4 +1,5 @@
 #include "step_runner.hpp"
+#include "common/markers.hpp"
 
 #include "process.hpp"
 
@@ -167,7 +168,7 @@ void StepRunner::child(size_t index, int sock) {
         }
     }
     std::string marker_error;
-    r.marker_begin = read_marker(2 * index, marker_error);
+    r.marker_begin = read_marker(markers::before_step(index), marker_error);
     int made_fd = -1;
     r.t_start_ns = monotonic_ns();
     try {
@@ -176,7 +177,7 @@ void StepRunner::child(size_t index, int sock) {
         r.fail_text(e.what());
     }
     r.t_end_ns = monotonic_ns();
-    r.marker_end = read_marker(2 * index + 1, marker_error);
+    r.marker_end = read_marker(markers::after_step(index), marker_error);
     r.marker_error = marker_error;
     send_result(sock, encode(r), made_fd);
     ::_exit(0);

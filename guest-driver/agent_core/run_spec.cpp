@@ -1,4 +1,5 @@
 #include "agent_core/run_spec.hpp"
+#include "common/markers.hpp"
 
 #include <sched.h>
 #include <sys/mount.h>
@@ -459,8 +460,8 @@ RunSpec parse_run_spec(std::string_view json_text) {
             throw SpecError("steps[" + std::to_string(i) + "].op", "mount needs a filesystem type, but fstype is empty");
     }
     check_fd_names(r.steps);
-    if (r.marker && r.marker->count / 2 < r.steps.size())
-        throw SpecError("marker.count", std::to_string(r.steps.size()) + " steps need " + std::to_string(2 * r.steps.size()) +
+    if (r.marker && r.marker->count < markers::needed_for(r.steps.size()))
+        throw SpecError("marker.count", std::to_string(r.steps.size()) + " steps need " + std::to_string(markers::needed_for(r.steps.size())) +
                                             " marker blocks, count is " + std::to_string(r.marker->count));
     return r;
 }

@@ -1,4 +1,6 @@
 #include "checks/expect.hpp"
+#include "common/sectors.hpp"
+#include "common/markers.hpp"
 
 #include "model/queries.hpp"
 #include "trace/format.hpp"
@@ -460,8 +462,8 @@ Outcome check_property(const Selection& s, const Property& p) {
         std::optional<uint64_t> gap_at;
         uint64_t missing = 0;
         for (const auto& e : file.extents) {
-            const uint64_t bytes = std::min<uint64_t>(e.sectors * 512, file.size > e.file_offset ? file.size - e.file_offset : 0);
-            const uint64_t lo = e.sector, hi = e.sector + (bytes + 511) / 512;
+            const uint64_t bytes = std::min<uint64_t>(sectors::to_bytes(e.sectors), file.size > e.file_offset ? file.size - e.file_offset : 0);
+            const uint64_t lo = e.sector, hi = e.sector + sectors::covering(bytes);
             uint64_t at = lo;
             auto first = std::lower_bound(ranges.begin(), ranges.end(), std::pair<uint64_t, uint64_t>(lo, 0));
             if (first != ranges.begin() && std::prev(first)->second > lo) --first;
@@ -470,14 +472,14 @@ Outcome check_property(const Selection& s, const Property& p) {
                 if (b <= at) continue;
                 if (a > at) {
                     missing += a - at;
-                    if (!gap_at) gap_at = e.file_offset + (at - lo) * 512;
+                    if (!gap_at) gap_at = e.file_offset + sectors::to_bytes(at - lo);
                 }
                 at = std::max(at, b);
                 if (at >= hi) break;
             }
             if (at < hi) {
                 missing += hi - at;
-                if (!gap_at) gap_at = e.file_offset + (at - lo) * 512;
+                if (!gap_at) gap_at = e.file_offset + sectors::to_bytes(at - lo);
             }
         }
         o.holds = missing == 0;
@@ -586,7 +588,7 @@ Outcome check_property(const Selection& s, const Property& p) {
             }
         uint64_t end_t = 0;
         for (const auto& m : s.run.markers)
-            if (static_cast<int64_t>(m.index) == (s.step->marker_end >= 0 ? s.step->marker_end : 2 * s.step->agent_index + 1)) end_t = m.t_ns;
+            if (static_cast<int64_t>(m.index) == markers::end_of(s.step->marker_end, s.step->agent_index)) end_t = m.t_ns;
         if (o.offenders) {
             o.got = fmt::format("{} of {} writes completed after the last flush (seq {}) was taken", o.offenders, writes.size(), f->seq);
         } else if (f->status != trace::kStatusOk) {

@@ -1,5 +1,6 @@
 // blkparse text, trace-event JSON and CSV from a device trace.
 #include "export/export.hpp"
+#include "common/sectors.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -114,7 +115,7 @@ std::string to_blkparse(const trace::Trace& t, const Options& o) {
     const auto faults = faults_by_seq(t);
     for (const auto& r : t.requests) {
         const std::string rw = rwbs(r.type);
-        const uint64_t sectors = r.bytes / 512;
+        const uint64_t sectors = sectors::covering(r.bytes);
         const uint64_t sub = since_start(t, r.t_submit_ns), done = std::max(sub, since_start(t, r.t_complete_ns));
         const std::string what = sectors ? fmt::format("{} + {} ", r.sector, sectors) : std::string();
         for (const char* act : {"Q", "D"})
@@ -175,7 +176,7 @@ PerfettoParts perfetto_parts(const trace::Trace& t) {
         if (lane == lanes.size()) lanes.push_back(0);
         lanes[lane] = end;
         json args = {{"seq", r->seq},           {"queue", r->queue},  {"op", trace::op_label(r->type)},
-                     {"sector", r->sector},     {"sectors", r->bytes / 512}, {"bytes", r->bytes},
+                     {"sector", r->sector},     {"sectors", sectors::covering(r->bytes)}, {"bytes", r->bytes},
                      {"status", trace::status_label(r->status)}, {"nsegs", r->nsegs}, {"seg_lens", r->seg_lens},
                      {"head", r->head},         {"latency_ns", latency(*r)}};
         if (r->flags & trace::kReqMalformed) args["malformed"] = true;
@@ -268,7 +269,7 @@ std::string to_csv(const trace::Trace& t) {
     const auto faults = faults_by_seq(t);
     for (const auto* r : by_seq(t)) {
         out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},", r->seq, r->queue, r->head, trace::op_label(r->type), r->sector,
-                           r->bytes / 512, r->bytes, r->nsegs, fmt::join(r->seg_lens, " "), since_start(t, r->t_submit_ns),
+                           sectors::covering(r->bytes), r->bytes, r->nsegs, fmt::join(r->seg_lens, " "), since_start(t, r->t_submit_ns),
                            since_start(t, r->t_complete_ns), latency(*r), trace::status_label(r->status),
                            (r->flags & trace::kReqMalformed) ? 1 : 0);
         if (auto f = faults.find(r->seq); f != faults.end())

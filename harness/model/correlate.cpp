@@ -1,4 +1,6 @@
 #include "model/correlate.hpp"
+#include "common/sectors.hpp"
+#include "common/markers.hpp"
 
 #include <fmt/format.h>
 
@@ -93,7 +95,7 @@ struct MarkerSeen {
 
 void correlate(Run& run) {
     auto& ev = run.guest.events;
-    const uint64_t block_sectors = std::max<uint64_t>(run.marker_block_size / 512, 1);
+    const uint64_t block_sectors = std::max<uint64_t>(run.marker_block_size / sectors::kSize, 1);
     const uint64_t region_end = run.marker_first_sector + run.marker_count * block_sectors;
     auto in_marker_region = [&](const GuestEvent& e) {
         return run.marker_first_sector && e.has_range && e.sector >= run.marker_first_sector && e.sector < region_end;
@@ -147,8 +149,8 @@ void correlate(Run& run) {
     }
     if (other_dev) run.notes.push_back(fmt::format("{} guest requests on other devices than the test disk ({}) were left out", other_dev, run.test_dev));
     for (auto& st : run.steps) {
-        const auto b = seen.find(st.marker_begin >= 0 ? st.marker_begin : 2 * st.agent_index);
-        const auto e = seen.find(st.marker_end >= 0 ? st.marker_end : 2 * st.agent_index + 1);
+        const auto b = seen.find(markers::begin_of(st.marker_begin, st.agent_index));
+        const auto e = seen.find(markers::end_of(st.marker_end, st.agent_index));
         if (b == seen.end() || e == seen.end()) continue;
         const int64_t begin = (b->second.last >= 0 ? b->second.last : std::max(b->second.issue, b->second.first)) + 1;
         const int64_t end = e->second.first;

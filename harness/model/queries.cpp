@@ -1,4 +1,7 @@
 #include "model/queries.hpp"
+#include "common/sectors.hpp"
+
+#include "common/ops.hpp"
 
 #include "trace/format.hpp"
 
@@ -25,12 +28,12 @@ int file_or_throw(const Run& run, const std::string& path) {
 }
 
 void check_op(const std::string& op) {
-    static const char* known[] = {"read", "write", "flush", "get_id", "get_lifetime", "discard", "write_zeroes", "secure_erase", "invalid", "data"};
-    for (const char* k : known)
-        if (op == k) return;
+    if (ops::find(op) || op == ops::kInvalidName || op == "data") return;
     // Other types as the trace labels them: "type_N".
     if (op.size() > 5 && op.size() < 15 && op.rfind("type_", 0) == 0 && op.find_first_not_of("0123456789", 5) == std::string::npos) return;
-    throw QueryError(fmt::format("op '{}' is not one of read, write, flush, discard, write_zeroes, secure_erase, get_id, get_lifetime, invalid, data", op));
+    std::string known;
+    for (const auto& o : ops::kOps) known += std::string(o.name) + ", ";
+    throw QueryError(fmt::format("op '{}' is not one of {}{}, data", op, known, ops::kInvalidName));
 }
 
 namespace {
@@ -85,12 +88,12 @@ std::vector<FileHit> file_hits(const Run& run, int file, const std::vector<const
         for (; it != x.end() && it->sector < r->end_sector(); ++it) {
             if (it->file != static_cast<uint32_t>(file) || it->sector + it->sectors <= r->sector) continue;
             const uint64_t a = std::max(r->sector, it->sector), b = std::min(r->end_sector(), it->sector + it->sectors);
-            const uint64_t off = it->file_offset + (a - it->sector) * 512;
+            const uint64_t off = it->file_offset + sectors::to_bytes(a - it->sector);
             if (!extents_touched || off < h.file_offset) {
                 h.file_offset = off;
                 h.extent = it->extent;
             }
-            h.file_bytes += (b - a) * 512;
+            h.file_bytes += sectors::to_bytes(b - a);
             ++extents_touched;
         }
         if (!extents_touched) continue;
@@ -104,7 +107,7 @@ std::vector<FileHit> file_requests(const Run& run, int file, const Filter& f) { 
 
 std::optional<uint64_t> sector_of(const File& file, uint64_t offset) {
     for (const auto& e : file.extents)
-        if (offset >= e.file_offset && offset < e.file_offset + e.sectors * 512) return e.sector + (offset - e.file_offset) / 512;
+        if (offset >= e.file_offset && offset < e.file_offset + sectors::to_bytes(e.sectors)) return e.sector + sectors::of_offset(offset - e.file_offset);
     return std::nullopt;
 }
 

@@ -1,4 +1,6 @@
 #include "model/run_model.hpp"
+#include "common/sectors.hpp"
+#include "common/markers.hpp"
 
 #include "model/correlate.hpp"
 #include "model/trace_view.hpp"
@@ -368,8 +370,8 @@ void place_steps(Run& run) {
     for (const auto& m : run.markers) by_index.emplace(m.index, &m);
     for (size_t i = 0; i < run.steps.size(); ++i) {
         auto& s = run.steps[i];
-        const int64_t mb = s.marker_begin >= 0 ? s.marker_begin : 2 * s.agent_index;
-        const int64_t me = s.marker_end >= 0 ? s.marker_end : 2 * s.agent_index + 1;
+        const int64_t mb = markers::begin_of(s.marker_begin, s.agent_index);
+        const int64_t me = markers::end_of(s.marker_end, s.agent_index);
         const auto b = by_index.find(static_cast<uint32_t>(mb));
         const auto e = by_index.find(static_cast<uint32_t>(me));
         if (b == by_index.end() || e == by_index.end() || e->second->seq < b->second->seq) {
@@ -432,7 +434,7 @@ void load_extents(Run& run) {
         if (it == x.end() || it->sector >= r.end_sector()) continue;
         const uint64_t first = std::max(r.sector, it->sector);
         r.file = static_cast<int32_t>(it->file);
-        r.file_offset = it->file_offset + (first - it->sector) * 512;
+        r.file_offset = it->file_offset + sectors::to_bytes(first - it->sector);
     }
 }
 

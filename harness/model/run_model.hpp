@@ -7,6 +7,7 @@
 #pragma once
 
 #include "model/guest_events.hpp"
+#include "common/sectors.hpp"
 #include "trace/format.hpp"
 
 #include <nlohmann/json.hpp>
@@ -49,7 +50,7 @@ struct Request {
     std::vector<uint32_t> seg_lens;
 
     // Saturating: a request the device refused may name any range the guest sent.
-    uint64_t sectors() const { return bytes / 512 + (bytes % 512 != 0); }
+    uint64_t sectors() const { return sectors::covering(bytes); }
     uint64_t end_sector() const { return sectors() > UINT64_MAX - sector ? UINT64_MAX : sector + sectors(); }
     // read, write, discard, write_zeroes, secure_erase: requests with a sector range
     bool is_data() const { return type == 0 || type == 1 || type == 11 || type == 13 || type == 14; }

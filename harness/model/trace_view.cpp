@@ -1,4 +1,5 @@
 #include "model/trace_view.hpp"
+#include "common/sectors.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -35,7 +36,7 @@ std::string to_text(const trace::RequestRecord& r, uint64_t t0) {
     const double at_ms = static_cast<double>(r.t_submit_ns - std::min(t0, r.t_submit_ns)) / 1e6;
     const double lat_us = static_cast<double>(r.t_complete_ns - std::min(r.t_submit_ns, r.t_complete_ns)) / 1e3;
     return fmt::format("{:>8} q{} {:>12.3f}ms {:<12} {:>10}+{:<6} {:>8}B {:>3}seg {:<6} {:>9.1f}us{}{}", r.seq, r.queue, at_ms,
-                       trace::op_label(r.type), r.sector, r.bytes / 512, r.bytes, r.nsegs, trace::status_label(r.status), lat_us,
+                       trace::op_label(r.type), r.sector, sectors::covering(r.bytes), r.bytes, r.nsegs, trace::status_label(r.status), lat_us,
                        (r.flags & trace::kReqMalformed) ? " malformed" : "", (r.flags & trace::kReqUnfinished) ? " unfinished" : "");
 }
 

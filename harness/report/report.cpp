@@ -1,6 +1,7 @@
 // The report pages: the run model and verdict.json turned into one JSON blob,
 // inlined with uPlot and the page's own script into a self-contained HTML file.
 #include "report/report.hpp"
+#include "common/markers.hpp"
 
 #include "folder/run_folder.hpp"
 
@@ -326,8 +327,8 @@ json page_data(const model::Run& run, const json& verdict, const Options& o) {
         json j = {{"index", st.index}, {"agent_index", st.agent_index}, {"op", st.op}, {"path", st.path}, {"ran", st.ran}, {"ok", st.ok},
                   {"ret", st.ret}, {"error", st.error}, {"bytes", st.bytes}, {"requests", st.req_end - st.req_begin},
                   {"bracketed", st.bracketed}};
-        const auto b = marker_t.find(static_cast<uint32_t>(2 * st.agent_index));
-        const auto e = marker_t.find(static_cast<uint32_t>(2 * st.agent_index + 1));
+        const auto b = marker_t.find(static_cast<uint32_t>(markers::before_step(st.agent_index)));
+        const auto e = marker_t.find(static_cast<uint32_t>(markers::after_step(st.agent_index)));
         j["t_begin"] = b != marker_t.end() ? json(us(b->second)) : json();
         j["t_end"] = e != marker_t.end() ? json(us(e->second)) : json();
         if (const auto v = step_verdict.find(st.index); st.index >= 0 && v != step_verdict.end()) {

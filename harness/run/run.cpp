@@ -1,4 +1,6 @@
 #include "run/run.hpp"
+#include "common/sectors.hpp"
+#include "common/markers.hpp"
 
 #include "run/fs_driver.hpp"
 
@@ -248,8 +250,8 @@ std::vector<std::string> check_before_steps(const json& before, bool extent_chec
         }
         json got = json::array();
         for (const auto& e : got_file->value("extents", json::array()))
-            got.push_back({{"file_offset", e.value("logical", 0ull)}, {"sector", e.value("physical", 0ull) / 512},
-                           {"sectors", (e.value("length", 0ull) + 511) / 512}});
+            got.push_back({{"file_offset", e.value("logical", 0ull)}, {"sector", sectors::of_offset(e.value("physical", 0ull))},
+                           {"sectors", sectors::covering(e.value("length", 0ull))}});
         json want = json::array();
         for (const auto& e : want_file.value("extents", json::array()))
             want.push_back({{"file_offset", e.value("file_offset", 0ull)}, {"sector", e.value("sector", 0ull)}, {"sectors", e.value("sectors", 0ull)}});
@@ -397,10 +399,10 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         // closing marker. Otherwise as step 0 begins (its opening marker), so
         // that nothing before the steps (boot, the extent check) is faulted
         // or counts towards first=, every=, nth= or prob=.
-        std::string armed = f.after_step >= 0 ? fmt::format(" after_marker={}", 2 * f.after_step + 1)
-                            : f.rule.find("after_marker=") == std::string::npos ? " after_marker=0" : "";
+        std::string armed = f.after_step >= 0 ? fmt::format(" after_marker={}", markers::after_step(f.after_step))
+                            : f.rule.find("after_marker=") == std::string::npos ? fmt::format(" after_marker={}", markers::before_step(0)) : "";
         // Disarmed as the step begins: its opening marker.
-        if (f.until_step >= 0) armed += fmt::format(" until_marker={}", 2 * f.until_step);
+        if (f.until_step >= 0) armed += fmt::format(" until_marker={}", markers::before_step(f.until_step));
         if (f.file.empty()) {
             fault_args.insert(fault_args.end(), {"--fault", f.rule + armed});
             continue;
@@ -413,9 +415,9 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         bool any = false;
         for (const auto& e : file.value("extents", json::array())) {
             const uint64_t eo = e.value("file_offset", uint64_t{0}), es = e.value("sector", uint64_t{0}), en = e.value("sectors", uint64_t{0});
-            const uint64_t a = std::max(lo, eo), b = std::min(hi, eo + en * 512);
+            const uint64_t a = std::max(lo, eo), b = std::min(hi, eo + sectors::to_bytes(en));
             if (a >= b) continue;
-            fault_args.insert(fault_args.end(), {"--fault", fmt::format("{} sector={}..{}{}", f.rule, es + (a - eo) / 512, es + (b - eo - 1) / 512, armed)});
+            fault_args.insert(fault_args.end(), {"--fault", fmt::format("{} sector={}..{}{}", f.rule, es + sectors::of_offset(a - eo), es + sectors::of_offset(b - eo - 1), armed)});
             any = true;
         }
         if (!any)
@@ -423,7 +425,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                                                              f.length == UINT64_MAX ? 0 : f.length, f.file, size));
     }
 
-    const uint64_t disk_sectors = fs::file_size(out / "disk.img") / 512;
+    const uint64_t disk_sectors = sectors::of_offset(fs::file_size(out / "disk.img"));
     json queue = json::object();
     for (const auto& [k, v] : sc.guest.queue) queue[k] = v;
     const json run_json = {{"version", 1},
@@ -432,7 +434,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                            {"fstype", fsd.fstype},
                            {"mount_options", sc.guest.mount_options},
                            {"queue", queue},
-                           {"marker", {{"first_sector", disk_sectors}, {"count", kMarkerSectors * 512 / sc.device.logical_block_size},
+                           {"marker", {{"first_sector", disk_sectors}, {"count", sectors::to_bytes(kMarkerSectors) / sc.device.logical_block_size},
                                        {"block_size", sc.device.logical_block_size}}},
                            // Without the guest trace the agent sets up no ftrace at all.
                            {"trace", o.guest_trace ? json{{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", trace_buffer_kb(sc.device.num_queues)}}
@@ -446,7 +448,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         // Not the steps' mountpoint: nothing the steps look at is touched.
         run_spec["extent_check"] = {{"mountpoint", "/run/blkrig-extent-check"}, {"fstype", fsd.fstype}, {"files", files}};
     }
-    if (steps.size() * 2 > kMarkerSectors * 512 / sc.device.logical_block_size)
+    if (markers::needed_for(steps.size()) > sectors::to_bytes(kMarkerSectors) / sc.device.logical_block_size)
         return fail_with(Outcome::bad_input, fmt::format("{}: {} steps need more markers than the region holds", sc.file, steps.size()));
     write_file(out / "run.json", run_spec.dump(2));
 
@@ -470,7 +472,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     fs::remove(cut_report);
     if (sc.power_cut.after_step >= 0) {
         // The closing marker of the step: the device cuts once the guest has read it.
-        const size_t marker = 2 * static_cast<size_t>(sc.power_cut.after_step) + 1;
+        const uint64_t marker = markers::after_step(static_cast<uint64_t>(sc.power_cut.after_step));
         b.device_args.insert(b.device_args.end(),
                              {"--power-cut", fmt::format("marker={},mode={},seed={},share={},report={}", marker, sc.power_cut.mode,
                                                          sc.power_cut.seed, sc.power_cut.share, cut_report.string()),

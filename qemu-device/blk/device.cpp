@@ -413,18 +413,12 @@ void BlkDevice::power_on() {
 }
 
 namespace {
+// A request's stats row: its op's place in the table, or the last ("other").
 size_t stat_slot(uint32_t type) {
-    switch (type) {
-    case VIRTIO_BLK_T_IN: return 0;
-    case VIRTIO_BLK_T_OUT: return 1;
-    case VIRTIO_BLK_T_FLUSH: return 2;
-    case VIRTIO_BLK_T_GET_ID: return 3;
-    case VIRTIO_BLK_T_DISCARD: return 4;
-    case VIRTIO_BLK_T_WRITE_ZEROES: return 5;
-    default: return 6;
-    }
+    const ops::Op* o = ops::find(type);
+    return o ? static_cast<size_t>(o - std::begin(ops::kOps)) : std::size(ops::kOps);
 }
-constexpr const char* kStatNames[] = {"read", "write", "flush", "get_id", "discard", "write_zeroes", "other"};
+std::string stat_name(size_t slot) { return slot < std::size(ops::kOps) ? std::string(ops::kOps[slot].name) : "other"; }
 }  // namespace
 
 nlohmann::json BlkDevice::stats_json() const {
@@ -442,7 +436,7 @@ nlohmann::json BlkDevice::stats_json() const {
             }
             return 0;
         };
-        out[kStatNames[i]] = {{"count", n},
+        out[stat_name(i)] = {{"count", n},
                               {"bytes", s.bytes.load()},
                               {"errors", s.errors.load()},
                               {"latency_p50_ns_below", pct(0.5)},

@@ -4,6 +4,7 @@
 // exactly one trace record.
 #pragma once
 
+#include "common/ops.hpp"
 #include "blk/request.hpp"
 #include "faults/engine.hpp"
 #include "store/store.hpp"
@@ -149,7 +150,7 @@ private:
         std::atomic<uint64_t> count{0}, bytes{0}, errors{0};
         std::array<std::atomic<uint64_t>, 48> latency_log2{};  // bucket b: latency < 2^b ns
     };
-    static constexpr size_t kStatOps = 7;  // read, write, flush, get_id, discard, write_zeroes, other
+    static constexpr size_t kStatOps = std::size(ops::kOps) + 1;  // each op of the table, then "other"
     std::array<OpStats, kStatOps> stats_;
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "virtio/chain.hpp"
+#include "common/sectors.hpp"
 
 #include <linux/virtio_blk.h>
 
@@ -14,7 +15,7 @@
 
 namespace blkrig::blk {
 
-inline constexpr uint32_t kSectorSize = 512;
+inline constexpr uint32_t kSectorSize = sectors::kSize;
 inline constexpr uint32_t kHeaderSize = 16;
 inline constexpr uint32_t kGetIdBytes = VIRTIO_BLK_ID_BYTES;
 inline constexpr uint32_t kTypeGetLifetime = 10;  // VIRTIO_BLK_T_GET_LIFETIME, newer than this uapi header

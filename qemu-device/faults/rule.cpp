@@ -1,5 +1,7 @@
 #include "faults/rule.hpp"
 
+#include "common/ops.hpp"
+
 #include <fmt/format.h>
 
 #include <charconv>
@@ -8,33 +10,27 @@
 
 namespace blkrig::faults {
 
-uint8_t op_bit(uint32_t t) {
-    switch (t) {
-    case 0: return kOpRead;
-    case 1: return kOpWrite;
-    case 4: return kOpFlush;
-    case 11: return kOpDiscard;
-    case 13: return kOpWriteZeroes;
-    default: return kOpOther;
-    }
-}
+// The bits are the op table's (common/ops.hpp).
+static_assert(ops::find("read")->rule_bit == kOpRead && ops::find("write")->rule_bit == kOpWrite &&
+              ops::find("flush")->rule_bit == kOpFlush && ops::find("discard")->rule_bit == kOpDiscard &&
+              ops::find("write_zeroes")->rule_bit == kOpWriteZeroes && ops::kRuleOther == kOpOther && ops::kRuleAny == kOpAny);
+static_assert(ops::action_name(static_cast<uint16_t>(ActionKind::torn)) == "torn" &&
+              ops::action_name(static_cast<uint16_t>(ActionKind::crash)) == "crash" &&
+              ops::action_name(static_cast<uint16_t>(ActionKind::lie)) == "lie");
 
-const char* to_string(ActionKind k) {
-    switch (k) {
-    case ActionKind::ioerr: return "ioerr";
-    case ActionKind::unsupp: return "unsupp";
-    case ActionKind::delay: return "delay";
-    case ActionKind::hold: return "hold";
-    case ActionKind::reorder: return "reorder";
-    case ActionKind::torn: return "torn";
-    case ActionKind::corrupt: return "corrupt";
-    case ActionKind::lie: return "lie";
-    case ActionKind::crash: return "crash";
-    }
-    return "?";
-}
+uint8_t op_bit(uint32_t t) { return ops::rule_bit(t); }
+
+const char* to_string(ActionKind k) { return ops::action_name(static_cast<uint16_t>(k)).value_or("?").data(); }
 
 namespace {
+
+// "read, write, flush, discard, write_zeroes": the ops a rule can name.
+std::string rule_op_names() {
+    std::string s;
+    for (const auto& o : ops::kOps)
+        if (o.rule_bit) s += (s.empty() ? "" : ", ") + std::string(o.name);
+    return s;
+}
 
 struct Term {
     std::string_view key, value;
@@ -183,17 +179,10 @@ std::variant<Rule, RuleError> parse_rule(std::string_view text) {
                 size_t c = t.value.find(',', p);
                 if (c == std::string_view::npos) c = t.value.size();
                 const std::string_view op = t.value.substr(p, c - p);
-                static const std::pair<const char*, uint8_t> names[] = {{"read", kOpRead},       {"write", kOpWrite},
-                                                                        {"flush", kOpFlush},     {"discard", kOpDiscard},
-                                                                        {"write_zeroes", kOpWriteZeroes}, {"any", kOpAny}};
-                bool found = false;
-                for (const auto& [n, b] : names)
-                    if (op == n) {
-                        r.ops |= b;
-                        found = true;
-                    }
-                if (!found)
-                    return err(t.value_column + p, fmt::format("expected an op (read, write, flush, discard, write_zeroes, any), got '{}'", op));
+                const ops::Op* o = ops::find(op);
+                if (o && o->rule_bit) r.ops |= o->rule_bit;
+                else if (op == "any") r.ops |= kOpAny;
+                else return err(t.value_column + p, fmt::format("expected an op ({}, any), got '{}'", rule_op_names(), op));
                 p = c + 1;
             }
         } else if (t.key == "sector") {
@@ -292,12 +281,10 @@ std::string to_text(const Rule& r) {
     default: break;
     }
     if (r.ops != kOpAny) {
-        std::string ops;
-        static const std::pair<const char*, uint8_t> names[] = {
-            {"read", kOpRead}, {"write", kOpWrite}, {"flush", kOpFlush}, {"discard", kOpDiscard}, {"write_zeroes", kOpWriteZeroes}};
-        for (const auto& [n, b] : names)
-            if (r.ops & b) ops += (ops.empty() ? "" : ",") + std::string(n);
-        s += " op=" + ops;
+        std::string names;
+        for (const auto& o : ops::kOps)
+            if (o.rule_bit && (r.ops & o.rule_bit)) names += (names.empty() ? "" : ",") + std::string(o.name);
+        s += " op=" + names;
     }
     if (r.first_sector != 0 || r.last_sector != UINT64_MAX) {
         s += fmt::format(" sector={}..", r.first_sector);

@@ -1,4 +1,5 @@
 #include "store/write_log.hpp"
+#include "common/sectors.hpp"
 
 #include "common/log.hpp"
 
@@ -18,7 +19,7 @@ namespace {
 // dm-log-writes on-disk format, little endian (x86 here).
 constexpr uint64_t kMagic = 0x6a736677736872ull;
 constexpr uint64_t kVersion = 1;
-constexpr uint32_t kSector = 512;
+constexpr uint32_t kSector = sectors::kSize;  // the log's own unit is the sector too
 constexpr uint64_t kFlagFlush = 1 << 0;
 constexpr uint64_t kFlagDiscard = 1 << 2;
 constexpr uint64_t kFlagMark = 1 << 3;

@@ -1,5 +1,7 @@
 #include "trace/format.hpp"
 
+#include "common/ops.hpp"
+
 #include <fmt/format.h>
 
 #include <cstring>
@@ -25,18 +27,9 @@ const char* event_name(EventCode c) {
 }
 
 std::string op_label(uint32_t type) {
-    switch (type) {
-    case 0: return "read";
-    case 1: return "write";
-    case 4: return "flush";
-    case 8: return "get_id";
-    case 10: return "get_lifetime";
-    case 11: return "discard";
-    case 13: return "write_zeroes";
-    case 14: return "secure_erase";
-    case kTypeUnknown: return "invalid";
-    default: return fmt::format("type_{}", type);
-    }
+    if (type == kTypeUnknown) return std::string(ops::kInvalidName);
+    if (const auto* o = ops::find(type)) return std::string(o->name);
+    return fmt::format("type_{}", type);
 }
 
 const char* status_label(uint8_t s) {
@@ -120,19 +113,7 @@ void encode(const FaultRecord& f, std::vector<uint8_t>& out) {
 }
 
 const char* fault_action_name(uint16_t a) {
-    switch (a) {
-    case 1: return "ioerr";
-    case 2: return "unsupp";
-    case 3: return "delay";
-    case 4: return "hold";
-    case 5: return "reorder";
-    case 6: return "torn";
-    case 7: return "corrupt";
-    case 8: return "lie";
-    case kFaultPowerOff: return "power_off";
-    case 10: return "crash";
-    default: return "unknown";
-    }
+    return ops::action_name(a).value_or("unknown").data();  // the table's names are literals
 }
 
 void encode_dropped(uint64_t count, uint64_t t_ns, std::vector<uint8_t>& out) {

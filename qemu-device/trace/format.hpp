@@ -118,7 +118,7 @@ static_assert(sizeof(MarkerBody) == 24);
 
 // A fault record's action when no rule fired: the crash model's device was
 // powered off and answered IOERR (rule_id 0). 1..8 are faults::ActionKind.
-inline constexpr uint16_t kFaultPowerOff = 9;
+inline constexpr uint16_t kFaultPowerOff = 9;  // common/ops.hpp: ops::kPowerOff
 
 struct FaultBody {
     uint64_t seq;      // the request it touched

@@ -1,4 +1,5 @@
 #include "trace/reader.hpp"
+#include "common/sectors.hpp"
 
 #include <fmt/format.h>
 
@@ -77,7 +78,7 @@ std::optional<Problem> check(const RequestBody& rb, uint16_t flags, const FileHe
     // Read, write; discard and write-zeroes of one range (several ranges need not be contiguous).
     const bool ranged = rb.type == 0 || rb.type == 1 || ((rb.type == 11 || rb.type == 13 || rb.type == 14) && rb.nsegs <= 1);
     if (!ranged) return std::nullopt;
-    const uint64_t sectors = rb.bytes / 512 + (rb.bytes % 512 != 0);
+    const uint64_t sectors = sectors::covering(rb.bytes);
     if (rb.sector > h.capacity_sectors || sectors > h.capacity_sectors - rb.sector)
         return Problem{"sector", fmt::format("{} + {} sectors ends past the capacity of {} sectors (the header's, marker region included)", rb.sector,
                                              sectors, h.capacity_sectors)};
@@ -86,7 +87,7 @@ std::optional<Problem> check(const RequestBody& rb, uint16_t flags, const FileHe
 
 std::optional<Problem> check(const MarkerBody& mb, const FileHeader& h) {
     if (mb.queue >= h.num_queues) return Problem{"queue", fmt::format("{}, but the header says the device has {} queue(s)", mb.queue, h.num_queues)};
-    const uint64_t block_sectors = std::max<uint64_t>(h.logical_block_size / 512, 1);
+    const uint64_t block_sectors = std::max<uint64_t>(h.logical_block_size / sectors::kSize, 1);
     if (mb.index >= h.capacity_sectors / block_sectors)
         return Problem{"index", fmt::format("marker {} lies past the capacity of {} sectors", mb.index, h.capacity_sectors)};
     return std::nullopt;
