@@ -23,6 +23,7 @@
 #include "run/fs_driver.hpp"
 #include "run/host_limits.hpp"
 #include "run/matrix.hpp"
+#include "cli/control_client.hpp"
 #include "run/catalogue.hpp"
 #include "run/run.hpp"
 #include "scenario/scenario.hpp"
@@ -158,26 +159,6 @@ int kernel_fetch(const std::string& name, const std::vector<std::string>& extra_
     throw std::runtime_error(fmt::format("cannot run {}: {}", script, std::strerror(errno)));
 }
 
-// One JSON-RPC call to a device's control socket; the result, or an error
-// (UsageError for a refused call, LaunchError when the device is not there).
-nlohmann::json control_call(const std::string& path, const std::string& method, const nlohmann::json& params) {
-    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) throw UsageError("control socket path too long: " + path);
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-        throw launch::LaunchError(fmt::format("cannot reach the device's control socket {}: {}", path, std::strerror(errno)));
-    const std::string req = nlohmann::json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}}.dump() + "\n";
-    if (::send(s.get(), req.data(), req.size(), MSG_NOSIGNAL) < 0) throw launch::LaunchError(fmt::format("writing to {}: {}", path, std::strerror(errno)));
-    std::string line;
-    char c;
-    while (::recv(s.get(), &c, 1, 0) == 1 && c != '\n') line += c;
-    const auto resp = nlohmann::json::parse(line, nullptr, false);
-    if (resp.is_discarded()) throw launch::LaunchError(fmt::format("unreadable answer from {}: {}", path, line));
-    if (resp.contains("error")) throw UsageError(fmt::format("{}: {}", method, resp["error"].value("message", std::string("?"))));
-    return resp["result"];
-}
 
 // The disk `blkrig vm` gets without --scenario: vfat with one 4 MiB file.
 constexpr const char* kDefaultVm = R"(
@@ -826,38 +807,38 @@ int main(int argc, char** argv) {
             return do_run(vm_scenario, vm_kernel, vm_out, 0, true, vm_modules, {}, {}, true, true, {}, launch::Launcher::qemu, {}, vm_force);
         if (fault->parsed()) {
             if (fadd->parsed()) {
-                const auto r = control_call(ctl_path, "fault.add", {{"rule", fault_rule}});
+                const auto r = cli::control_call(ctl_path, "fault.add", {{"rule", fault_rule}});
                 fmt::print("rule {}: {}\n", r["id"].get<uint32_t>(), r["rule"].get<std::string>());
             } else if (fremove->parsed()) {
-                control_call(ctl_path, "fault.remove", {{"id", fault_id}});
+                cli::control_call(ctl_path, "fault.remove", {{"id", fault_id}});
             } else if (flist->parsed()) {
                 fmt::print("{:>4} {:>10} {:>10}  {}\n", "id", "matched", "fired", "rule");
-                for (const auto& r : control_call(ctl_path, "fault.list", nlohmann::json::object()))
+                for (const auto& r : cli::control_call(ctl_path, "fault.list", nlohmann::json::object()))
                     fmt::print("{:>4} {:>10} {:>10}  {}\n", r["id"].get<uint32_t>(), r["matched"].get<uint64_t>(), r["fired"].get<uint64_t>(),
                                r["rule"].get<std::string>());
             } else if (fclear->parsed()) {
-                control_call(ctl_path, "fault.clear", nlohmann::json::object());
+                cli::control_call(ctl_path, "fault.clear", nlohmann::json::object());
             } else if (fmark->parsed()) {
-                control_call(ctl_path, "trace.mark", {{"text", mark_text}});
+                cli::control_call(ctl_path, "trace.mark", {{"text", mark_text}});
             } else if (fstats->parsed()) {
-                std::cout << control_call(ctl_path, "stats", nlohmann::json::object()).dump(2) << "\n";
+                std::cout << cli::control_call(ctl_path, "stats", nlohmann::json::object()).dump(2) << "\n";
             } else if (fheld->parsed()) {
                 fmt::print("{:>8} {:>5} {:>5} {:<6} {:>12} {:>9}\n", "seq", "queue", "rule", "op", "sector", "held_ms");
-                for (const auto& h : control_call(ctl_path, "request.held", nlohmann::json::object()))
+                for (const auto& h : cli::control_call(ctl_path, "request.held", nlohmann::json::object()))
                     fmt::print("{:>8} {:>5} {:>5} {:<6} {:>12} {:>9}\n", h["seq"].get<uint64_t>(), h["queue"].get<uint32_t>(), h["rule"].get<uint32_t>(),
                                h["op"].get<std::string>(), h["sector"].get<uint64_t>(), h["held_ms"].get<uint64_t>());
             } else if (frelease->parsed()) {
                 nlohmann::json p = nlohmann::json::object();
                 if (release_seq) p["seq"] = *release_seq;
                 if (release_rule) p["rule"] = *release_rule;
-                const auto r = control_call(ctl_path, "request.release", p);
+                const auto r = cli::control_call(ctl_path, "request.release", p);
                 fmt::print("released {} request(s)\n", r["released"].size());
             } else if (fcut->parsed()) {
-                std::cout << control_call(ctl_path, "power.cut", {{"mode", cut_mode}, {"seed", cut_seed}, {"share", cut_share}}).dump(2) << "\n";
+                std::cout << cli::control_call(ctl_path, "power.cut", {{"mode", cut_mode}, {"seed", cut_seed}, {"share", cut_share}}).dump(2) << "\n";
             } else if (fon->parsed()) {
-                control_call(ctl_path, "power.on", nlohmann::json::object());
+                cli::control_call(ctl_path, "power.on", nlohmann::json::object());
             } else if (fsave->parsed()) {
-                const auto saved = control_call(ctl_path, "save_config", nlohmann::json::object());
+                const auto saved = cli::control_call(ctl_path, "save_config", nlohmann::json::object());
                 std::ofstream out(save_path);
                 for (const auto& c : saved["calls"]) out << c.dump() << "\n";
                 if (!out) throw UsageError("cannot write " + save_path);
@@ -873,6 +854,9 @@ int main(int argc, char** argv) {
             return do_boot(spec, kernel, boot_force);
         }
     } catch (const UsageError& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return 2;
+    } catch (const cli::CallRefused& e) {
         fmt::print(stderr, "blkrig: {}\n", e.what());
         return 2;
     } catch (const folder::FolderError& e) {

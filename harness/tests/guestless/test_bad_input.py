@@ -11,6 +11,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -372,3 +373,32 @@ def test_wrapping_request_is_impossible_and_totals_do_not_wrap(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["ops"]["read"]["bytes"] == 2**64 - 1 and s["ops"]["read"]["count"] == 3 and s["bad_records"] == 0
+
+
+@pytest.mark.parametrize("answer,code,says", [
+    (b'{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":5}}\n', 2, 'fault.list: {"code":-32000,"message":5}'),
+    (b'not json\n', 3, "unreadable answer from"),
+    (b'{"jsonrpc":"2.0","id":1}\n', 3, "holds neither result nor error"),
+    (b'', 3, "unreadable answer from"),
+])
+def test_control_client_names_an_answer_it_cannot_use(tmp_path, answer, code, says):
+    """A control socket that answers something other than a JSON-RPC
+    response (a wrong program at the path, a broken device): a message
+    naming the socket, never a crash."""
+    path = tmp_path / "ctl"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            c.recv(4096)
+            c.sendall(answer)
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        r = run(bt.blkrig(), "fault", "--control", path, "list")
+    finally:
+        t.join(timeout=10)
+        srv.close()
+    assert r.returncode == code and says in r.stderr, r
