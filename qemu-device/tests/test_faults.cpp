@@ -1,10 +1,12 @@
 // Fault rules: the grammar (each mistake names its column) and the engine's
 // matching and counting.
+#include "faults/effect.hpp"
 #include "faults/engine.hpp"
 #include "faults/rule.hpp"
 #include "faults/rule_file.hpp"
 
 #include <gtest/gtest.h>
+#include <linux/virtio_blk.h>
 
 #include <set>
 
@@ -403,3 +405,53 @@ TEST(FaultRuleFile, CallsThatAreNotQuiteJsonOrNotQuiteCallsAreLineErrors) {
 
 }  // namespace
 }  // namespace blkrig::faults
+
+// What each action means for a request (faults/effect), without a device.
+namespace {
+blkrig::faults::Effect effect(const char* rule, uint32_t type, uint64_t bytes) {
+    const auto r = blkrig::faults::parse_rule(rule);
+    EXPECT_TRUE(std::holds_alternative<blkrig::faults::Rule>(r)) << rule;
+    return blkrig::faults::effect_of(std::get<blkrig::faults::Rule>(r).action, type, bytes);
+}
+}  // namespace
+
+TEST(FaultEffect, EachActionSaysWhatRunsWhatTheGuestHearsAndWhen) {
+    using R = blkrig::faults::Effect::Run;
+    using St = blkrig::faults::Effect::Status;
+    using Df = blkrig::faults::Effect::Defer;
+    auto e = effect("ioerr", VIRTIO_BLK_T_IN, 4096);
+    EXPECT_EQ(e.run, R::none);
+    EXPECT_EQ(e.status, St::ioerr);
+    e = effect("unsupp", VIRTIO_BLK_T_OUT, 4096);
+    EXPECT_EQ(e.run, R::none);
+    EXPECT_EQ(e.status, St::unsupp);
+    e = effect("delay=5ms", VIRTIO_BLK_T_IN, 4096);
+    EXPECT_EQ(e.run, R::all);
+    EXPECT_EQ(e.defer, Df::delay);
+    EXPECT_EQ(e.delay_ns, 5'000'000u);
+    EXPECT_EQ(effect("hold", VIRTIO_BLK_T_OUT, 4096).defer, Df::hold);
+    e = effect("reorder=3", VIRTIO_BLK_T_OUT, 4096);
+    EXPECT_EQ(e.defer, Df::reorder);
+    EXPECT_EQ(e.reorder_after, 3u);
+    // A tear keeps the first N sectors and reports IOERR, unless :ok or nothing was cut.
+    e = effect("torn=2", VIRTIO_BLK_T_OUT, 4096);
+    EXPECT_EQ(e.run, R::prefix);
+    EXPECT_EQ(e.keep_bytes, 1024u);
+    EXPECT_EQ(e.status, St::ioerr);
+    EXPECT_EQ(effect("torn=2:ok", VIRTIO_BLK_T_OUT, 4096).status, St::as_run);
+    e = effect("torn=16", VIRTIO_BLK_T_OUT, 4096);
+    EXPECT_EQ(e.keep_bytes, 4096u);
+    EXPECT_EQ(e.status, St::as_run);
+    EXPECT_EQ(effect("torn=0", VIRTIO_BLK_T_OUT, 4096).keep_bytes, 0u);
+    // Corruption: of what a read returns, of what a write stores; past the payload, nothing.
+    e = effect("corrupt=10:0x01", VIRTIO_BLK_T_IN, 4096);
+    EXPECT_EQ(e.run, R::corrupt_read);
+    EXPECT_EQ(e.offset, 10u);
+    EXPECT_EQ(e.mask, 0x01);
+    EXPECT_EQ(effect("corrupt=10", VIRTIO_BLK_T_OUT, 4096).run, R::corrupt_write);
+    EXPECT_EQ(effect("corrupt=4096", VIRTIO_BLK_T_OUT, 4096).run, R::all);
+    e = effect("lie op=flush", VIRTIO_BLK_T_FLUSH, 0);
+    EXPECT_EQ(e.run, R::none);
+    EXPECT_EQ(e.status, St::as_run);
+    EXPECT_EQ(effect("crash", VIRTIO_BLK_T_OUT, 4096).run, R::crash);
+}
