@@ -23,39 +23,27 @@ namespace {
 constexpr uint64_t kPage = 4096;
 
 enum class Kind { boolean, count, positive, number, string, strings };
+enum class Needs { none, file, step };  // the selector a property cannot do without
+
+struct Selection;
+struct Outcome;
+using CheckFn = Outcome (*)(const Selection&, const nlohmann::json& value, const std::string& key);
 
 struct Spec {
     const char* key;
     Kind kind;
-    bool needs_file = false;
-    bool needs_step = false;
+    Needs needs;
+    bool shape;  // about each request's size, place or order: fails over no requests
+    CheckFn check;
+    std::vector<std::string> one_of = {};  // a string's allowed values (empty: any)
 };
 
-const std::vector<Spec>& specs() {
-    static const std::vector<Spec> s = {
-        {"requests", Kind::string},
-        {"max_request_bytes", Kind::count},
-        {"min_request_bytes", Kind::count},
-        {"request_bytes_multiple_of", Kind::positive},
-        {"file_offset_multiple_of", Kind::positive, true},
-        {"max_segments", Kind::count},
-        {"request_count_min", Kind::count},
-        {"request_count_max", Kind::count},
-        {"status", Kind::string},
-        {"ascending", Kind::boolean},
-        {"split_at_extents", Kind::boolean, true},
-        {"no_request_crosses_extent_gap", Kind::boolean, true},
-        {"covers_file", Kind::boolean, true},
-        {"merge_ratio_min", Kind::number},
-        {"merge_ratio_max", Kind::number},
-        {"functions_hit", Kind::strings},
-        {"functions_not_hit", Kind::strings},
-        {"faulted_requests_min", Kind::count},
-        {"faulted_requests_max", Kind::count},
-        {"flush_after_writes", Kind::boolean, false, true},
-        {"no_findings", Kind::boolean},
-    };
-    return s;
+const std::vector<Spec>& specs();  // the table, after the checks
+
+const Spec* find_spec(const std::string& key) {
+    for (const auto& s : specs())
+        if (key == s.key) return &s;
+    return nullptr;
 }
 
 const std::set<std::string> kSelectors = {"step", "file", "op", "name"};
@@ -112,9 +100,8 @@ Expectation parse_expectation(const json& table, const std::string& where, const
             if (!v.is_string()) throw bad(key, "must be a string");
             e.name = v.get<std::string>();
         } else {
-            const auto& all = specs();
-            auto spec = std::find_if(all.begin(), all.end(), [&](const Spec& s) { return key == s.key; });
-            if (spec == all.end())
+            const Spec* spec = find_spec(key);
+            if (!spec)
                 throw bad(key, fmt::format("unknown key (selectors: step, file, op, name; properties: {})", join(property_keys())));
             switch (spec->kind) {
             case Kind::boolean:
@@ -131,10 +118,9 @@ Expectation parse_expectation(const json& table, const std::string& where, const
                 break;
             case Kind::string:
                 if (!v.is_string()) throw bad(key, "must be a string");
-                if (key == "requests" && v != "multi_page" && v != "none" && v != "some")
-                    throw bad(key, fmt::format("'{}' is not one of multi_page, none, some", v.get<std::string>()));
-                if (key == "status" && v != "ok" && v != "ioerr" && v != "unsupp" && v != "none")
-                    throw bad(key, fmt::format("'{}' is not one of ok, ioerr, unsupp, none", v.get<std::string>()));
+                if (!spec->one_of.empty() && std::find(spec->one_of.begin(), spec->one_of.end(), v.get<std::string>()) == spec->one_of.end()) {
+                    throw bad(key, fmt::format("'{}' is not one of {}", v.get<std::string>(), join(spec->one_of)));
+                }
                 break;
             case Kind::strings:
                 if (v.is_string()) break;
@@ -153,10 +139,9 @@ Expectation parse_expectation(const json& table, const std::string& where, const
     if (e.properties.empty())
         throw ExpectError(fmt::format("{}: the expectation has no property to check (one of: {})", where, join(property_keys())));
     for (const auto& p : e.properties) {
-        const auto& all = specs();
-        const auto spec = std::find_if(all.begin(), all.end(), [&](const Spec& s) { return p.key == s.key; });
-        if (spec->needs_file && !e.file) throw ExpectError(fmt::format("{}: expect.{} needs file = the file it is about", p.where, p.key));
-        if (spec->needs_step && !e.step) throw ExpectError(fmt::format("{}: expect.{} needs step = the step it is about", p.where, p.key));
+        const Spec* spec = find_spec(p.key);
+        if (spec->needs == Needs::file && !e.file) throw ExpectError(fmt::format("{}: expect.{} needs file = the file it is about", p.where, p.key));
+        if (spec->needs == Needs::step && !e.step) throw ExpectError(fmt::format("{}: expect.{} needs step = the step it is about", p.where, p.key));
     }
     return e;
 }
@@ -284,346 +269,410 @@ Outcome per_request(const Selection& s, Pred bad, bool skip_tail = false) {
     return o;
 }
 
-Outcome check_property(const Selection& s, const Property& p) {
-    const json& v = p.value;
-    const std::string& k = p.key;
+// A shape property (one about each request's size, place or order) over no
+// requests fails: there is nothing to check it on.
+std::optional<Outcome> nothing_to_shape(const Selection& s) {
+    if ((s.file >= 0 ? s.hits.size() : s.data.size()) != 0) return std::nullopt;
     Outcome o;
-    const bool shape = k != "request_count_min" && k != "request_count_max" && k != "status" && k != "faulted_requests_min" &&
-                       k != "faulted_requests_max" && k != "functions_hit" && k != "functions_not_hit" && k != "flush_after_writes" &&
-                       k != "no_findings" && !(k == "requests" && v != "multi_page") && k != "covers_file" && k != "merge_ratio_min" &&
-                       k != "merge_ratio_max";
-    const size_t shaped_n = s.file >= 0 ? s.hits.size() : s.data.size();
-    if (shape && shaped_n == 0) {
-        o.got = fmt::format("no {}{}", s.what, s.file >= 0 ? fmt::format(" touch {}", s.f().guest_path) : "");
-        o.expected = "requests to check";
-        return o;
-    }
-    if (k == "requests") {
-        const std::string want = v.get<std::string>();
-        if (want == "none" || want == "some") {
-            const uint64_t n = s.file >= 0 ? s.hits.size() : s.all.size();
-            o.holds = want == "none" ? n == 0 : n > 0;
-            o.got = fmt::format("{} {}", n, s.what);
-            o.expected = want == "none" ? "no requests" : "some requests";
-            o.offenders = want == "none" ? n : 0;
-            if (want == "none" && n) {
-                if (s.file >= 0) o.first = s.hits[0].request, o.first_offset = s.hits[0].file_offset;
-                else o.first = s.all[0];
-            }
-            return o;
+    o.got = fmt::format("no {}{}", s.what, s.file >= 0 ? fmt::format(" touch {}", s.f().guest_path) : "");
+    o.expected = "requests to check";
+    return o;
+}
+
+Outcome check_requests(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const std::string want = v.get<std::string>();
+    if (want == "none" || want == "some") {
+        const uint64_t n = s.file >= 0 ? s.hits.size() : s.all.size();
+        o.holds = want == "none" ? n == 0 : n > 0;
+        o.got = fmt::format("{} {}", n, s.what);
+        o.expected = want == "none" ? "no requests" : "some requests";
+        o.offenders = want == "none" ? n : 0;
+        if (want == "none" && n) {
+            if (s.file >= 0) o.first = s.hits[0].request, o.first_offset = s.hits[0].file_offset;
+            else o.first = s.all[0];
         }
-        if (s.file >= 0 && s.f().size <= kPage) {
-            o.holds = true;
-            o.got = fmt::format("{} is one page or less", s.f().guest_path);
-            return o;
-        }
-        o = per_request(s, [](const model::Request& r) { return r.bytes <= kPage; }, true);
-        o.expected = "multi-page requests";
-        if (o.holds) o.got += s.file >= 0 ? ", all larger than a page (the one ending the file aside)" : ", all larger than a page";
         return o;
     }
-    if (k == "max_request_bytes") {
-        const uint64_t n = v.get<uint64_t>();
-        o = per_request(s, [&](const model::Request& r) { return r.bytes > n; });
-        o.expected = fmt::format("at most {} bytes each", n);
-        if (o.holds) o.got += ", " + o.expected;
+    if (auto none = nothing_to_shape(s)) return *none;
+    if (s.file >= 0 && s.f().size <= kPage) {
+        o.holds = true;
+        o.got = fmt::format("{} is one page or less", s.f().guest_path);
         return o;
     }
-    if (k == "min_request_bytes") {
-        const uint64_t n = v.get<uint64_t>();
-        o = per_request(s, [&](const model::Request& r) { return r.bytes < n; });
-        o.expected = fmt::format("at least {} bytes each", n);
-        if (o.holds) o.got += ", " + o.expected;
-        return o;
+    o = per_request(s, [](const model::Request& r) { return r.bytes <= kPage; }, true);
+    o.expected = "multi-page requests";
+    if (o.holds) o.got += s.file >= 0 ? ", all larger than a page (the one ending the file aside)" : ", all larger than a page";
+    return o;
+}
+
+Outcome check_max_request_bytes(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const uint64_t n = v.get<uint64_t>();
+    o = per_request(s, [&](const model::Request& r) { return r.bytes > n; });
+    o.expected = fmt::format("at most {} bytes each", n);
+    if (o.holds) o.got += ", " + o.expected;
+    return o;
+}
+
+Outcome check_min_request_bytes(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const uint64_t n = v.get<uint64_t>();
+    o = per_request(s, [&](const model::Request& r) { return r.bytes < n; });
+    o.expected = fmt::format("at least {} bytes each", n);
+    if (o.holds) o.got += ", " + o.expected;
+    return o;
+}
+
+Outcome check_request_bytes_multiple_of(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const uint64_t n = v.get<uint64_t>();
+    o = per_request(s, [&](const model::Request& r) { return r.bytes % n != 0; }, true);
+    o.expected = fmt::format("multiples of {} bytes{}", n, s.file >= 0 ? " (but for the one ending the file)" : "");
+    if (o.holds) o.got += ", " + o.expected;
+    return o;
+}
+
+Outcome check_file_offset_multiple_of(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const uint64_t n = v.get<uint64_t>();
+    for (const auto& h : s.hits)
+        if (h.file_offset % n && !o.offenders++) o.first = h.request, o.first_offset = h.file_offset;
+    o.holds = o.offenders == 0;
+    o.got = o.holds ? fmt::format("{} requests", s.hits.size()) : fmt::format("{} of {} requests start off a {}-byte boundary of the file", o.offenders, s.hits.size(), n);
+    o.expected = fmt::format("each to start at a file offset that is a multiple of {}", n);
+    return o;
+}
+
+Outcome check_max_segments(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const uint64_t n = v.get<uint64_t>();
+    uint64_t most = 0;
+    o = per_request(s, [&](const model::Request& r) {
+        most = std::max<uint64_t>(most, r.nsegs);
+        return r.nsegs > n;
+    });
+    if (!o.holds) o.got += fmt::format(" with more than {} segments (most {})", n, most);
+    o.expected = fmt::format("at most {} segments each", n);
+    if (o.holds) o.got += fmt::format(", {} (most {})", o.expected, most);
+    return o;
+}
+
+Outcome check_request_count(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const uint64_t n = v.get<uint64_t>();
+    const uint64_t got = s.file >= 0 ? s.hits.size() : s.all.size();
+    o.holds = k == "request_count_min" ? got >= n : got <= n;
+    o.got = fmt::format("{} {}", got, s.what);
+    o.expected = fmt::format("{} {}", k == "request_count_min" ? "at least" : "at most", n);
+    if (!o.holds && k == "request_count_max") {
+        o.offenders = got - n;
+        if (s.file >= 0) o.first = s.hits[n].request, o.first_offset = s.hits[n].file_offset;
+        else o.first = s.all[n];
+        o.extra = " (the first one past the limit)";
     }
-    if (k == "request_bytes_multiple_of") {
-        const uint64_t n = v.get<uint64_t>();
-        o = per_request(s, [&](const model::Request& r) { return r.bytes % n != 0; }, true);
-        o.expected = fmt::format("multiples of {} bytes{}", n, s.file >= 0 ? " (but for the one ending the file)" : "");
-        if (o.holds) o.got += ", " + o.expected;
-        return o;
-    }
-    if (k == "file_offset_multiple_of") {
-        const uint64_t n = v.get<uint64_t>();
+    return o;
+}
+
+Outcome check_status(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const std::string want = v.get<std::string>();
+    auto bad = [&](const model::Request& r) { return want != trace::status_label(r.status); };
+    const auto& reqs = s.all;
+    for (const auto* r : reqs)
+        if (bad(*r) && !o.offenders++) o.first = r;
+    if (s.file >= 0) {
+        o.offenders = 0;
+        o.first = nullptr;
         for (const auto& h : s.hits)
-            if (h.file_offset % n && !o.offenders++) o.first = h.request, o.first_offset = h.file_offset;
-        o.holds = o.offenders == 0;
-        o.got = o.holds ? fmt::format("{} requests", s.hits.size()) : fmt::format("{} of {} requests start off a {}-byte boundary of the file", o.offenders, s.hits.size(), n);
-        o.expected = fmt::format("each to start at a file offset that is a multiple of {}", n);
-        return o;
+            if (bad(*h.request) && !o.offenders++) o.first = h.request, o.first_offset = h.request->bytes ? std::optional(h.file_offset) : std::nullopt;
     }
-    if (k == "max_segments") {
-        const uint64_t n = v.get<uint64_t>();
-        uint64_t most = 0;
-        o = per_request(s, [&](const model::Request& r) {
-            most = std::max<uint64_t>(most, r.nsegs);
-            return r.nsegs > n;
-        });
-        if (!o.holds) o.got += fmt::format(" with more than {} segments (most {})", n, most);
-        o.expected = fmt::format("at most {} segments each", n);
-        if (o.holds) o.got += fmt::format(", {} (most {})", o.expected, most);
-        return o;
-    }
-    if (k == "request_count_min" || k == "request_count_max") {
-        const uint64_t n = v.get<uint64_t>();
-        const uint64_t got = s.file >= 0 ? s.hits.size() : s.all.size();
-        o.holds = k == "request_count_min" ? got >= n : got <= n;
-        o.got = fmt::format("{} {}", got, s.what);
-        o.expected = fmt::format("{} {}", k == "request_count_min" ? "at least" : "at most", n);
-        if (!o.holds && k == "request_count_max") {
-            o.offenders = got - n;
-            if (s.file >= 0) o.first = s.hits[n].request, o.first_offset = s.hits[n].file_offset;
-            else o.first = s.all[n];
-            o.extra = " (the first one past the limit)";
+    o.holds = o.offenders == 0;
+    o.got = o.holds ? fmt::format("{} {}", s.file >= 0 ? s.hits.size() : reqs.size(), s.what)
+                    : fmt::format("{} {} with status {}", o.offenders, s.what, trace::status_label(o.first->status));
+    o.expected = fmt::format("status {}", want);
+    return o;
+}
+
+Outcome check_ascending(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    std::vector<const model::Request*> reqs;
+    for (const auto& [r, off] : s.shaped()) reqs.push_back(r);
+    const model::Request* prev = nullptr;
+    for (const auto* r : reqs) {
+        if (prev && r->sector < prev->end_sector() && !o.offenders++) {
+            o.first = r;
+            o.extra = fmt::format(" after seq {} ended at sector {}", prev->seq, prev->end_sector());
         }
-        return o;
+        prev = r;
     }
-    if (k == "status") {
-        const std::string want = v.get<std::string>();
-        auto bad = [&](const model::Request& r) { return want != trace::status_label(r.status); };
-        const auto& reqs = s.all;
-        for (const auto* r : reqs)
-            if (bad(*r) && !o.offenders++) o.first = r;
-        if (s.file >= 0) {
-            o.offenders = 0;
-            o.first = nullptr;
-            for (const auto& h : s.hits)
-                if (bad(*h.request) && !o.offenders++) o.first = h.request, o.first_offset = h.request->bytes ? std::optional(h.file_offset) : std::nullopt;
-        }
-        o.holds = o.offenders == 0;
-        o.got = o.holds ? fmt::format("{} {}", s.file >= 0 ? s.hits.size() : reqs.size(), s.what)
-                        : fmt::format("{} {} with status {}", o.offenders, s.what, trace::status_label(o.first->status));
-        o.expected = fmt::format("status {}", want);
-        return o;
-    }
-    if (k == "ascending") {
-        std::vector<const model::Request*> reqs;
-        for (const auto& [r, off] : s.shaped()) reqs.push_back(r);
-        const model::Request* prev = nullptr;
-        for (const auto* r : reqs) {
-            if (prev && r->sector < prev->end_sector() && !o.offenders++) {
-                o.first = r;
-                o.extra = fmt::format(" after seq {} ended at sector {}", prev->seq, prev->end_sector());
-            }
-            prev = r;
-        }
-        o.holds = o.offenders == 0;
-        o.got = o.holds ? fmt::format("{} requests in ascending order", reqs.size()) : fmt::format("{} backward seeks in {} requests", o.offenders, reqs.size());
-        o.expected = "ascending order (each request starting at or after the previous one's end)";
-        return o;
-    }
-    if (k == "no_request_crosses_extent_gap" || k == "split_at_extents") {
-        uint64_t crossing = 0;
-        for (const auto& h : s.hits)
-            if (h.crosses_extent && !crossing++) o.first = h.request, o.first_offset = h.file_offset;
-        o.offenders = crossing;
-        if (crossing) o.got = fmt::format("{} of {} requests cross an extent gap", crossing, s.hits.size());
-        if (k == "split_at_extents" && !crossing) {
-            // One contiguous run of requests per extent: each request of an
-            // extent starts where the previous one of that extent ended.
-            std::map<uint32_t, uint64_t> end_of;  // extent -> file offset the last request reached
-            std::map<uint32_t, uint64_t> runs;
-            for (const auto& h : s.hits) {
-                auto it = end_of.find(h.extent);
-                if (it == end_of.end() || it->second != h.file_offset) {
-                    if (++runs[h.extent] == 2 && !o.offenders++) {
-                        o.first = h.request, o.first_offset = h.file_offset;
-                        o.extra = fmt::format(" (extent {} at file offset {} read again or out of order)", h.extent, s.f().extents[h.extent].file_offset);
-                    }
+    o.holds = o.offenders == 0;
+    o.got = o.holds ? fmt::format("{} requests in ascending order", reqs.size()) : fmt::format("{} backward seeks in {} requests", o.offenders, reqs.size());
+    o.expected = "ascending order (each request starting at or after the previous one's end)";
+    return o;
+}
+
+Outcome check_extent_gaps(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    uint64_t crossing = 0;
+    for (const auto& h : s.hits)
+        if (h.crosses_extent && !crossing++) o.first = h.request, o.first_offset = h.file_offset;
+    o.offenders = crossing;
+    if (crossing) o.got = fmt::format("{} of {} requests cross an extent gap", crossing, s.hits.size());
+    if (k == "split_at_extents" && !crossing) {
+        // One contiguous run of requests per extent: each request of an
+        // extent starts where the previous one of that extent ended.
+        std::map<uint32_t, uint64_t> end_of;  // extent -> file offset the last request reached
+        std::map<uint32_t, uint64_t> runs;
+        for (const auto& h : s.hits) {
+            auto it = end_of.find(h.extent);
+            if (it == end_of.end() || it->second != h.file_offset) {
+                if (++runs[h.extent] == 2 && !o.offenders++) {
+                    o.first = h.request, o.first_offset = h.file_offset;
+                    o.extra = fmt::format(" (extent {} at file offset {} read again or out of order)", h.extent, s.f().extents[h.extent].file_offset);
                 }
-                end_of[h.extent] = h.file_offset + h.file_bytes;
             }
-            if (o.offenders) {
-                uint64_t extra_runs = 0;
-                for (const auto& [x, n] : runs) extra_runs += n - 1;
-                o.offenders = extra_runs;
-                o.got = fmt::format("{} extents read in more than one run of requests", std::count_if(runs.begin(), runs.end(), [](auto& x) { return x.second > 1; }));
-            } else {
-                o.got = fmt::format("{} requests in {} runs, one per extent read ({} extents)", s.hits.size(), runs.size(), s.f().extents.size());
-            }
+            end_of[h.extent] = h.file_offset + h.file_bytes;
         }
-        o.holds = o.offenders == 0;
-        if (o.holds && k == "no_request_crosses_extent_gap") o.got = fmt::format("none of {} requests crosses an extent gap", s.hits.size());
-        o.expected = k == "split_at_extents" ? "one run of requests per extent, split exactly at each extent gap" : "no request crossing an extent gap";
-        return o;
+        if (o.offenders) {
+            uint64_t extra_runs = 0;
+            for (const auto& [x, n] : runs) extra_runs += n - 1;
+            o.offenders = extra_runs;
+            o.got = fmt::format("{} extents read in more than one run of requests", std::count_if(runs.begin(), runs.end(), [](auto& x) { return x.second > 1; }));
+        } else {
+            o.got = fmt::format("{} requests in {} runs, one per extent read ({} extents)", s.hits.size(), runs.size(), s.f().extents.size());
+        }
     }
-    if (k == "covers_file") {
-        const auto& file = s.f();
-        std::vector<std::pair<uint64_t, uint64_t>> ranges;  // sector ranges the requests carried
-        for (const auto& h : s.hits) ranges.emplace_back(h.request->sector, h.request->end_sector());
-        std::sort(ranges.begin(), ranges.end());
-        // Their union, as disjoint sorted ranges, so each extent finds its first by binary search.
-        std::vector<std::pair<uint64_t, uint64_t>> merged;
-        for (const auto& r : ranges) {
-            if (!merged.empty() && r.first <= merged.back().second) merged.back().second = std::max(merged.back().second, r.second);
-            else merged.push_back(r);
-        }
-        ranges = std::move(merged);
-        std::optional<uint64_t> gap_at;
-        uint64_t missing = 0;
-        for (const auto& e : file.extents) {
-            const uint64_t bytes = std::min<uint64_t>(sectors::to_bytes(e.sectors), file.size > e.file_offset ? file.size - e.file_offset : 0);
-            const uint64_t lo = e.sector, hi = e.sector + sectors::covering(bytes);
-            uint64_t at = lo;
-            auto first = std::lower_bound(ranges.begin(), ranges.end(), std::pair<uint64_t, uint64_t>(lo, 0));
-            if (first != ranges.begin() && std::prev(first)->second > lo) --first;
-            for (auto it = first; it != ranges.end() && it->first < hi; ++it) {
-                const auto [a, b] = *it;
-                if (b <= at) continue;
-                if (a > at) {
-                    missing += a - at;
-                    if (!gap_at) gap_at = e.file_offset + sectors::to_bytes(at - lo);
-                }
-                at = std::max(at, b);
-                if (at >= hi) break;
-            }
-            if (at < hi) {
-                missing += hi - at;
+    o.holds = o.offenders == 0;
+    if (o.holds && k == "no_request_crosses_extent_gap") o.got = fmt::format("none of {} requests crosses an extent gap", s.hits.size());
+    o.expected = k == "split_at_extents" ? "one run of requests per extent, split exactly at each extent gap" : "no request crossing an extent gap";
+    return o;
+}
+
+Outcome check_covers_file(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const auto& file = s.f();
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;  // sector ranges the requests carried
+    for (const auto& h : s.hits) ranges.emplace_back(h.request->sector, h.request->end_sector());
+    std::sort(ranges.begin(), ranges.end());
+    // Their union, as disjoint sorted ranges, so each extent finds its first by binary search.
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (const auto& r : ranges) {
+        if (!merged.empty() && r.first <= merged.back().second) merged.back().second = std::max(merged.back().second, r.second);
+        else merged.push_back(r);
+    }
+    ranges = std::move(merged);
+    std::optional<uint64_t> gap_at;
+    uint64_t missing = 0;
+    for (const auto& e : file.extents) {
+        const uint64_t bytes = std::min<uint64_t>(sectors::to_bytes(e.sectors), file.size > e.file_offset ? file.size - e.file_offset : 0);
+        const uint64_t lo = e.sector, hi = e.sector + sectors::covering(bytes);
+        uint64_t at = lo;
+        auto first = std::lower_bound(ranges.begin(), ranges.end(), std::pair<uint64_t, uint64_t>(lo, 0));
+        if (first != ranges.begin() && std::prev(first)->second > lo) --first;
+        for (auto it = first; it != ranges.end() && it->first < hi; ++it) {
+            const auto [a, b] = *it;
+            if (b <= at) continue;
+            if (a > at) {
+                missing += a - at;
                 if (!gap_at) gap_at = e.file_offset + sectors::to_bytes(at - lo);
             }
+            at = std::max(at, b);
+            if (at >= hi) break;
         }
-        o.holds = missing == 0;
-        o.got = o.holds ? fmt::format("{} requests carry all of {} ({} bytes)", s.hits.size(), file.guest_path, file.size)
-                        : fmt::format("{} sectors of {} were not carried by any request; the first missing is file offset {}", missing, file.guest_path, *gap_at);
-        o.expected = "every byte of the file carried";
+        if (at < hi) {
+            missing += hi - at;
+            if (!gap_at) gap_at = e.file_offset + sectors::to_bytes(at - lo);
+        }
+    }
+    o.holds = missing == 0;
+    o.got = o.holds ? fmt::format("{} requests carry all of {} ({} bytes)", s.hits.size(), file.guest_path, file.size)
+                    : fmt::format("{} sectors of {} were not carried by any request; the first missing is file offset {}", missing, file.guest_path, *gap_at);
+    o.expected = "every byte of the file carried";
+    return o;
+}
+
+Outcome check_merge_ratio(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const double want = v.get<double>();
+    std::vector<const model::Request*> reqs;
+    if (s.file >= 0)
+        for (const auto& h : s.hits) reqs.push_back(h.request);
+    else
+        reqs = s.data.empty() ? s.all : s.data;
+    uint64_t matched = 0;
+    for (const auto* r : reqs) matched += r->issue >= 0;
+    const double ratio = model::merge_ratio(s.run, reqs);
+    if (!matched) {
+        o.got = fmt::format("none of {} {} was matched to a guest request, so there are no bios to count", reqs.size(), s.what);
+        o.expected = "matched requests";
         return o;
     }
-    if (k == "merge_ratio_min" || k == "merge_ratio_max") {
-        const double want = v.get<double>();
-        std::vector<const model::Request*> reqs;
-        if (s.file >= 0)
-            for (const auto& h : s.hits) reqs.push_back(h.request);
-        else
-            reqs = s.data.empty() ? s.all : s.data;
-        uint64_t matched = 0;
-        for (const auto* r : reqs) matched += r->issue >= 0;
-        const double ratio = model::merge_ratio(s.run, reqs);
-        if (!matched) {
-            o.got = fmt::format("none of {} {} was matched to a guest request, so there are no bios to count", reqs.size(), s.what);
-            o.expected = "matched requests";
-            return o;
-        }
-        const bool min = k == "merge_ratio_min";
-        o.holds = min ? ratio >= want : ratio <= want;
-        o.got = fmt::format("{:.2f} bios per request over {} matched requests", ratio, matched);
-        o.expected = fmt::format("{} {:.2f}", min ? "at least" : "at most", want);
-        if (!o.holds)
-            for (const auto* r : reqs) {
-                const double n = r->issue >= 0 ? model::bio_count(s.run, *r) : want;
-                if ((min ? n < want : n > want) && !o.offenders++) {
-                    o.first = r;
-                    o.extra = fmt::format(" ({} bios)", model::bio_count(s.run, *r));
-                }
+    const bool min = k == "merge_ratio_min";
+    o.holds = min ? ratio >= want : ratio <= want;
+    o.got = fmt::format("{:.2f} bios per request over {} matched requests", ratio, matched);
+    o.expected = fmt::format("{} {:.2f}", min ? "at least" : "at most", want);
+    if (!o.holds)
+        for (const auto* r : reqs) {
+            const double n = r->issue >= 0 ? model::bio_count(s.run, *r) : want;
+            if ((min ? n < want : n > want) && !o.offenders++) {
+                o.first = r;
+                o.extra = fmt::format(" ({} bios)", model::bio_count(s.run, *r));
             }
+        }
+    return o;
+}
+
+Outcome check_functions(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    std::vector<std::string> want;
+    if (v.is_string()) want.push_back(v.get<std::string>());
+    else for (const auto& x : v) want.push_back(x.get<std::string>());
+    if (s.step && !s.step->guest_bracketed) {
+        o.got = "the guest trace does not hold this step's marker reads, so its function hits are unknown";
+        o.expected = "a guest trace";
         return o;
     }
-    if (k == "functions_hit" || k == "functions_not_hit") {
-        std::vector<std::string> want;
-        if (v.is_string()) want.push_back(v.get<std::string>());
-        else for (const auto& x : v) want.push_back(x.get<std::string>());
-        if (s.step && !s.step->guest_bracketed) {
-            o.got = "the guest trace does not hold this step's marker reads, so its function hits are unknown";
-            o.expected = "a guest trace";
-            return o;
-        }
-        const auto hit = model::functions_hit(s.run, s.step ? std::optional<int>(s.step->index) : std::nullopt);
-        std::vector<std::string> wrong;
-        for (const auto& f : want)
-            if (hit.count(f) != (k == "functions_hit")) wrong.push_back(f);
-        o.holds = wrong.empty();
-        o.offenders = wrong.size();
-        const std::vector<std::string> hit_list(hit.begin(), hit.end());
-        o.got = fmt::format("{} {}; hit: {}", k == "functions_hit" ? "not hit:" : "hit:", wrong.empty() ? "-" : join(wrong),
-                            hit_list.empty() ? "none" : join(hit_list));
-        if (o.holds) o.got = fmt::format("hit: {}", hit_list.empty() ? "none" : join(hit_list));
-        o.expected = fmt::format("{} {}", k == "functions_hit" ? "hits of" : "no hits of", join(want));
+    const auto hit = model::functions_hit(s.run, s.step ? std::optional<int>(s.step->index) : std::nullopt);
+    std::vector<std::string> wrong;
+    for (const auto& f : want)
+        if (hit.count(f) != (k == "functions_hit")) wrong.push_back(f);
+    o.holds = wrong.empty();
+    o.offenders = wrong.size();
+    const std::vector<std::string> hit_list(hit.begin(), hit.end());
+    o.got = fmt::format("{} {}; hit: {}", k == "functions_hit" ? "not hit:" : "hit:", wrong.empty() ? "-" : join(wrong),
+                        hit_list.empty() ? "none" : join(hit_list));
+    if (o.holds) o.got = fmt::format("hit: {}", hit_list.empty() ? "none" : join(hit_list));
+    o.expected = fmt::format("{} {}", k == "functions_hit" ? "hits of" : "no hits of", join(want));
+    return o;
+}
+
+Outcome check_faulted_requests(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    const uint64_t n = v.get<uint64_t>();
+    std::vector<const model::Request*> reqs;
+    if (s.file >= 0)
+        for (const auto& h : s.hits) reqs.push_back(h.request);
+    else
+        reqs = s.all;
+    const auto hits = model::fault_hits(reqs);
+    o.holds = k == "faulted_requests_min" ? hits.size() >= n : hits.size() <= n;
+    o.got = fmt::format("{} of {} {} hit by fault rules", hits.size(), reqs.size(), s.what);
+    o.expected = fmt::format("{} {}", k == "faulted_requests_min" ? "at least" : "at most", n);
+    if (!o.holds && k == "faulted_requests_max") {
+        o.first = hits[n];
+        o.offenders = hits.size() - n;
+        o.extra = " (the first one past the limit)";
+    }
+    return o;
+}
+
+Outcome check_flush_after_writes(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    std::vector<const model::Request*> writes, flushes;
+    for (const auto* r : model::requests(s.run, {s.step->index, std::nullopt})) {
+        if (r->type == 4) flushes.push_back(r);                       // VIRTIO_BLK_T_FLUSH
+        else if (r->type == 1 || r->type == 13) writes.push_back(r);  // OUT, WRITE_ZEROES
+    }
+    if (s.file >= 0) {
+        std::vector<const model::Request*> mine;
+        for (const auto& h : model::file_hits(s.run, s.file, writes)) mine.push_back(h.request);
+        writes = mine;
+    }
+    o.expected = "every write to complete before a flush, which completes before the step ends";
+    if (writes.empty()) {
+        o.got = fmt::format("no writes{}", s.file >= 0 ? " to " + s.f().guest_path : "");
         return o;
     }
-    if (k == "faulted_requests_min" || k == "faulted_requests_max") {
-        const uint64_t n = v.get<uint64_t>();
-        std::vector<const model::Request*> reqs;
-        if (s.file >= 0)
-            for (const auto& h : s.hits) reqs.push_back(h.request);
-        else
-            reqs = s.all;
-        const auto hits = model::fault_hits(reqs);
-        o.holds = k == "faulted_requests_min" ? hits.size() >= n : hits.size() <= n;
-        o.got = fmt::format("{} of {} {} hit by fault rules", hits.size(), reqs.size(), s.what);
-        o.expected = fmt::format("{} {}", k == "faulted_requests_min" ? "at least" : "at most", n);
-        if (!o.holds && k == "faulted_requests_max") {
-            o.first = hits[n];
-            o.offenders = hits.size() - n;
-            o.extra = " (the first one past the limit)";
-        }
+    if (flushes.empty()) {
+        o.got = fmt::format("{} writes and no flush", writes.size());
+        o.first = writes.back();
+        o.offenders = writes.size();
+        o.extra = " (the last write)";
         return o;
     }
-    if (k == "flush_after_writes") {
-        std::vector<const model::Request*> writes, flushes;
-        for (const auto* r : model::requests(s.run, {s.step->index, std::nullopt})) {
-            if (r->type == 4) flushes.push_back(r);                       // VIRTIO_BLK_T_FLUSH
-            else if (r->type == 1 || r->type == 13) writes.push_back(r);  // OUT, WRITE_ZEROES
+    const model::Request* f = flushes.back();
+    for (const auto* w : writes)
+        if ((w->seq > f->seq || w->t_complete_ns > f->t_submit_ns) && !o.offenders++) {
+            o.first = w;
+            o.extra = fmt::format(" (completed after flush seq {} was taken)", f->seq);
         }
-        if (s.file >= 0) {
-            std::vector<const model::Request*> mine;
-            for (const auto& h : model::file_hits(s.run, s.file, writes)) mine.push_back(h.request);
-            writes = mine;
-        }
-        o.expected = "every write to complete before a flush, which completes before the step ends";
-        if (writes.empty()) {
-            o.got = fmt::format("no writes{}", s.file >= 0 ? " to " + s.f().guest_path : "");
-            return o;
-        }
-        if (flushes.empty()) {
-            o.got = fmt::format("{} writes and no flush", writes.size());
-            o.first = writes.back();
-            o.offenders = writes.size();
-            o.extra = " (the last write)";
-            return o;
-        }
-        const model::Request* f = flushes.back();
-        for (const auto* w : writes)
-            if ((w->seq > f->seq || w->t_complete_ns > f->t_submit_ns) && !o.offenders++) {
-                o.first = w;
-                o.extra = fmt::format(" (completed after flush seq {} was taken)", f->seq);
-            }
-        uint64_t end_t = 0;
-        for (const auto& m : s.run.markers)
-            if (static_cast<int64_t>(m.index) == markers::end_of(s.step->marker_end, s.step->agent_index)) end_t = m.t_ns;
-        if (o.offenders) {
-            o.got = fmt::format("{} of {} writes completed after the last flush (seq {}) was taken", o.offenders, writes.size(), f->seq);
-        } else if (f->status != trace::kStatusOk) {
-            o.got = fmt::format("the last flush (seq {}) failed: {}", f->seq, trace::status_label(f->status));
-            o.first = f;
-            o.offenders = 1;
-        } else if (end_t && f->t_complete_ns > end_t) {
-            o.got = fmt::format("the last flush (seq {}) completed after the step's end marker", f->seq);
-            o.first = f;
-            o.offenders = 1;
-        } else {
-            o.holds = true;
-            o.got = fmt::format("{} writes, then flush seq {} completed before the step ended", writes.size(), f->seq);
-        }
-        return o;
+    uint64_t end_t = 0;
+    for (const auto& m : s.run.markers)
+        if (static_cast<int64_t>(m.index) == markers::end_of(s.step->marker_end, s.step->agent_index)) end_t = m.t_ns;
+    if (o.offenders) {
+        o.got = fmt::format("{} of {} writes completed after the last flush (seq {}) was taken", o.offenders, writes.size(), f->seq);
+    } else if (f->status != trace::kStatusOk) {
+        o.got = fmt::format("the last flush (seq {}) failed: {}", f->seq, trace::status_label(f->status));
+        o.first = f;
+        o.offenders = 1;
+    } else if (end_t && f->t_complete_ns > end_t) {
+        o.got = fmt::format("the last flush (seq {}) completed after the step's end marker", f->seq);
+        o.first = f;
+        o.offenders = 1;
+    } else {
+        o.holds = true;
+        o.got = fmt::format("{} writes, then flush seq {} completed before the step ended", writes.size(), f->seq);
     }
-    if (k == "no_findings") {
-        o.holds = s.run.findings.empty();
-        if (!o.holds) {
-            // A finding is a line saying what, then its first items: the line and the first item.
-            std::string first = s.run.findings.front();
-            const size_t nl = first.find('\n');
-            if (nl != std::string::npos) {
-                const size_t nl2 = first.find('\n', nl + 1);
-                first = first.substr(0, nl) + " " + first.substr(nl + 3, nl2 == std::string::npos ? std::string::npos : nl2 - nl - 3);
-            }
-            o.got = fmt::format("{} findings; the first: {}", s.run.findings.size(), first);
-        } else {
-            o.got = "no findings";
+    return o;
+}
+
+Outcome check_no_findings(const Selection& s, [[maybe_unused]] const json& v, [[maybe_unused]] const std::string& k) {
+    Outcome o;
+    o.holds = s.run.findings.empty();
+    if (!o.holds) {
+        // A finding is a line saying what, then its first items: the line and the first item.
+        std::string first = s.run.findings.front();
+        const size_t nl = first.find('\n');
+        if (nl != std::string::npos) {
+            const size_t nl2 = first.find('\n', nl + 1);
+            first = first.substr(0, nl) + " " + first.substr(nl + 3, nl2 == std::string::npos ? std::string::npos : nl2 - nl - 3);
         }
-        o.offenders = s.run.findings.size();
-        o.expected = "the guest's and the device's requests to correspond";
-        return o;
+        o.got = fmt::format("{} findings; the first: {}", s.run.findings.size(), first);
+    } else {
+        o.got = "no findings";
     }
-    throw ExpectError(fmt::format("{}: expect.{}: not implemented", p.where, k));  // parse_expectation lets only known keys through
+    o.offenders = s.run.findings.size();
+    o.expected = "the guest's and the device's requests to correspond";
+    return o;
+}
+
+// One row per property: its name, its value's type, the selectors it needs,
+// whether it is about each request's shape, and its check.
+const std::vector<Spec>& specs() {
+    static const std::vector<Spec> s = {
+        // key                              value             needs          shape  check
+        {"requests", Kind::string, Needs::none, false, check_requests, {"multi_page", "none", "some"}},
+        {"max_request_bytes", Kind::count, Needs::none, true, check_max_request_bytes},
+        {"min_request_bytes", Kind::count, Needs::none, true, check_min_request_bytes},
+        {"request_bytes_multiple_of", Kind::positive, Needs::none, true, check_request_bytes_multiple_of},
+        {"file_offset_multiple_of", Kind::positive, Needs::file, true, check_file_offset_multiple_of},
+        {"max_segments", Kind::count, Needs::none, true, check_max_segments},
+        {"request_count_min", Kind::count, Needs::none, false, check_request_count},
+        {"request_count_max", Kind::count, Needs::none, false, check_request_count},
+        {"status", Kind::string, Needs::none, false, check_status, {"ok", "ioerr", "unsupp", "none"}},
+        {"ascending", Kind::boolean, Needs::none, true, check_ascending},
+        {"split_at_extents", Kind::boolean, Needs::file, true, check_extent_gaps},
+        {"no_request_crosses_extent_gap", Kind::boolean, Needs::file, true, check_extent_gaps},
+        {"covers_file", Kind::boolean, Needs::file, false, check_covers_file},
+        {"merge_ratio_min", Kind::number, Needs::none, false, check_merge_ratio},
+        {"merge_ratio_max", Kind::number, Needs::none, false, check_merge_ratio},
+        {"functions_hit", Kind::strings, Needs::none, false, check_functions},
+        {"functions_not_hit", Kind::strings, Needs::none, false, check_functions},
+        {"faulted_requests_min", Kind::count, Needs::none, false, check_faulted_requests},
+        {"faulted_requests_max", Kind::count, Needs::none, false, check_faulted_requests},
+        {"flush_after_writes", Kind::boolean, Needs::step, false, check_flush_after_writes},
+        {"no_findings", Kind::boolean, Needs::none, false, check_no_findings},
+    };
+    return s;
+}
+
+Outcome check_property(const Selection& s, const Property& p) {
+    const Spec* spec = find_spec(p.key);
+    if (!spec) throw ExpectError(fmt::format("{}: expect.{}: not a property", p.where, p.key));  // parse_expectation lets only known keys through
+    if (spec->shape)
+        if (auto none = nothing_to_shape(s)) return *none;
+    return spec->check(s, p.value, p.key);
 }
 
 }  // namespace
