@@ -170,13 +170,10 @@ toml::table parse_toml(std::string_view text, const std::string& file) {
 
 }  // namespace
 
-Scenario parse_scenario(std::string_view text, const std::string& file) {
-    Reader rd(file);
-    toml::table root = parse_toml(text, file);
-    Scenario sc;
-    sc.file = file;
-    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults", "expect", "power_cut"});
+namespace {
 
+// [scenario]: name, description, kernel, timeout, extent_check, needs.
+void read_scenario(const Reader& rd, const toml::table& root, Scenario& sc) {
     if (auto* s = root["scenario"].node()) {
         const auto& t = rd.table(*s, "[scenario]");
         rd.only(t, "[scenario]", {"name", "description", "kernel", "timeout", "extent_check", "needs"});
@@ -195,7 +192,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         }
         if (auto* n = t["timeout"].node()) sc.timeout_s = static_cast<unsigned>(rd.integer(*n, "scenario.timeout (seconds)", 10, 3600));
     }
+}
 
+// [disk] and its [[disk.files]]: the filesystem the image is made with.
+void read_disk(const Reader& rd, const toml::table& root, Scenario& sc) {
     if (auto* d = root["disk"].node()) {
         const auto& t = rd.table(*d, "[disk]");
         rd.only(t, "[disk]", {"fs", "size", "fat_bits", "cluster", "block", "files"});
@@ -259,7 +259,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         }
     }
     if (sc.disk.fs == "raw" && !sc.disk.files.empty()) rd.fail(root["disk"].node()->source(), "a raw disk has no files; use fs = \"vfat\" or another filesystem");
+}
 
+// [device]: the geometry and features blkrig-device offers.
+void read_device(const Reader& rd, const toml::table& root, Scenario& sc) {
     if (auto* d = root["device"].node()) {
         const auto& t = rd.table(*d, "[device]");
         rd.only(t, "[device]",
@@ -279,7 +282,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         if (auto* n = t["read_only"].node()) sc.device.read_only = rd.boolean(*n, "device.read_only");
         if (auto* n = t["restart_on_crash"].node()) sc.device.restart_on_crash = rd.boolean(*n, "device.restart_on_crash");
     }
+}
 
+// [guest]: queue knobs, memory, mount options, programs. Needs [disk].
+void read_guest(const Reader& rd, const toml::table& root, Scenario& sc) {
     if (auto* g = root["guest"].node()) {
         const auto& t = rd.table(*g, "[guest]");
         rd.only(t, "[guest]",
@@ -311,7 +317,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
                 rd.fail(*n, fmt::format("guest.ext2_driver applies to ext2 disks only (disk.fs is \"{}\")", sc.disk.fs));
         }
     }
+}
 
+// [[faults]]: rules, checked against the device the run starts. Needs [disk] and [device].
+void read_faults(const Reader& rd, const toml::table& root, Scenario& sc) {
     if (auto* fl = root["faults"].node()) {
         if (!fl->is_array_of_tables()) rd.fail(*fl, "faults must be [[faults]] tables");
         for (auto& fn : *fl->as_array()) {
@@ -357,7 +366,11 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
             sc.faults.push_back(std::move(f));
         }
     }
+}
 
+// [[steps]]: what the agent runs, each op with its own fields. Needs [disk] and [device].
+void read_steps(const Reader& rd, const toml::table& root, Scenario& sc) {
+    const std::string& file = sc.file;
     auto* steps = root["steps"].node();
     if (!steps || !steps->is_array_of_tables() || steps->as_array()->empty())
         throw ScenarioError(file, 1, 1, "no steps: add [[steps]] tables, e.g. [[steps]] op = \"mount\"");
@@ -444,7 +457,10 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         }
         sc.steps.push_back(std::move(st));
     }
-    if (auto* ex = root["expect"].node()) sc.expects = expect_tables(rd, *ex);
+}
+
+// [power_cut]: where the crash model cuts. Needs [[steps]] and [device].
+void read_power_cut(const Reader& rd, const toml::table& root, Scenario& sc) {
     if (auto* pc = root["power_cut"].node()) {
         if (!pc->is_table()) rd.fail(*pc, "power_cut must be a table: [power_cut]");
         const auto& t = *pc->as_table();
@@ -469,6 +485,25 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
         }
         if (!sc.device.write_cache) rd.fail(t, "a power cut needs device.write_cache = true: without a volatile cache no write is ever lost");
     }
+}
+
+}  // namespace
+
+Scenario parse_scenario(std::string_view text, const std::string& file) {
+    Reader rd(file);
+    toml::table root = parse_toml(text, file);
+    Scenario sc;
+    sc.file = file;
+    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults", "expect", "power_cut"});
+    // In this order: each table may check itself against the ones before.
+    read_scenario(rd, root, sc);
+    read_disk(rd, root, sc);
+    read_device(rd, root, sc);
+    read_guest(rd, root, sc);
+    read_faults(rd, root, sc);
+    read_steps(rd, root, sc);
+    if (auto* ex = root["expect"].node()) sc.expects = expect_tables(rd, *ex);
+    read_power_cut(rd, root, sc);
     for (const auto& f : sc.faults)
         if (f.after_step >= static_cast<int>(sc.steps.size()) || f.until_step >= static_cast<int>(sc.steps.size()))
             throw ScenarioError(file, f.line, 1, fmt::format("faults.after_step/until_step {} but the scenario has {} steps (0..{})", std::max(f.after_step, f.until_step), sc.steps.size(), sc.steps.size() - 1));
