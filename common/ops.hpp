@@ -16,6 +16,7 @@ struct Op {
     uint32_t type;          // VIRTIO_BLK_T_*
     std::string_view name;  // its name everywhere
     uint8_t rule_bit;       // its bit in a fault rule's op= set; 0: counted as "other"
+    bool ranged;            // it names a sector range (the model's "data" requests)
 };
 
 // Rule bits (faults::OpBit names them): a rule's op= set is a mask of these.
@@ -23,14 +24,14 @@ inline constexpr uint8_t kRuleOther = 32;  // every type without a bit of its ow
 inline constexpr uint8_t kRuleAny = 63;
 
 inline constexpr Op kOps[] = {
-    {VIRTIO_BLK_T_IN, "read", 1},
-    {VIRTIO_BLK_T_OUT, "write", 2},
-    {VIRTIO_BLK_T_FLUSH, "flush", 4},
-    {VIRTIO_BLK_T_GET_ID, "get_id", 0},
-    {10, "get_lifetime", 0},  // VIRTIO_BLK_T_GET_LIFETIME, newer than some hosts' headers
-    {VIRTIO_BLK_T_DISCARD, "discard", 8},
-    {VIRTIO_BLK_T_WRITE_ZEROES, "write_zeroes", 16},
-    {VIRTIO_BLK_T_SECURE_ERASE, "secure_erase", 0},
+    {VIRTIO_BLK_T_IN, "read", 1, true},
+    {VIRTIO_BLK_T_OUT, "write", 2, true},
+    {VIRTIO_BLK_T_FLUSH, "flush", 4, false},
+    {VIRTIO_BLK_T_GET_ID, "get_id", 0, false},
+    {10, "get_lifetime", 0, false},  // VIRTIO_BLK_T_GET_LIFETIME, newer than some hosts' headers
+    {VIRTIO_BLK_T_DISCARD, "discard", 8, true},
+    {VIRTIO_BLK_T_WRITE_ZEROES, "write_zeroes", 16, true},
+    {VIRTIO_BLK_T_SECURE_ERASE, "secure_erase", 0, true},
 };
 
 // The trace's label of a request whose header could not be read.
@@ -68,6 +69,12 @@ inline constexpr Action kActions[] = {
     {6, "torn", true},  {7, "corrupt", true}, {8, "lie", true},  {9, "power_off", false}, {10, "crash", true},
 };
 inline constexpr uint16_t kPowerOff = 9;
+
+constexpr uint16_t action_code(std::string_view name) {
+    for (const auto& a : kActions)
+        if (a.name == name) return a.code;
+    return 0;
+}
 
 constexpr std::optional<std::string_view> action_name(uint16_t code) {
     for (const auto& a : kActions)

@@ -1,4 +1,5 @@
 #include "model/run_model.hpp"
+#include "common/ops.hpp"
 #include "common/sectors.hpp"
 #include "common/markers.hpp"
 
@@ -309,22 +310,7 @@ void load_trace(Run& run, const LoadOptions& opts) {
     }
     run.trace_header = t.header;
     run.requests.reserve(t.requests.size());
-    for (auto& r : t.requests) {
-        Request q;
-        q.seq = r.seq;
-        q.sector = r.sector;
-        q.bytes = r.bytes;
-        q.t_submit_ns = r.t_submit_ns;
-        q.t_complete_ns = r.t_complete_ns;
-        q.type = r.type;
-        q.queue = r.queue;
-        q.head = r.head;
-        q.nsegs = r.nsegs;
-        q.flags = r.flags;
-        q.status = r.status;
-        q.seg_lens = std::move(r.seg_lens);
-        run.requests.push_back(std::move(q));
-    }
+    for (auto& r : t.requests) run.requests.emplace_back(std::move(r));
     // The file is in completion order; the model is in arrival order.
     auto by_seq = [](const Request& a, const Request& b) { return a.seq < b.seq; };
     if (!std::is_sorted(run.requests.begin(), run.requests.end(), by_seq)) std::sort(run.requests.begin(), run.requests.end(), by_seq);
@@ -335,11 +321,12 @@ void load_trace(Run& run, const LoadOptions& opts) {
             continue;
         }
         // A delay and an error can both fire; the error is what the guest saw.
-        if (it->fault_action == 0 || f.action != 3) {
+        const bool delay = f.action == ops::action_code("delay");
+        if (it->fault_action == 0 || !delay) {
             it->fault_rule = f.rule_id;
             it->fault_action = f.action;
         }
-        if (f.action == 3) it->fault_delay_ns += f.delay_ns;
+        if (delay) it->fault_delay_ns += f.delay_ns;
     }
     for (const auto& m : t.markers) run.markers.push_back({m.seq, m.t_ns, m.index});
     {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "model/guest_events.hpp"
+#include "common/ops.hpp"
 #include "common/sectors.hpp"
 #include "trace/format.hpp"
 
@@ -27,33 +28,26 @@ struct RunError : std::runtime_error {
     std::filesystem::path file;
 };
 
-struct Request {
-    uint64_t seq = 0;
-    uint64_t sector = 0;
-    uint64_t bytes = 0;
-    uint64_t t_submit_ns = 0;
-    uint64_t t_complete_ns = 0;
-    uint32_t type = 0;  // VIRTIO_BLK_T_*
-    uint16_t queue = 0;
-    uint16_t head = 0;
-    uint16_t nsegs = 0;
-    uint16_t flags = 0;  // trace::kReqMalformed, kReqSegsTruncated
-    uint8_t status = 0;
-    uint16_t fault_action = 0;  // 0: no fault; trace::kFaultPowerOff (rule 0): the device was powered off
-    uint32_t fault_rule = 0;
-    uint64_t fault_delay_ns = 0;
+// The device's record of a request, as it was traced (its fault joined back
+// from the fault record), and what correlation adds to it.
+struct Request : trace::RequestRecord {
+    Request() = default;
+    explicit Request(trace::RequestRecord&& r) : trace::RequestRecord(std::move(r)) {}
+
     int32_t step = -1;     // index into Run::steps whose markers bracket it, -1 outside every step
     int32_t segment = 0;   // 1 + the index of the marker before it (0: before the first marker)
     int64_t issue = -1;    // index into Run::issues of the guest request it was, -1 unmatched
     int32_t file = -1;     // index into Run::files of the first file it touches, -1 none
     uint64_t file_offset = 0;  // with file: the file offset of the first byte it carries of that file
-    std::vector<uint32_t> seg_lens;
 
     // Saturating: a request the device refused may name any range the guest sent.
     uint64_t sectors() const { return sectors::covering(bytes); }
     uint64_t end_sector() const { return sectors() > UINT64_MAX - sector ? UINT64_MAX : sector + sectors(); }
     // read, write, discard, write_zeroes, secure_erase: requests with a sector range
-    bool is_data() const { return type == 0 || type == 1 || type == 11 || type == 13 || type == 14; }
+    bool is_data() const {
+        const auto* o = ops::find(type);
+        return o && o->ranged;
+    }
     std::string op() const;
 };
 

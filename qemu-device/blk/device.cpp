@@ -153,7 +153,7 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         c.marker = false;  // traced as the failed request it is
         c.used_len = 1;
         // Marked like an injection, so a check can tell the rig's IOERR from a device bug.
-        c.fault_action = trace::kFaultPowerOff;
+        rec.fault_action = trace::kFaultPowerOff;
         return;
     }
     if (c.marker) {
@@ -167,9 +167,9 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         fault = faults_->decide(r.type, r.sector, r.ranges.empty() ? r.data_bytes / kSectorSize : rec.bytes / kSectorSize, rec.queue,
                                 c.queue_depth, rec.t_submit_ns > start_ns_ ? rec.t_submit_ns - start_ns_ : 0);
     if (fault.fire) {
-        c.fault_rule = fault.rule_id;
-        c.fault_action = static_cast<uint16_t>(fault.action.kind);
-        c.fault_delay_ns = fault.action.delay_ns;
+        rec.fault_rule = fault.rule_id;
+        rec.fault_action = static_cast<uint16_t>(fault.action.kind);
+        rec.fault_delay_ns = fault.action.delay_ns;
         log(LogLevel::info, "queue {} seq {}: fault rule {} ({}) on {} sector {}", rec.queue, rec.seq, fault.rule_id,
             faults::to_string(fault.action.kind), trace::op_label(r.type), r.sector);
         result = apply(r, rec.seq, faults::effect_of(fault.action, r.type, r.data_bytes), c);
@@ -275,8 +275,7 @@ void BlkDevice::completed(const virtio::Completion& c) {
     if (!trace_) return;
     if (c.marker && c.record.status == VIRTIO_BLK_S_OK)
         trace_->marker({c.record.seq, c.record.t_complete_ns, c.marker_index, c.record.queue, c.record.head});
-    else trace_->record(c.record);
-    if (c.fault_rule || c.fault_action) trace_->fault({c.record.seq, c.fault_rule, c.fault_action, c.fault_delay_ns});
+    else trace_->record(c.record);  // with its fault record, if a fault touched it
 }
 
 void BlkDevice::left_in_flight(std::vector<virtio::Completion>&& left) {
@@ -302,7 +301,6 @@ size_t BlkDevice::record_unfinished() {
         c.record.status = trace::kStatusNone;
         c.record.t_complete_ns = std::max(now, c.record.t_submit_ns);
         trace_->record(c.record);
-        if (c.fault_rule || c.fault_action) trace_->fault({c.record.seq, c.fault_rule, c.fault_action, c.fault_delay_ns});
     }
     return left.size();
 }

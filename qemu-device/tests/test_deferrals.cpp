@@ -19,7 +19,7 @@ Completion make(uint64_t seq, Defer d, uint32_t rule = 0) {
     Completion c;
     c.record.seq = seq;
     c.defer = d;
-    c.fault_rule = rule;
+    c.record.fault_rule = rule;
     return c;
 }
 

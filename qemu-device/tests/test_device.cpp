@@ -584,7 +584,7 @@ TEST(DeviceFaults, TornWritePersistsTheFirstSectorsThenFails) {
     const auto data = pattern(4096, 5);
     const auto c = f.write(16, data, &st);
     EXPECT_EQ(st, VIRTIO_BLK_S_IOERR);
-    EXPECT_EQ(c.fault_action, static_cast<uint16_t>(faults::ActionKind::torn));
+    EXPECT_EQ(c.record.fault_action, static_cast<uint16_t>(faults::ActionKind::torn));
     EXPECT_EQ(f.stored(16, 1536), std::vector<uint8_t>(data.begin(), data.begin() + 1536));
     EXPECT_EQ(f.stored(19, 4096 - 1536), std::vector<uint8_t>(4096 - 1536, 0));
 }

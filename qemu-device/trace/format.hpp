@@ -135,7 +135,9 @@ struct EndBody {
     uint64_t dropped;        // records lost in total
 };
 
-// Decoded forms, shared by the writer's callers and the reader.
+// Decoded forms, shared by the writer's callers and the reader. A request
+// record is the one record of a request from the device to the checks: the
+// model's Request is this record plus what correlation adds.
 struct RequestRecord {
     uint64_t seq = 0;
     uint64_t sector = 0;
@@ -149,6 +151,12 @@ struct RequestRecord {
     uint8_t status = kStatusNone;
     uint16_t flags = 0;
     std::vector<uint32_t> seg_lens;
+    // The fault that touched it (rule 0 with kFaultPowerOff: the device was
+    // off). The writer puts it in the request's fault record; the model
+    // joins that back by seq.
+    uint32_t fault_rule = 0;
+    uint16_t fault_action = 0;
+    uint64_t fault_delay_ns = 0;
 };
 
 struct EventRecord {

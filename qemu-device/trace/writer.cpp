@@ -105,7 +105,12 @@ void Writer::append(F&& encode_fn, bool is_request) {
 }
 
 void Writer::record(const RequestRecord& r) {
-    append([&](std::vector<uint8_t>& out) { encode(r, out); }, true);
+    append(
+        [&](std::vector<uint8_t>& out) {
+            encode(r, out);
+            if (r.fault_rule || r.fault_action) encode(FaultRecord{r.seq, r.fault_rule, r.fault_action, r.fault_delay_ns}, out);
+        },
+        true);
 }
 
 void Writer::event(const EventRecord& e) {

@@ -102,7 +102,7 @@ std::vector<uint64_t> Deferrals::release(std::optional<uint64_t> seq, std::optio
     std::vector<uint64_t> out;
     std::lock_guard lock(mu_);
     for (auto i = items_.begin(); i != items_.end();) {
-        if (i->c.defer == Defer::hold && (!seq || i->c.record.seq == *seq) && (!rule || i->c.fault_rule == *rule)) {
+        if (i->c.defer == Defer::hold && (!seq || i->c.record.seq == *seq) && (!rule || i->c.record.fault_rule == *rule)) {
             out.push_back(i->c.record.seq);
             i = deliver(i);
         } else {
@@ -118,7 +118,7 @@ std::vector<HeldRequest> Deferrals::held() const {
     std::lock_guard lock(mu_);
     for (const auto& i : items_)
         if (i.c.defer == Defer::hold)
-            out.push_back({i.c.record.seq, i.c.record.queue, i.c.fault_rule, i.c.record.type, i.c.record.sector, now - i.since_ns});
+            out.push_back({i.c.record.seq, i.c.record.queue, i.c.record.fault_rule, i.c.record.type, i.c.record.sector, now - i.since_ns});
     return out;
 }
 

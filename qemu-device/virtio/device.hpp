@@ -29,15 +29,14 @@ enum class Defer : uint8_t {
 };
 
 // One request from the moment it left the available ring to the moment it
-// went on the used ring; the record is the trace's view of it.
+// went on the used ring; the record is the trace's view of it (and carries
+// the fault that touched it), the rest is transport: what goes on the used
+// ring, and when.
 struct Completion {
     uint32_t used_len = 0;        // bytes the device wrote into the chain
     trace::RequestRecord record;  // seq, queue, head, t_submit_ns set by the queue
     bool marker = false;          // a marker read: traced as a marker, not as I/O
     uint32_t marker_index = 0;
-    uint32_t fault_rule = 0;      // the fault rule that fired on it, 0 for none
-    uint16_t fault_action = 0;    // trace fault action; set without a rule: trace::kFaultPowerOff
-    uint64_t fault_delay_ns = 0;
     uint32_t queue_depth = 1;     // requests the queue had outstanding, this one included
     Defer defer = Defer::none;
     uint64_t defer_until_ns = 0;
