@@ -179,22 +179,11 @@ void Frontend::send(uint32_t req, const std::vector<uint8_t>& payload, uint32_t 
     std::memcpy(bytes.data() + 4, &flags, 4);
     std::memcpy(bytes.data() + 8, &size, 4);
     bytes.insert(bytes.end(), payload.begin(), payload.end());
-    iovec iov{bytes.data(), bytes.size()};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
-    if (!fds.empty()) {
-        mh.msg_control = control;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    try {
+        send_with_fds(sock_.get(), bytes, fds);
+    } catch (const ProtocolError& e) {
+        throw FrontendError(fmt::format("sending {}: {}", request_name(req), e.what()));
     }
-    if (::sendmsg(sock_.get(), &mh, MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size()))
-        throw FrontendError(fmt::format("sending {}: {}", request_name(req), std::strerror(errno)));
 }
 
 std::vector<uint8_t> Frontend::recv_reply(uint32_t req) {

@@ -79,29 +79,31 @@ void send_bytes(int sock, std::span<const uint8_t> bytes) {
         const ssize_t r = ::send(sock, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
         if (r < 0) {
             if (errno == EINTR) continue;
-            throw ProtocolError(fmt::format("writing to the front end: {}", std::strerror(errno)));
+            throw ProtocolError(fmt::format("writing to the socket: {}", std::strerror(errno)));
         }
         off += static_cast<size_t>(r);
     }
 }
 
-void send_with_fd(int sock, std::span<const uint8_t> bytes, int fd) {
+void send_with_fds(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
+    if (fds.size() > kMaxFds) throw ProtocolError(fmt::format("{} file descriptors in one message; at most {}", fds.size(), kMaxFds));
+    if (fds.empty()) return send_bytes(sock, bytes);
     iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctrl;
-    msg.msg_controllen = sizeof ctrl;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     ssize_t r;
     do r = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
-    if (r < 0) throw ProtocolError(fmt::format("writing to the front end: {}", std::strerror(errno)));
+    if (r < 0) throw ProtocolError(fmt::format("writing to the socket: {}", std::strerror(errno)));
     // The fd went with the first byte; the rest goes as plain bytes.
     if (static_cast<size_t>(r) < bytes.size()) send_bytes(sock, bytes.subspan(static_cast<size_t>(r)));
 }

@@ -14,7 +14,10 @@ std::optional<Message> receive(int sock);
 
 // Throws ProtocolError when the peer is gone.
 void send_bytes(int sock, std::span<const uint8_t> bytes);
-// The same, with one file descriptor riding along (GET_INFLIGHT_FD's reply).
-void send_with_fd(int sock, std::span<const uint8_t> bytes, int fd);
+// The same, with file descriptors riding along on the first byte (at most
+// kMaxFds): GET_INFLIGHT_FD's reply from a back end; a front end's mem
+// table, ring eventfds and inflight fd.
+void send_with_fds(int sock, std::span<const uint8_t> bytes, std::span<const int> fds);
+inline void send_with_fd(int sock, std::span<const uint8_t> bytes, int fd) { send_with_fds(sock, bytes, {&fd, 1}); }
 
 }  // namespace blkrig::vhost_user
