@@ -1,30 +1,9 @@
 // Raw images: no filesystem, the disk's bytes as the spec gives them.
 #include "builders.hpp"
-#include "agent_core/sha256.hpp"
-#include "common/temp_dir.hpp"
 #include "content.hpp"
-#include "disk_image.hpp"
-#include "exfat_writer.hpp"
-#include "ext.hpp"
-#include "fat.hpp"
-#include "mapped_file.hpp"
-#include "tool.hpp"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
-#include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <memory>
-#include <regex>
-#include <set>
 
 namespace blkrig::image::detail {
 

@@ -9,18 +9,14 @@
 
 namespace blkrig::blk {
 
-namespace {
-constexpr uint64_t bit(int n) { return 1ull << n; }
-}  // namespace
-
 uint64_t BlkDevice::features() const {
-    uint64_t f = bit(virtio::kFVersion1) | bit(virtio::kFIndirectDesc) | bit(virtio::kFEventIdx) | bit(VIRTIO_BLK_F_SEG_MAX) |
-                 bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_MQ) | bit(VIRTIO_BLK_F_TOPOLOGY);
-    if (geo_.size_max) f |= bit(VIRTIO_BLK_F_SIZE_MAX);
-    if (geo_.write_cache) f |= bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_CONFIG_WCE);
-    if (geo_.read_only) f |= bit(VIRTIO_BLK_F_RO);
-    if (geo_.discard && !geo_.read_only) f |= bit(VIRTIO_BLK_F_DISCARD);
-    if (geo_.write_zeroes && !geo_.read_only) f |= bit(VIRTIO_BLK_F_WRITE_ZEROES);
+    uint64_t f = feature_bit(virtio::kFVersion1) | feature_bit(virtio::kFIndirectDesc) | feature_bit(virtio::kFEventIdx) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
+                 feature_bit(VIRTIO_BLK_F_BLK_SIZE) | feature_bit(VIRTIO_BLK_F_MQ) | feature_bit(VIRTIO_BLK_F_TOPOLOGY);
+    if (geo_.size_max) f |= feature_bit(VIRTIO_BLK_F_SIZE_MAX);
+    if (geo_.write_cache) f |= feature_bit(VIRTIO_BLK_F_FLUSH) | feature_bit(VIRTIO_BLK_F_CONFIG_WCE);
+    if (geo_.read_only) f |= feature_bit(VIRTIO_BLK_F_RO);
+    if (geo_.discard && !geo_.read_only) f |= feature_bit(VIRTIO_BLK_F_DISCARD);
+    if (geo_.write_zeroes && !geo_.read_only) f |= feature_bit(VIRTIO_BLK_F_WRITE_ZEROES);
     return f;
 }
 
@@ -28,7 +24,7 @@ void BlkDevice::set_features(uint64_t acked) {
     acked_ = acked;
     // A driver that did not negotiate FLUSH cannot flush: the device must
     // then behave as write-through (5.2.6.2).
-    writeback_ = geo_.write_cache && (acked & bit(VIRTIO_BLK_F_FLUSH));
+    writeback_ = geo_.write_cache && (acked & feature_bit(VIRTIO_BLK_F_FLUSH));
 }
 
 std::vector<uint8_t> BlkDevice::read_config() const {

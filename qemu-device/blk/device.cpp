@@ -16,10 +16,6 @@
 
 namespace blkrig::blk {
 
-namespace {
-constexpr uint64_t bit(int n) { return 1ull << n; }
-}  // namespace
-
 BlkDevice::BlkDevice(Geometry g, store::Store& store, trace::Writer* trace, faults::Engine* faults, store::WriteLog* wlog,
                      PowerCutPlan plan)
     : geo_(std::move(g)), store_(store), trace_(trace), faults_(faults), wlog_(wlog), plan_(std::move(plan)),
@@ -68,7 +64,7 @@ Refusal BlkDevice::execute(const Request& r, uint64_t seq) {
     case VIRTIO_BLK_T_OUT:
         return write(r, seq, r.data, r.data_bytes);
     case VIRTIO_BLK_T_FLUSH: {
-        if (!(acked & bit(VIRTIO_BLK_F_FLUSH))) return Refusal::unsupported;
+        if (!(acked & feature_bit(VIRTIO_BLK_F_FLUSH))) return Refusal::unsupported;
         auto store_flush = [&] { return store_.flush(); };
         return (wlog_ ? wlog_->flush(seq, store_flush) : store_flush()) == 0 ? Refusal::none : Refusal::store_error;
     }
@@ -86,7 +82,7 @@ Refusal BlkDevice::execute(const Request& r, uint64_t seq) {
     case VIRTIO_BLK_T_DISCARD:
     case VIRTIO_BLK_T_WRITE_ZEROES: {
         const bool discard = r.type == VIRTIO_BLK_T_DISCARD;
-        if (!(acked & bit(discard ? VIRTIO_BLK_F_DISCARD : VIRTIO_BLK_F_WRITE_ZEROES))) return Refusal::unsupported;
+        if (!(acked & feature_bit(discard ? VIRTIO_BLK_F_DISCARD : VIRTIO_BLK_F_WRITE_ZEROES))) return Refusal::unsupported;
         if (geo_.read_only) return Refusal::read_only;
         const uint32_t max_seg = discard ? geo_.max_discard_seg : geo_.max_write_zeroes_seg;
         const uint32_t max_sectors = discard ? geo_.max_discard_sectors : geo_.max_write_zeroes_sectors;

@@ -7,6 +7,9 @@
 
 namespace blkrig::blk {
 
+// A feature bit (VIRTIO_F_*, VIRTIO_BLK_F_*) as a mask.
+constexpr uint64_t feature_bit(int n) { return 1ull << n; }
+
 struct Geometry {
     uint64_t capacity_sectors = 0;  // what the driver sees, marker region included
     // The last marker_sectors sectors are the marker region: not backed by
