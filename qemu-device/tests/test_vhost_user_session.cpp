@@ -16,7 +16,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 namespace blkrig::vhost_user {
@@ -111,10 +114,24 @@ protected:
         ASSERT_FALSE(reply_pending());
     }
 
+    // From here on the session's queues are served by one SharedLoop
+    // (--io-threads single) instead of a thread each.
+    void use_shared_loop() {
+        session_.reset();
+        loop_ = std::make_unique<virtio::SharedLoop>();
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+        peer_.reset(sv[1]);
+        const timeval tv{5, 0};
+        ::setsockopt(peer_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        session_ = std::make_unique<Session>(dev_, UniqueFd(sv[0]), loop_.get());
+    }
+
     std::unique_ptr<store::Store> store_;
     blk::BlkDevice dev_;
     UniqueFd peer_;
-    std::unique_ptr<Session> session_;  // declared last: it borrows dev_
+    std::unique_ptr<virtio::SharedLoop> loop_;
+    std::unique_ptr<Session> session_;  // declared last: it borrows dev_ and loop_
 };
 
 TEST_F(SessionTest, GetFeaturesOffersProtocolFeaturesAndVersion1) {
@@ -445,6 +462,179 @@ TEST_F(SessionTest, WriteThenReadThroughARing) {
     VringState s;
     std::memcpy(&s, m.payload.data(), sizeof s);
     EXPECT_EQ(s.num, 2u);
+}
+
+// --- a driver that keeps its ring busy forever ---------------------------
+//
+// Finding 11 (fuzz_vhost_session): a front end laid a queue's used ring over
+// its own avail ring. Every completion then wrote the used index over the
+// avail index, publishing one more request, and the queue thread never got
+// back to its poll: GET_VRING_BASE (stop, join) hung. Overlapping addresses
+// are now refused; the same rings through two aliases of one memfd page
+// cannot be told apart, so there the queue works in budgets and still
+// stops, and a shared loop still serves its other queues.
+
+constexpr uint16_t kBusyNum = 8;
+constexpr uint64_t kBusyDesc = 0x0, kBusyAvail = 0x1000, kBusyHdr = 0x3000, kBusyStatus = 0x3100;
+constexpr uint64_t kQuietDesc = 0x8000, kQuietAvail = 0x9000, kQuietUsed = 0xa000, kQuietHdr = 0xb000, kQuietStatus = 0xb100;
+
+class BusyRingTest : public SessionTest {
+protected:
+    // Two regions, both the memfd from offset 0: gpa/uva 0 and kSize alias.
+    void map_twice() {
+        negotiate_reply_ack();
+        ASSERT_EQ(acked(SET_OWNER), 0u);
+        ASSERT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
+        std::vector<uint8_t> table(8, 0);
+        const uint32_t nregions = 2;
+        std::memcpy(table.data(), &nregions, 4);
+        for (uint64_t i = 0; i < 2; ++i) {
+            const auto region =
+                bytes_of(MemRegionDesc{i * SharedGuest::kSize, SharedGuest::kSize, SharedGuest::kUva + i * SharedGuest::kSize, 0});
+            table.insert(table.end(), region.begin(), region.end());
+        }
+        std::vector<UniqueFd> fds;
+        fds.emplace_back(::dup(g_.fd.get()));
+        fds.emplace_back(::dup(g_.fd.get()));
+        ASSERT_EQ(acked(SET_MEM_TABLE, table, std::move(fds)), 0u);
+    }
+
+    // Two flush requests, heads 0 and 1 (0 -> 2, 1 -> 3): the used elements
+    // written over the avail ring only ever name heads 0 and 1 (an id, then
+    // a length of 1), so each one is again a valid request.
+    void two_flushes(uint64_t desc, uint64_t hdr, uint64_t status) {
+        virtio_blk_outhdr h{};
+        h.type = VIRTIO_BLK_T_FLUSH;
+        g_.put(hdr, h);
+        g_.put(desc + 0, virtio::RawDesc{hdr, 16, virtio::kDescFNext, 2});
+        g_.put(desc + 16, virtio::RawDesc{hdr, 16, virtio::kDescFNext, 3});
+        g_.put(desc + 32, virtio::RawDesc{status, 1, virtio::kDescFWrite, 0});
+        g_.put(desc + 48, virtio::RawDesc{status, 1, virtio::kDescFWrite, 0});
+    }
+
+    void start_queue(uint32_t index, uint64_t desc_uva, uint64_t avail_uva, uint64_t used_uva) {
+        ASSERT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{index, kBusyNum})), 0u);
+        ASSERT_EQ(acked(SET_VRING_BASE, bytes_of(VringState{index, 0})), 0u);
+        ASSERT_EQ(acked(SET_VRING_ADDR, bytes_of(VringAddr{index, 0, desc_uva, used_uva, avail_uva, 0})), 0u);
+        kicks_[index] = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+        calls_[index] = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        std::vector<UniqueFd> call_fd;
+        call_fd.emplace_back(::dup(calls_[index].get()));
+        ASSERT_EQ(acked(SET_VRING_CALL, bytes_of(uint64_t{index}), std::move(call_fd)), 0u);
+        std::vector<UniqueFd> kick_fd;
+        kick_fd.emplace_back(::dup(kicks_[index].get()));
+        ASSERT_EQ(acked(SET_VRING_KICK, bytes_of(uint64_t{index}), std::move(kick_fd)), 0u);
+        ASSERT_EQ(acked(SET_VRING_ENABLE, bytes_of(VringState{index, 1})), 0u);
+    }
+
+    void kick(uint32_t index) {
+        const uint64_t one = 1;
+        ASSERT_EQ(::write(kicks_[index].get(), &one, sizeof one), static_cast<ssize_t>(sizeof one));
+    }
+
+    // Queue 0's used ring is its avail ring, seen through the second alias.
+    void start_busy_queue() {
+        two_flushes(kBusyDesc, kBusyHdr, kBusyStatus);
+        g_.put<uint16_t>(kBusyAvail + 4, 0);
+        // Published before the start: the used index the queue reads then is
+        // 1, one ahead of the request it takes, and stays one ahead.
+        g_.publish16(kBusyAvail + 2, 1);
+        start_queue(0, SharedGuest::kUva + kBusyDesc, SharedGuest::kUva + kBusyAvail,
+                    SharedGuest::kUva + SharedGuest::kSize + kBusyAvail);
+        kick(0);
+        // It is busy: the index it keeps publishing climbs well past one ring.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (g_.load16(kBusyAvail + 2) < 4 * kBusyNum && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+        ASSERT_GE(g_.load16(kBusyAvail + 2), 4 * kBusyNum) << "the aliased rings did not keep the queue busy";
+    }
+
+    // GET_VRING_BASE stops the ring (the watchdog catches a hang).
+    uint32_t stop_queue(uint32_t index) {
+        handle(GET_VRING_BASE, bytes_of(VringState{index, 0}));
+        const auto m = reply(GET_VRING_BASE);
+        VringState st{};
+        EXPECT_EQ(m.payload.size(), sizeof st);
+        if (m.payload.size() == sizeof st) std::memcpy(&st, m.payload.data(), sizeof st);
+        return st.num;
+    }
+
+    // A busy queue that cannot be stopped, or that starves the loop's
+    // add/remove, hangs the test thread in a join or on a lock it cannot
+    // leave; the watchdog fails the binary instead of waiting for meson.
+    struct Watchdog {
+        Watchdog()
+            : t([this] {
+                  std::unique_lock lock(mu);
+                  if (!cv.wait_for(lock, std::chrono::seconds(30), [this] { return done; })) {
+                      std::fprintf(stderr, "FAILED: the test hung 30 s: a busy queue did not let go\n");
+                      std::fflush(nullptr);
+                      std::_Exit(1);
+                  }
+              }) {}
+        ~Watchdog() {
+            {
+                std::lock_guard lock(mu);
+                done = true;
+            }
+            cv.notify_one();
+            t.join();
+        }
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        std::thread t;
+    };
+
+    // The session (its queues) ends under the watchdog's eye.
+    ~BusyRingTest() override { session_.reset(); }
+
+    Watchdog watchdog_;
+    SharedGuest g_;
+    UniqueFd kicks_[2], calls_[2];
+};
+
+TEST_F(BusyRingTest, AUsedRingOverTheAvailRingIsRefused) {
+    map_twice();
+    two_flushes(kBusyDesc, kBusyHdr, kBusyStatus);
+    g_.put(kBusyStatus, uint8_t{0xee});
+    start_queue(0, SharedGuest::kUva + kBusyDesc, SharedGuest::kUva + kBusyAvail, SharedGuest::kUva + kBusyAvail);
+    g_.publish16(kBusyAvail + 2, 1);
+    kick(0);
+    EXPECT_FALSE(wait_readable(calls_[0].get(), 300)) << "the queue ran a request on overlapping rings";
+    EXPECT_EQ(g_.get<uint8_t>(kBusyStatus), 0xee);
+    EXPECT_EQ(g_.load16(kBusyAvail + 2), 1u);
+    EXPECT_EQ(stop_queue(0), 0u);
+    EXPECT_TRUE(dev_.stats_json().empty()) << dev_.stats_json().dump();
+}
+
+TEST_F(BusyRingTest, AQueueKeptBusyByAliasedRingsStillStops) {
+    map_twice();
+    start_busy_queue();
+    const uint32_t base = stop_queue(0);
+    EXPECT_GE(base, 4u * kBusyNum);
+    // It stays stopped: nothing moves the index any more.
+    const uint16_t after = g_.load16(kBusyAvail + 2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(g_.load16(kBusyAvail + 2), after);
+}
+
+TEST_F(BusyRingTest, ASharedLoopServesItsOtherQueuesAndStops) {
+    use_shared_loop();
+    map_twice();
+    start_busy_queue();
+    // Queue 1, ordinary rings on the same loop: its request completes.
+    two_flushes(kQuietDesc, kQuietHdr, kQuietStatus);
+    g_.put(kQuietStatus, uint8_t{0xee});
+    g_.put<uint16_t>(kQuietAvail + 4, 0);
+    start_queue(1, SharedGuest::kUva + kQuietDesc, SharedGuest::kUva + kQuietAvail, SharedGuest::kUva + kQuietUsed);
+    g_.publish16(kQuietAvail + 2, 1);
+    kick(1);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (g_.load16(kQuietUsed + 2) != 1 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    EXPECT_EQ(g_.load16(kQuietUsed + 2), 1u) << "queue 1 starved behind the busy queue 0";
+    EXPECT_EQ(g_.get<uint8_t>(kQuietStatus), VIRTIO_BLK_S_OK);
+    EXPECT_GE(stop_queue(0), 4u * kBusyNum);
+    EXPECT_EQ(stop_queue(1), 1u);
 }
 
 }  // namespace

@@ -135,6 +135,12 @@ void Session::maybe_start(uint32_t index) {
     Vring& v = vrings_[index];
     if (v.worker || !v.kick.valid() || !v.addr_set || v.num == 0 || !mem_ || !features_set_) return;
     if (protocol_negotiated() && !v.enabled) return;
+    if (const char* what = virtio::used_ring_overlap(v.addr.desc, v.addr.avail, v.addr.used, v.num)) {
+        dev_.queue_broken(static_cast<uint16_t>(index), 0,
+                          fmt::format("the used ring at {:#x} (size {}) overlaps the {} (desc {:#x} avail {:#x})", v.addr.used, v.num,
+                                      what, v.addr.desc, v.addr.avail));
+        return;
+    }
     virtio::RingAddrs a;
     a.desc = reinterpret_cast<virtio::RawDesc*>(mem_->map_user(v.addr.desc, virtio::desc_table_bytes(v.num)));
     a.avail = mem_->map_user(v.addr.avail, virtio::avail_ring_bytes(v.num));

@@ -106,16 +106,20 @@ bool QueueWorker::resubmit() {
     return true;
 }
 
-bool QueueWorker::drain() {
-    if (!resubmit()) return false;
+QueueWorker::Drained QueueWorker::drain() {
+    if (!resubmit()) return Drained::broken;
+    uint32_t budget = ring_.num();
     for (;;) {
-        while (auto head = ring_.pop()) {
+        while (budget > 0) {
+            auto head = ring_.pop();
+            if (!head) break;
+            --budget;
             Completion c;
             c.record.t_submit_ns = monotonic_ns();
             auto walked = walk_chain(ring_.desc(), ring_.num(), *head, *mem_, s_.indirect);
             if (auto* err = std::get_if<ChainError>(&walked)) {
                 dev_.queue_broken(s_.index, *head, err->message());
-                return false;
+                return Drained::broken;
             }
             // Sequence numbers go to requests only, so a broken chain leaves no gap.
             c.record.seq = dev_.next_seq();
@@ -130,10 +134,17 @@ bool QueueWorker::drain() {
         }
         if (!ring_.error().empty()) {
             dev_.queue_broken(s_.index, 0, ring_.error());
-            return false;
+            return Drained::broken;
         }
-        if (!ring_.arm_and_recheck()) return true;
+        if (budget == 0) return Drained::more;
+        if (!ring_.arm_and_recheck()) return Drained::idle;
     }
+}
+
+bool QueueWorker::step() {
+    const Drained d = drain();
+    if (d == Drained::broken) signal_broken();
+    return d == Drained::more;
 }
 
 void QueueWorker::complete(Completion& c) {
@@ -161,20 +172,22 @@ void QueueWorker::signal_broken() {
     }
 }
 
-void QueueWorker::on_kick() {
+bool QueueWorker::on_kick() {
     // The kick fd is the front end's blocking eventfd: read only what is there.
     pollfd p{s_.kick_fd, POLLIN, 0};
     uint64_t v;
     if (::poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) [[maybe_unused]] auto n = ::read(s_.kick_fd, &v, sizeof v);
-    if (!drain()) signal_broken();
+    return step();
 }
 
 void QueueWorker::run() {
     // Buffers may already be waiting (a ring restarted after SET_VRING_BASE).
-    if (!drain()) signal_broken();
+    bool more = step();
     pollfd fds[3] = {{s_.kick_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_.fd(), POLLIN, 0}};
     while (!broken_) {
-        const int r = ::poll(fds, 3, -1);
+        // With work left from the last budget, only look whether a stop or a
+        // completion came meanwhile.
+        const int r = ::poll(fds, 3, more ? 0 : -1);
         if (r < 0) {
             if (errno == EINTR) continue;
             log(LogLevel::error, "queue {}: poll failed: {}", s_.index, std::strerror(errno));
@@ -186,7 +199,8 @@ void QueueWorker::run() {
             break;
         }
         if (fds[2].revents & POLLIN) on_inbox();
-        if (fds[0].revents & POLLIN) on_kick();
+        if (fds[0].revents & POLLIN) more = on_kick();
+        else if (more) more = step();
     }
 }
 
@@ -212,10 +226,8 @@ SharedLoop::~SharedLoop() {
 void SharedLoop::add(QueueWorker* w) {
     std::lock_guard lock(mu_);
     // Buffers may already be waiting: drain once before waiting for kicks.
-    if (!w->drain()) {
-        w->signal_broken();
-        return;
-    }
+    const bool more = w->step();
+    if (w->broken()) return;
     // The low bit of the tag tells a due completion from a kick.
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -230,10 +242,12 @@ void SharedLoop::add(QueueWorker* w) {
         return;
     }
     registered_.insert(w);
+    if (more) busy_.insert(w);
 }
 
 void SharedLoop::remove(QueueWorker* w) {
     std::lock_guard lock(mu_);
+    busy_.erase(w);
     if (registered_.erase(w)) {
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
@@ -243,7 +257,12 @@ void SharedLoop::remove(QueueWorker* w) {
 void SharedLoop::run() {
     epoll_event events[64];
     for (;;) {
-        const int n = ::epoll_wait(epoll_fd_, events, 64, -1);
+        int timeout = -1;
+        {
+            std::lock_guard lock(mu_);
+            if (!busy_.empty()) timeout = 0;
+        }
+        const int n = ::epoll_wait(epoll_fd_, events, 64, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             log(LogLevel::error, "shared queue loop: epoll_wait failed: {}", std::strerror(errno));
@@ -256,8 +275,26 @@ void SharedLoop::run() {
             if (w == nullptr) return;
             // An event fetched before remove() took the lock: skip it.
             if (!registered_.count(w)) continue;
-            if (tag & 1) w->on_inbox();
-            else w->on_kick();
+            if (tag & 1) {
+                w->on_inbox();
+            } else if (w->on_kick()) {
+                busy_.insert(w);
+            }
+            if (w->broken()) {
+                busy_.erase(w);
+                registered_.erase(w);
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
+            }
+        }
+        // The queues whose budget ran out get one more each, in turn.
+        for (auto it = busy_.begin(); it != busy_.end();) {
+            QueueWorker* w = *it;
+            if (w->step() && !w->broken()) {
+                ++it;
+                continue;
+            }
+            it = busy_.erase(it);
             if (w->broken()) {
                 registered_.erase(w);
                 ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);

@@ -57,11 +57,19 @@ public:
 
 private:
     friend class SharedLoop;
+    // What one call to drain() left: nothing to do, more to do (its budget
+    // ran out), or a broken queue.
+    enum class Drained { idle, more, broken };
     void run();
-    bool drain();  // false when the queue broke
+    // At most one ring's worth of requests per call. A driver can keep the
+    // ring busy forever (its used ring laid over its own avail index makes
+    // every completion publish a new request), and the stop, the other
+    // queues of a shared loop and due completions must still get their turn.
+    Drained drain();
     bool resubmit();  // the inflight region's requests first; false when the queue broke
     void notify();
-    void on_kick();   // read the kick, drain; marks broken on failure
+    bool on_kick();   // read the kick, drain; marks broken on failure; true: more to do
+    bool step();      // drain once; marks broken on failure; true: more to do
     void on_inbox();  // deferred completions that came due
     void complete(Completion& c);
     void signal_broken();
@@ -101,6 +109,7 @@ private:
     int stop_fd_ = -1;
     std::mutex mu_;  // held while a queue is drained, and by add/remove
     std::set<QueueWorker*> registered_;
+    std::set<QueueWorker*> busy_;  // drained to their budget: served again without waiting
     std::thread thread_;
 };
 

@@ -23,6 +23,20 @@ inline constexpr size_t avail_ring_bytes(uint16_t num) { return 4 + 2ull * num +
 inline constexpr size_t used_ring_bytes(uint16_t num) { return 4 + 8ull * num + 2; }
 inline constexpr size_t desc_table_bytes(uint16_t num) { return 16ull * num; }
 
+// Which area the used ring overlaps, given the three areas' addresses (any
+// one address space), nullptr when none. The device writes the used ring: laid
+// over the avail index, every completion would publish a new request.
+inline const char* used_ring_overlap(uint64_t desc, uint64_t avail, uint64_t used, uint16_t num) {
+    const auto overlaps = [&](uint64_t a, size_t alen) {
+        const size_t ulen = used_ring_bytes(num);
+        if (used > UINT64_MAX - ulen || a > UINT64_MAX - alen) return false;  // unmappable: refused elsewhere
+        return a < used + ulen && used < a + alen;
+    };
+    if (overlaps(avail, avail_ring_bytes(num))) return "avail ring";
+    if (overlaps(desc, desc_table_bytes(num))) return "descriptor table";
+    return nullptr;
+}
+
 class SplitRing {
 public:
     SplitRing(RingAddrs addrs, uint16_t num, uint16_t last_avail, bool event_idx);
