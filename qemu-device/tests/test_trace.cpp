@@ -422,7 +422,7 @@ TEST(TraceValidation, ImpossibleRequestsAreLeftOutAndNamed) {
         {"completion before submission", with([](RequestRecord& r) { r.t_complete_ns = r.t_submit_ns - 1; }), "t_complete_ns",
          "completed before it was submitted"},
         {"unknown status", with([](RequestRecord& r) { r.status = 7; }), "status", "7 is not a status"},
-        {"unknown flags", with([](RequestRecord& r) { r.flags = 0x40; }), "flags", "0x40"},
+        {"unknown flags", with([](RequestRecord& r) { r.flags = 0x40; }), "flags", "has bits no device sets"},
         {"ok on an unknown type", with([](RequestRecord& r) { r.type = 99; }), "type", "99 completed ok"},
         {"ok on a malformed request", with([](RequestRecord& r) { r.flags = kReqMalformed; }), "status", "malformed"},
         {"ok past the capacity", with([](RequestRecord& r) { r.sector = 2047; }), "sector", "2047 + 8 sectors ends past the capacity of 2048"},
@@ -444,12 +444,77 @@ TEST(TraceValidation, ImpossibleRequestsAreLeftOutAndNamed) {
         EXPECT_EQ(b.seq, 7u);
         EXPECT_EQ(b.field, c.field);
         EXPECT_NE(b.message.find(c.says), std::string::npos) << b.message;
-        // The second record, after the header (40 bytes, no JSON) and the first (56 + 4 + 4 padding + 8 prefix).
-        EXPECT_EQ(b.offset, sizeof(FileHeader) + 72);
+        // The second record, after the header (40 bytes, no JSON) and the first (8 prefix + 56, its one segment not repeated).
+        EXPECT_EQ(b.offset, sizeof(FileHeader) + 64);
         EXPECT_NE(b.describe().find(fmt::format("record at byte {} (request seq 7): {}: ", b.offset, c.field)), std::string::npos) << b.describe();
         // Still counted against the end record: the trace is complete, its records are not all possible.
         EXPECT_TRUE(t.complete()) << t.incompleteness();
     }
+}
+
+// Version 2: a request of one segment of `bytes` is 64 bytes on disk and
+// reads back with that segment; several segments, or one that is not the
+// whole payload (a discard's range), keep their lengths.
+TEST(TraceFormat, OneSegmentIsNotRepeated) {
+    std::vector<uint8_t> one, two, partial;
+    encode(request(1, 1, {4096}), one);
+    encode(request(2, 0, {4096, 512}), two);
+    RequestRecord d = request(3, 11, {512});
+    d.bytes = 64 * 512;  // a discard's range: its length is not its bytes
+    encode(d, partial);
+    EXPECT_EQ(one.size(), 64u);
+    EXPECT_EQ(two.size(), 72u);
+    EXPECT_EQ(partial.size(), 72u);
+    const Trace t = parse_records({request(1, 1, {4096}), request(2, 0, {4096, 512}), d});
+    ASSERT_EQ(t.requests.size(), 3u) << (t.bad.empty() ? "" : t.bad[0].describe());
+    EXPECT_EQ(t.requests[0].seg_lens, std::vector<uint32_t>{4096});
+    EXPECT_EQ(t.requests[0].flags, 0u) << "the storage flag is not the request's";
+    EXPECT_EQ(t.requests[1].seg_lens, (std::vector<uint32_t>{4096, 512}));
+    EXPECT_EQ(t.requests[2].seg_lens, std::vector<uint32_t>{512});
+}
+
+// The flag is refused where it cannot hold, and in a version 1 trace,
+// which is still read.
+TEST(TraceFormat, OneSegmentFlagIsChecked) {
+    auto trace_of = [](uint32_t version, uint16_t nsegs, uint16_t recorded, uint64_t bytes) {
+        std::vector<uint8_t> b(sizeof(FileHeader));
+        FileHeader h = header();
+        std::memcpy(h.magic, kMagic, sizeof kMagic);
+        h.version = version;
+        std::memcpy(b.data(), &h, sizeof h);
+        RecordPrefix p{static_cast<uint32_t>(sizeof(RecordPrefix) + sizeof(RequestBody)), static_cast<uint16_t>(RecordKind::request),
+                       kReqOneSegment};
+        RequestBody rb{};
+        rb.seq = 5;
+        rb.sector = 8;
+        rb.bytes = bytes;
+        rb.type = 0;
+        rb.nsegs = nsegs;
+        rb.nsegs_recorded = recorded;
+        const auto* pp = reinterpret_cast<const uint8_t*>(&p);
+        b.insert(b.end(), pp, pp + sizeof p);
+        const auto* bp = reinterpret_cast<const uint8_t*>(&rb);
+        b.insert(b.end(), bp, bp + sizeof rb);
+        encode_end(99999, 1, 0, b);
+        return parse_trace(b);
+    };
+    EXPECT_EQ(trace_of(2, 1, 0, 4096).requests.size(), 1u);
+    for (const auto& t : {trace_of(1, 1, 0, 4096), trace_of(2, 2, 0, 4096), trace_of(2, 1, 0, uint64_t{1} << 33)}) {
+        ASSERT_EQ(t.bad.size(), 1u);
+        EXPECT_EQ(t.bad[0].field, "flags") << t.bad[0].describe();
+    }
+    // Version 1 without the flag reads as before.
+    std::vector<uint8_t> b(sizeof(FileHeader));
+    FileHeader h = header();
+    std::memcpy(h.magic, kMagic, sizeof kMagic);
+    h.version = 1;
+    std::memcpy(b.data(), &h, sizeof h);
+    RequestRecord two = request(2, 0, {4096, 512});
+    encode(two, b);
+    encode_end(99999, 1, 0, b);
+    const Trace t = parse_trace(b);
+    ASSERT_EQ(t.requests.size(), 1u);
+    EXPECT_EQ(t.requests[0].seg_lens, (std::vector<uint32_t>{4096, 512}));
 }
 
 // What the guest sent and the device refused is recorded as sent.

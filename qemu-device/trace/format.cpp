@@ -62,26 +62,37 @@ void finish(std::vector<uint8_t>& out, size_t start) {
 }  // namespace
 
 void encode(const RequestRecord& r, std::vector<uint8_t>& out) {
-    const size_t start = out.size();
-    const uint16_t recorded = static_cast<uint16_t>(std::min<size_t>(r.seg_lens.size(), kMaxRecordedSegs));
     uint16_t flags = r.flags;
+    uint16_t recorded = static_cast<uint16_t>(std::min<size_t>(r.seg_lens.size(), kMaxRecordedSegs));
     if (recorded < r.seg_lens.size()) flags |= kReqSegsTruncated;
-    put(out, RecordPrefix{0, static_cast<uint16_t>(RecordKind::request), flags});
-    RequestBody b{};
-    b.seq = r.seq;
-    b.sector = r.sector;
-    b.bytes = r.bytes;
-    b.t_submit_ns = r.t_submit_ns;
-    b.t_complete_ns = r.t_complete_ns;
-    b.type = r.type;
-    b.queue = r.queue;
-    b.head = r.head;
-    b.nsegs = r.nsegs;
-    b.status = r.status;
-    b.nsegs_recorded = recorded;
-    put(out, b);
-    for (uint16_t i = 0; i < recorded; ++i) put(out, r.seg_lens[i]);
-    finish(out, start);
+    if (r.nsegs == 1 && r.seg_lens.size() == 1 && r.seg_lens[0] == r.bytes) {
+        flags |= kReqOneSegment;
+        recorded = 0;
+    }
+    // Prefix and body in one piece: on the request path, one copy.
+    struct {
+        RecordPrefix p;
+        RequestBody b;
+    } rec{};
+    static_assert(sizeof rec == sizeof(RecordPrefix) + sizeof(RequestBody));
+    const size_t segs_bytes = (4u * recorded + 7) / 8 * 8;
+    rec.p = RecordPrefix{static_cast<uint32_t>(sizeof rec + segs_bytes), static_cast<uint16_t>(RecordKind::request), flags};
+    rec.b.seq = r.seq;
+    rec.b.sector = r.sector;
+    rec.b.bytes = r.bytes;
+    rec.b.t_submit_ns = r.t_submit_ns;
+    rec.b.t_complete_ns = r.t_complete_ns;
+    rec.b.type = r.type;
+    rec.b.queue = r.queue;
+    rec.b.head = r.head;
+    rec.b.nsegs = r.nsegs;
+    rec.b.status = r.status;
+    rec.b.nsegs_recorded = recorded;
+    const size_t start = out.size();
+    out.resize(start + sizeof rec + segs_bytes);
+    std::memcpy(out.data() + start, &rec, sizeof rec);
+    if (recorded) std::memcpy(out.data() + start + sizeof rec, r.seg_lens.data(), 4u * recorded);
+    if (segs_bytes > 4u * recorded) std::memset(out.data() + start + sizeof rec + 4u * recorded, 0, segs_bytes - 4u * recorded);
 }
 
 void encode(const EventRecord& e, std::vector<uint8_t>& out) {

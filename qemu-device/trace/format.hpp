@@ -10,7 +10,9 @@
 namespace blkrig::trace {
 
 inline constexpr char kMagic[8] = {'B', 'L', 'K', 'R', 'I', 'G', 'T', 'R'};
-inline constexpr uint32_t kVersion = 1;
+// Version 2 added kReqOneSegment; the reader reads 1 and 2.
+inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kOldestVersion = 1;
 
 // File header (fixed part, 40 bytes), followed by config_json_len bytes of
 // JSON describing the device (geometry, store, options).
@@ -53,12 +55,15 @@ inline constexpr uint16_t kReqMalformed = 1;     // the chain held no valid virt
 inline constexpr uint16_t kReqSegsTruncated = 2; // more segments than recorded lengths
 inline constexpr uint16_t kReqResubmitted = 4;   // fetched by an earlier device process or queue start, resubmitted from the inflight region
 inline constexpr uint16_t kReqUnfinished = 8;    // still in the inflight region, never completed, when the device process ended (status none)
+// One segment of `bytes` bytes, its length not repeated after the body: the
+// common request's record is 64 bytes, not 72 (version 2).
+inline constexpr uint16_t kReqOneSegment = 16;
 
 inline constexpr uint32_t kTypeUnknown = UINT32_MAX;  // header could not be read
 inline constexpr uint16_t kMaxRecordedSegs = 1024;
 
 // RecordPrefix, then this, then nsegs_recorded × uint32 segment lengths,
-// zero-padded to 8 bytes.
+// zero-padded to 8 bytes (none with kReqOneSegment).
 struct RequestBody {
     uint64_t seq;            // arrival order over all queues, from 0
     uint64_t sector;         // first sector (first range for discard/write_zeroes)

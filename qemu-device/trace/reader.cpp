@@ -69,7 +69,10 @@ std::optional<Problem> check(const RequestBody& rb, uint16_t flags, const FileHe
         return Problem{"t_complete_ns", fmt::format("{} is before t_submit_ns {}: completed before it was submitted", rb.t_complete_ns, rb.t_submit_ns)};
     if (rb.status != kStatusOk && rb.status != kStatusIoErr && rb.status != kStatusUnsupp && rb.status != kStatusNone)
         return Problem{"status", fmt::format("{} is not a status (0 ok, 1 ioerr, 2 unsupp, 255 none)", rb.status)};
-    if (flags & ~(kReqMalformed | kReqSegsTruncated | kReqResubmitted | kReqUnfinished)) return Problem{"flags", fmt::format("{:#x} has bits no device sets", flags)};
+    const uint16_t known = kReqMalformed | kReqSegsTruncated | kReqResubmitted | kReqUnfinished | (h.version >= 2 ? kReqOneSegment : 0);
+    if (flags & ~known) return Problem{"flags", fmt::format("{:#x} has bits no device sets", flags)};
+    if ((flags & kReqOneSegment) && (rb.nsegs != 1 || rb.nsegs_recorded != 0 || rb.bytes > UINT32_MAX))
+        return Problem{"flags", fmt::format("one segment of {} bytes, but nsegs {} and {} lengths recorded", rb.bytes, rb.nsegs, rb.nsegs_recorded)};
     if (rb.nsegs_recorded > rb.nsegs || rb.nsegs_recorded > kMaxRecordedSegs)
         return Problem{"nsegs_recorded", fmt::format("{} segment lengths recorded for {} segments (at most {})", rb.nsegs_recorded, rb.nsegs, kMaxRecordedSegs)};
     if (rb.status != kStatusOk) return std::nullopt;
@@ -116,8 +119,9 @@ Trace parse_trace(std::span<const uint8_t> b) {
     if (b.size() < sizeof(FileHeader)) throw ReadError(fmt::format("not a blkrig trace: {} bytes, shorter than the header", b.size()));
     t.header = get<FileHeader>(b, 0);
     if (std::memcmp(t.header.magic, kMagic, sizeof kMagic) != 0) throw ReadError("not a blkrig trace: bad magic");
-    if (t.header.version != kVersion)
-        throw ReadError(fmt::format("trace format version {} is not supported (this build reads version {})", t.header.version, kVersion));
+    if (t.header.version < kOldestVersion || t.header.version > kVersion)
+        throw ReadError(fmt::format("trace format version {} is not supported (this build reads versions {} to {})", t.header.version,
+                                    kOldestVersion, kVersion));
     size_t off = sizeof(FileHeader);
     if (t.header.config_json_len > b.size() - off) throw ReadError("trace header cut short (device configuration)");
     t.config_json.assign(reinterpret_cast<const char*>(b.data() + off), t.header.config_json_len);
@@ -161,8 +165,13 @@ Trace parse_trace(std::span<const uint8_t> b) {
             r.nsegs = rb.nsegs;
             r.status = rb.status;
             r.flags = p.flags;
-            r.seg_lens.resize(rb.nsegs_recorded);
-            if (rb.nsegs_recorded) std::memcpy(r.seg_lens.data(), body.data() + sizeof rb, 4ull * rb.nsegs_recorded);
+            if (p.flags & kReqOneSegment) {
+                r.seg_lens.assign(1, static_cast<uint32_t>(rb.bytes));
+                r.flags = p.flags & ~kReqOneSegment;  // how it was stored, not what it says
+            } else {
+                r.seg_lens.resize(rb.nsegs_recorded);
+                if (rb.nsegs_recorded) std::memcpy(r.seg_lens.data(), body.data() + sizeof rb, 4ull * rb.nsegs_recorded);
+            }
             t.order.push_back({RecordKind::request, t.requests.size()});
             t.requests.push_back(std::move(r));
             break;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include <cerrno>
 #include <cstring>
@@ -101,7 +102,10 @@ void Writer::append(F&& encode_fn, bool is_request) {
         pending_.clear();
         return;
     }
-    cv_.notify_one();
+    if (!wake_ && (!is_request || pending_.size() >= kWakeBytes)) {
+        wake_ = true;
+        cv_.notify_one();
+    }
 }
 
 void Writer::record(const RequestRecord& r) {
@@ -145,7 +149,9 @@ void Writer::run() {
     std::vector<uint8_t> batch;
     std::unique_lock lock(mu_);
     for (;;) {
-        cv_.wait(lock, [&] { return stop_ || !pending_.empty() || dropped_since_ > 0; });
+        cv_.wait_for(lock, std::chrono::milliseconds(kFlushEveryMs), [&] { return stop_ || wake_; });
+        wake_ = false;
+        if (pending_.capacity() < kWakeBytes * 2) pending_.reserve(kWakeBytes * 2);  // no growth on the request path
         batch.swap(pending_);
         if (dropped_since_ > 0) {
             encode_dropped(dropped_since_, monotonic_ns(), batch);
@@ -154,7 +160,7 @@ void Writer::run() {
         const bool stopping = stop_;
         lock.unlock();
         if (!batch.empty()) write_all(batch);
-        batch.clear();
+        batch.clear();  // keeps its capacity: swapped back in as pending_
         if (stopping) return;
         lock.lock();
     }
