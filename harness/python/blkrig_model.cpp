@@ -89,46 +89,22 @@ PyStep make_step(const model::Step& s) {
             to_py(s.args)};
 }
 
+// A request as Python sees it: the device's record itself (its fields are
+// read from it, not copied one by one), and what correlation adds.
 struct PyRequest {
-    uint64_t seq;
-    uint16_t queue, head;
-    std::string op;
-    uint64_t sector, sectors, bytes;
-    uint16_t nsegs;
-    std::vector<uint32_t> seg_lens;
-    std::string status;
-    uint64_t t_submit_ns, t_complete_ns;
-    uint32_t fault_rule;
-    std::string fault_action;
-    uint64_t fault_delay_ns;
+    model::Request rec;
     std::vector<std::pair<uint64_t, uint64_t>> bios;
     std::string guest_rwbs;
     std::string file;
-    int64_t file_offset;
-    uint64_t file_bytes;
+    int64_t file_offset = -1;
+    uint64_t file_bytes = 0;
     std::optional<int> step;
-    bool malformed;
-    bool unfinished;  // never completed: in flight when the device ended
     std::optional<int> guest_cpu;  // the CPU its matched block_rq_issue was traced on
 };
 
 PyRequest make_request(const model::Run& run, const model::Request& r, const model::FileHit* hit = nullptr, int hit_file = -1) {
     PyRequest p;
-    p.seq = r.seq;
-    p.queue = r.queue;
-    p.head = r.head;
-    p.op = r.op();
-    p.sector = r.sector;
-    p.sectors = r.sectors();
-    p.bytes = r.bytes;
-    p.nsegs = r.nsegs;
-    p.seg_lens = r.seg_lens;
-    p.status = trace::status_label(r.status);
-    p.t_submit_ns = r.t_submit_ns;
-    p.t_complete_ns = r.t_complete_ns;
-    p.fault_rule = r.fault_rule;
-    p.fault_action = r.fault_action ? trace::fault_action_name(r.fault_action) : "";
-    p.fault_delay_ns = r.fault_delay_ns;
+    p.rec = r;
     if (r.issue >= 0) {
         const auto& is = run.issues[static_cast<size_t>(r.issue)];
         if (const int16_t cpu = run.guest.events[is.event].cpu; cpu >= 0) p.guest_cpu = cpu;
@@ -145,23 +121,21 @@ PyRequest make_request(const model::Run& run, const model::Request& r, const mod
     } else if (r.file >= 0) {
         p.file = run.files[static_cast<size_t>(r.file)].guest_path;
         p.file_offset = static_cast<int64_t>(r.file_offset);
-        p.file_bytes = 0;
         for (const auto& h : model::file_hits(run, r.file, {&r})) p.file_bytes = h.file_bytes;
-    } else {
-        p.file_offset = -1;
-        p.file_bytes = 0;
     }
     p.step = r.step >= 0 && run.steps[static_cast<size_t>(r.step)].index >= 0 ? std::optional<int>(run.steps[static_cast<size_t>(r.step)].index)
                                                                                  : std::nullopt;
-    p.malformed = r.flags & trace::kReqMalformed;
-    p.unfinished = r.flags & trace::kReqUnfinished;
     return p;
 }
 
-std::string repr(const PyRequest& r) {
-    std::string s = fmt::format("<Request seq={} {} {}+{} {}B {}seg {}", r.seq, r.op, r.sector, r.sectors, r.bytes, r.nsegs, r.status);
-    if (!r.file.empty()) s += fmt::format(" {}@{}", r.file, r.file_offset);
-    if (!r.fault_action.empty()) s += fmt::format(" fault {} {}", r.fault_rule, r.fault_action);
+std::string fault_action(const PyRequest& p) { return p.rec.fault_action ? trace::fault_action_name(p.rec.fault_action) : ""; }
+
+std::string repr(const PyRequest& p) {
+    const auto& r = p.rec;
+    std::string s = fmt::format("<Request seq={} {} {}+{} {}B {}seg {}", r.seq, r.op(), r.sector, r.sectors(), r.bytes, r.nsegs,
+                                trace::status_label(r.status));
+    if (!p.file.empty()) s += fmt::format(" {}@{}", p.file, p.file_offset);
+    if (r.fault_action) s += fmt::format(" fault {} {}", r.fault_rule, fault_action(p));
     return s + ">";
 }
 
@@ -300,31 +274,31 @@ PYBIND11_MODULE(blkrig_model, m) {
         });
 
     py::class_<PyRequest>(m, "Request")
-        .def_readonly("seq", &PyRequest::seq)
-        .def_readonly("queue", &PyRequest::queue)
-        .def_readonly("head", &PyRequest::head)
-        .def_readonly("op", &PyRequest::op)
-        .def_readonly("sector", &PyRequest::sector)
-        .def_readonly("sectors", &PyRequest::sectors)
-        .def_readonly("bytes", &PyRequest::bytes)
-        .def_readonly("nsegs", &PyRequest::nsegs)
-        .def_readonly("seg_lens", &PyRequest::seg_lens)
-        .def_readonly("status", &PyRequest::status)
-        .def_readonly("t_submit_ns", &PyRequest::t_submit_ns)
-        .def_readonly("t_complete_ns", &PyRequest::t_complete_ns)
-        .def_readonly("fault_rule", &PyRequest::fault_rule)
-        .def_readonly("fault_action", &PyRequest::fault_action)
-        .def_readonly("fault_delay_ns", &PyRequest::fault_delay_ns)
+        .def_property_readonly("seq", [](const PyRequest& p) { return p.rec.seq; })
+        .def_property_readonly("queue", [](const PyRequest& p) { return p.rec.queue; })
+        .def_property_readonly("head", [](const PyRequest& p) { return p.rec.head; })
+        .def_property_readonly("op", [](const PyRequest& p) { return p.rec.op(); })
+        .def_property_readonly("sector", [](const PyRequest& p) { return p.rec.sector; })
+        .def_property_readonly("sectors", [](const PyRequest& p) { return p.rec.sectors(); })
+        .def_property_readonly("end_sector", [](const PyRequest& p) { return p.rec.end_sector(); })
+        .def_property_readonly("bytes", [](const PyRequest& p) { return p.rec.bytes; })
+        .def_property_readonly("nsegs", [](const PyRequest& p) { return p.rec.nsegs; })
+        .def_property_readonly("seg_lens", [](const PyRequest& p) { return p.rec.seg_lens; })
+        .def_property_readonly("status", [](const PyRequest& p) { return std::string(trace::status_label(p.rec.status)); })
+        .def_property_readonly("t_submit_ns", [](const PyRequest& p) { return p.rec.t_submit_ns; })
+        .def_property_readonly("t_complete_ns", [](const PyRequest& p) { return p.rec.t_complete_ns; })
+        .def_property_readonly("fault_rule", [](const PyRequest& p) { return p.rec.fault_rule; })
+        .def_property_readonly("fault_action", &fault_action)
+        .def_property_readonly("fault_delay_ns", [](const PyRequest& p) { return p.rec.fault_delay_ns; })
+        .def_property_readonly("malformed", [](const PyRequest& p) { return (p.rec.flags & trace::kReqMalformed) != 0; })
+        .def_property_readonly("unfinished", [](const PyRequest& p) { return (p.rec.flags & trace::kReqUnfinished) != 0; })
         .def_readonly("bios", &PyRequest::bios)
         .def_readonly("guest_rwbs", &PyRequest::guest_rwbs)
         .def_readonly("file", &PyRequest::file)
         .def_readonly("file_offset", &PyRequest::file_offset)
         .def_readonly("file_bytes", &PyRequest::file_bytes)
         .def_readonly("step", &PyRequest::step)
-        .def_readonly("malformed", &PyRequest::malformed)
-        .def_readonly("unfinished", &PyRequest::unfinished)
         .def_readonly("guest_cpu", &PyRequest::guest_cpu, "the guest CPU its block_rq_issue ran on (None: unmatched or not traced)")
-        .def_property_readonly("end_sector", [](const PyRequest& r) { return r.sector + r.sectors; })
         .def("__repr__", &repr);
 
     py::class_<PyCheckResult>(m, "CheckResult")

@@ -77,17 +77,10 @@ void encode(const RequestRecord& r, std::vector<uint8_t>& out) {
     static_assert(sizeof rec == sizeof(RecordPrefix) + sizeof(RequestBody));
     const size_t segs_bytes = (4u * recorded + 7) / 8 * 8;
     rec.p = RecordPrefix{static_cast<uint32_t>(sizeof rec + segs_bytes), static_cast<uint16_t>(RecordKind::request), flags};
-    rec.b.seq = r.seq;
-    rec.b.sector = r.sector;
-    rec.b.bytes = r.bytes;
-    rec.b.t_submit_ns = r.t_submit_ns;
-    rec.b.t_complete_ns = r.t_complete_ns;
-    rec.b.type = r.type;
-    rec.b.queue = r.queue;
-    rec.b.head = r.head;
-    rec.b.nsegs = r.nsegs;
-    rec.b.status = r.status;
+    rec.b = r;  // the fixed part as it is
     rec.b.nsegs_recorded = recorded;
+    rec.b.reserved = 0;
+    rec.b.reserved2 = 0;
     const size_t start = out.size();
     out.resize(start + sizeof rec + segs_bytes);
     std::memcpy(out.data() + start, &rec, sizeof rec);

@@ -63,21 +63,23 @@ inline constexpr uint32_t kTypeUnknown = UINT32_MAX;  // header could not be rea
 inline constexpr uint16_t kMaxRecordedSegs = 1024;
 
 // RecordPrefix, then this, then nsegs_recorded × uint32 segment lengths,
-// zero-padded to 8 bytes (none with kReqOneSegment).
+// zero-padded to 8 bytes (none with kReqOneSegment). It is also the fixed
+// part of RequestRecord, the request as the device, the reader and the
+// model hold it: written and read in one copy, no field-by-field mapping.
 struct RequestBody {
-    uint64_t seq;            // arrival order over all queues, from 0
-    uint64_t sector;         // first sector (first range for discard/write_zeroes)
-    uint64_t bytes;          // payload bytes (bytes covered, for discard/write_zeroes)
-    uint64_t t_submit_ns;    // taken off the available ring
-    uint64_t t_complete_ns;  // put on the used ring
-    uint32_t type;           // VIRTIO_BLK_T_*, or kTypeUnknown
-    uint16_t queue;
-    uint16_t head;           // descriptor head index
-    uint16_t nsegs;          // payload descriptors (ranges, for discard/write_zeroes)
-    uint8_t status;          // VIRTIO_BLK_S_* or kStatusNone
-    uint8_t reserved;
-    uint16_t nsegs_recorded;
-    uint16_t reserved2;
+    uint64_t seq = 0;            // arrival order over all queues, from 0
+    uint64_t sector = 0;         // first sector (first range for discard/write_zeroes)
+    uint64_t bytes = 0;          // payload bytes (bytes covered, for discard/write_zeroes)
+    uint64_t t_submit_ns = 0;    // taken off the available ring
+    uint64_t t_complete_ns = 0;  // put on the used ring
+    uint32_t type = kTypeUnknown;  // VIRTIO_BLK_T_*, or kTypeUnknown
+    uint16_t queue = 0;
+    uint16_t head = 0;           // descriptor head index
+    uint16_t nsegs = 0;          // payload descriptors (ranges, for discard/write_zeroes)
+    uint8_t status = kStatusNone;  // VIRTIO_BLK_S_* or kStatusNone
+    uint8_t reserved = 0;
+    uint16_t nsegs_recorded = 0;  // the file's: set by encode, seg_lens.size() in memory
+    uint16_t reserved2 = 0;
 };
 static_assert(sizeof(RequestBody) == 56);
 
@@ -141,19 +143,10 @@ struct EndBody {
 };
 
 // Decoded forms, shared by the writer's callers and the reader. A request
-// record is the one record of a request from the device to the checks: the
-// model's Request is this record plus what correlation adds.
-struct RequestRecord {
-    uint64_t seq = 0;
-    uint64_t sector = 0;
-    uint64_t bytes = 0;
-    uint64_t t_submit_ns = 0;
-    uint64_t t_complete_ns = 0;
-    uint32_t type = kTypeUnknown;
-    uint16_t queue = 0;
-    uint16_t head = 0;
-    uint16_t nsegs = 0;
-    uint8_t status = kStatusNone;
+// record is the one record of a request from the device to the checks: its
+// fixed part is the on-disk RequestBody, and the model's Request is this
+// record plus what correlation adds.
+struct RequestRecord : RequestBody {
     uint16_t flags = 0;
     std::vector<uint32_t> seg_lens;
     // The fault that touched it (rule 0 with kFaultPowerOff: the device was

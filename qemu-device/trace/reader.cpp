@@ -154,16 +154,8 @@ Trace parse_trace(std::span<const uint8_t> b) {
                 break;
             }
             RequestRecord r;
-            r.seq = rb.seq;
-            r.sector = rb.sector;
-            r.bytes = rb.bytes;
-            r.t_submit_ns = rb.t_submit_ns;
-            r.t_complete_ns = rb.t_complete_ns;
-            r.type = rb.type;
-            r.queue = rb.queue;
-            r.head = rb.head;
-            r.nsegs = rb.nsegs;
-            r.status = rb.status;
+            static_cast<RequestBody&>(r) = rb;
+            r.nsegs_recorded = 0;  // in memory seg_lens says it
             r.flags = p.flags;
             if (p.flags & kReqOneSegment) {
                 r.seg_lens.assign(1, static_cast<uint32_t>(rb.bytes));
