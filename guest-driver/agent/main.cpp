@@ -46,6 +46,8 @@ Hello make_hello(const std::vector<std::string>& modules, std::vector<std::pair<
     h.cpus_online = cpus_online();
     h.functions_traced = tracing.functions_traced;
     h.functions_missing = tracing.functions_missing;
+    h.filter_lines = tracing.filter_lines;
+    h.filter_hint = tracing.filter_hint;
     h.events = tracing.events;
     h.events_missing = tracing.events_missing;
     h.t_ns = monotonic_ns();

@@ -52,19 +52,29 @@ std::vector<std::string> read_filter() {
     }
 }
 
+std::vector<std::string> sorted(std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+// Sets `lines`; true when the kernel says that set exactly `want`.
+bool set_lines(const std::vector<uint64_t>& lines, const std::vector<std::string>& want, Reporter& rep) {
+    std::string indices;
+    for (const uint64_t line : lines) indices += (indices.empty() ? "" : " ") + std::to_string(line);
+    return write_filter({indices}, rep) && sorted(read_filter()) == sorted(want);
+}
+
 // Sets the selection by line number, checks what the kernel says it set, and
 // falls back to names if that differs (the index form is documented from
-// 5.1; a kernel could number its list differently). Returns what is set.
-std::vector<std::string> set_filter(const FilterSelection& sel, Reporter& rep) {
-    std::string indices;
-    for (const size_t line : sel.lines) indices += (indices.empty() ? "" : " ") + std::to_string(line);
-    if (write_filter({indices}, rep)) {
-        std::vector<std::string> got = read_filter(), want = sel.selected;
-        std::sort(got.begin(), got.end());
-        std::sort(want.begin(), want.end());
-        if (got == want) return sel.selected;
-        rep.note("tracing: setting the filter by line number set other functions; setting it by name");
+// 5.1; a kernel could number its list differently). Returns what is set;
+// `lines` gets the lines when they were confirmed.
+std::vector<std::string> set_filter(const FilterSelection& sel, std::vector<uint64_t>& lines, Reporter& rep) {
+    const std::vector<uint64_t> want(sel.lines.begin(), sel.lines.end());
+    if (set_lines(want, sel.selected, rep)) {
+        lines = want;
+        return sel.selected;
     }
+    rep.note("tracing: setting the filter by line number set other functions; setting it by name");
     write_filter(sel.selected, rep);
     return read_filter();
 }
@@ -94,18 +104,34 @@ TracingSetup start_tracing(const TraceSpec& spec, Reporter& rep) {
     if (spec.buffer_kb > 0) knob("buffer_size_kb", std::to_string(spec.buffer_kb));
 
     if (!spec.functions.empty()) {
-        FilterSelection sel;
-        try {
-            sel = select_filters(read_text(kTracing + "available_filter_functions"), spec.functions);
-        } catch (const SysError& e) {
-            rep.note(std::string("tracing: ") + e.what());
-            sel.missing = spec.functions;
+        // An earlier boot's lines first: the same kernel and modules number
+        // their functions the same way, and the filter read back says so.
+        if (spec.hint && !spec.hint->lines.empty() && set_lines(spec.hint->lines, spec.hint->selected, rep)) {
+            t.filter_hint = "used";
+            t.filter_lines = spec.hint->lines;
+            t.functions_traced = spec.hint->selected;
+            t.functions_missing = spec.hint->missing;
+        } else {
+            if (spec.hint && !spec.hint->lines.empty()) {
+                t.filter_hint = "refused";
+                rep.note("tracing: the filter hint's lines set other functions; reading available_filter_functions");
+            }
+            FilterSelection sel;
+            try {
+                sel = select_filters(read_text(kTracing + "available_filter_functions"), spec.functions);
+            } catch (const SysError& e) {
+                rep.note(std::string("tracing: ") + e.what());
+                sel.missing = spec.functions;
+            }
+            t.functions_missing = sel.missing;
+            if (!sel.selected.empty()) t.functions_traced = set_filter(sel, t.filter_lines, rep);
         }
-        t.functions_missing = sel.missing;
-        if (!sel.selected.empty()) t.functions_traced = set_filter(sel, rep);
         // An empty filter would trace every function in the kernel.
         if (!t.functions_traced.empty()) {
-            if (!knob("current_tracer", "function")) t.functions_traced.clear();
+            if (!knob("current_tracer", "function")) {
+                t.functions_traced.clear();
+                t.filter_lines.clear();
+            }
         } else {
             rep.note("tracing: none of the wanted functions exists in this kernel; the function tracer stays off");
         }

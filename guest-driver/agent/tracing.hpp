@@ -14,6 +14,8 @@ namespace blkrig::agent {
 struct TracingSetup {
     std::vector<std::string> functions_traced;
     std::vector<std::string> functions_missing;
+    std::vector<uint64_t> filter_lines;  // Hello::filter_lines
+    std::string filter_hint = "none";    // Hello::filter_hint
     std::vector<std::string> events;
     std::vector<std::string> events_missing;
 };

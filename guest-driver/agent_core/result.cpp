@@ -43,6 +43,8 @@ std::string encode(const Hello& h) {
                  {"modules", h.modules},
                  {"functions_traced", h.functions_traced},
                  {"functions_missing", h.functions_missing},
+                 {"filter_lines", h.filter_lines},
+                 {"filter_hint", h.filter_hint},
                  {"events", h.events},
                  {"events_missing", h.events_missing},
                  {"queue", queue},

@@ -18,6 +18,11 @@ struct Hello {
     std::vector<std::string> modules;  // loaded from load-order
     std::vector<std::string> functions_traced;
     std::vector<std::string> functions_missing;  // wanted, matched nothing
+    // The lines of available_filter_functions that set functions_traced,
+    // when the kernel confirmed them (empty: set by name, or nothing): the
+    // host keeps them as the next boot's FilterHint.
+    std::vector<uint64_t> filter_lines;
+    std::string filter_hint = "none";  // the run's FilterHint: none | used | refused (the list was read after all)
     std::vector<std::string> events;
     std::vector<std::string> events_missing;
     std::vector<std::pair<std::string, std::string>> queue;  // read back after setting

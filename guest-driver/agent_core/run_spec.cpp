@@ -306,7 +306,7 @@ Marker parse_marker(const Json& j) {
 
 TraceSpec parse_trace(const Json& j) {
     const Object o(j, "trace");
-    o.only({"events", "functions", "buffer_kb"}, "");
+    o.only({"events", "functions", "buffer_kb", "filter_hint"}, "");
     TraceSpec t;
     t.events = o.strings("events");
     for (size_t i = 0; i < t.events.size(); ++i) {
@@ -324,6 +324,34 @@ TraceSpec parse_trace(const Json& j) {
                             "expected a function name or glob, got '" + t.functions[i] + "'");
     }
     t.buffer_kb = o.integer("buffer_kb", 0, 0, 1 << 22);
+    if (const Json* h = o.get("filter_hint")) {
+        const Object ho(*h, o.field("filter_hint"));
+        ho.only({"lines", "selected", "missing"}, "");
+        FilterHint hint;
+        const Json& lines = ho.need("lines");
+        if (!lines.is_array()) ho.fail("lines", std::string("expected an array of line numbers, got ") + type_name(lines));
+        uint64_t prev = 0;
+        for (size_t i = 0; i < lines.size(); ++i) {
+            const Json& l = lines[i];
+            // Ascending from 1, and no more than a kernel has functions.
+            if (!l.is_number_unsigned() || l.get<uint64_t>() <= prev || l.get<uint64_t>() > (1u << 22))
+                throw SpecError(ho.field("lines") + "[" + std::to_string(i) + "]",
+                                "expected a line number above the one before it and at most 4194304, got " +
+                                    (l.is_number_unsigned() ? std::to_string(l.get<uint64_t>()) : std::string(type_name(l))));
+            prev = l.get<uint64_t>();
+            hint.lines.push_back(prev);
+        }
+        hint.selected = ho.strings("selected");
+        hint.missing = ho.strings("missing");
+        for (const auto* names : {&hint.selected, &hint.missing})
+            for (size_t i = 0; i < names->size(); ++i)
+                if (!is_name((*names)[i], "*?[]!.-"))
+                    throw SpecError(ho.field(names == &hint.selected ? "selected" : "missing") + "[" + std::to_string(i) + "]",
+                                    "expected a function name or glob, got '" + (*names)[i] + "'");
+        if (hint.lines.empty() != hint.selected.empty())
+            ho.fail("lines", "a hint names lines and the functions they set, or neither");
+        t.hint = std::move(hint);
+    }
     return t;
 }
 

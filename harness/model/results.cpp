@@ -12,7 +12,7 @@ using nlohmann::json;
 
 namespace {
 
-enum class Kind { string, integer, unsigned_integer, boolean, strings, string_map, object, object_or_null, array };
+enum class Kind { string, integer, unsigned_integer, boolean, strings, unsigned_integers, string_map, object, object_or_null, array };
 
 struct Field {
     const char* name;
@@ -26,6 +26,7 @@ const char* kind_text(Kind k) {
     case Kind::unsigned_integer: return "an unsigned integer";
     case Kind::boolean: return "true or false";
     case Kind::strings: return "a list of strings";
+    case Kind::unsigned_integers: return "a list of unsigned integers";
     case Kind::string_map: return "an object of strings";
     case Kind::object: return "an object";
     case Kind::object_or_null: return "an object or null";
@@ -48,6 +49,11 @@ bool is_kind(const json& v, Kind k) {
         if (!v.is_array()) return false;
         for (const auto& e : v)
             if (!e.is_string()) return false;
+        return true;
+    case Kind::unsigned_integers:
+        if (!v.is_array()) return false;
+        for (const auto& e : v)
+            if (!e.is_number_unsigned()) return false;
         return true;
     case Kind::string_map:
         if (!v.is_object()) return false;
@@ -100,7 +106,8 @@ std::optional<std::string> check_step(const json& j, std::string_view where) {
 std::optional<std::string> check_hello(const json& j) {
     return check_fields(j,
                         {{"kernel", Kind::string}, {"modules", Kind::strings}, {"functions_traced", Kind::strings},
-                         {"functions_missing", Kind::strings}, {"events", Kind::strings}, {"events_missing", Kind::strings},
+                         {"functions_missing", Kind::strings}, {"filter_lines", Kind::unsigned_integers}, {"filter_hint", Kind::string},
+                         {"events", Kind::strings}, {"events_missing", Kind::strings},
                          {"queue", Kind::string_map}, {"sysfs", Kind::string_map}, {"cpus_online", Kind::string}, {"t_ns", Kind::integer}},
                         "hello record");
 }

@@ -10,6 +10,7 @@
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
 #include "run/build_cache.hpp"
+#include "run/filter_hint.hpp"
 #include "run/knobs.hpp"
 #include "model/ftrace.hpp"
 #include "model/results.hpp"
@@ -132,16 +133,25 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
 
 // Builds initrd.gz in out with init as /init, files (SRC:DEST), modules
 // and the filesystem driver's.
+// The modules an initramfs gets: `base`, the filesystem's, the scheduler's.
+std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const RunOptions& o, const FsDriver& fsd,
+                                           std::vector<std::string> modules) {
+    for (const auto& m : fsd.modules) modules.push_back(m);
+    for (const auto& m : scheduler_modules(sc.guest, o.kernel_dir)) modules.push_back(m);
+    return modules;
+}
+
+// The agent's initramfs modules (the vm command's shell adds none of its own).
+const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
+
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
-                                         const std::vector<std::string>& files, std::vector<std::string> modules, const FsDriver& fsd,
-                                         json* cache_note = nullptr) {
+                                         const std::vector<std::string>& files, const std::vector<std::string>& base_modules,
+                                         const FsDriver& fsd, json* cache_note = nullptr) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.gz").string()};
     for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
-    for (const auto& m : fsd.modules) modules.push_back(m);
-    for (const auto& m : scheduler_modules(sc.guest, o.kernel_dir)) modules.push_back(m);
-    for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
+    for (const auto& m : initramfs_modules(sc, o, fsd, base_modules)) mi.insert(mi.end(), {"--module", m});
     // The key: every input mkinitramfs reads (the argv names the rest).
     CacheKey key("initramfs");
     // Paths inside the run folder differ from run to run; what they hold is hashed below.
@@ -450,12 +460,17 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     }
     if (markers::needed_for(steps.size()) > sectors::to_bytes(kMarkerSectors) / sc.device.logical_block_size)
         return fail_with(Outcome::bad_input, fmt::format("{}: {} steps need more markers than the region holds", sc.file, steps.size()));
+    // What an earlier boot of this kernel with these modules set as the
+    // function filter (run/filter_hint.hpp).
+    const CacheKey hint_key = filter_hint_key(o.kernel_dir, initramfs_modules(sc, o, fsd, kAgentModules), kFunctions);
+    if (o.guest_trace)
+        if (auto hint = load_filter_hint(hint_key, run_spec)) run_spec["trace"]["filter_hint"] = std::move(*hint);
     write_file(out / "run.json", run_spec.dump(2));
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
     {
         auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
-                                   {"virtio_pci", "virtio_blk", "virtio_console"}, fsd, &build_cache);
+                                   kAgentModules, fsd, &build_cache);
         if (launch::interrupted_by()) return interrupted(sc, o, out, "building the initramfs", 0);
         if (bad) return *bad;
     }
@@ -497,6 +512,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         before = std::move(res.before_steps);
         done = res.done;
     }
+    if (o.guest_trace) save_filter_hint(hint_key, hello);
     if (done) {
         for (auto& p : check_before_steps(before, extent_check, extents)) problems.push_back(std::move(p));
     }

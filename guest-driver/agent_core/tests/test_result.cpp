@@ -15,6 +15,8 @@ TEST(ResultEncoding, Hello) {
     h.modules = {"virtio_blk"};
     h.functions_traced = {"do_mpage_readpage"};
     h.functions_missing = {"mpage_read_end_io"};
+    h.filter_lines = {3, 17};
+    h.filter_hint = "used";
     h.events = {"block/block_bio_queue"};
     h.events_missing = {"block/nope"};
     h.queue = {{"scheduler", "[none] mq-deadline"}, {"nomerges", "2"}};
@@ -23,7 +25,8 @@ TEST(ResultEncoding, Hello) {
     h.t_ns = 5;
     EXPECT_EQ(encode(h),
               R"({"type":"hello","kernel":"6.1.0-57-cloud-amd64","modules":["virtio_blk"],"functions_traced":["do_mpage_readpage"],)"
-              R"("functions_missing":["mpage_read_end_io"],"events":["block/block_bio_queue"],"events_missing":["block/nope"],)"
+              R"("functions_missing":["mpage_read_end_io"],"filter_lines":[3,17],"filter_hint":"used",)"
+              R"("events":["block/block_bio_queue"],"events_missing":["block/nope"],)"
               R"("queue":{"scheduler":"[none] mq-deadline","nomerges":"2"},)"
               R"("sysfs":{"queue/logical_block_size":"4096","ro":"0","mq/0/cpu_list":"0"},"cpus_online":"0-1","t_ns":5})"
               "\n");

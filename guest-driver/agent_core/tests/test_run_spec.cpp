@@ -182,6 +182,22 @@ const Bad kBad[] = {
     {"trace_event_name", [](Json& j) { j["trace"]["events"][0] = "block/a/b"; }, "trace.events[0]", "subsystem/event"},
     {"trace_function_space", [](Json& j) { j["trace"]["functions"][1] = "do mpage"; }, "trace.functions[1]", "function name"},
     {"trace_buffer_negative", [](Json& j) { j["trace"]["buffer_kb"] = -1; }, "trace.buffer_kb", "between 0"},
+    {"hint_not_object", [](Json& j) { j["trace"]["filter_hint"] = 3; }, "trace.filter_hint", "expected an object"},
+    {"hint_unknown", [](Json& j) { j["trace"]["filter_hint"] = {{"lines", {1}}, {"selected", {"f"}}, {"extra", 1}}; },
+     "trace.filter_hint.extra", "unknown field"},
+    {"hint_no_lines", [](Json& j) { j["trace"]["filter_hint"] = {{"selected", {"f"}}}; }, "trace.filter_hint.lines", "missing"},
+    {"hint_line_zero", [](Json& j) { j["trace"]["filter_hint"] = {{"lines", {0}}, {"selected", {"f"}}}; }, "trace.filter_hint.lines[0]",
+     "above the one before"},
+    {"hint_lines_descending", [](Json& j) { j["trace"]["filter_hint"] = {{"lines", {5, 3}}, {"selected", {"f"}}}; },
+     "trace.filter_hint.lines[1]", "above the one before"},
+    {"hint_line_negative", [](Json& j) { j["trace"]["filter_hint"] = {{"lines", {-2}}, {"selected", {"f"}}}; },
+     "trace.filter_hint.lines[0]", "got an integer"},
+    {"hint_line_huge", [](Json& j) { j["trace"]["filter_hint"] = {{"lines", {4194305}}, {"selected", {"f"}}}; },
+     "trace.filter_hint.lines[0]", "at most 4194304"},
+    {"hint_bad_name", [](Json& j) { j["trace"]["filter_hint"] = {{"lines", {1}}, {"selected", {"a b"}}}; }, "trace.filter_hint.selected[0]",
+     "function name"},
+    {"hint_lines_without_names", [](Json& j) { j["trace"]["filter_hint"] = {{"lines", {1}}, {"selected", Json::array()}}; },
+     "trace.filter_hint.lines", "or neither"},
     {"timeout_zero", [](Json& j) { j["step_timeout_s"] = 0; }, "step_timeout_s", "between 1"},
     {"timeout_fraction", [](Json& j) { j["step_timeout_s"] = 1.5; }, "step_timeout_s", "got a fraction"},
     {"steps_missing", [](Json& j) { j.erase("steps"); }, "steps", "missing"},
@@ -238,6 +254,17 @@ TEST(RunSpec, ExtentCheck) {
     EXPECT_EQ(r.extent_check->fstype, "ext4");
     EXPECT_EQ(r.extent_check->options, "");
     EXPECT_EQ(r.extent_check->files, (std::vector<std::string>{"/a.bin", "/d/b.bin"}));
+}
+
+TEST(RunSpec, FilterHint) {
+    Json j = good();
+    EXPECT_FALSE(parse(j).trace.hint.has_value());
+    j["trace"]["filter_hint"] = {{"lines", {12, 40, 41}}, {"selected", {"mpage_readahead", "mpage_end_io", "x.isra.0"}}, {"missing", {"gone"}}};
+    const RunSpec r = parse(j);
+    ASSERT_TRUE(r.trace.hint.has_value());
+    EXPECT_EQ(r.trace.hint->lines, (std::vector<uint64_t>{12, 40, 41}));
+    EXPECT_EQ(r.trace.hint->selected, (std::vector<std::string>{"mpage_readahead", "mpage_end_io", "x.isra.0"}));
+    EXPECT_EQ(r.trace.hint->missing, (std::vector<std::string>{"gone"}));
 }
 
 class BadRunSpec : public ::testing::TestWithParam<Bad> {};

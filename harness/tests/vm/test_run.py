@@ -273,3 +273,30 @@ def test_delayed_requests_still_deliver_the_right_bytes(tmp_path):
     assert delayed and all(q["fault"]["action"] == "delay" and q["status"] == "ok" for q in delayed)
     # The device held each one at least the rule's 300 ms (its own clock).
     assert all(q["t_complete_ns"] - q["t_submit_ns"] >= 300_000_000 for q in delayed)
+
+
+def test_second_boot_sets_the_function_filter_from_the_first(tmp_path):
+    """The first boot of a kernel reads available_filter_functions and its
+    lines are kept (run/filter_hint); the second sets them without reading
+    the list, and traces the same functions: the hint changes the setup's
+    cost, not what is traced (docs/agent-protocol.md, trace.filter_hint)."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched: run ci/setup")
+    env = dict(os.environ, BLKRIG_BUILD_CACHE=str(tmp_path / "cache"))
+    hellos = []
+    for i in range(2):
+        out = tmp_path / f"r{i}"
+        r = subprocess.run([str(bt.blkrig()), "run", str(SCEN / "read-contiguous.toml"), "--out", str(out)], capture_output=True,
+                           text=True, timeout=600, env=env)
+        assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+        hellos.append(json.loads((out / "verdict.json").read_text())["guest"])
+    first, second = hellos
+    assert first["filter_hint"] == "none" and first["filter_lines"], first
+    assert second["filter_hint"] == "used", second
+    assert second["filter_lines"] == first["filter_lines"]
+    assert second["functions_traced"] == first["functions_traced"] and second["functions_missing"] == first["functions_missing"]
+    assert "filter_hint" in json.loads((tmp_path / "r1" / "run.json").read_text())["trace"]
+    # What was traced is the same too: the mpage functions the read hit.
+    hit = [sorted({e["function"] for e in load_jsonl(tmp_path / f"r{i}" / "guest-events.jsonl") if e.get("event") == "function"})
+           for i in range(2)]
+    assert hit[0] == hit[1] and hit[0], hit

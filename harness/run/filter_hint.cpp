@@ -1,0 +1,77 @@
+#include "run/filter_hint.hpp"
+
+#include "agent_core/run_spec.hpp"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+namespace blkrig::run {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path hint_file(const CacheKey& key) {
+    const fs::path dir = build_cache_dir();
+    return dir.empty() ? fs::path() : dir / "ftrace-filter" / (key.hex() + ".json");
+}
+
+}  // namespace
+
+CacheKey filter_hint_key(const fs::path& kernel_dir, const std::vector<std::string>& modules, const std::vector<std::string>& functions) {
+    CacheKey key("ftrace-filter");
+    key.file(kernel_dir / "release").stamp(kernel_dir / "modules" / "modules.dep");
+    for (const auto& m : modules) key.text("module " + m);
+    for (const auto& f : functions) key.text("function " + f);
+    return key;
+}
+
+std::optional<json> load_filter_hint(const CacheKey& key, const json& run_spec) {
+    const fs::path f = hint_file(key);
+    if (f.empty()) return std::nullopt;
+    std::ifstream in(f);
+    if (!in) return std::nullopt;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    try {
+        json hint = json::parse(ss.str());
+        json spec = run_spec;
+        spec["trace"]["filter_hint"] = hint;
+        (void)agent::parse_run_spec(spec.dump());  // the agent's parser: what it refuses, it never gets
+        return hint;
+    } catch (const std::exception&) {
+        std::error_code ec;
+        fs::remove(f, ec);  // broken: the next boot reads the list and writes it again
+        return std::nullopt;
+    }
+}
+
+void save_filter_hint(const CacheKey& key, const json& hello) {
+    const fs::path f = hint_file(key);
+    if (f.empty() || !hello.is_object()) return;
+    const auto lines = hello.find("filter_lines");
+    if (lines == hello.end() || !lines->is_array() || lines->empty() || hello.value("filter_hint", "") == "used") return;
+    const json hint = {{"lines", *lines},
+                       {"selected", hello.value("functions_traced", json::array())},
+                       {"missing", hello.value("functions_missing", json::array())}};
+    std::error_code ec;
+    fs::create_directories(f.parent_path(), ec);
+    // Written whole under a name of its own, then renamed: a reader sees the old file or the new one.
+    const fs::path tmp = f.string() + ".tmp." + std::to_string(::getpid());
+    {
+        std::ofstream out(tmp);
+        out << hint.dump() << "\n";
+        if (!out) {
+            fs::remove(tmp, ec);
+            return;
+        }
+    }
+    fs::rename(tmp, f, ec);
+    if (ec) fs::remove(tmp, ec);
+}
+
+}  // namespace blkrig::run
