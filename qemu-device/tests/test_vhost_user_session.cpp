@@ -66,6 +66,43 @@ blk::Geometry geometry() {
     return g;
 }
 
+// Guest memory the "front end" (this test) shares with the session by fd.
+struct SharedGuest {
+    static constexpr uint64_t kSize = 1 << 20;
+    static constexpr uint64_t kUva = 0x7f1200000000ull;  // front end's address for gpa 0
+
+    SharedGuest() : fd(::memfd_create("blkrig-test-guest", MFD_CLOEXEC)) {
+        if (!fd.valid() || ::ftruncate(fd.get(), kSize) != 0) throw std::runtime_error("memfd");
+        void* p = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+        if (p == MAP_FAILED) throw std::runtime_error("mmap");
+        mem = static_cast<uint8_t*>(p);
+    }
+    ~SharedGuest() { ::munmap(mem, kSize); }
+    SharedGuest(const SharedGuest&) = delete;
+    SharedGuest& operator=(const SharedGuest&) = delete;
+
+    template <typename T>
+    void put(uint64_t gpa, const T& v) {
+        std::memcpy(mem + gpa, &v, sizeof v);
+    }
+    template <typename T>
+    T get(uint64_t gpa) const {
+        T v;
+        std::memcpy(&v, mem + gpa, sizeof v);
+        return v;
+    }
+    // Ring indices are shared with the queue thread.
+    void publish16(uint64_t gpa, uint16_t v) {
+        std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(mem + gpa)).store(v, std::memory_order_release);
+    }
+    uint16_t load16(uint64_t gpa) const {
+        return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(mem + gpa)).load(std::memory_order_acquire);
+    }
+
+    UniqueFd fd;
+    uint8_t* mem = nullptr;
+};
+
 class SessionTest : public ::testing::Test {
 protected:
     SessionTest() : store_(store::make_ram(kCapacity * blk::kSectorSize)), dev_(geometry(), *store_, nullptr) {
@@ -112,6 +149,21 @@ protected:
     void negotiate_reply_ack() {
         handle(SET_PROTOCOL_FEATURES, bytes_of(uint64_t{bit(kProtoReplyAck)}));
         ASSERT_FALSE(reply_pending());
+    }
+
+    // The guest's memfd as `copies` regions, region i at gpa i * kSize
+    // (uva kUva + i * kSize), all from offset 0: copies > 1 alias its pages.
+    uint64_t map_guest(const SharedGuest& g, uint32_t copies = 1) {
+        std::vector<uint8_t> table(8, 0);
+        std::memcpy(table.data(), &copies, 4);
+        std::vector<UniqueFd> fds;
+        for (uint64_t i = 0; i < copies; ++i) {
+            const auto region =
+                bytes_of(MemRegionDesc{i * SharedGuest::kSize, SharedGuest::kSize, SharedGuest::kUva + i * SharedGuest::kSize, 0});
+            table.insert(table.end(), region.begin(), region.end());
+            fds.emplace_back(::dup(g.fd.get()));
+        }
+        return acked(SET_MEM_TABLE, table, std::move(fds));
     }
 
     // From here on the session's queues are served by one SharedLoop
@@ -317,43 +369,6 @@ TEST_F(SessionTest, ServeReturnsTrueOnStopFd) {
 
 // --- a request through a ring in shared memory ------------------------------
 
-// Guest memory the "front end" (this test) shares with the session by fd.
-struct SharedGuest {
-    static constexpr uint64_t kSize = 1 << 20;
-    static constexpr uint64_t kUva = 0x7f1200000000ull;  // front end's address for gpa 0
-
-    SharedGuest() : fd(::memfd_create("blkrig-test-guest", MFD_CLOEXEC)) {
-        if (!fd.valid() || ::ftruncate(fd.get(), kSize) != 0) throw std::runtime_error("memfd");
-        void* p = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-        if (p == MAP_FAILED) throw std::runtime_error("mmap");
-        mem = static_cast<uint8_t*>(p);
-    }
-    ~SharedGuest() { ::munmap(mem, kSize); }
-    SharedGuest(const SharedGuest&) = delete;
-    SharedGuest& operator=(const SharedGuest&) = delete;
-
-    template <typename T>
-    void put(uint64_t gpa, const T& v) {
-        std::memcpy(mem + gpa, &v, sizeof v);
-    }
-    template <typename T>
-    T get(uint64_t gpa) const {
-        T v;
-        std::memcpy(&v, mem + gpa, sizeof v);
-        return v;
-    }
-    // Ring indices are shared with the queue thread.
-    void publish16(uint64_t gpa, uint16_t v) {
-        std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(mem + gpa)).store(v, std::memory_order_release);
-    }
-    uint16_t load16(uint64_t gpa) const {
-        return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(mem + gpa)).load(std::memory_order_acquire);
-    }
-
-    UniqueFd fd;
-    uint8_t* mem = nullptr;
-};
-
 bool wait_readable(int fd, int timeout_ms) {
     pollfd p{fd, POLLIN, 0};
     return ::poll(&p, 1, timeout_ms) == 1;
@@ -389,14 +404,7 @@ TEST_F(SessionTest, WriteThenReadThroughARing) {
 
     EXPECT_EQ(acked(SET_OWNER), 0u);
     EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
-    std::vector<uint8_t> table(8, 0);
-    const uint32_t nregions = 1;
-    std::memcpy(table.data(), &nregions, 4);
-    const auto region = bytes_of(MemRegionDesc{0, SharedGuest::kSize, SharedGuest::kUva, 0});
-    table.insert(table.end(), region.begin(), region.end());
-    std::vector<UniqueFd> fds;
-    fds.emplace_back(::dup(g.fd.get()));
-    EXPECT_EQ(acked(SET_MEM_TABLE, table, std::move(fds)), 0u);
+    EXPECT_EQ(map_guest(g), 0u);
 
     UniqueFd kick(::eventfd(0, EFD_CLOEXEC)), call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{0, kNum})), 0u);
@@ -485,18 +493,7 @@ protected:
         negotiate_reply_ack();
         ASSERT_EQ(acked(SET_OWNER), 0u);
         ASSERT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
-        std::vector<uint8_t> table(8, 0);
-        const uint32_t nregions = 2;
-        std::memcpy(table.data(), &nregions, 4);
-        for (uint64_t i = 0; i < 2; ++i) {
-            const auto region =
-                bytes_of(MemRegionDesc{i * SharedGuest::kSize, SharedGuest::kSize, SharedGuest::kUva + i * SharedGuest::kSize, 0});
-            table.insert(table.end(), region.begin(), region.end());
-        }
-        std::vector<UniqueFd> fds;
-        fds.emplace_back(::dup(g_.fd.get()));
-        fds.emplace_back(::dup(g_.fd.get()));
-        ASSERT_EQ(acked(SET_MEM_TABLE, table, std::move(fds)), 0u);
+        ASSERT_EQ(map_guest(g_, 2), 0u);
     }
 
     // Two flush requests, heads 0 and 1 (0 -> 2, 1 -> 3): the used elements
