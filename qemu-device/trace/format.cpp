@@ -80,7 +80,7 @@ void encode(const RequestRecord& r, std::vector<uint8_t>& out) {
     rec.b = r;  // the fixed part as it is
     rec.b.nsegs_recorded = recorded;
     rec.b.reserved = 0;
-    rec.b.reserved2 = 0;
+    rec.b.flags = 0;  // in the prefix
     const size_t start = out.size();
     out.resize(start + sizeof rec + segs_bytes);
     std::memcpy(out.data() + start, &rec, sizeof rec);

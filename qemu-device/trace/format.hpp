@@ -79,7 +79,9 @@ struct RequestBody {
     uint8_t status = kStatusNone;  // VIRTIO_BLK_S_* or kStatusNone
     uint8_t reserved = 0;
     uint16_t nsegs_recorded = 0;  // the file's: set by encode, seg_lens.size() in memory
-    uint16_t reserved2 = 0;
+    // 0 in the file, whose flags are the record prefix's; in memory the
+    // record's flags (kReq*), in this slot so the record stays 96 bytes.
+    uint16_t flags = 0;
 };
 static_assert(sizeof(RequestBody) == 56);
 
@@ -147,7 +149,6 @@ struct EndBody {
 // fixed part is the on-disk RequestBody, and the model's Request is this
 // record plus what correlation adds.
 struct RequestRecord : RequestBody {
-    uint16_t flags = 0;
     std::vector<uint32_t> seg_lens;
     // The fault that touched it (rule 0 with kFaultPowerOff: the device was
     // off). The writer puts it in the request's fault record; the model
@@ -156,6 +157,7 @@ struct RequestRecord : RequestBody {
     uint16_t fault_action = 0;
     uint64_t fault_delay_ns = 0;
 };
+static_assert(sizeof(RequestRecord) <= 96 || sizeof(void*) != 8, "the model holds a million of these");
 
 struct EventRecord {
     uint64_t t_ns = 0;
