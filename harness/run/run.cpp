@@ -145,13 +145,13 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
-                                         const std::vector<std::string>& files, const std::vector<std::string>& base_modules,
-                                         const FsDriver& fsd, json* cache_note = nullptr) {
+                                         const std::vector<std::string>& files, const std::vector<std::string>& modules,
+                                         json* cache_note = nullptr) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.gz").string()};
     for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
-    for (const auto& m : initramfs_modules(sc, o, fsd, base_modules)) mi.insert(mi.end(), {"--module", m});
+    for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     // The key: every input mkinitramfs reads (the argv names the rest).
     CacheKey key("initramfs");
     // Paths inside the run folder differ from run to run; what they hold is hashed below.
@@ -462,7 +462,8 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         return fail_with(Outcome::bad_input, fmt::format("{}: {} steps need more markers than the region holds", sc.file, steps.size()));
     // What an earlier boot of this kernel with these modules set as the
     // function filter (run/filter_hint.hpp).
-    const CacheKey hint_key = filter_hint_key(o.kernel_dir, initramfs_modules(sc, o, fsd, kAgentModules), kFunctions);
+    const std::vector<std::string> modules = initramfs_modules(sc, o, fsd, kAgentModules);
+    const CacheKey hint_key = filter_hint_key(o.kernel_dir, modules, kFunctions);
     if (o.guest_trace)
         if (auto hint = load_filter_hint(hint_key, run_spec)) run_spec["trace"]["filter_hint"] = std::move(*hint);
     write_file(out / "run.json", run_spec.dump(2));
@@ -470,7 +471,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     // 3. The initramfs: the agent as /init, the run description, the modules.
     {
         auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
-                                   kAgentModules, fsd, &build_cache);
+                                   modules, &build_cache);
         if (launch::interrupted_by()) return interrupted(sc, o, out, "building the initramfs", 0);
         if (bad) return *bad;
     }
@@ -642,7 +643,8 @@ RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const fs::path& 
     std::string conf = fmt::format("FSTYPE='{}'\nMOUNT_OPTIONS='{}'\n", fsd.fstype, sc.guest.mount_options);
     for (const auto& [k, v] : sc.guest.queue) conf += fmt::format("QUEUE_{}='{}'\n", k, v);
     write_file(out / "vm.conf", conf);
-    if (auto bad = build_initramfs(sc, o, out, init_shell, {(out / "vm.conf").string() + ":/etc/blkrig/vm.conf"}, {"virtio_pci", "virtio_blk"}, fsd))
+    if (auto bad = build_initramfs(sc, o, out, init_shell, {(out / "vm.conf").string() + ":/etc/blkrig/vm.conf"},
+                                   initramfs_modules(sc, o, fsd, {"virtio_pci", "virtio_blk"})))
         return *bad;
     launch::BootSpec b = boot_spec(sc, o, out);
     b.interactive = true;

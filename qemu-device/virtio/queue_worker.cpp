@@ -247,6 +247,10 @@ void SharedLoop::add(QueueWorker* w) {
 
 void SharedLoop::remove(QueueWorker* w) {
     std::lock_guard lock(mu_);
+    forget(w);
+}
+
+void SharedLoop::forget(QueueWorker* w) {
     busy_.erase(w);
     if (registered_.erase(w)) {
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
@@ -280,26 +284,13 @@ void SharedLoop::run() {
             } else if (w->on_kick()) {
                 busy_.insert(w);
             }
-            if (w->broken()) {
-                busy_.erase(w);
-                registered_.erase(w);
-                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
-                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
-            }
+            if (w->broken()) forget(w);
         }
         // The queues whose budget ran out get one more each, in turn.
         for (auto it = busy_.begin(); it != busy_.end();) {
-            QueueWorker* w = *it;
-            if (w->step() && !w->broken()) {
-                ++it;
-                continue;
-            }
-            it = busy_.erase(it);
-            if (w->broken()) {
-                registered_.erase(w);
-                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
-                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
-            }
+            QueueWorker* w = *it++;  // forget() may erase it
+            if (!w->step()) busy_.erase(w);
+            if (w->broken()) forget(w);
         }
     }
 }

@@ -104,6 +104,7 @@ public:
 
 private:
     void run();
+    void forget(QueueWorker* w);  // under mu_: no more events or turns for it
 
     int epoll_fd_ = -1;
     int stop_fd_ = -1;
