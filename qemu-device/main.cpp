@@ -44,6 +44,7 @@ struct Options {
     bool trace_continue = false;
     bool once = false;
     std::string io_threads = "per-queue";
+    std::string io_engine = "uring";
     std::vector<std::string> fault_rules;
     std::string control_path;
     std::string faults_file;
@@ -74,6 +75,10 @@ void add_options(CLI::App& app, Options& o) {
     app.add_flag("--once", o.once, "Exit when the first front end disconnects");
     app.add_option("--io-threads", o.io_threads, "per-queue (a thread per virtqueue) or single (one epoll thread for all)")
         ->check(CLI::IsMember({"per-queue", "single"}));
+    app.add_option("--io-engine", o.io_engine,
+                   "uring (each queue keeps requests in flight on io_uring; a RAM store, or a host without io_uring, runs them "
+                   "synchronously) or sync (every request on its queue thread)")
+        ->check(CLI::IsMember({"uring", "sync"}));
     app.add_option("--log-level", o.log_level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     app.add_option("--num-queues", o.geo.num_queues, "Queues offered (config num_queues, GET_QUEUE_NUM)")->check(CLI::Range(1, 64));
     app.add_option("--queue-size", o.geo.queue_size, "Largest ring size accepted")->check(CLI::Range(1, 32768));
@@ -244,6 +249,7 @@ nlohmann::json describe(const Options& o, const store::Store& s) {
             {"snapshot", o.snapshot},
             {"direct", o.direct},
             {"io_threads", o.io_threads},
+            {"io_engine", o.io_engine},
             {"crash_model", o.crash_model || !o.write_log.empty() || !o.power_cut.empty()}};
 }
 
@@ -311,6 +317,7 @@ int run(Options& o) {
         wlog = std::make_unique<store::WriteLog>(*store, o.write_log);
     }
     blk::BlkDevice dev(o.geo, *store, tw.get(), &engine, wlog.get(), plan);
+    dev.use_async(o.io_engine == "uring");
     if (tw && tw->continued()) {
         dev.seq_at_least(tw->next_seq());
         const std::string text = fmt::format("device restarted (pid {}): the trace continues at seq {} after {} request(s)", ::getpid(),

@@ -9,6 +9,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/wait.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -125,6 +126,56 @@ bool console_has(const fs::path& p, std::string_view needle) {
     return text.find(needle) != std::string::npos;
 }
 
+PortWatch::PortWatch(const BootSpec& spec, Clock::time_point t0) : t0_(t0) {
+    for (const auto& [port, file] : spec.serial_ports)
+        if (port == "blkrig.results") file_ = spec.out_dir / file;
+    if (file_.empty()) return;
+    name_ = file_.filename().string();
+    fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd_ < 0) return;
+    // The folder until QEMU creates the file, then the file alone: the
+    // folder's other files (console.log, trace.bin) change all the time.
+    dir_wd_ = ::inotify_add_watch(fd_, file_.parent_path().c_str(), IN_CREATE);
+    update();
+}
+
+PortWatch::~PortWatch() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+void PortWatch::update() {
+    if (fd_ < 0) return;
+    alignas(inotify_event) char buf[4096];
+    while (::read(fd_, buf, sizeof buf) > 0) {
+    }
+    if (file_wd_ < 0) {
+        file_wd_ = ::inotify_add_watch(fd_, file_.c_str(), IN_MODIFY);
+        if (file_wd_ < 0) return;  // not there yet
+        if (dir_wd_ >= 0) ::inotify_rm_watch(fd_, dir_wd_);
+        dir_wd_ = -1;
+    }
+    read_lines();
+}
+
+void PortWatch::read_lines() {
+    std::ifstream in(file_, std::ios::binary);
+    if (!in.seekg(static_cast<std::streamoff>(offset_))) return;
+    const std::string more((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (more.empty()) return;
+    offset_ += more.size();
+    partial_ += more;
+    const double now = std::chrono::duration<double>(Clock::now() - t0_).count();
+    size_t start = 0;
+    for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
+        const auto j = nlohmann::json::parse(std::string_view(partial_).substr(start, nl - start), nullptr, false);
+        if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) continue;  // run/ names a bad line, not this
+        const auto& type = j["type"].get_ref<const std::string&>();
+        if (type == "hello" && !hello_s) hello_s = now;
+        if (type == "done" && !done_s) done_s = now;
+    }
+    partial_.erase(0, start);
+}
+
 void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann::json& launcher_fields) {
     nlohmann::json j = {{"kernel", spec.kernel.string()},
                         {"initrd", spec.initrd.string()},
@@ -140,6 +191,8 @@ void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann
                         {"outcome", to_string(res.outcome)},
                         {"message", res.message},
                         {"seconds", res.seconds}};
+    if (res.hello_s) j["hello_s"] = *res.hello_s;
+    if (res.done_s) j["done_s"] = *res.done_s;
     if (spec.restart_on_crash) {
         j["restart_on_crash"] = true;
         j["restarts"] = nlohmann::json::array();
@@ -154,12 +207,14 @@ void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann
 namespace {
 
 // Waits for a signal or until deadline; returns the signal number, or 0 on timeout.
-int wait_signal(int sig_fd, Clock::time_point deadline) {
+// The port watch is updated when its fd is readable.
+int wait_signal(int sig_fd, Clock::time_point deadline, detail::PortWatch& watch) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) return 0;
-    pollfd p{sig_fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
-    if (r <= 0) return -1;  // re-check children and the deadline
+    pollfd p[2] = {{sig_fd, POLLIN, 0}, {watch.fd(), POLLIN, 0}};
+    const int r = ::poll(p, 2, static_cast<int>(std::min<long long>(left, 1000)));
+    if (r > 0 && p[1].revents) watch.update();
+    if (r <= 0 || !(p[0].revents & POLLIN)) return -1;  // re-check children and the deadline
     signalfd_siginfo si{};
     if (::read(sig_fd, &si, sizeof si) != sizeof si) return -1;
     return static_cast<int>(si.ssi_signo);
@@ -215,10 +270,11 @@ BootResult boot_qemu(const BootSpec& spec) {
     }
     qemu_argv.insert(qemu_argv.end(), spec.qemu_args.begin(), spec.qemu_args.end());
     Child qemu("qemu", qemu_argv, spec.interactive ? std::string() : console.string());
+    detail::PortWatch watch(spec, t0);
 
     const auto deadline = spec.interactive ? Clock::time_point::max() : Clock::now() + std::chrono::seconds(spec.timeout_s);
     for (;;) {
-        int sig = wait_signal(sig_fd, deadline);
+        int sig = wait_signal(sig_fd, deadline, watch);
         if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || interrupted_by()) {
             note_interrupt(sig > 0 ? sig : interrupted_by());
             sig = interrupted_by();
@@ -269,6 +325,9 @@ BootResult boot_qemu(const BootSpec& spec) {
     // SIGTERM makes the device close its trace with an end record.
     detail::stop_device(device, spec, res);
     res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    watch.update();  // what QEMU wrote last
+    res.hello_s = watch.hello_s;
+    res.done_s = watch.done_s;
     detail::write_boot_json(spec, res, {{"qemu_exit", qemu.describe_exit()}, {"device_exit", device.describe_exit()}});
     return res;
 }

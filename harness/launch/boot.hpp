@@ -6,6 +6,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,9 @@ struct BootResult {
     BootOutcome outcome = BootOutcome::ok;
     std::string message;  // what went wrong, with log tails
     double seconds = 0;
+    // Since the boot began: the agent's hello and done records seen by the
+    // host (the results port), unknown if they never came.
+    std::optional<double> hello_s, done_s;
     // Device processes that died and were started again (restart_on_crash).
     struct Restart {
         double at_s;        // since the boot began

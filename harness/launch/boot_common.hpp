@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -41,6 +42,33 @@ std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::p
 // SIGTERM, so the device closes its trace; an ok outcome turns into
 // device_failed if the device did not exit cleanly.
 void stop_device(Child& device, const BootSpec& spec, BootResult& res);
+
+// When the agent's hello and done records reached the host, as seconds
+// since t0: the phase times in verdict.json. inotify on the results port's
+// file (QEMU creates it once the guest opens the port); nothing in the
+// guest is asked for them. fd() goes into the launcher's poll set, and
+// update() is called whenever it is readable. Without inotify, fd() is -1
+// and the times stay unknown.
+class PortWatch {
+public:
+    PortWatch(const BootSpec& spec, std::chrono::steady_clock::time_point t0);
+    ~PortWatch();
+    PortWatch(const PortWatch&) = delete;
+    PortWatch& operator=(const PortWatch&) = delete;
+    int fd() const { return fd_; }
+    void update();
+    std::optional<double> hello_s, done_s;
+
+private:
+    void read_lines();
+    int fd_ = -1;
+    int dir_wd_ = -1, file_wd_ = -1;
+    std::filesystem::path file_;
+    std::string name_;
+    std::chrono::steady_clock::time_point t0_;
+    uint64_t offset_ = 0;
+    std::string partial_;
+};
 
 bool console_has(const std::filesystem::path& p, std::string_view needle);
 inline constexpr std::string_view kPanicText = "Kernel panic - not syncing";

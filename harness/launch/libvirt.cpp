@@ -421,9 +421,13 @@ BootResult boot_libvirt(const BootSpec& given) {
     lc.wake_fd = wake_fd;
     lc.t0 = t0;
     nlohmann::json fields = {{"libvirt_uri", uri}, {"domain", lc.name}};
+    detail::PortWatch watch(spec, t0);
     auto finish = [&](Child* device) {
         if (device) detail::stop_device(*device, spec, res);
         res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        watch.update();  // what QEMU wrote last
+        res.hello_s = watch.hello_s;
+        res.done_s = watch.done_s;
         if (device) fields["device_exit"] = device->describe_exit();
         {
             std::lock_guard g(lc.m);
@@ -478,9 +482,10 @@ BootResult boot_libvirt(const BootSpec& given) {
             const auto deadline = Clock::now() + std::chrono::seconds(spec.timeout_s);
             auto next_state_check = Clock::now() + std::chrono::seconds(1);
             for (;;) {
-                pollfd p[2] = {{sig_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+                pollfd p[3] = {{sig_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}, {watch.fd(), POLLIN, 0}};
                 const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-                ::poll(p, 2, static_cast<int>(std::clamp<long long>(left, 0, 500)));
+                ::poll(p, 3, static_cast<int>(std::clamp<long long>(left, 0, 500)));
+                if (p[2].revents) watch.update();
                 int sig = 0;
                 signalfd_siginfo si{};
                 while (::read(sig_fd, &si, sizeof si) == sizeof si)

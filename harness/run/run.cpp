@@ -24,6 +24,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -309,6 +310,25 @@ std::map<size_t, json> step_results(const scenario::Scenario& sc, const fs::path
 // stopped, and verdict.json still says what it had (outcome interrupted,
 // exit code 130): where it was, the steps the guest finished, the device
 // trace so far. phase: empty when the guest was up (then told by the results).
+// Where a run's time went (verdict.json "phases", seconds): build (the disk,
+// the initramfs and all before the boot), boot (to the agent's hello as the
+// host saw it on the results port), steps (hello to done: the steps, and the
+// guest trace's copy), shutdown (done to QEMU and the device gone) and checks
+// (after the boot to the verdict). null where the guest never said hello or
+// done.
+json phase_times(const launch::BootResult& br, std::chrono::steady_clock::time_point t_run, std::chrono::steady_clock::time_point t_boot,
+                 std::chrono::steady_clock::time_point t_booted) {
+    const auto secs = [](auto d) { return std::chrono::duration<double>(d).count(); };
+    const auto now = std::chrono::steady_clock::now();
+    const json unknown = nullptr;
+    return {{"build_s", secs(t_boot - t_run)},
+            {"boot_s", br.hello_s ? json(*br.hello_s) : unknown},
+            {"steps_s", br.hello_s && br.done_s ? json(*br.done_s - *br.hello_s) : unknown},
+            {"shutdown_s", br.done_s ? json(br.seconds - *br.done_s) : unknown},
+            {"checks_s", secs(now - t_booted)},
+            {"total_s", secs(now - t_run)}};
+}
+
 RunResult interrupted(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, std::string phase, double boot_seconds) {
     const int sig = launch::interrupted_by();
     json hello;
@@ -371,6 +391,7 @@ RunResult interrupted(const scenario::Scenario& sc, const RunOptions& o, const f
 }  // namespace
 
 RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
+    const auto t_run = std::chrono::steady_clock::now();
     // [[expect]] tables are checked after the run; a bad one must not cost a boot.
     std::vector<checks::Expectation> expectations;
     try {
@@ -495,8 +516,10 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                               "--write-log", (out / "write-log.bin").string()});
     }
     b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
+    const auto t_boot = std::chrono::steady_clock::now();
     const auto br = launch::boot(b);
     if (br.outcome == launch::BootOutcome::interrupted) return interrupted(sc, o, out, "", br.seconds);
+    const auto t_booted = std::chrono::steady_clock::now();
 
     // 5. What came back.
     std::map<size_t, json> results;
@@ -602,6 +625,8 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     verdict["fs_driver"] = to_json(fsd);
     verdict["build_cache"] = build_cache;
     verdict["knobs"] = to_json(knobs, hello)["knobs"];
+    const json phases = phase_times(br, t_run, t_boot, t_booted);
+    verdict["phases"] = phases;
     write_file(out / "verdict.json", verdict.dump(2) + "\n");
 
     std::string s = fmt::format("{} on {}: {} ({:.1f} s), run folder {}\n", sc.name.empty() ? sc.file : sc.name, o.kernel_name,
@@ -620,6 +645,11 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     if (power_cut.is_object())
         s += fmt::format("  power cut after step {} ({}): {} unflushed write(s) dropped, {} kept; survivors in disk.img, log in write-log.bin\n",
                          sc.power_cut.after_step, power_cut.value("mode", ""), power_cut["dropped"].size(), power_cut["kept"].size());
+    {
+        const auto sec = [&](const char* k) { return phases[k].is_number() ? fmt::format("{:.2f} s", phases[k].get<double>()) : std::string("?"); };
+        s += fmt::format("  time: build {}, boot {}, steps {}, shutdown {}, checks {}\n", sec("build_s"), sec("boot_s"), sec("steps_s"),
+                         sec("shutdown_s"), sec("checks_s"));
+    }
     for (const auto& p : problems) s += "  problem: " + p + "\n";
     // The run's page (docs/report.md): without it the run still stands.
     if (const auto why = report::write_run_report(out); !why.empty()) s += "  note: no report.html: " + why + "\n";

@@ -1,5 +1,6 @@
 #include "blk/device.hpp"
 
+#include "blk/async_exec.hpp"
 #include "blk/iov.hpp"
 #include "blk/markers.hpp"
 #include "common/log.hpp"
@@ -106,6 +107,39 @@ Refusal BlkDevice::execute(const Request& r, uint64_t seq) {
     }
 }
 
+std::unique_ptr<virtio::AsyncExec> BlkDevice::async_exec(uint16_t queue, uint16_t depth) {
+    if (!async_) return nullptr;
+    std::string why;
+    auto q = store_.async_queue(depth, &why);
+    if (!q) {
+        if (!async_noted_.exchange(true))
+            log(LogLevel::info, "{}: no asynchronous I/O ({}); requests run synchronously on the queue threads", store_.describe(), why);
+        return nullptr;
+    }
+    return std::make_unique<StoreExec>(std::move(q), queue);
+}
+
+bool BlkDevice::start_async(const Request& r, virtio::Completion& c) {
+    // The write log sees every change in order, and the marker region is
+    // the device's own: both stay on the synchronous path.
+    if (wlog_ || c.marker) return false;
+    switch (r.type) {
+    case VIRTIO_BLK_T_IN:
+        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return false;
+        break;
+    case VIRTIO_BLK_T_OUT:
+        // Write-through wants a flush after each write: the synchronous path does it.
+        if (geo_.read_only || !writeback_.load(std::memory_order_relaxed)) return false;
+        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return false;
+        break;
+    case VIRTIO_BLK_T_FLUSH:
+        if (!(acked_.load(std::memory_order_relaxed) & feature_bit(VIRTIO_BLK_F_FLUSH))) return false;
+        break;
+    default: return false;
+    }
+    return static_cast<StoreExec*>(c.exec)->start(r, c);
+}
+
 void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion& c) {
     auto& rec = c.record;
     auto parsed = parse_request(chain);
@@ -169,6 +203,8 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         log(LogLevel::info, "queue {} seq {}: fault rule {} ({}) on {} sector {}", rec.queue, rec.seq, fault.rule_id,
             faults::to_string(fault.action.kind), trace::op_label(r.type), r.sector);
         result = apply(r, rec.seq, faults::effect_of(fault.action, r.type, r.data_bytes), c);
+    } else if (c.exec && start_async(r, c)) {
+        return;  // status and used_len are set as the queue reaps it
     } else {
         result = execute(r, rec.seq);
     }

@@ -54,6 +54,11 @@ public:
     void queue_broken(uint16_t queue, uint16_t head, const std::string& why) override;
     void note(trace::EventCode code, uint16_t queue, const std::string& text) override;
     virtio::Deferrals* deferrals() override { return &deferrals_; }
+    // The store's own engine for each queue (io_uring on a file), unless
+    // use_async(false); where the store has none, requests run on the queue
+    // thread, and the log says why once.
+    std::unique_ptr<virtio::AsyncExec> async_exec(uint16_t queue, uint16_t depth) override;
+    void use_async(bool on) { async_ = on; }
     void left_in_flight(std::vector<virtio::Completion>&& left) override;
     void resumed(uint64_t seq) override;
     // Traces the requests left in flight and never resumed, flagged
@@ -84,6 +89,8 @@ private:
     Refusal check_range(uint64_t sector, uint64_t bytes, uint64_t limit) const;
     uint64_t data_sectors() const { return geo_.capacity_sectors - geo_.marker_sectors; }
     Refusal read(const Request& r);
+    // Hands a plain read, write or flush to the queue's engine; false: run it here.
+    bool start_async(const Request& r, virtio::Completion& c);
 
     Geometry geo_;
     store::Store& store_;
@@ -100,6 +107,8 @@ private:
     std::atomic<uint64_t> seq_{0};
     std::atomic<uint64_t> acked_{0};
     std::atomic<bool> writeback_;
+    bool async_ = true;
+    std::atomic<bool> async_noted_{false};
 
     Stats stats_;
 };

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <liburing.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -34,7 +37,49 @@ size_t total(std::span<const iovec> iov) {
     return n;
 }
 
+class FileStore;
+
+// One queue's io_uring: a ring of depth entries whose completions signal an
+// eventfd. Each request keeps its iovec array (and what a short transfer
+// needs to finish) in a slot until it is reaped.
+class UringQueue final : public AsyncQueue {
+public:
+    UringQueue(FileStore& store, unsigned depth);
+    ~UringQueue() override;
+    bool init(std::string* why);
+    int fd() const override { return event_fd_; }
+    bool read(uint64_t offset, std::span<const iovec> iov, uint64_t tag) override { return queue(Op::read, offset, iov, tag); }
+    bool write(uint64_t offset, std::span<const iovec> iov, uint64_t tag) override { return queue(Op::write, offset, iov, tag); }
+    bool flush(uint64_t tag) override { return queue(Op::flush, 0, {}, tag); }
+    void submit() override;
+    void reap(const std::function<void(uint64_t, int)>& done, bool wait) override;
+    size_t in_flight() const override { return in_flight_; }
+
+private:
+    enum class Op : uint8_t { read, write, flush };
+    struct Slot {
+        Op op = Op::read;
+        uint64_t tag = 0;
+        uint64_t offset = 0;
+        std::vector<iovec> iov;
+    };
+    bool queue(Op op, uint64_t offset, std::span<const iovec> iov, uint64_t tag);
+    int finish(Slot& s, int res);
+
+    FileStore& store_;
+    unsigned depth_;
+    io_uring ring_{};
+    bool ring_ok_ = false;
+    int event_fd_ = -1;
+    std::vector<Slot> slots_;
+    std::vector<uint32_t> free_;
+    size_t in_flight_ = 0;
+    unsigned queued_ = 0;  // prepared, not yet submitted
+};
+
 class FileStore final : public Store {
+    friend class UringQueue;
+
 public:
     FileStore(int fd, std::string path, uint64_t size, bool direct)
         : fd_(fd), path_(std::move(path)), size_(size), direct_(direct) {}
@@ -65,6 +110,11 @@ public:
         return zero_by_writing(offset, len);
     }
     std::string describe() const override { return fmt::format("file {}{}", path_, direct_ ? " (O_DIRECT)" : ""); }
+    std::unique_ptr<AsyncQueue> async_queue(unsigned depth, std::string* why) override {
+        auto q = std::make_unique<UringQueue>(*this, std::max(depth, 1u));
+        if (!q->init(why)) return nullptr;
+        return q;
+    }
 
 private:
     // preadv/pwritev may transfer less than asked; continue until done.
@@ -146,6 +196,117 @@ private:
     uint64_t size_;
     bool direct_;
 };
+
+UringQueue::UringQueue(FileStore& store, unsigned depth) : store_(store), depth_(depth), slots_(depth) {
+    free_.reserve(depth);
+    for (uint32_t i = depth; i-- > 0;) free_.push_back(i);
+}
+
+bool UringQueue::init(std::string* why) {
+    const int r = io_uring_queue_init(depth_, &ring_, 0);
+    if (r < 0) {
+        if (why) *why = fmt::format("io_uring_queue_init({}): {}", depth_, std::strerror(-r));
+        return false;
+    }
+    ring_ok_ = true;
+    event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (event_fd_ < 0) {
+        if (why) *why = fmt::format("eventfd: {}", std::strerror(errno));
+        return false;
+    }
+    if (const int e = io_uring_register_eventfd(&ring_, event_fd_); e < 0) {
+        if (why) *why = fmt::format("io_uring_register_eventfd: {}", std::strerror(-e));
+        return false;
+    }
+    return true;
+}
+
+UringQueue::~UringQueue() {
+    if (ring_ok_) {
+        // Nothing may write into a buffer after its queue is gone.
+        if (in_flight_) reap([](uint64_t, int) {}, true);
+        io_uring_queue_exit(&ring_);
+    }
+    if (event_fd_ >= 0) ::close(event_fd_);
+}
+
+bool UringQueue::queue(Op op, uint64_t offset, std::span<const iovec> iov, uint64_t tag) {
+    if (free_.empty() || iov.size() > IOV_MAX) return false;
+    if (store_.direct_ && op != Op::flush && !aligned(iov, offset)) return false;  // the bounce buffer is synchronous
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) {
+        submit();
+        sqe = io_uring_get_sqe(&ring_);
+        if (sqe == nullptr) return false;
+    }
+    const uint32_t i = free_.back();
+    free_.pop_back();
+    Slot& s = slots_[i];
+    s.op = op;
+    s.tag = tag;
+    s.offset = offset;
+    s.iov.assign(iov.begin(), iov.end());
+    const auto n = static_cast<unsigned>(s.iov.size());
+    switch (op) {
+    case Op::read: io_uring_prep_readv(sqe, store_.fd_, s.iov.data(), n, offset); break;
+    case Op::write: io_uring_prep_writev(sqe, store_.fd_, s.iov.data(), n, offset); break;
+    case Op::flush: io_uring_prep_fsync(sqe, store_.fd_, IORING_FSYNC_DATASYNC); break;
+    }
+    io_uring_sqe_set_data64(sqe, i);
+    ++in_flight_;
+    ++queued_;
+    return true;
+}
+
+void UringQueue::submit() {
+    if (queued_ == 0) return;
+    for (;;) {
+        const int r = io_uring_submit(&ring_);
+        if (r >= 0 || (r != -EINTR && r != -EAGAIN)) break;
+    }
+    queued_ = 0;
+}
+
+// A short transfer (a file shorter than the capacity, a signal) is finished
+// by the synchronous path from where the kernel stopped.
+int UringQueue::finish(Slot& s, int res) {
+    if (res < 0 || s.op == Op::flush) return res < 0 ? res : 0;
+    size_t done = static_cast<size_t>(res), total_len = total(s.iov);
+    if (done >= total_len) return 0;
+    std::vector<iovec> rest;
+    for (const auto& v : s.iov) {
+        if (done >= v.iov_len) {
+            done -= v.iov_len;
+            continue;
+        }
+        rest.push_back({static_cast<uint8_t*>(v.iov_base) + done, v.iov_len - done});
+        done = 0;
+    }
+    const uint64_t at = s.offset + static_cast<uint64_t>(res);
+    return s.op == Op::read ? store_.read(at, rest) : store_.write(at, rest);
+}
+
+void UringQueue::reap(const std::function<void(uint64_t, int)>& done, bool wait) {
+    uint64_t v;
+    [[maybe_unused]] auto n = ::read(event_fd_, &v, sizeof v);
+    submit();
+    while (in_flight_) {
+        io_uring_cqe* cqe = nullptr;
+        const int r = wait ? io_uring_wait_cqe(&ring_, &cqe) : io_uring_peek_cqe(&ring_, &cqe);
+        if (r == -EINTR) continue;
+        if (r < 0 || cqe == nullptr) break;
+        const auto i = static_cast<uint32_t>(io_uring_cqe_get_data64(cqe));
+        const int res = cqe->res;
+        io_uring_cqe_seen(&ring_, cqe);
+        Slot& s = slots_[i];
+        const int result = finish(s, res);
+        const uint64_t tag = s.tag;
+        s.iov.clear();
+        free_.push_back(i);
+        --in_flight_;
+        done(tag, result);
+    }
+}
 
 }  // namespace
 

@@ -57,7 +57,10 @@ void Deferrals::add(Completion c, Inbox* inbox) {
         it.due_ns = now + kReorderLimitNs;
         break;
     case Defer::hold: break;
-    case Defer::none: inbox->put(std::move(it.c)); return;
+    case Defer::none:
+    case Defer::io:  // never given here: the queue's engine has it (QueueWorker::submitted)
+        inbox->put(std::move(it.c));
+        return;
     }
     {
         std::lock_guard lock(mu_);

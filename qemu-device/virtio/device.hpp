@@ -9,6 +9,7 @@
 #include "virtio/chain.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -19,6 +20,7 @@ inline constexpr int kFEventIdx = 29;
 inline constexpr int kFVersion1 = 32;
 
 class Deferrals;
+class AsyncExec;
 
 // When a processed request goes on the used ring.
 enum class Defer : uint8_t {
@@ -26,6 +28,7 @@ enum class Defer : uint8_t {
     until,    // at defer_until_ns (monotonic)
     reorder,  // after reorder_after later requests of its queue completed
     hold,     // when released over the control plane
+    io,       // when its I/O finished: process() handed it to the queue's AsyncExec
 };
 
 // One request from the moment it left the available ring to the moment it
@@ -41,6 +44,24 @@ struct Completion {
     Defer defer = Defer::none;
     uint64_t defer_until_ns = 0;
     uint32_t reorder_after = 0;
+    AsyncExec* exec = nullptr;    // the queue's, for process() to hand I/O to; nullptr: none
+};
+
+// Requests whose I/O runs asynchronously. Each queue has one of its own
+// (Device::async_exec). process() starts a request's I/O there and marks the
+// completion Defer::io; the queue hands the completion over (hold), submits
+// after each batch, polls fd() and reaps what finished, status and used_len
+// set. A stopping queue waits for all of it: a buffer must not be written
+// after its queue is gone.
+class AsyncExec {
+public:
+    virtual ~AsyncExec() = default;
+    virtual int fd() const = 0;
+    virtual void hold(Completion&& c) = 0;
+    virtual void submit() = 0;
+    virtual size_t in_flight() const = 0;
+    // Appends the finished requests; wait: until none is in flight.
+    virtual void reap(std::vector<Completion>& done, bool wait) = 0;
 };
 
 class Device {
@@ -67,6 +88,12 @@ public:
     virtual void note(trace::EventCode code, uint16_t queue, const std::string& text) = 0;
     // Where completions that process() deferred wait; nullptr if it never defers.
     virtual Deferrals* deferrals() { return nullptr; }
+    // The queue's asynchronous engine, made as the queue starts; nullptr:
+    // every request completes within process().
+    virtual std::unique_ptr<AsyncExec> async_exec(uint16_t queue, uint16_t depth) {
+        (void)queue, (void)depth;
+        return nullptr;
+    }
     // A stopping queue left these in the inflight region, not completed; a
     // later start may resubmit them (resumed()). Those never resumed are
     // the device's to account for when it ends.

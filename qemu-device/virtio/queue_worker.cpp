@@ -15,7 +15,7 @@ namespace blkrig::virtio {
 
 QueueWorker::QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev, SharedLoop* loop)
     : s_(setup), mem_(std::move(mem)), dev_(dev), ring_(s_.addrs, s_.num, s_.last_avail, s_.event_idx),
-      deferrals_(dev.deferrals()), loop_(loop) {
+      deferrals_(dev.deferrals()), exec_(dev.async_exec(s_.index, s_.num)), loop_(loop) {
     if (s_.inflight) {
         inflight_.emplace(s_.inflight, s_.num);
         auto rec = inflight_->recover(ring_.used_idx());
@@ -48,6 +48,12 @@ uint16_t QueueWorker::stop() {
             const uint64_t one = 1;
             [[maybe_unused]] auto n = ::write(stop_fd_, &one, sizeof one);
             if (thread_.joinable()) thread_.join();
+        }
+        // I/O under way finishes first: its buffers are the guest's.
+        if (exec_ && exec_->in_flight()) {
+            std::vector<Completion> done;
+            exec_->reap(done, true);
+            for (auto& c : done) submitted(c);
         }
         // Nothing else touches the ring now. Take from the deferrals first:
         // the timer may still move one of them into the inbox until then.
@@ -98,12 +104,26 @@ bool QueueWorker::resubmit() {
         c.record.head = r.head;
         c.record.flags |= trace::kReqResubmitted;
         inflight_->fetched(r.head, c.record.seq);
-        c.queue_depth = 1u + static_cast<uint32_t>(resubmit_.size()) + ring_.avail_pending() + inbox_.waiting();
+        c.queue_depth = 1u + static_cast<uint32_t>(resubmit_.size()) + ring_.avail_pending() + inbox_.waiting() +
+                        static_cast<uint32_t>(exec_ ? exec_->in_flight() : 0);
+        c.exec = exec_.get();
         dev_.process(std::get<DescriptorChain>(walked), c);
-        if (c.defer != Defer::none && deferrals_) deferrals_->add(std::move(c), &inbox_);
-        else complete(c);
+        submitted(c);
     }
     return true;
+}
+
+void QueueWorker::submitted(Completion& c) {
+    if (c.defer == Defer::io && exec_) exec_->hold(std::move(c));
+    else if (c.defer != Defer::none && c.defer != Defer::io && deferrals_) deferrals_->add(std::move(c), &inbox_);
+    else complete(c);
+}
+
+void QueueWorker::on_exec() {
+    if (!exec_) return;
+    std::vector<Completion> done;
+    exec_->reap(done, false);
+    for (auto& c : done) submitted(c);
 }
 
 QueueWorker::Drained QueueWorker::drain() {
@@ -125,12 +145,18 @@ QueueWorker::Drained QueueWorker::drain() {
             c.record.seq = dev_.next_seq();
             c.record.queue = s_.index;
             c.record.head = *head;
-            c.queue_depth = 1u + ring_.avail_pending() + inbox_.waiting();
+            c.queue_depth = 1u + ring_.avail_pending() + inbox_.waiting() + static_cast<uint32_t>(exec_ ? exec_->in_flight() : 0);
             // In flight before anything is done for it: a crash from here on resubmits it.
             if (inflight_) inflight_->fetched(*head, c.record.seq);
+            c.exec = exec_.get();
             dev_.process(std::get<DescriptorChain>(walked), c);
-            if (c.defer != Defer::none && deferrals_) deferrals_->add(std::move(c), &inbox_);
-            else complete(c);
+            submitted(c);
+        }
+        if (exec_) {
+            // The batch goes to the kernel at once; what it finished already
+            // (page-cache hits) completes now rather than after a wake-up.
+            exec_->submit();
+            on_exec();
         }
         if (!ring_.error().empty()) {
             dev_.queue_broken(s_.index, 0, ring_.error());
@@ -183,11 +209,11 @@ bool QueueWorker::on_kick() {
 void QueueWorker::run() {
     // Buffers may already be waiting (a ring restarted after SET_VRING_BASE).
     bool more = step();
-    pollfd fds[3] = {{s_.kick_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_.fd(), POLLIN, 0}};
+    pollfd fds[4] = {{s_.kick_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_.fd(), POLLIN, 0}, {exec_ ? exec_->fd() : -1, POLLIN, 0}};
     while (!broken_) {
         // With work left from the last budget, only look whether a stop or a
         // completion came meanwhile.
-        const int r = ::poll(fds, 3, more ? 0 : -1);
+        const int r = ::poll(fds, 4, more ? 0 : -1);
         if (r < 0) {
             if (errno == EINTR) continue;
             log(LogLevel::error, "queue {}: poll failed: {}", s_.index, std::strerror(errno));
@@ -199,6 +225,7 @@ void QueueWorker::run() {
             break;
         }
         if (fds[2].revents & POLLIN) on_inbox();
+        if (fds[3].revents & POLLIN) on_exec();
         if (fds[0].revents & POLLIN) more = on_kick();
         else if (more) more = step();
     }
@@ -228,17 +255,22 @@ void SharedLoop::add(QueueWorker* w) {
     // Buffers may already be waiting: drain once before waiting for kicks.
     const bool more = w->step();
     if (w->broken()) return;
-    // The low bit of the tag tells a due completion from a kick.
+    // The tag's low bits tell a kick (0), a due completion (1) and finished I/O (2) apart.
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = reinterpret_cast<uintptr_t>(w);
     epoll_event iev{};
     iev.events = EPOLLIN;
     iev.data.u64 = reinterpret_cast<uintptr_t>(w) | 1u;
+    epoll_event xev{};
+    xev.events = EPOLLIN;
+    xev.data.u64 = reinterpret_cast<uintptr_t>(w) | 2u;
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->s_.kick_fd, &ev) != 0 ||
-        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->inbox_.fd(), &iev) != 0) {
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->inbox_.fd(), &iev) != 0 ||
+        (w->exec_ && ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w->exec_->fd(), &xev) != 0)) {
         log(LogLevel::error, "queue {}: cannot watch its kick fd: {}", w->s_.index, std::strerror(errno));
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
         return;
     }
     registered_.insert(w);
@@ -255,6 +287,7 @@ void SharedLoop::forget(QueueWorker* w) {
     if (registered_.erase(w)) {
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->s_.kick_fd, nullptr);
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->inbox_.fd(), nullptr);
+        if (w->exec_) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w->exec_->fd(), nullptr);
     }
 }
 
@@ -275,12 +308,14 @@ void SharedLoop::run() {
         std::lock_guard lock(mu_);
         for (int i = 0; i < n; ++i) {
             const uint64_t tag = events[i].data.u64;
-            auto* w = reinterpret_cast<QueueWorker*>(static_cast<uintptr_t>(tag & ~uint64_t{1}));
+            auto* w = reinterpret_cast<QueueWorker*>(static_cast<uintptr_t>(tag & ~uint64_t{3}));
             if (w == nullptr) return;
             // An event fetched before remove() took the lock: skip it.
             if (!registered_.count(w)) continue;
             if (tag & 1) {
                 w->on_inbox();
+            } else if (tag & 2) {
+                w->on_exec();
             } else if (w->on_kick()) {
                 busy_.insert(w);
             }

@@ -71,6 +71,8 @@ private:
     bool on_kick();   // read the kick, drain; marks broken on failure; true: more to do
     bool step();      // drain once; marks broken on failure; true: more to do
     void on_inbox();  // deferred completions that came due
+    void on_exec();   // asynchronous I/O that finished
+    void submitted(Completion& c);  // after process(): complete, defer or hand to the engine
     void complete(Completion& c);
     void signal_broken();
 
@@ -81,6 +83,7 @@ private:
     std::optional<InflightQueue> inflight_;
     std::deque<Resubmit> resubmit_;
     Deferrals* deferrals_ = nullptr;
+    std::unique_ptr<AsyncExec> exec_;
     Inbox inbox_;
     int stop_fd_ = -1;
     std::atomic<bool> broken_{false};

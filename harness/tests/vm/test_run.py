@@ -56,6 +56,21 @@ def test_read_scenario_run_folder(contiguous):
     assert any(e.get("function") == "do_mpage_readpage" for e in events), "do_mpage_readpage was not hit"
 
 
+def test_phase_times_add_up(contiguous):
+    """verdict.json says where the run's time went: each phase a time, their sum
+    within the whole, and the host's hello-to-done span holds the steps the
+    guest timed."""
+    ph = json.loads((contiguous / "verdict.json").read_text())["phases"]
+    names = ["build_s", "boot_s", "steps_s", "shutdown_s", "checks_s"]
+    assert all(isinstance(ph[n], float) and ph[n] >= 0 for n in names + ["total_s"]), ph
+    assert sum(ph[n] for n in names) <= ph["total_s"] + 0.01, ph
+    steps = [r for r in load_jsonl(contiguous / "results.jsonl") if r["type"] == "step"]
+    guest_span = (steps[-1]["t_end_ns"] - steps[0]["t_start_ns"]) / 1e9
+    assert ph["steps_s"] >= 0.9 * guest_span, (ph, guest_span)
+    boot = json.loads((contiguous / "boot.json").read_text())
+    assert boot["hello_s"] == ph["boot_s"] and boot["done_s"] - boot["hello_s"] == pytest.approx(ph["steps_s"]), boot
+
+
 def test_markers_bracket_every_step(contiguous):
     results = [r for r in load_jsonl(contiguous / "results.jsonl") if r["type"] == "step"]
     recs = bt.trace_records(contiguous / "trace.bin")
@@ -183,6 +198,9 @@ def test_kernel_that_does_not_boot_is_exit_3_with_console_tail(tmp_path):
     assert "boot:" in r.stderr and "console.log" in r.stderr
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert verdict["outcome"] == "error" and verdict["exit_code"] == 3
+    # No hello ever came: the phases after the build are unknown, not 0.
+    assert verdict["phases"]["boot_s"] is None and verdict["phases"]["steps_s"] is None, verdict["phases"]
+    assert verdict["phases"]["build_s"] > 0, verdict["phases"]
     assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout, "something was left running"
 
 

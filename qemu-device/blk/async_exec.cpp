@@ -1,0 +1,57 @@
+#include "blk/async_exec.hpp"
+
+#include "blk/geometry.hpp"
+#include "common/log.hpp"
+#include "trace/format.hpp"
+
+#include <linux/virtio_blk.h>
+
+#include <cstring>
+
+namespace blkrig::blk {
+
+bool StoreExec::start(const Request& r, virtio::Completion& c) {
+    const uint64_t seq = c.record.seq;
+    bool queued = false;
+    switch (r.type) {
+    case VIRTIO_BLK_T_IN: queued = q_->read(r.sector * kSectorSize, r.data, seq); break;
+    case VIRTIO_BLK_T_OUT: queued = q_->write(r.sector * kSectorSize, r.data, seq); break;
+    case VIRTIO_BLK_T_FLUSH: queued = q_->flush(seq); break;
+    default: return false;
+    }
+    if (!queued) return false;
+    Pending& p = pending_[seq];
+    p.status = r.status;
+    p.data_bytes = r.data_bytes;
+    p.returns_data = r.type == VIRTIO_BLK_T_IN;
+    c.defer = virtio::Defer::io;
+    return true;
+}
+
+void StoreExec::hold(virtio::Completion&& c) {
+    const uint64_t seq = c.record.seq;
+    pending_.at(seq).c = std::move(c);
+}
+
+void StoreExec::reap(std::vector<virtio::Completion>& done, bool wait) {
+    q_->reap(
+        [&](uint64_t seq, int result) {
+            auto it = pending_.find(seq);
+            if (it == pending_.end()) return;  // cannot happen: every tag was started here
+            Pending& p = it->second;
+            auto& rec = p.c.record;
+            if (result != 0)
+                log(LogLevel::debug, "queue {} seq {}: {} sector {} bytes {}: store error: {}", queue_, seq, trace::op_label(rec.type),
+                    rec.sector, p.data_bytes, std::strerror(-result));
+            const uint8_t st = result == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+            *p.status = st;
+            rec.status = st;
+            p.c.used_len = (p.returns_data && result == 0 ? p.data_bytes : 0) + 1;
+            p.c.defer = virtio::Defer::none;
+            done.push_back(std::move(p.c));
+            pending_.erase(it);
+        },
+        wait);
+}
+
+}  // namespace blkrig::blk
