@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 namespace blkrig::store {
 namespace {
@@ -146,6 +147,91 @@ TEST_F(FileStoreTest, MissingImageNamesThePath) {
 }
 
 TEST_F(FileStoreTest, DirectoryIsNotAnImage) { EXPECT_THROW(open_file(dir_.file(""), true, false), StoreError); }
+
+// The io_uring engine: what it writes reads back through the synchronous
+// path and the reverse, a transfer cut short at the end of the file is
+// finished (zeros past it), a full queue and an O_DIRECT buffer it cannot use
+// are refused so the caller runs them itself, and reap(wait) leaves nothing
+// in flight.
+std::unique_ptr<AsyncQueue> uring(Store& s, unsigned depth) {
+    std::string why;
+    auto q = s.async_queue(depth, &why);
+    if (!q) ADD_FAILURE() << "no io_uring here: " << why;
+    return q;
+}
+
+std::map<uint64_t, int> reap_all(AsyncQueue& q) {
+    std::map<uint64_t, int> got;
+    q.reap([&](uint64_t tag, int r) { got[tag] = r; }, true);
+    return got;
+}
+
+TEST_F(FileStoreTest, UringRoundTripsWithTheSyncPath) {
+    auto s = open_file(path_, false, false);
+    auto q = uring(*s, 8);
+    ASSERT_TRUE(q);
+    auto data = pattern(12288, 3);
+    const auto iov = split(data, {512, 4096, 100});
+    ASSERT_TRUE(q->write(8192, iov, 7));
+    ASSERT_TRUE(q->flush(8));
+    q->submit();
+    EXPECT_EQ(q->in_flight(), 2u);
+    EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{7, 0}, {8, 0}}));
+    EXPECT_EQ(q->in_flight(), 0u);
+    EXPECT_TRUE(read_at(*s, 8192, 12288) == data) << "the engine's write is in the file";
+
+    const auto other = pattern(4096, 5);
+    ASSERT_EQ(write_at(*s, 65536, other), 0);
+    std::vector<uint8_t> back(4096, 0);
+    const auto riov = split(back, {1000});
+    ASSERT_TRUE(q->read(65536, riov, 9));
+    EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{9, 0}}));
+    EXPECT_TRUE(back == other);
+}
+
+TEST_F(FileStoreTest, UringFinishesAReadCutShortByTheEndOfTheFile) {
+    auto s = open_file(path_, false, false);
+    auto q = uring(*s, 4);
+    ASSERT_TRUE(q);
+    std::vector<uint8_t> back(8192, 0xcd);
+    const iovec v{back.data(), back.size()};
+    ASSERT_TRUE(q->read(kImage - 4096, std::span(&v, 1), 1));
+    EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{1, 0}}));
+    EXPECT_TRUE(std::all_of(back.begin(), back.end(), [](uint8_t b) { return b == 0; })) << "past the end reads as zeros";
+}
+
+TEST_F(FileStoreTest, UringRefusesWhatItCannotTake) {
+    auto s = open_file(path_, false, false);
+    auto q = uring(*s, 2);
+    ASSERT_TRUE(q);
+    std::vector<uint8_t> buf(4096);
+    const iovec v{buf.data(), buf.size()};
+    EXPECT_TRUE(q->read(0, std::span(&v, 1), 1));
+    EXPECT_TRUE(q->read(4096, std::span(&v, 1), 2));
+    EXPECT_FALSE(q->read(8192, std::span(&v, 1), 3)) << "a third request on a depth-2 queue";
+    EXPECT_EQ(reap_all(*q).size(), 2u);
+    EXPECT_TRUE(q->read(8192, std::span(&v, 1), 3)) << "room again once reaped";
+    EXPECT_EQ(reap_all(*q).size(), 1u);
+
+    std::unique_ptr<Store> d;
+    try {
+        d = open_file(path_, false, true);
+    } catch (const StoreError& e) {
+        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
+    }
+    auto dq = uring(*d, 4);
+    ASSERT_TRUE(dq);
+    const iovec odd{buf.data() + 1, 512};
+    EXPECT_FALSE(dq->read(0, std::span(&odd, 1), 4)) << "O_DIRECT with an unaligned buffer goes to the bounce path";
+    EXPECT_EQ(dq->in_flight(), 0u);
+}
+
+TEST(RamStoreAsync, HasNoEngineAndSaysSo) {
+    auto s = make_ram(1 << 20);
+    std::string why;
+    EXPECT_EQ(s->async_queue(8, &why), nullptr);
+    EXPECT_NE(why.find("no asynchronous engine"), std::string::npos) << why;
+}
 
 class OverlayTest : public ::testing::Test {
 protected:

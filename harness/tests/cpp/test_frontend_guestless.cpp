@@ -53,6 +53,7 @@ struct Backend {
             argv = {(build_dir() / "qemu-device" / "blkrig-device").string(), "--socket-path", socket.string(), "--blk-file",
                     image.string(), "--trace", trace.string(), "--num-queues", std::to_string(queues)};
             if (kind == "blkrig-single") argv.push_back("--io-threads=single");
+            if (kind == "blkrig-sync") argv.push_back("--io-engine=sync");
         } else {
             argv = {"qemu-storage-daemon", "--blockdev", fmt::format("driver=file,node-name=f0,filename={}", image.string()), "--export",
                     fmt::format("type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path={},writable=on,num-queues={}",
@@ -158,8 +159,12 @@ TEST_P(Guestless, TwoQueuesInterleaved) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Guestless, ::testing::Values("blkrig", "blkrig-single", "qsd"),
-                         [](const auto& info) { return info.param == "blkrig-single" ? std::string("blkrig_single") : info.param; });
+INSTANTIATE_TEST_SUITE_P(Backends, Guestless, ::testing::Values("blkrig", "blkrig-single", "blkrig-sync", "qsd"),
+                         [](const auto& info) {
+                             std::string n = info.param;
+                             std::replace(n.begin(), n.end(), '-', '_');
+                             return n;
+                         });
 
 // blkrig-device's trace holds each request exactly once, with the queue it
 // came on and its segments, as the front end sent them.
@@ -397,8 +402,11 @@ TEST_P(GuestlessDeferred, PowerCutLosesTheUnflushedWriteOnly) {
     EXPECT_EQ(t.faults.size(), 3u);
 }
 
-INSTANTIATE_TEST_SUITE_P(ThreadModels, GuestlessDeferred, ::testing::Values("blkrig", "blkrig-single"),
-                         [](const auto& info) { return info.param == "blkrig" ? std::string("per_queue") : std::string("single"); });
+INSTANTIATE_TEST_SUITE_P(ThreadModels, GuestlessDeferred, ::testing::Values("blkrig", "blkrig-single", "blkrig-sync"),
+                         [](const auto& info) {
+                             return info.param == "blkrig" ? std::string("per_queue") : info.param == "blkrig-sync" ? std::string("sync_engine")
+                                                                                                                    : std::string("single");
+                         });
 
 }  // namespace
 }  // namespace blkrig
