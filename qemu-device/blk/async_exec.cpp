@@ -10,22 +10,26 @@
 
 namespace blkrig::blk {
 
-bool StoreExec::start(const Request& r, virtio::Completion& c) {
+StoreExec::Started StoreExec::start(const Request& r, virtio::Completion& c) {
     const uint64_t seq = c.record.seq;
+    if ((r.type == VIRTIO_BLK_T_IN || r.type == VIRTIO_BLK_T_OUT) &&
+        q_->try_cached(r.type == VIRTIO_BLK_T_OUT, r.sector * kSectorSize, r.data) == r.data_bytes)
+        return Started::finished;
+    // A part moved is moved again with the rest: the same bytes, in the same place.
     bool queued = false;
     switch (r.type) {
     case VIRTIO_BLK_T_IN: queued = q_->read(r.sector * kSectorSize, r.data, seq); break;
     case VIRTIO_BLK_T_OUT: queued = q_->write(r.sector * kSectorSize, r.data, seq); break;
     case VIRTIO_BLK_T_FLUSH: queued = q_->flush(seq); break;
-    default: return false;
+    default: return Started::no;
     }
-    if (!queued) return false;
+    if (!queued) return Started::no;
     Pending& p = pending_[seq];
     p.status = r.status;
     p.data_bytes = r.data_bytes;
     p.returns_data = r.type == VIRTIO_BLK_T_IN;
     c.defer = virtio::Defer::io;
-    return true;
+    return Started::queued;
 }
 
 void StoreExec::hold(virtio::Completion&& c) {

@@ -19,9 +19,12 @@ class StoreExec final : public virtio::AsyncExec {
 public:
     StoreExec(std::unique_ptr<store::AsyncQueue> q, uint16_t queue) : q_(std::move(q)), queue_(queue) {}
     int fd() const override { return q_->fd(); }
-    // The request's I/O is queued (c.defer becomes Defer::io); false: the
-    // engine cannot take it, and the caller runs it synchronously.
-    bool start(const Request& r, virtio::Completion& c);
+    // queued: the request's I/O is in flight (c.defer becomes Defer::io);
+    // finished: it was all moved from or to the page cache at once, and
+    // completes now like a synchronous one; no: the engine cannot take it,
+    // and the caller runs it synchronously.
+    enum class Started { no, queued, finished };
+    Started start(const Request& r, virtio::Completion& c);
     void hold(virtio::Completion&& c) override;
     void submit() override { q_->submit(); }
     size_t in_flight() const override { return q_->in_flight(); }

@@ -119,23 +119,23 @@ std::unique_ptr<virtio::AsyncExec> BlkDevice::async_exec(uint16_t queue, uint16_
     return std::make_unique<StoreExec>(std::move(q), queue);
 }
 
-bool BlkDevice::start_async(const Request& r, virtio::Completion& c) {
+StoreExec::Started BlkDevice::start_async(const Request& r, virtio::Completion& c) {
     // The write log sees every change in order, and the marker region is
     // the device's own: both stay on the synchronous path.
-    if (wlog_ || c.marker) return false;
+    if (wlog_ || c.marker) return StoreExec::Started::no;
     switch (r.type) {
     case VIRTIO_BLK_T_IN:
-        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return false;
+        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return StoreExec::Started::no;
         break;
     case VIRTIO_BLK_T_OUT:
         // Write-through wants a flush after each write: the synchronous path does it.
-        if (geo_.read_only || !writeback_.load(std::memory_order_relaxed)) return false;
-        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return false;
+        if (geo_.read_only || !writeback_.load(std::memory_order_relaxed)) return StoreExec::Started::no;
+        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return StoreExec::Started::no;
         break;
     case VIRTIO_BLK_T_FLUSH:
-        if (!(acked_.load(std::memory_order_relaxed) & feature_bit(VIRTIO_BLK_F_FLUSH))) return false;
+        if (!(acked_.load(std::memory_order_relaxed) & feature_bit(VIRTIO_BLK_F_FLUSH))) return StoreExec::Started::no;
         break;
-    default: return false;
+    default: return StoreExec::Started::no;
     }
     return static_cast<StoreExec*>(c.exec)->start(r, c);
 }
@@ -203,9 +203,9 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         log(LogLevel::info, "queue {} seq {}: fault rule {} ({}) on {} sector {}", rec.queue, rec.seq, fault.rule_id,
             faults::to_string(fault.action.kind), trace::op_label(r.type), r.sector);
         result = apply(r, rec.seq, faults::effect_of(fault.action, r.type, r.data_bytes), c);
-    } else if (c.exec && start_async(r, c)) {
+    } else if (const auto started = c.exec ? start_async(r, c) : StoreExec::Started::no; started == StoreExec::Started::queued) {
         return;  // status and used_len are set as the queue reaps it
-    } else {
+    } else if (started == StoreExec::Started::no) {
         result = execute(r, rec.seq);
     }
     if (result != Refusal::none && result != Refusal::unsupported)

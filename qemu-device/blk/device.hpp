@@ -6,6 +6,7 @@
 // means is faults/effect's.
 #pragma once
 
+#include "blk/async_exec.hpp"
 #include "blk/geometry.hpp"
 #include "blk/power_cut.hpp"
 #include "blk/refusal.hpp"
@@ -89,8 +90,8 @@ private:
     Refusal check_range(uint64_t sector, uint64_t bytes, uint64_t limit) const;
     uint64_t data_sectors() const { return geo_.capacity_sectors - geo_.marker_sectors; }
     Refusal read(const Request& r);
-    // Hands a plain read, write or flush to the queue's engine; false: run it here.
-    bool start_async(const Request& r, virtio::Completion& c);
+    // Hands a plain read, write or flush to the queue's engine (no: run it here).
+    StoreExec::Started start_async(const Request& r, virtio::Completion& c);
 
     Geometry geo_;
     store::Store& store_;

@@ -51,6 +51,7 @@ public:
     bool read(uint64_t offset, std::span<const iovec> iov, uint64_t tag) override { return queue(Op::read, offset, iov, tag); }
     bool write(uint64_t offset, std::span<const iovec> iov, uint64_t tag) override { return queue(Op::write, offset, iov, tag); }
     bool flush(uint64_t tag) override { return queue(Op::flush, 0, {}, tag); }
+    size_t try_cached(bool write, uint64_t offset, std::span<const iovec> iov) override;
     void submit() override;
     void reap(const std::function<void(uint64_t, int)>& done, bool wait) override;
     size_t in_flight() const override { return in_flight_; }
@@ -75,6 +76,9 @@ private:
     std::vector<uint32_t> free_;
     size_t in_flight_ = 0;
     unsigned queued_ = 0;  // prepared, not yet submitted
+    // Whether RWF_NOWAIT is worth trying (cleared for good on EOPNOTSUPP).
+    bool nowait_read_ = true;
+    bool nowait_write_ = true;
 };
 
 class FileStore final : public Store {
@@ -214,8 +218,11 @@ bool UringQueue::init(std::string* why) {
         if (why) *why = fmt::format("eventfd: {}", std::strerror(errno));
         return false;
     }
-    if (const int e = io_uring_register_eventfd(&ring_, event_fd_); e < 0) {
-        if (why) *why = fmt::format("io_uring_register_eventfd: {}", std::strerror(-e));
+    // Only completions that did not finish inside the submit call signal:
+    // those that did (page-cache hits) are reaped right after it, and a
+    // wake-up for them would find nothing to do.
+    if (const int e = io_uring_register_eventfd_async(&ring_, event_fd_); e < 0) {
+        if (why) *why = fmt::format("io_uring_register_eventfd_async: {}", std::strerror(-e));
         return false;
     }
     return true;
@@ -228,6 +235,22 @@ UringQueue::~UringQueue() {
         io_uring_queue_exit(&ring_);
     }
     if (event_fd_ >= 0) ::close(event_fd_);
+}
+
+// Without O_DIRECT most transfers are page-cache copies that io_uring would
+// finish inside the submit call anyway, after a request's set-up, a
+// completion and a trip through the queue's reap: the caller tries them
+// first with RWF_NOWAIT, which copies what is cached and never blocks.
+size_t UringQueue::try_cached(bool write, uint64_t offset, std::span<const iovec> iov) {
+    if (store_.direct_ || iov.empty() || iov.size() > IOV_MAX) return 0;
+    bool& ok = write ? nowait_write_ : nowait_read_;
+    if (!ok) return 0;
+    const int n = static_cast<int>(iov.size());
+    const ssize_t r = write ? ::pwritev2(store_.fd_, iov.data(), n, static_cast<off_t>(offset), RWF_NOWAIT)
+                            : ::preadv2(store_.fd_, iov.data(), n, static_cast<off_t>(offset), RWF_NOWAIT);
+    if (r >= 0) return static_cast<size_t>(r);
+    if (errno == EOPNOTSUPP || errno == EINVAL) ok = false;  // this file system or kernel has no such mode
+    return 0;
 }
 
 bool UringQueue::queue(Op op, uint64_t offset, std::span<const iovec> iov, uint64_t tag) {

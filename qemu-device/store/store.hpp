@@ -30,6 +30,13 @@ public:
     virtual bool read(uint64_t offset, std::span<const iovec> iov, uint64_t tag) = 0;
     virtual bool write(uint64_t offset, std::span<const iovec> iov, uint64_t tag) = 0;
     virtual bool flush(uint64_t tag) = 0;
+    // Bytes moved at once, without blocking, where the store has a page
+    // cache that holds them (RWF_NOWAIT): a whole transfer done here never
+    // needs the queue. 0 where nothing could be moved that way.
+    virtual size_t try_cached(bool write, uint64_t offset, std::span<const iovec> iov) {
+        (void)write, (void)offset, (void)iov;
+        return 0;
+    }
     // What was queued goes to the kernel.
     virtual void submit() = 0;
     // Calls done(tag, result) for each finished request; wait: until none is

@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 namespace blkrig::blk {
 namespace {
 
@@ -445,6 +447,151 @@ TEST(DeviceTrace, CompletedRequestsReachTheTraceFile) {
     EXPECT_EQ(t.events[0].code, trace::EventCode::queue_broken);
     EXPECT_EQ(t.events[0].head, 7u);
     EXPECT_EQ(t.events[0].text, "test breakage");
+}
+
+// The io_uring engine: on a file store a plain read or write leaves
+// process() in flight (Defer::io, status not yet written) and completes with
+// its status and bytes when the queue reaps it, unless the page cache held
+// it all (then it completes at once, like the synchronous path); a request a
+// fault rule touches, the marker region and a device with a write log stay
+// synchronous; a RAM store or use_async(false) gives a queue no engine.
+struct AsyncFixture {
+    TempDir dir;
+    std::unique_ptr<store::Store> store;
+    explicit AsyncFixture(bool direct = false) {
+        const auto path = dir.file("disk.img");
+        { std::ofstream(path, std::ios::binary).write(std::string(kCapacity * kSectorSize, '\0').data(), kCapacity * kSectorSize); }
+        store = store::open_file(path, false, direct);
+    }
+};
+
+// A guest address whose host address O_DIRECT can use.
+uint64_t alloc_host_aligned(test::FakeGuest& g, uint64_t len) {
+    const uint64_t at = g.alloc(len + 4096);
+    const auto host = reinterpret_cast<uintptr_t>(g.host(at, 1));
+    return at + (4096 - host % 4096) % 4096;
+}
+
+// O_DIRECT: no page cache, so every aligned transfer goes through the ring.
+TEST(DeviceAsync, PlainReadsAndWritesCompleteWhenReaped) {
+    std::unique_ptr<AsyncFixture> fp;
+    try {
+        fp = std::make_unique<AsyncFixture>(true);
+    } catch (const store::StoreError& e) {
+        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
+    }
+    AsyncFixture& f = *fp;
+    const auto want = pattern(4096, 11);
+    {
+        const iovec v{const_cast<uint8_t*>(want.data()), want.size()};
+        ASSERT_EQ(f.store->write(16 * kSectorSize, std::span(&v, 1)), 0);
+    }
+    BlkDevice dev(geometry(), *f.store, nullptr);
+    dev.set_features(dev.features());
+    auto exec = dev.async_exec(0, 8);
+    ASSERT_TRUE(exec) << "a file store gives each queue an engine";
+    BlkChains b;
+    const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, 16), d = alloc_host_aligned(b.g, 4096), st = b.status();
+    virtio::Completion c;
+    c.record.seq = 5;
+    c.exec = exec.get();
+    dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 4096, true}, Seg{st, 1, true}}), c);
+    EXPECT_EQ(c.defer, virtio::Defer::io);
+    EXPECT_EQ(b.g.get<uint8_t>(st), 0xee) << "the status is written when the I/O is done, not before";
+    exec->hold(std::move(c));
+    exec->submit();
+    std::vector<virtio::Completion> done;
+    exec->reap(done, true);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].record.seq, 5u);
+    EXPECT_EQ(done[0].record.status, VIRTIO_BLK_S_OK);
+    EXPECT_EQ(done[0].defer, virtio::Defer::none);
+    EXPECT_EQ(done[0].used_len, 4096u + 1);
+    EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_OK);
+    EXPECT_TRUE(b.g.bytes(d, 4096) == want);
+    EXPECT_EQ(exec->in_flight(), 0u);
+
+    // A write through the engine lands in the file.
+    BlkChains w;
+    const auto data = pattern(4096, 12);
+    const uint64_t whdr = w.header(VIRTIO_BLK_T_OUT, 40), wd = alloc_host_aligned(w.g, 4096), wst = w.status();
+    w.g.write(wd, data.data(), data.size());
+    virtio::Completion wc;
+    wc.record.seq = 6;
+    wc.exec = exec.get();
+    dev.process(w.walk({Seg{whdr, 16, false}, Seg{wd, 4096, false}, Seg{wst, 1, true}}), wc);
+    ASSERT_EQ(wc.defer, virtio::Defer::io);
+    exec->hold(std::move(wc));
+    done.clear();
+    exec->reap(done, true);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].used_len, 1u);
+    EXPECT_EQ(w.g.get<uint8_t>(wst), VIRTIO_BLK_S_OK);
+    std::vector<uint8_t> back(4096);
+    const iovec bv{back.data(), back.size()};
+    ASSERT_EQ(f.store->read(40 * kSectorSize, std::span(&bv, 1)), 0);
+    EXPECT_TRUE(back == data);
+}
+
+TEST(DeviceAsync, AReadThePageCacheHoldsCompletesAtOnce) {
+    AsyncFixture f;
+    const auto want = pattern(4096, 21);
+    {
+        const iovec v{const_cast<uint8_t*>(want.data()), want.size()};
+        ASSERT_EQ(f.store->write(24 * kSectorSize, std::span(&v, 1)), 0);  // now in the page cache
+    }
+    BlkDevice dev(geometry(), *f.store, nullptr);
+    dev.set_features(dev.features());
+    auto exec = dev.async_exec(0, 8);
+    ASSERT_TRUE(exec);
+    BlkChains b;
+    const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, 24), d = b.g.alloc(4096), st = b.status();
+    virtio::Completion c;
+    c.exec = exec.get();
+    dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 4096, true}, Seg{st, 1, true}}), c);
+    EXPECT_EQ(c.defer, virtio::Defer::none);
+    EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(c.used_len, 4096u + 1);
+    EXPECT_TRUE(b.g.bytes(d, 4096) == want);
+    EXPECT_EQ(exec->in_flight(), 0u);
+}
+
+TEST(DeviceAsync, FaultsMarkersAndTheWriteLogStaySynchronous) {
+    AsyncFixture f;
+    Geometry g = geometry();
+    g.marker_sectors = 16;
+    faults::Engine engine;
+    engine.add(std::get<faults::Rule>(faults::parse_rule("ioerr op=read sector=0..7")));
+    BlkDevice dev(g, *f.store, nullptr, &engine);
+    dev.set_features(dev.features());
+    auto exec = dev.async_exec(0, 8);
+    ASSERT_TRUE(exec);
+    auto one = [&](BlkDevice& d, uint64_t sector) {
+        BlkChains b;
+        const uint64_t hdr = b.header(VIRTIO_BLK_T_IN, sector), buf = b.g.alloc(512), st = b.status();
+        virtio::Completion c;
+        c.exec = exec.get();
+        d.process(b.walk({Seg{hdr, 16, false}, Seg{buf, 512, true}, Seg{st, 1, true}}), c);
+        return std::pair{c.defer, b.g.get<uint8_t>(st)};
+    };
+    EXPECT_EQ(one(dev, 0), std::pair(virtio::Defer::none, uint8_t{VIRTIO_BLK_S_IOERR})) << "a rule fired: executed at once";
+    EXPECT_EQ(one(dev, g.capacity_sectors - 16), std::pair(virtio::Defer::none, uint8_t{VIRTIO_BLK_S_OK})) << "a marker read";
+    EXPECT_EQ(exec->in_flight(), 0u);
+    store::WriteLog wlog(*f.store, "");
+    BlkDevice logged(geometry(), *f.store, nullptr, nullptr, &wlog);
+    logged.set_features(logged.features());
+    EXPECT_EQ(one(logged, 8), std::pair(virtio::Defer::none, uint8_t{VIRTIO_BLK_S_OK})) << "the crash model's write log";
+    EXPECT_EQ(exec->in_flight(), 0u);
+}
+
+TEST(DeviceAsync, NoEngineForRamOrWhenTurnedOff) {
+    AsyncFixture f;
+    BlkDevice off(geometry(), *f.store, nullptr);
+    off.use_async(false);
+    EXPECT_EQ(off.async_exec(0, 8), nullptr);
+    auto ram = store::make_ram(kCapacity * kSectorSize);
+    BlkDevice on_ram(geometry(), *ram, nullptr);
+    EXPECT_EQ(on_ram.async_exec(0, 8), nullptr);
 }
 
 // The marker region: 16 sectors past a 1 MiB store. A one-block read there is

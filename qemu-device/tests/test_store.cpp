@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -224,6 +226,68 @@ TEST_F(FileStoreTest, UringRefusesWhatItCannotTake) {
     const iovec odd{buf.data() + 1, 512};
     EXPECT_FALSE(dq->read(0, std::span(&odd, 1), 4)) << "O_DIRECT with an unaligned buffer goes to the bounce path";
     EXPECT_EQ(dq->in_flight(), 0u);
+}
+
+// Without O_DIRECT a cached transfer finishes inside read()/write(); one the
+// page cache does not hold goes to the ring. Both give the same bytes.
+TEST_F(FileStoreTest, UringReadsWhatThePageCacheDoesNotHold) {
+    auto s = open_file(path_, false, false);
+    const auto data = pattern(16384, 9);
+    ASSERT_EQ(write_at(*s, 32768, data), 0);
+    ASSERT_EQ(s->flush(), 0);
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);  // evicts the clean pages
+    ::close(fd);
+    auto q = uring(*s, 4);
+    ASSERT_TRUE(q);
+    std::vector<uint8_t> back(16384, 0);
+    const auto iov = split(back, {4096, 512, 7000});
+    ASSERT_TRUE(q->read(32768, iov, 1));
+    EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{1, 0}}));
+    EXPECT_TRUE(back == data);
+
+    // Read once, the bytes are cached: a non-blocking copy moves them all.
+    std::vector<uint8_t> again(16384, 0);
+    const auto iov2 = split(again, {16384});
+    EXPECT_EQ(q->try_cached(false, 32768, iov2), 16384u);
+    EXPECT_EQ(q->in_flight(), 0u);
+    EXPECT_TRUE(again == data);
+    const auto more = pattern(4096, 13);
+    std::vector<uint8_t> w = more;
+    const auto wiov = split(w, {4096});
+    const size_t wrote = q->try_cached(true, 49152, wiov);
+    if (wrote == 4096) {
+        EXPECT_TRUE(read_at(*s, 49152, 4096) == more);
+    } else {
+        EXPECT_EQ(wrote, 0u) << "a buffered write without RWF_NOWAIT support moves nothing";
+    }
+}
+
+TEST_F(FileStoreTest, UringRoundTripsWithODirect) {
+    std::unique_ptr<Store> d;
+    try {
+        d = open_file(path_, false, true);
+    } catch (const StoreError& e) {
+        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
+    }
+    auto q = uring(*d, 4);
+    ASSERT_TRUE(q);
+    std::vector<uint8_t> plain(4096);
+    const auto piov = split(plain, {4096});
+    EXPECT_EQ(q->try_cached(false, 0, piov), 0u) << "O_DIRECT has no page cache to try";
+    void* raw = std::aligned_alloc(4096, 8192);
+    std::unique_ptr<void, decltype(&std::free)> buf(raw, &std::free);
+    auto* p = static_cast<uint8_t*>(raw);
+    const auto data = pattern(8192, 11);
+    std::memcpy(p, data.data(), data.size());
+    const iovec v{p, 8192};
+    ASSERT_TRUE(q->write(4096 * 5, std::span(&v, 1), 1));
+    EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{1, 0}}));
+    std::memset(p, 0, 8192);
+    ASSERT_TRUE(q->read(4096 * 5, std::span(&v, 1), 2));
+    EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{2, 0}}));
+    EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
 }
 
 TEST(RamStoreAsync, HasNoEngineAndSaysSo) {
