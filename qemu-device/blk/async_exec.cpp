@@ -1,4 +1,5 @@
 #include "blk/async_exec.hpp"
+#include "blk/device.hpp"
 
 #include "blk/geometry.hpp"
 #include "common/log.hpp"
@@ -56,6 +57,40 @@ void StoreExec::reap(std::vector<virtio::Completion>& done, bool wait) {
             pending_.erase(it);
         },
         wait);
+}
+
+// The device's side of it.
+std::unique_ptr<virtio::AsyncExec> BlkDevice::async_exec(uint16_t queue, uint16_t depth) {
+    if (!async_) return nullptr;
+    std::string why;
+    auto q = store_.async_queue(depth, &why);
+    if (!q) {
+        if (!async_noted_.exchange(true))
+            log(LogLevel::info, "{}: no asynchronous I/O ({}); requests run synchronously on the queue threads", store_.describe(), why);
+        return nullptr;
+    }
+    return std::make_unique<StoreExec>(std::move(q), queue);
+}
+
+StoreExec::Started BlkDevice::start_async(const Request& r, virtio::Completion& c) {
+    // The write log sees every change in order, and the marker region is
+    // the device's own: both stay on the synchronous path.
+    if (wlog_ || c.marker) return StoreExec::Started::no;
+    switch (r.type) {
+    case VIRTIO_BLK_T_IN:
+        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return StoreExec::Started::no;
+        break;
+    case VIRTIO_BLK_T_OUT:
+        // Write-through wants a flush after each write: the synchronous path does it.
+        if (geo_.read_only || !writeback_.load(std::memory_order_relaxed)) return StoreExec::Started::no;
+        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return StoreExec::Started::no;
+        break;
+    case VIRTIO_BLK_T_FLUSH:
+        if (!(acked_.load(std::memory_order_relaxed) & feature_bit(VIRTIO_BLK_F_FLUSH))) return StoreExec::Started::no;
+        break;
+    default: return StoreExec::Started::no;
+    }
+    return static_cast<StoreExec*>(c.exec)->start(r, c);
 }
 
 }  // namespace blkrig::blk

@@ -5,7 +5,6 @@
 #include "blk/markers.hpp"
 #include "common/log.hpp"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <bit>
@@ -107,39 +106,6 @@ Refusal BlkDevice::execute(const Request& r, uint64_t seq) {
     }
 }
 
-std::unique_ptr<virtio::AsyncExec> BlkDevice::async_exec(uint16_t queue, uint16_t depth) {
-    if (!async_) return nullptr;
-    std::string why;
-    auto q = store_.async_queue(depth, &why);
-    if (!q) {
-        if (!async_noted_.exchange(true))
-            log(LogLevel::info, "{}: no asynchronous I/O ({}); requests run synchronously on the queue threads", store_.describe(), why);
-        return nullptr;
-    }
-    return std::make_unique<StoreExec>(std::move(q), queue);
-}
-
-StoreExec::Started BlkDevice::start_async(const Request& r, virtio::Completion& c) {
-    // The write log sees every change in order, and the marker region is
-    // the device's own: both stay on the synchronous path.
-    if (wlog_ || c.marker) return StoreExec::Started::no;
-    switch (r.type) {
-    case VIRTIO_BLK_T_IN:
-        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return StoreExec::Started::no;
-        break;
-    case VIRTIO_BLK_T_OUT:
-        // Write-through wants a flush after each write: the synchronous path does it.
-        if (geo_.read_only || !writeback_.load(std::memory_order_relaxed)) return StoreExec::Started::no;
-        if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return StoreExec::Started::no;
-        break;
-    case VIRTIO_BLK_T_FLUSH:
-        if (!(acked_.load(std::memory_order_relaxed) & feature_bit(VIRTIO_BLK_F_FLUSH))) return StoreExec::Started::no;
-        break;
-    default: return StoreExec::Started::no;
-    }
-    return static_cast<StoreExec*>(c.exec)->start(r, c);
-}
-
 void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion& c) {
     auto& rec = c.record;
     auto parsed = parse_request(chain);
@@ -225,81 +191,6 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
             log(LogLevel::error, "power cut report {}: cannot write it: {}", plan_.report_path, std::strerror(errno));
         }
     }
-}
-
-Refusal BlkDevice::apply(const Request& r, uint64_t seq, const faults::Effect& e, virtio::Completion& c) {
-    using Run = faults::Effect::Run;
-    switch (e.defer) {
-    case faults::Effect::Defer::none: break;
-    case faults::Effect::Defer::delay:
-        c.defer = virtio::Defer::until;
-        c.defer_until_ns = monotonic_ns() + e.delay_ns;
-        break;
-    case faults::Effect::Defer::hold: c.defer = virtio::Defer::hold; break;
-    case faults::Effect::Defer::reorder:
-        c.defer = virtio::Defer::reorder;
-        c.reorder_after = e.reorder_after;
-        break;
-    }
-    Refusal res = Refusal::none;
-    switch (e.run) {
-    case Run::all: res = execute(r, seq); break;
-    case Run::none: break;
-    case Run::prefix:
-        if (e.keep_bytes) res = write(r, seq, iov_prefix(r.data, e.keep_bytes), e.keep_bytes);
-        else if (geo_.read_only) res = Refusal::read_only;
-        break;
-    case Run::corrupt_read:
-        res = execute(r, seq);
-        if (res == Refusal::none) iov_xor_byte(r.data, e.offset, e.mask);
-        break;
-    case Run::corrupt_write: {
-        auto copy = iov_copy(r.data, r.data_bytes);
-        copy[e.offset] ^= e.mask;
-        res = write(r, seq, {iovec{copy.data(), copy.size()}}, copy.size());
-        break;
-    }
-    case Run::crash:
-        // A back-end crash mid-request: nothing is executed, completed or
-        // flushed; the request stays in the inflight region for the next
-        // process. The trace already holds every record made so far when
-        // it is continued (--trace-continue writes through).
-        log(LogLevel::warn, "queue {} seq {}: fault rule: crash (SIGKILL) with {} sector {} in flight", c.record.queue, seq,
-            trace::op_label(r.type), r.sector);
-        ::kill(::getpid(), SIGKILL);
-        break;
-    }
-    if (res != Refusal::none) return res;
-    switch (e.status) {
-    case faults::Effect::Status::as_run: return Refusal::none;
-    case faults::Effect::Status::ioerr: return Refusal::injected_ioerr;
-    case faults::Effect::Status::unsupp: return Refusal::injected_unsupp;
-    }
-    return Refusal::none;
-}
-
-nlohmann::json BlkDevice::power_cut(store::CutMode mode, uint64_t seed, double share) {
-    if (!wlog_) throw std::logic_error("the device has no write log (start it with --crash-model)");
-    powered_off_ = true;
-    const auto rep = wlog_->power_cut(mode, seed, share);
-    const std::string text = cut_summary(rep, mode);
-    log(rep.error ? LogLevel::error : LogLevel::info, "{}", text);
-    if (trace_) trace_->event({monotonic_ns(), trace::EventCode::power_cut, 0, 0, text});
-    return cut_report_json(rep, mode, seed, share);
-}
-
-void BlkDevice::power_on() {
-    powered_off_ = false;
-    log(LogLevel::info, "power on: serving the surviving contents");
-}
-
-nlohmann::json BlkDevice::stats_json() const {
-    nlohmann::json out = stats_.to_json();
-    if (wlog_) {
-        out["write_log"] = {{"unflushed_writes", wlog_->unflushed()}, {"unflushed_bytes", wlog_->unflushed_bytes()}};
-        if (auto e = wlog_->export_error(); !e.empty()) out["write_log"]["export_error"] = e;
-    }
-    return out;
 }
 
 void BlkDevice::completed(const virtio::Completion& c) {

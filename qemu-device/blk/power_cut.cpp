@@ -1,4 +1,6 @@
 #include "blk/power_cut.hpp"
+#include "blk/device.hpp"
+#include "common/log.hpp"
 
 #include "common/sectors.hpp"
 #include "trace/format.hpp"
@@ -37,6 +39,22 @@ bool write_cut_report(const std::string& path, const nlohmann::json& report) {
     bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size();
     if (f && std::fclose(f) != 0) ok = false;
     return ok;
+}
+
+// The device's side of it.
+nlohmann::json BlkDevice::power_cut(store::CutMode mode, uint64_t seed, double share) {
+    if (!wlog_) throw std::logic_error("the device has no write log (start it with --crash-model)");
+    powered_off_ = true;
+    const auto rep = wlog_->power_cut(mode, seed, share);
+    const std::string text = cut_summary(rep, mode);
+    log(rep.error ? LogLevel::error : LogLevel::info, "{}", text);
+    if (trace_) trace_->event({monotonic_ns(), trace::EventCode::power_cut, 0, 0, text});
+    return cut_report_json(rep, mode, seed, share);
+}
+
+void BlkDevice::power_on() {
+    powered_off_ = false;
+    log(LogLevel::info, "power on: serving the surviving contents");
 }
 
 }  // namespace blkrig::blk

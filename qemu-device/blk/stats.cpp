@@ -1,4 +1,5 @@
 #include "blk/stats.hpp"
+#include "blk/device.hpp"
 
 #include <linux/virtio_blk.h>
 
@@ -47,6 +48,16 @@ nlohmann::json Stats::to_json() const {
                             {"errors", s.errors.load()},
                             {"latency_p50_ns_below", pct(0.5)},
                             {"latency_p99_ns_below", pct(0.99)}};
+    }
+    return out;
+}
+
+// The device's side of it.
+nlohmann::json BlkDevice::stats_json() const {
+    nlohmann::json out = stats_.to_json();
+    if (wlog_) {
+        out["write_log"] = {{"unflushed_writes", wlog_->unflushed()}, {"unflushed_bytes", wlog_->unflushed_bytes()}};
+        if (auto e = wlog_->export_error(); !e.empty()) out["write_log"]["export_error"] = e;
     }
     return out;
 }
