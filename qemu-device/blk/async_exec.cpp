@@ -75,7 +75,7 @@ std::unique_ptr<virtio::AsyncExec> BlkDevice::async_exec(uint16_t queue, uint16_
 StoreExec::Started BlkDevice::start_async(const Request& r, virtio::Completion& c) {
     // The write log sees every change in order, and the marker region is
     // the device's own: both stay on the synchronous path.
-    if (wlog_ || c.marker) return StoreExec::Started::no;
+    if (wlog_ || (c.record.flags & trace::kReqMarker)) return StoreExec::Started::no;
     switch (r.type) {
     case VIRTIO_BLK_T_IN:
         if (check_range(r.sector, r.data_bytes, data_sectors()) != Refusal::none) return StoreExec::Started::no;

@@ -139,27 +139,25 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
         rec.seg_lens = r.seg_lens;
     }
 
-    if (const int64_t m = marker_index(geo_, r); m >= 0) {
-        c.marker = true;
-        c.marker_index = static_cast<uint32_t>(m);
-    }
+    const int64_t marker = marker_index(geo_, r);
+    if (marker >= 0) rec.flags |= trace::kReqMarker;
     if (powered_off_.load()) {
         *r.status = VIRTIO_BLK_S_IOERR;
         rec.status = VIRTIO_BLK_S_IOERR;
-        c.marker = false;  // traced as the failed request it is
+        rec.flags &= ~trace::kReqMarker;  // traced as the failed request it is
         c.used_len = 1;
         // Marked like an injection, so a check can tell the rig's IOERR from a device bug.
         rec.fault_action = trace::kFaultPowerOff;
         return;
     }
-    if (c.marker) {
-        if (faults_) faults_->marker(c.marker_index);
-        if (wlog_) wlog_->mark(fmt::format("blkrig marker {}", c.marker_index));
+    if (marker >= 0) {
+        if (faults_) faults_->marker(static_cast<uint32_t>(marker));
+        if (wlog_) wlog_->mark(fmt::format("blkrig marker {}", marker));
     }
     Refusal result = Refusal::none;
     faults::Decision fault;
     // Marker reads are the rig's own boundaries: faults never touch them.
-    if (faults_ && !c.marker)
+    if (faults_ && marker < 0)
         fault = faults_->decide(r.type, r.sector, r.ranges.empty() ? r.data_bytes / kSectorSize : rec.bytes / kSectorSize, rec.queue,
                                 c.queue_depth, rec.t_submit_ns > start_ns_ ? rec.t_submit_ns - start_ns_ : 0);
     if (fault.fire) {
@@ -184,7 +182,7 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
     c.used_len = static_cast<uint32_t>((returns_data && result == Refusal::none ? r.data_bytes : 0) + 1);
     // The marker read itself is answered: the cut falls between the step
     // that ended and whatever the guest does next.
-    if (c.marker && plan_.at_marker >= 0 && c.marker_index == static_cast<uint64_t>(plan_.at_marker) && wlog_ && !powered_off_) {
+    if (marker >= 0 && plan_.at_marker >= 0 && marker == plan_.at_marker && wlog_ && !powered_off_) {
         const auto rep = power_cut(plan_.mode, plan_.seed, plan_.share);
         if (!plan_.report_path.empty() && !write_cut_report(plan_.report_path, rep)) {
             report_failed_ = true;  // the device exits 1: the run asked for a report it did not get
@@ -194,10 +192,11 @@ void BlkDevice::process(const virtio::DescriptorChain& chain, virtio::Completion
 }
 
 void BlkDevice::completed(const virtio::Completion& c) {
-    if (!c.marker) stats_.count(c.record);
+    const bool marker = c.record.flags & trace::kReqMarker;
+    if (!marker) stats_.count(c.record);
     if (!trace_) return;
-    if (c.marker && c.record.status == VIRTIO_BLK_S_OK)
-        trace_->marker({c.record.seq, c.record.t_complete_ns, c.marker_index, c.record.queue, c.record.head});
+    if (marker && c.record.status == VIRTIO_BLK_S_OK)
+        trace_->marker({c.record.seq, c.record.t_complete_ns, marker_at(geo_, c.record.sector), c.record.queue, c.record.head});
     else trace_->record(c.record);  // with its fault record, if a fault touched it
 }
 

@@ -19,6 +19,10 @@ int64_t marker_index(const Geometry& g, const Request& r) {
     return static_cast<int64_t>((r.sector - base) / per_block);
 }
 
+uint32_t marker_at(const Geometry& g, uint64_t sector) {
+    return static_cast<uint32_t>((sector - (g.capacity_sectors - g.marker_sectors)) / (g.logical_block_size / sectors::kSize));
+}
+
 void fill_marker(const std::vector<iovec>& data, uint64_t first_marker_sector, uint64_t skip, uint64_t end) {
     std::vector<char> flat(end - skip, 0);
     for (uint64_t off = 0; off < flat.size(); off += sectors::kSize)

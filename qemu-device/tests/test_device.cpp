@@ -5,6 +5,7 @@
 #include "common/temp_dir.hpp"
 
 #include "blk/device.hpp"
+#include "blk/markers.hpp"
 #include "common/log.hpp"
 #include "store/store.hpp"
 #include "trace/reader.hpp"
@@ -617,8 +618,8 @@ TEST(DeviceMarkers, OneBlockReadIsAMarkerWithItsPatternAndTracedApart) {
         c.record.seq = dev.next_seq();
         dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 512, true}, Seg{st, 1, true}}), c);
         EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_OK);
-        EXPECT_TRUE(c.marker);
-        EXPECT_EQ(c.marker_index, 3u);
+        EXPECT_TRUE(c.record.flags & trace::kReqMarker);
+        EXPECT_EQ(marker_at(g, c.record.sector), 3u);
         const auto got = b.g.bytes(d, 512);
         EXPECT_EQ(std::string(reinterpret_cast<const char*>(got.data())), "BLKRIG-MARKER 3\n");
         dev.completed(c);
@@ -655,7 +656,7 @@ TEST(DeviceMarkers, WritesToTheRegionAreRefusedAndReadsAcrossItSplit) {
         virtio::Completion c;
         dev.process(b.walk({Seg{hdr, 16, false}, Seg{d, 1024, true}, Seg{st, 1, true}}), c);
         EXPECT_EQ(b.g.get<uint8_t>(st), VIRTIO_BLK_S_OK);
-        EXPECT_FALSE(c.marker);
+        EXPECT_FALSE(c.record.flags & trace::kReqMarker);
         EXPECT_TRUE(b.g.bytes(d, 512) == data);
         const auto tail = b.g.bytes(d + 512, 512);
         EXPECT_EQ(std::string(reinterpret_cast<const char*>(tail.data())), "BLKRIG-MARKER 0\n");

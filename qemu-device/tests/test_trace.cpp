@@ -538,6 +538,15 @@ TEST(TraceValidation, ResubmittedRequestsArePossible) {
     EXPECT_TRUE(t.requests[0].flags & kReqResubmitted);
 }
 
+// kReqMarker is the device's in-memory note that a read is a marker; a
+// marker read that failed is traced as the request it is, without the bit.
+TEST(TraceValidation, TheMarkerBitNeverReachesTheFile) {
+    const Trace t = parse_records({request(1, 0, {512}, kStatusIoErr, kReqMarker)});
+    EXPECT_TRUE(t.bad.empty()) << t.bad[0].describe();
+    ASSERT_EQ(t.requests.size(), 1u);
+    EXPECT_FALSE(t.requests[0].flags & kReqMarker);
+}
+
 TEST(TraceValidation, ImpossibleMarkersFaultsAndEvents) {
     const Trace t = parse_records({request(0, 0, {512})}, {{1, 10, 3, 0, 0}, {2, 11, 2048, 0, 0}, {3, 12, 4, 5, 0}},
                                   {{0, 1, 1, 0}, {0, 1, 77, 0}, {0, 0, 1, 0}, {0, 0, kFaultPowerOff, 0}},

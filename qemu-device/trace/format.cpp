@@ -62,7 +62,7 @@ void finish(std::vector<uint8_t>& out, size_t start) {
 }  // namespace
 
 void encode(const RequestRecord& r, std::vector<uint8_t>& out) {
-    uint16_t flags = r.flags;
+    uint16_t flags = r.flags & ~kReqMarker;  // a failed marker read is traced as the request it is
     uint16_t recorded = static_cast<uint16_t>(std::min<size_t>(r.seg_lens.size(), kMaxRecordedSegs));
     if (recorded < r.seg_lens.size()) flags |= kReqSegsTruncated;
     if (r.nsegs == 1 && r.seg_lens.size() == 1 && r.seg_lens[0] == r.bytes) {

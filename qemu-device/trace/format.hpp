@@ -58,6 +58,9 @@ inline constexpr uint16_t kReqUnfinished = 8;    // still in the inflight region
 // One segment of `bytes` bytes, its length not repeated after the body: the
 // common request's record is 64 bytes, not 72 (version 2).
 inline constexpr uint16_t kReqOneSegment = 16;
+// In memory only: a marker read, which the device traces as a marker
+// record, never as a request record (the reader refuses the bit).
+inline constexpr uint16_t kReqMarker = 32;
 
 inline constexpr uint32_t kTypeUnknown = UINT32_MAX;  // header could not be read
 inline constexpr uint16_t kMaxRecordedSegs = 1024;

@@ -38,8 +38,6 @@ enum class Defer : uint8_t {
 struct Completion {
     uint32_t used_len = 0;        // bytes the device wrote into the chain
     trace::RequestRecord record;  // seq, queue, head, t_submit_ns set by the queue
-    bool marker = false;          // a marker read: traced as a marker, not as I/O
-    uint32_t marker_index = 0;
     uint32_t queue_depth = 1;     // requests the queue had outstanding, this one included
     Defer defer = Defer::none;
     uint64_t defer_until_ns = 0;
