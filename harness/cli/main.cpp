@@ -11,6 +11,7 @@
 // Exit codes: 0 fine, 1 the trace is incomplete (summary/dump --strict) or
 // an expectation failed (check), 2 bad arguments or input, 3 the
 // infrastructure failed (boot), 130 interrupted.
+#include "crash/crash.hpp"
 #include "checks/expect.hpp"
 #include "export/export.hpp"
 #include "faults/rule_file.hpp"
@@ -218,7 +219,8 @@ void check_host_limits(const scenario::Scenario& sc, const fs::path& out_dir) {
 int do_run(const std::string& scenario_path, std::string kernel, const std::string& out, unsigned timeout, bool interactive = false,
            const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {},
            bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {},
-           launch::Launcher launcher = launch::Launcher::qemu, const std::string& libvirt_uri = {}, bool force = false) {
+           launch::Launcher launcher = launch::Launcher::qemu, const std::string& libvirt_uri = {}, bool force = false,
+           bool record_writes = false) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -276,6 +278,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     if (!faults_file.empty()) o.faults_file = fs::absolute(faults_file);
     o.launcher = launcher;
     o.libvirt_uri = libvirt_uri;
+    o.record_writes = record_writes;
     const fs::path build = self_dir().parent_path();
     o.tools = {default_device(), build / "guest-driver" / "agent" / "blkrig-agent", build / "guest-driver" / "image" / "blkrig-mkdisk",
                source_dir() / "guest-driver" / "image" / "mkinitramfs"};
@@ -288,6 +291,61 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     if (r.outcome == run::Outcome::bad_input || r.outcome == run::Outcome::infra || r.outcome == run::Outcome::interrupted)
         for (const auto& p : r.problems) fmt::print(stderr, "blkrig: {}\n", p);
     return static_cast<int>(r.outcome);
+}
+
+// `blkrig crash`: record the scenario once (or take an earlier record),
+// then build and check its crash states (crash/crash.hpp, docs/crash.md).
+struct CrashArgs {
+    std::string scenario, kernel, out, states = "all", record_from;
+    uint64_t seed = 0;
+    unsigned jobs = 0;
+    std::optional<size_t> only;
+    bool force = false;
+};
+
+int do_crash(const CrashArgs& a) {
+    scenario::Scenario sc;
+    try {
+        sc = scenario::load_scenario(a.scenario);
+    } catch (const scenario::ScenarioError& e) {
+        fmt::print(stderr, "blkrig: {}\n", e.what());
+        return 2;
+    }
+    crash::CrashOptions o;
+    try {
+        o.sel = crash::parse_selection(a.states);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    o.sel.seed = a.seed;
+    o.only = a.only;
+    o.jobs = a.jobs ? a.jobs : std::max(1u, std::thread::hardware_concurrency());
+    if (sc.promises.empty() && sc.disk.fs == "raw")
+        throw UsageError(fmt::format("{}: a raw disk with no [[crash.promise]]: there is nothing to check in a crash state", a.scenario));
+    const fs::path out = a.out.empty() ? fs::path("runs") / "crash" / fs::path(a.scenario).stem() : fs::path(a.out);
+    if (!a.record_from.empty() && !fs::is_regular_file(fs::path(a.record_from) / "write-log.bin"))
+        throw UsageError(fmt::format("--record-from {}: no write-log.bin there (give the folder of blkrig run --record-writes, or OUT/record of an earlier blkrig crash)",
+                                     a.record_from));
+    launch::catch_interrupts();
+    const folder::Claim claim = folder::claim(out, folder::Kind::crash, a.force);
+    o.out = fs::absolute(out);
+    o.record = a.record_from.empty() ? o.out / "record" : fs::absolute(a.record_from);
+    if (a.record_from.empty()) {
+        // 1. Record: one run of the scenario with every write logged, a child process like a matrix cell.
+        std::vector<std::string> argv = {fs::canonical("/proc/self/exe").string(), "run", a.scenario, "--out", o.record.string(), "--record-writes"};
+        if (!a.kernel.empty()) argv.insert(argv.end(), {"--kernel", a.kernel});
+        fmt::print(stderr, "blkrig crash: recording {} into {}\n", a.scenario, o.record.string());
+        const auto r = launch::run_tool(argv, std::chrono::seconds(sc.timeout_s + 300));
+        if (r.exit_code != 0) {
+            fmt::print(stderr, "{}", r.output);
+            fmt::print(stderr, "blkrig crash: the recording run ended with exit {}; no state was checked\n", r.exit_code);
+            return r.exit_code == 1 ? 3 : r.exit_code > 0 ? r.exit_code : 3;
+        }
+    }
+    o.rerun = fmt::format("blkrig crash {} --record-from {} --states {} --seed {}", a.scenario, o.record.string(), a.states, a.seed);
+    const auto r = crash::check_states(sc, o);
+    std::cout << r.summary;
+    return r.exit;
 }
 
 // What `blkrig run` was given, for a matrix of scenarios x kernels.
@@ -686,6 +744,9 @@ int main(int argc, char** argv) {
     bool run_no_guest_trace = false;
     runc->add_flag("--no-guest-trace", run_no_guest_trace,
                    "trace nothing in the guest (no block events, no mpage functions; [[expect]] checks that need them fail)");
+    bool run_record_writes = false;
+    runc->add_flag("--record-writes", run_record_writes,
+                   "the device also writes write-log.bin (every write, flush and marker) and the disk before the boot is kept as disk-before.img");
     LauncherOptions run_launcher;
     run_launcher.add_to(runc);
 
@@ -742,6 +803,18 @@ int main(int argc, char** argv) {
     reportc->add_option("RUN_DIR", report_dirs, "run folders written by blkrig run")->required();
     reportc->add_option("--out", report_out, "the page for one run folder, the index for several (default: index.html)");
 
+    CrashArgs crash_args;
+    auto* crashc = app.add_subcommand("crash", "Record a scenario's writes once, then build and check every crash state they allow (docs/crash.md)");
+    crashc->add_option("SCENARIO", crash_args.scenario, "scenario file (with [[crash.promise]] tables)")->required();
+    crashc->add_option("--states", crash_args.states, "flushes, all (the default) or random:N")->capture_default_str();
+    crashc->add_option("--seed", crash_args.seed, "the seed of the chosen subsets")->capture_default_str();
+    crashc->add_option("--jobs,-j", crash_args.jobs, "states checked at a time (default: the CPU count)")->check(CLI::Range(1u, 256u));
+    crashc->add_option("--out", crash_args.out, "the crash folder (default: runs/crash/<scenario>)");
+    crashc->add_option("--kernel", crash_args.kernel, "the recording run's kernel (catalogue name)");
+    crashc->add_option("--record-from", crash_args.record_from, "check the states of an earlier recording (OUT/record) instead of recording again");
+    crashc->add_option("--only", crash_args.only, "build and check this state alone, and keep its disk in OUT/state-N (the reproduce lines use it)");
+    crashc->add_flag("--force", crash_args.force, "replace an earlier crash folder at --out");
+
     auto* kern = app.add_subcommand("kernel", "The kernel catalogue");
     kern->require_subcommand(1);
     auto* klist = kern->add_subcommand("list", "Catalogue kernels (guest-driver/kernels/catalogue.toml) and whether they are fetched");
@@ -766,6 +839,7 @@ int main(int argc, char** argv) {
         if (summary->parsed()) return trace_summary(file, json, strict);
         if (texport->parsed()) return trace_export(file, export_format, export_out, export_device, strict);
         if (checkc->parsed()) return do_check(check_dir, check_expect, check_format);
+        if (crashc->parsed()) return do_crash(crash_args);
         if (reportc->parsed()) {
             try {
                 for (const auto& p : report::report({report_dirs.begin(), report_dirs.end()}, report_out)) fmt::print("{}\n", p.string());
@@ -784,9 +858,9 @@ int main(int argc, char** argv) {
             if (!several && run_junit.empty())
                 return do_run(run_scenarios.front(), run_kernels.empty() ? std::string() : run_kernels.front(), run_out, run_timeout, false,
                               run_modules, run_control, run_disk_from, !run_no_extent_check, !run_no_guest_trace, run_faults,
-                              run_launcher.launcher(), run_launcher.libvirt_uri, run_force);
+                              run_launcher.launcher(), run_launcher.libvirt_uri, run_force, run_record_writes);
             for (const auto& [given, name] : {std::pair{!run_control.empty(), "--control"}, std::pair{!run_disk_from.empty(), "--disk-from"},
-                                              std::pair{!run_modules.empty(), "--modules"}})
+                                              std::pair{!run_modules.empty(), "--modules"}, std::pair{run_record_writes, "--record-writes"}})
                 if (given) throw UsageError(fmt::format("{} is for one run, not a matrix of them", name));
             MatrixArgs m{run_scenarios, run_kernels, run_out, run_jobs, run_junit, run_quiet, {}, run_force};
             if (run_timeout) m.run_args.insert(m.run_args.end(), {"--timeout", std::to_string(run_timeout)});

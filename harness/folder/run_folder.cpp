@@ -21,7 +21,7 @@ namespace blkrig::folder {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const char* to_string(Kind k) { return k == Kind::matrix ? "matrix" : "run"; }
+const char* to_string(Kind k) { return k == Kind::matrix ? "matrix" : k == Kind::crash ? "crash" : "run"; }
 
 namespace {
 
@@ -40,6 +40,7 @@ std::optional<Kind> read_marker(int dfd) {
     const std::string kind = j.value("kind", "");
     if (kind == "run") return Kind::run;
     if (kind == "matrix") return Kind::matrix;
+    if (kind == "crash") return Kind::crash;
     return std::nullopt;
 }
 

@@ -22,7 +22,7 @@ struct FolderError : std::runtime_error {
     int exit_code;
 };
 
-enum class Kind { run, matrix };
+enum class Kind { run, matrix, crash };
 const char* to_string(Kind k);
 
 inline constexpr const char* kMarker = ".blkrig-run";

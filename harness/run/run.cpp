@@ -515,6 +515,10 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                                                          sc.power_cut.seed, sc.power_cut.share, cut_report.string()),
                               "--write-log", (out / "write-log.bin").string()});
     }
+    if (o.record_writes) {
+        folder::copy_new(out / "disk.img", out / "disk-before.img");
+        if (sc.power_cut.after_step < 0) b.device_args.insert(b.device_args.end(), {"--write-log", (out / "write-log.bin").string()});
+    }
     b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
     const auto t_boot = std::chrono::steady_clock::now();
     const auto br = launch::boot(b);

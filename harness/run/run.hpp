@@ -46,6 +46,10 @@ struct RunOptions {
     // Who starts QEMU (launch::BootSpec::launcher, libvirt_uri).
     launch::Launcher launcher = launch::Launcher::qemu;
     std::string libvirt_uri;
+    // The device also writes write-log.bin (every write, flush and marker,
+    // dm-log-writes), and the disk as it was before the boot is kept as
+    // disk-before.img: what `blkrig crash` builds its states from.
+    bool record_writes = false;
 };
 
 enum class Outcome { pass = 0, fail = 1, bad_input = 2, infra = 3, interrupted = 130 };

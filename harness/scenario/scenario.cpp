@@ -487,6 +487,48 @@ void read_power_cut(const Reader& rd, const toml::table& root, Scenario& sc) {
     }
 }
 
+// [crash]: what the workload promises about its files, for `blkrig crash`.
+// Needs [[steps]]: a promise names a file its write steps write.
+void read_crash(const Reader& rd, const toml::table& root, Scenario& sc) {
+    auto* cr = root["crash"].node();
+    if (!cr) return;
+    if (!cr->is_table()) rd.fail(*cr, "crash must be a table: [crash] or [[crash.promise]]");
+    const auto& t = *cr->as_table();
+    rd.only(t, "[crash]", {"promise"});
+    auto* ps = t["promise"].node();
+    if (!ps) return;
+    if (!ps->is_array_of_tables()) rd.fail(*ps, "crash.promise must be tables: [[crash.promise]]");
+    std::set<std::string> seen;
+    for (auto& n : *ps->as_array()) {
+        const auto& pt = *n.as_table();
+        rd.only(pt, "[[crash.promise]]", {"path", "durable_after_step"});
+        CrashPromise p;
+        p.line = static_cast<int>(pt.source().begin.line);
+        auto* path = pt["path"].node();
+        auto* step = pt["durable_after_step"].node();
+        if (!path || !step) rd.fail(pt, "[[crash.promise]] needs path (a file the steps write) and durable_after_step (the step after which it is durable)");
+        p.path = rd.str(*path, "crash.promise.path");
+        if (!seen.insert(p.path).second) rd.fail(*path, fmt::format("crash.promise.path '{}' is promised twice", p.path));
+        p.durable_after_step = static_cast<int>(rd.integer(*step, "crash.promise.durable_after_step (a step index, from 0)", 0, 100000));
+        if (p.durable_after_step >= static_cast<int>(sc.steps.size()))
+            rd.fail(*step, fmt::format("crash.promise.durable_after_step = {} but the scenario has {} steps (0..{})", p.durable_after_step,
+                                       sc.steps.size(), sc.steps.size() - 1));
+        bool before = false;
+        for (size_t i = 0; i < sc.steps.size(); ++i) {
+            const auto& st = sc.steps[i];
+            if (st.op != "write" || st.args.value("path", "") != p.path) continue;
+            if (st.args.value("append", false))
+                rd.fail(*path, fmt::format("crash.promise.path '{}': step {} appends to it; a promise follows writes at an offset", p.path, i));
+            p.writes.push_back(i);
+            before |= static_cast<int>(i) <= p.durable_after_step;
+        }
+        if (!before)
+            rd.fail(*path, fmt::format("crash.promise.path '{}': no write step with that path at or before step {} (writes through fd= are not followed)",
+                                       p.path, p.durable_after_step));
+        sc.promises.push_back(std::move(p));
+    }
+}
+
 }  // namespace
 
 Scenario parse_scenario(std::string_view text, const std::string& file) {
@@ -494,7 +536,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
     toml::table root = parse_toml(text, file);
     Scenario sc;
     sc.file = file;
-    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults", "expect", "power_cut"});
+    rd.only(root, "the scenario", {"scenario", "disk", "device", "guest", "steps", "faults", "expect", "power_cut", "crash"});
     // In this order: each table may check itself against the ones before.
     read_scenario(rd, root, sc);
     read_disk(rd, root, sc);
@@ -504,6 +546,7 @@ Scenario parse_scenario(std::string_view text, const std::string& file) {
     read_steps(rd, root, sc);
     if (auto* ex = root["expect"].node()) sc.expects = expect_tables(rd, *ex);
     read_power_cut(rd, root, sc);
+    read_crash(rd, root, sc);
     for (const auto& f : sc.faults)
         if (f.after_step >= static_cast<int>(sc.steps.size()) || f.until_step >= static_cast<int>(sc.steps.size()))
             throw ScenarioError(file, f.line, 1, fmt::format("faults.after_step/until_step {} but the scenario has {} steps (0..{})", std::max(f.after_step, f.until_step), sc.steps.size(), sc.steps.size() - 1));

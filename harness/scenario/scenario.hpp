@@ -120,6 +120,18 @@ struct PowerCutSpec {
     int line = 0;
 };
 
+// [[crash.promise]]: what `blkrig crash` holds each crash state to. The
+// file's content its write steps up to durable_after_step leave is on the
+// disk in every state that keeps that step's last flush; in the states
+// before, each 4 KiB block of it holds the old or the new content, never
+// anything else (docs/crash.md).
+struct CrashPromise {
+    std::string path;  // as the steps name it, under /mnt
+    int durable_after_step = -1;
+    std::vector<size_t> writes;  // the write steps on path, in order (all of them)
+    int line = 0;
+};
+
 struct Scenario {
     std::string file;
     std::string name;
@@ -141,6 +153,7 @@ struct Scenario {
     std::vector<FaultSpec> faults;
     std::vector<ExpectTable> expects;  // [[expect]]
     PowerCutSpec power_cut;
+    std::vector<CrashPromise> promises;
 };
 
 inline constexpr const char* kMountpoint = "/mnt";

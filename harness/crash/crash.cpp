@@ -1,0 +1,389 @@
+#include "crash/crash.hpp"
+
+#include "agent_core/pattern.hpp"
+#include "crash/log_writes.hpp"
+#include "common/markers.hpp"
+#include "folder/run_folder.hpp"
+#include "launch/process.hpp"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace blkrig::crash {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kBlock = 4096;  // promises are checked block by block
+
+struct RigError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+std::vector<uint8_t> slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw RigError(fmt::format("cannot read {}: {}", p.string(), std::strerror(errno)));
+    return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// A new file with from's bytes: a reflink where the filesystem has them,
+// otherwise an in-kernel copy of the parts that hold data (holes stay holes).
+void clone(const fs::path& from, const fs::path& to) {
+    const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) throw RigError(fmt::format("cannot open {}: {}", from.string(), std::strerror(errno)));
+    const int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (out < 0) {
+        ::close(in);
+        throw RigError(fmt::format("cannot create {}: {}", to.string(), std::strerror(errno)));
+    }
+    bool ok = ::ioctl(out, FICLONE, in) == 0;
+    if (!ok) {
+        const off_t size = ::lseek(in, 0, SEEK_END);
+        ok = size >= 0 && ::ftruncate(out, size) == 0;
+        for (off_t pos = 0; ok && pos < size;) {
+            const off_t data = ::lseek(in, pos, SEEK_DATA);
+            if (data < 0) break;  // only a hole is left
+            const off_t hole = ::lseek(in, data, SEEK_HOLE);
+            loff_t src = data, dst = data;
+            for (size_t left = static_cast<size_t>(hole - data); ok && left > 0;) {
+                const ssize_t n = ::copy_file_range(in, &src, out, &dst, left, 0);
+                ok = n > 0;
+                if (ok) left -= static_cast<size_t>(n);
+            }
+            pos = hole;
+        }
+    }
+    const int e = errno;
+    ::close(in);
+    ::close(out);
+    if (!ok) throw RigError(fmt::format("cannot copy {} to {}: {}", from.string(), to.string(), std::strerror(e)));
+}
+
+// The state's disk: the disk before the run, then the writes of every
+// epoch before the state's, then the kept ones of its own, in log order.
+void build_image(const fs::path& before, const fs::path& img, const std::vector<uint8_t>& log, const WriteLogFile& wl,
+                 const std::vector<Epoch>& epochs, const State& s) {
+    clone(before, img);
+    const int fd = ::open(img.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) throw RigError(fmt::format("cannot open {}: {}", img.string(), std::strerror(errno)));
+    auto apply = [&](size_t i) {
+        const auto& e = wl.entries[i];
+        const uint64_t bytes = e.nr_sectors * 512, off = e.sector * 512;
+        if (e.kind == LogEntry::Kind::discard) {
+            // What the device's store does with a discard: the range reads as zeros.
+            if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(bytes)) != 0)
+                throw RigError(fmt::format("{}: discard at sector {}: {}", img.string(), e.sector, std::strerror(errno)));
+            return;
+        }
+        if (::pwrite(fd, log.data() + e.data_offset, bytes, static_cast<off_t>(off)) != static_cast<ssize_t>(bytes))
+            throw RigError(fmt::format("{}: write at sector {}: {}", img.string(), e.sector, std::strerror(errno)));
+    };
+    try {
+        for (size_t ep = 0; ep < s.epoch; ++ep)
+            for (size_t i : epochs[ep].writes) apply(i);
+        for (size_t k : s.kept) apply(epochs[s.epoch].writes[k]);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+    ::close(fd);
+}
+
+struct Fsck {
+    std::string verdict;  // clean | errors | skipped
+    std::string command;  // the one that gave the verdict
+    std::string output;   // its first lines
+};
+
+std::string first_lines(const std::string& text, size_t n) {
+    size_t pos = 0;
+    for (size_t i = 0; i < n && pos != std::string::npos; ++i) pos = text.find('\n', pos + (i ? 1 : 0));
+    return pos == std::string::npos ? text : text.substr(0, pos);
+}
+
+Fsck fsck(const std::string& fstype, const fs::path& img) {
+    using std::chrono::seconds;
+    std::vector<std::string> argv;
+    if (fstype == "ext4") {
+        // What a mount does first: the journal replayed (on the state's own copy).
+        const auto j = launch::run_tool({"e2fsck", "-E", "journal_only", "-y", img.string()}, seconds(120));
+        if (j.exit_code >= 8) throw RigError(fmt::format("e2fsck -E journal_only on {}: exit {}: {}", img.string(), j.exit_code, first_lines(j.output, 5)));
+        argv = {"e2fsck", "-fn", img.string()};
+    } else if (fstype == "ext2") {
+        argv = {"e2fsck", "-fn", img.string()};
+    } else if (fstype == "vfat") {
+        argv = {"fsck.vfat", "-n", img.string()};
+    } else if (fstype == "exfat") {
+        argv = {"fsck.exfat", "-n", img.string()};
+    } else {
+        return {"skipped", "", "a raw disk has no filesystem to check"};
+    }
+    const auto r = launch::run_tool(argv, seconds(120));
+    std::string cmd;
+    for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+    // e2fsck: 4 errors left; fsck.vfat and fsck.exfat: 1. Anything else is the tool failing.
+    const bool errors = (fstype.starts_with("ext") && r.exit_code == 4) || (!fstype.starts_with("ext") && (r.exit_code == 1 || r.exit_code == 4));
+    if (r.exit_code != 0 && !errors) throw RigError(fmt::format("{}: exit {}: {}", cmd, r.exit_code, first_lines(r.output, 5)));
+    return {r.exit_code == 0 ? "clean" : "errors", cmd, first_lines(r.output, 8)};
+}
+
+// A file's bytes as the host reads them from an image, or nullopt with why.
+std::optional<std::vector<uint8_t>> read_file(const std::string& fstype, const fs::path& img, const std::string& path, const fs::path& tmp,
+                                              std::string& why) {
+    const std::string inside = path.substr(std::string(scenario::kMountpoint).size());
+    fs::remove(tmp);
+    launch::ToolResult r;
+    if (fstype == "vfat") r = launch::run_tool({"mcopy", "-n", "-i", img.string(), "::" + inside, tmp.string()}, std::chrono::seconds(60));
+    else if (fstype.starts_with("ext")) r = launch::run_tool({"debugfs", "-R", fmt::format("dump {} {}", inside, tmp.string()), img.string()}, std::chrono::seconds(60));
+    else {
+        why = fmt::format("no host reader for {} files", fstype);
+        return std::nullopt;
+    }
+    if (!fs::exists(tmp)) {
+        why = fmt::format("the file cannot be read: {}", first_lines(r.output, 3));
+        return std::nullopt;
+    }
+    auto bytes = slurp(tmp);
+    fs::remove(tmp);
+    return bytes;
+}
+
+// A promised file's contents: [0] before the run, then after each of its write steps.
+std::vector<std::vector<uint8_t>> versions_of(const scenario::Scenario& sc, const scenario::CrashPromise& p, std::vector<uint8_t> old) {
+    std::vector<std::vector<uint8_t>> v{old};
+    for (size_t i : p.writes) {
+        const auto& a = sc.steps[i].args;
+        const uint64_t off = a.value("offset", uint64_t{0}), len = a.value("length", uint64_t{0});
+        auto next = v.back();
+        if (next.size() < off + len) next.resize(off + len, 0);
+        pattern::Stream(a.value("pattern", std::string("random")) == "zero" ? pattern::Kind::zero : pattern::Kind::random, a.value("seed", uint64_t{0}))
+            .fill(next.data() + off, len);
+        v.push_back(std::move(next));
+    }
+    return v;
+}
+
+struct Promise {
+    const scenario::CrashPromise* spec;
+    std::vector<std::vector<uint8_t>> versions;
+    size_t durable_version = 0;  // the version its durable step leaves
+    size_t due_from_epoch = 0;   // states of this epoch on keep that step's flush
+};
+
+// Where the bytes break the promise, or empty if they keep it.
+std::string judge(const Promise& p, const std::vector<uint8_t>& got, bool due) {
+    const auto& want = p.versions[p.durable_version];
+    if (due && got == want) return {};
+    const uint64_t size = std::max<uint64_t>(got.size(), p.versions.back().size());
+    for (uint64_t b = 0; b < size; b += kBlock) {
+        auto block = [&](const std::vector<uint8_t>& v) {
+            return b >= v.size() ? std::vector<uint8_t>() : std::vector<uint8_t>(v.begin() + static_cast<long>(b), v.begin() + static_cast<long>(std::min<uint64_t>(v.size(), b + kBlock)));
+        };
+        const auto g = block(got);
+        bool any = false;
+        for (size_t k = due ? p.durable_version : 0; k < p.versions.size() && !any; ++k) any = block(p.versions[k]) == g;
+        if (!any)
+            return due ? fmt::format("durable since step {}, but bytes {}..{} hold neither what that step left nor what a later one wrote",
+                                     p.spec->durable_after_step, b, b + g.size())
+                       : fmt::format("bytes {}..{} hold neither the old content nor any the steps wrote", b, b + g.size());
+    }
+    if (due) return fmt::format("durable since step {}, but it holds older content", p.spec->durable_after_step);
+    return {};
+}
+
+// For each step marker in the log, how many epochs had ended (in a flush) before it.
+std::map<int64_t, size_t> epochs_before_markers(const WriteLogFile& wl) {
+    std::map<int64_t, size_t> out;
+    size_t closed = 0;
+    bool written = false;
+    for (const auto& e : wl.entries) {
+        if (e.kind == LogEntry::Kind::write || e.kind == LogEntry::Kind::discard) written = true;
+        if (e.kind == LogEntry::Kind::flush && written) {
+            ++closed;
+            written = false;
+        }
+        if (int64_t m = marker_of(e); m >= 0) out[m] = closed;
+    }
+    return out;
+}
+
+struct Checked {
+    json j;
+    bool ok = true;
+};
+
+}  // namespace
+
+CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
+    CrashResult res;
+    try {
+        const fs::path log_path = o.record / "write-log.bin", before = o.record / "disk-before.img";
+        for (const auto& p : {log_path, before})
+            if (!fs::is_regular_file(p))
+                return {2, fmt::format("{}: no {} (record with blkrig run --record-writes, or give blkrig crash the scenario)\n", o.record.string(),
+                                       p.filename().string())};
+        const std::vector<uint8_t> log = slurp(log_path);
+        WriteLogFile wl;
+        try {
+            wl = parse_log_writes(log);
+        } catch (const LogError& e) {
+            return {2, fmt::format("{}: {}\n", log_path.string(), e.what())};
+        }
+        if (!wl.cut_short.empty())
+            return {2, fmt::format("{}: the write log is cut short ({}): its states would not be the run's\n", log_path.string(), wl.cut_short)};
+        const auto epochs = epochs_of(wl);
+        size_t writes = 0;
+        for (const auto& e : epochs) writes += e.writes.size();
+        if (writes == 0) return {2, fmt::format("{}: the run wrote nothing: there is no crash state to check\n", sc.file)};
+        Selection sel = o.sel;
+        const Enumeration en = enumerate(epochs, sel);
+        std::vector<size_t> todo;
+        if (o.only) {
+            if (*o.only >= en.states.size())
+                return {2, fmt::format("--only {}: this enumeration has states 0..{}\n", *o.only, en.states.size() - 1)};
+            todo = {*o.only};
+        } else {
+            for (size_t i = 0; i < en.states.size(); ++i) todo.push_back(i);
+        }
+
+        // The promises: old content from the disk before the run, due from the epoch after their step's last flush.
+        const auto before_marker = epochs_before_markers(wl);
+        fs::create_directories(o.out / "work");
+        std::vector<Promise> promises;
+        for (const auto& p : sc.promises) {
+            std::string why;
+            auto old = read_file(sc.disk.fs, before, p.path, o.out / "work" / "promise", why);
+            if (!old) return {2, fmt::format("{}:{}: promise on {}: {} on the disk before the run\n", sc.file, p.line, p.path, why)};
+            Promise pr{&p, versions_of(sc, p, *old), 0, 0};
+            for (size_t k = 0; k < p.writes.size(); ++k)
+                if (static_cast<int>(p.writes[k]) <= p.durable_after_step) pr.durable_version = k + 1;
+            const auto m = before_marker.find(static_cast<int64_t>(markers::after_step(static_cast<uint64_t>(p.durable_after_step))));
+            if (m == before_marker.end())
+                return {3, fmt::format("{}: the write log has no marker after step {}: the run did not get that far\n", log_path.string(), p.durable_after_step)};
+            pr.due_from_epoch = m->second;
+            promises.push_back(std::move(pr));
+        }
+
+        std::vector<Checked> out(en.states.size());
+        std::atomic<size_t> next{0};
+        std::mutex mu;
+        std::string rig_error;
+        auto worker = [&](unsigned w) {
+            for (;;) {
+                const size_t t = next++;
+                if (t >= todo.size() || launch::interrupted_by()) return;
+                {
+                    std::lock_guard lock(mu);
+                    if (!rig_error.empty()) return;
+                }
+                const size_t id = todo[t];
+                const State& s = en.states[id];
+                const fs::path dir = o.only ? o.out / fmt::format("state-{}", id) : o.out / "work" / fmt::format("w{}", w);
+                try {
+                    fs::create_directories(dir);
+                    const fs::path img = dir / "disk.img";
+                    fs::remove(img);
+                    build_image(before, img, log, wl, epochs, s);
+                    json j = {{"state", id}, {"epoch", s.epoch}, {"kind", s.why}, {"writes_in_epoch", epochs[s.epoch].writes.size()},
+                              {"kept", s.kept.size()}, {"after_step_marker", epochs[s.epoch].last_marker}};
+                    json seqs = json::array();
+                    for (size_t k : s.kept) seqs.push_back(epochs[s.epoch].writes[k]);
+                    j["kept_entries"] = seqs;
+                    const Fsck f = fsck(sc.disk.fs, img);
+                    bool ok = f.verdict != "errors";
+                    j["fsck"] = {{"verdict", f.verdict}, {"command", f.command}, {"output", f.output}};
+                    json pj = json::array();
+                    for (const auto& p : promises) {
+                        const bool due = s.epoch >= p.due_from_epoch;
+                        std::string why;
+                        const auto got = read_file(sc.disk.fs, img, p.spec->path, dir / "promise", why);
+                        const std::string broken = got ? judge(p, *got, due) : why;
+                        ok &= broken.empty();
+                        pj.push_back({{"path", p.spec->path}, {"due", due}, {"held", broken.empty()}, {"why", broken}});
+                    }
+                    j["promises"] = pj;
+                    j["consistent"] = ok;
+                    if (!ok)
+                        j["reproduce"] = fmt::format("{} --only {} --out {}", o.rerun, id, (o.out / fmt::format("state-{}", id)).string());
+                    if (o.only) {
+                        folder::copy_new(o.record / "extents.json", dir / "extents.json");
+                        j["disk"] = img.string();
+                    } else {
+                        fs::remove(img);
+                    }
+                    out[id] = {std::move(j), ok};
+                } catch (const std::exception& e) {
+                    std::lock_guard lock(mu);
+                    if (rig_error.empty()) rig_error = fmt::format("state {}: {}", id, e.what());
+                }
+            }
+        };
+        std::vector<std::thread> pool;
+        const unsigned jobs = std::max(1u, std::min<unsigned>(o.jobs, static_cast<unsigned>(todo.size())));
+        for (unsigned w = 0; w < jobs; ++w) pool.emplace_back(worker, w);
+        for (auto& t : pool) t.join();
+        if (!o.only) fs::remove_all(o.out / "work");
+
+        size_t checked = 0, bad = 0;
+        json states = json::array();
+        std::string table = fmt::format("{:>6} {:>5} {:>9} {:>7}  {:<6}  {}\n", "state", "epoch", "kept", "kind", "fsck", "promises");
+        std::vector<std::string> failing;
+        for (size_t id : todo) {
+            if (out[id].j.is_null()) continue;
+            ++checked;
+            const auto& j = out[id].j;
+            std::string ps;
+            for (const auto& p : j["promises"])
+                ps += fmt::format("{}{} {}", ps.empty() ? "" : ", ", p["path"].get<std::string>(),
+                                  p["held"].get<bool>() ? (p["due"].get<bool>() ? "durable" : "old-or-new") : "BROKEN");
+            table += fmt::format("{:>6} {:>5} {:>9} {:>7}  {:<6}  {}\n", id, j["epoch"].get<size_t>(),
+                                 fmt::format("{}/{}", j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>()), j["kind"].get<std::string>(),
+                                 j["fsck"]["verdict"].get<std::string>(), ps.empty() ? "-" : ps);
+            if (!out[id].ok) {
+                ++bad;
+                std::string why = j["fsck"]["verdict"] == "errors" ? fmt::format("{}: {}", j["fsck"]["command"].get<std::string>(), first_lines(j["fsck"]["output"].get<std::string>(), 2)) : "";
+                for (const auto& p : j["promises"])
+                    if (!p["held"].get<bool>()) why += fmt::format("{}promise {}: {}", why.empty() ? "" : "; ", p["path"].get<std::string>(), p["why"].get<std::string>());
+                failing.push_back(fmt::format("state {} (epoch {}, {} of {} writes kept): {}\n    reproduce: {}", id, j["epoch"].get<size_t>(),
+                                              j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>(), why, j["reproduce"].get<std::string>()));
+            }
+            states.push_back(j);
+        }
+        const bool interrupted = launch::interrupted_by() != 0;
+        const std::string total = en.total < 1e15L ? fmt::format("{}", static_cast<uint64_t>(en.total)) : fmt::format("{:.3g}", static_cast<double>(en.total));
+        json report = {{"scenario", sc.file}, {"record", o.record.string()}, {"filesystem", sc.disk.fs}, {"epochs", epochs.size()},
+                       {"writes", writes}, {"states_possible", total}, {"states_selected", en.states.size()}, {"states_checked", checked},
+                       {"inconsistent", bad}, {"complete", !interrupted && rig_error.empty() && checked == todo.size()}, {"states", states}};
+        std::string summary = table;
+        summary += fmt::format("{} writes in {} epochs; {} crash states possible, {} selected, {} checked: {} consistent, {} not\n", writes, epochs.size(), total,
+                               en.states.size(), checked, checked - bad, bad);
+        for (const auto& f : failing) summary += "  " + f + "\n";
+        if (!rig_error.empty()) summary += "  the rig failed: " + rig_error + "\n";
+        if (interrupted) summary += "  interrupted: crash.json says complete = false\n";
+        folder::write_atomic(o.out / "crash.json", report.dump(2));
+        folder::write_atomic(o.out / "crash.txt", summary);
+        res.summary = summary;
+        res.exit = interrupted ? 130 : !rig_error.empty() ? 3 : bad ? 1 : 0;
+    } catch (const std::exception& e) {
+        res.exit = 3;
+        res.summary = fmt::format("blkrig crash: {}\n", e.what());
+    }
+    return res;
+}
+
+}  // namespace blkrig::crash
