@@ -116,6 +116,45 @@ std::string first_lines(const std::string& text, size_t n) {
     return pos == std::string::npos ? text : text.substr(0, pos);
 }
 
+// fsck.vfat -n counts the dirty bit, which every FAT mounted at the cut
+// has (an unclean unmount, not damage), as an error: the verdict is then
+// "dirty" when it reports nothing else.
+bool only_dirty_bit(const std::string& out) {
+    bool dirty = false;
+    size_t pos = 0;
+    while (pos < out.size()) {
+        size_t end = out.find('\n', pos);
+        if (end == std::string::npos) end = out.size();
+        std::string_view l(out.data() + pos, end - pos);
+        pos = end + 1;
+        while (!l.empty() && l.front() == ' ') l.remove_prefix(1);
+        if (l.starts_with("Dirty bit is set")) dirty = true;
+        else if (!(l.empty() || l.starts_with("fsck.fat ") || l.starts_with("Automatically removing dirty bit") ||
+                   l.starts_with("Leaving filesystem unchanged") || (l.find(" files, ") != std::string_view::npos && l.ends_with(" clusters"))))
+            return false;
+    }
+    return dirty;
+}
+
+// What an fsck found, in one line: its output without the banner and the dirty bit.
+std::string findings(const std::string& out) {
+    std::string s;
+    size_t pos = 0;
+    while (pos < out.size()) {
+        size_t end = out.find('\n', pos);
+        if (end == std::string::npos) end = out.size();
+        std::string_view l(out.data() + pos, end - pos);
+        pos = end + 1;
+        while (!l.empty() && l.front() == ' ') l.remove_prefix(1);
+        if (l.empty() || l.starts_with("fsck.fat ") || l.starts_with("e2fsck ") || l.starts_with("Dirty bit is set") ||
+            l.starts_with("Automatically removing dirty bit"))
+            continue;
+        s += fmt::format("{}{}", s.empty() ? "" : " / ", l);
+        if (s.size() > 160) break;
+    }
+    return s;
+}
+
 Fsck fsck(const std::string& fstype, const fs::path& img) {
     using std::chrono::seconds;
     std::vector<std::string> argv;
@@ -139,7 +178,9 @@ Fsck fsck(const std::string& fstype, const fs::path& img) {
     // e2fsck: 4 errors left; fsck.vfat and fsck.exfat: 1. Anything else is the tool failing.
     const bool errors = (fstype.starts_with("ext") && r.exit_code == 4) || (!fstype.starts_with("ext") && (r.exit_code == 1 || r.exit_code == 4));
     if (r.exit_code != 0 && !errors) throw RigError(fmt::format("{}: exit {}: {}", cmd, r.exit_code, first_lines(r.output, 5)));
-    return {r.exit_code == 0 ? "clean" : "errors", cmd, first_lines(r.output, 8)};
+    std::string verdict = r.exit_code == 0 ? "clean" : "errors";
+    if (fstype == "vfat" && errors && only_dirty_bit(r.output)) verdict = "dirty";
+    return {verdict, cmd, first_lines(r.output, 8)};
 }
 
 // A file's bytes as the host reads them from an image, or nullopt with why.
@@ -183,6 +224,7 @@ struct Promise {
     std::vector<std::vector<uint8_t>> versions;
     size_t durable_version = 0;  // the version its durable step leaves
     size_t due_from_epoch = 0;   // states of this epoch on keep that step's flush
+    bool absent_before = false;  // the run creates it
 };
 
 // Where the bytes break the promise, or empty if they keep it.
@@ -267,9 +309,10 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
         std::vector<Promise> promises;
         for (const auto& p : sc.promises) {
             std::string why;
+            // A file the run creates has no old content: before it is due, it may be absent.
             auto old = read_file(sc.disk.fs, before, p.path, o.out / "work" / "promise", why);
-            if (!old) return {2, fmt::format("{}:{}: promise on {}: {} on the disk before the run\n", sc.file, p.line, p.path, why)};
-            Promise pr{&p, versions_of(sc, p, *old), 0, 0};
+            if (!old && why.starts_with("no host reader")) return {2, fmt::format("{}:{}: promise on {}: {}\n", sc.file, p.line, p.path, why)};
+            Promise pr{&p, versions_of(sc, p, old.value_or(std::vector<uint8_t>())), 0, 0, !old};
             for (size_t k = 0; k < p.writes.size(); ++k)
                 if (static_cast<int>(p.writes[k]) <= p.durable_after_step) pr.durable_version = k + 1;
             const auto m = before_marker.find(static_cast<int64_t>(markers::after_step(static_cast<uint64_t>(p.durable_after_step))));
@@ -293,7 +336,7 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                 }
                 const size_t id = todo[t];
                 const State& s = en.states[id];
-                const fs::path dir = o.only ? o.out / fmt::format("state-{}", id) : o.out / "work" / fmt::format("w{}", w);
+                const fs::path dir = o.only ? o.out : o.out / "work" / fmt::format("w{}", w);
                 try {
                     fs::create_directories(dir);
                     const fs::path img = dir / "disk.img";
@@ -306,20 +349,27 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                     j["kept_entries"] = seqs;
                     const Fsck f = fsck(sc.disk.fs, img);
                     bool ok = f.verdict != "errors";
-                    j["fsck"] = {{"verdict", f.verdict}, {"command", f.command}, {"output", f.output}};
+                    // Named as --only leaves the state's disk, where the command reproduces the verdict.
+                    const fs::path state_dir = o.only ? o.out : o.out / fmt::format("state-{}", id);
+                    const std::string kept_img = (state_dir / "disk.img").string();
+                    auto named = [&](std::string s) {
+                        for (size_t at; (at = s.find(img.string())) != std::string::npos;) s.replace(at, img.string().size(), kept_img);
+                        return s;
+                    };
+                    j["fsck"] = {{"verdict", f.verdict}, {"command", named(f.command)}, {"output", named(f.output)}};
                     json pj = json::array();
                     for (const auto& p : promises) {
                         const bool due = s.epoch >= p.due_from_epoch;
                         std::string why;
                         const auto got = read_file(sc.disk.fs, img, p.spec->path, dir / "promise", why);
-                        const std::string broken = got ? judge(p, *got, due) : why;
+                        const std::string broken = got ? judge(p, *got, due) : (!due && p.absent_before) ? "" : why;
                         ok &= broken.empty();
                         pj.push_back({{"path", p.spec->path}, {"due", due}, {"held", broken.empty()}, {"why", broken}});
                     }
                     j["promises"] = pj;
                     j["consistent"] = ok;
                     if (!ok)
-                        j["reproduce"] = fmt::format("{} --only {} --out {}", o.rerun, id, (o.out / fmt::format("state-{}", id)).string());
+                        j["reproduce"] = fmt::format("{} --only {} --out {}", o.rerun, id, state_dir.string());
                     if (o.only) {
                         folder::copy_new(o.record / "extents.json", dir / "extents.json");
                         j["disk"] = img.string();
@@ -337,7 +387,7 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
         const unsigned jobs = std::max(1u, std::min<unsigned>(o.jobs, static_cast<unsigned>(todo.size())));
         for (unsigned w = 0; w < jobs; ++w) pool.emplace_back(worker, w);
         for (auto& t : pool) t.join();
-        if (!o.only) fs::remove_all(o.out / "work");
+        fs::remove_all(o.out / "work");
 
         size_t checked = 0, bad = 0;
         json states = json::array();
@@ -356,7 +406,7 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                                  j["fsck"]["verdict"].get<std::string>(), ps.empty() ? "-" : ps);
             if (!out[id].ok) {
                 ++bad;
-                std::string why = j["fsck"]["verdict"] == "errors" ? fmt::format("{}: {}", j["fsck"]["command"].get<std::string>(), first_lines(j["fsck"]["output"].get<std::string>(), 2)) : "";
+                std::string why = j["fsck"]["verdict"] == "errors" ? fmt::format("{}: {}", j["fsck"]["command"].get<std::string>(), findings(j["fsck"]["output"].get<std::string>())) : "";
                 for (const auto& p : j["promises"])
                     if (!p["held"].get<bool>()) why += fmt::format("{}promise {}: {}", why.empty() ? "" : "; ", p["path"].get<std::string>(), p["why"].get<std::string>());
                 failing.push_back(fmt::format("state {} (epoch {}, {} of {} writes kept): {}\n    reproduce: {}", id, j["epoch"].get<size_t>(),
@@ -383,6 +433,8 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
         res.exit = 3;
         res.summary = fmt::format("blkrig crash: {}\n", e.what());
     }
+    std::error_code ec;
+    fs::remove_all(o.out / "work", ec);  // the states' scratch disks, on every path
     return res;
 }
 

@@ -16,7 +16,7 @@
 namespace blkrig::crash {
 
 struct CrashOptions {
-    std::filesystem::path out;     // crash.json, crash.txt, state-N/ for --only
+    std::filesystem::path out;     // crash.json, crash.txt; with --only also the state's disk.img and extents.json
     std::filesystem::path record;  // a run folder of `blkrig run --record-writes`
     Selection sel;
     unsigned jobs = 1;
