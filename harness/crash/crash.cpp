@@ -353,7 +353,8 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                     const fs::path state_dir = o.only ? o.out : o.out / fmt::format("state-{}", id);
                     const std::string kept_img = (state_dir / "disk.img").string();
                     auto named = [&](std::string s) {
-                        for (size_t at; (at = s.find(img.string())) != std::string::npos;) s.replace(at, img.string().size(), kept_img);
+                        for (size_t at = 0; (at = s.find(img.string(), at)) != std::string::npos; at += kept_img.size())
+                            s.replace(at, img.string().size(), kept_img);
                         return s;
                     };
                     j["fsck"] = {{"verdict", f.verdict}, {"command", named(f.command)}, {"output", named(f.output)}};

@@ -1,0 +1,139 @@
+"""`blkrig crash` on records made by hand, no guest: a real vfat image from
+mkfs.vfat as the disk before the run and a dm-log-writes file written here.
+A write over the first FAT gives a state fsck.vfat rejects, named
+with a command that rebuilds it; bad records and bad arguments are exit 2
+with what and where (docs/crash.md)."""
+
+import json
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import blkrig_test as bt
+
+MAGIC = 0x6a736677736872
+FLUSH, MARK = 1, 8
+
+SCENARIO = """
+[scenario]
+name = "crash-by-hand"
+[disk]
+fs = "vfat"
+size = "16M"
+[[steps]]
+op = "mount"
+[[steps]]
+op = "write"
+path = "/mnt/n.bin"
+length = "8K"
+seed = 3
+[[steps]]
+op = "fsync"
+path = "/mnt/n.bin"
+"""
+
+
+def entry(sector=0, nr=0, flags=0, data=b"", mark=b""):
+    head = struct.pack("<QQQQ", sector, nr, flags, len(mark)) + mark
+    return head.ljust(512, b"\0") + data
+
+
+def write_log(path: Path, entries: list[bytes]):
+    sb = struct.pack("<QQQI", MAGIC, 1, len(entries), 512).ljust(512, b"\0")
+    path.write_bytes(sb + b"".join(entries))
+
+
+def record(tmp: Path, entries: list[bytes]) -> Path:
+    rec = tmp / "record"
+    rec.mkdir()
+    bt.make_vfat(rec / "disk-before.img", 16, {})
+    (rec / "extents.json").write_text("{}")
+    write_log(rec / "write-log.bin", entries)
+    return rec
+
+
+def crash(tmp: Path, rec: Path, *args, scenario=SCENARIO):
+    scen = tmp / "scen.toml"
+    if not scen.exists():
+        scen.write_text(scenario)
+    return subprocess.run([str(bt.blkrig()), "crash", str(scen), "--record-from", str(rec), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def markers(*ns):
+    return [entry(flags=MARK, mark=f"blkrig marker {n}".encode()) for n in ns]
+
+
+@pytest.mark.skipif(not bt.have("fsck.vfat") or not bt.have("mcopy"), reason="dosfstools/mtools missing: run ci/setup")
+def test_a_write_over_the_fat_is_a_failing_state_with_a_command_that_rebuilds_it(tmp_path):
+    # A flush with nothing before it ends no epoch; then one write, never flushed, over the first FAT.
+    rec = record(tmp_path, markers(0, 1, 2, 3, 4, 5) + [entry(flags=FLUSH), entry(4, 1, 0, b"\x55" * 512)])
+    r = crash(tmp_path, rec, "--out", tmp_path / "out", "--states", "all")
+    assert r.returncode == 1, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "out" / "crash.json").read_text())
+    assert rep["complete"] and rep["states_checked"] == 2 and rep["inconsistent"] == 1, rep
+    good, bad = rep["states"]
+    assert good["consistent"] and good["kept"] == 0
+    assert not bad["consistent"] and bad["kept"] == 1 and bad["fsck"]["verdict"] == "errors"
+    assert "FATs differ" in bad["fsck"]["output"]
+    assert "reproduce" in bad and "--only 1" in bad["reproduce"]
+    assert "state 1" in r.stdout and "reproduce: " in r.stdout
+    # The reproduce line, run as printed, keeps the state's disk; fsck.vfat still rejects it.
+    cmd = bad["reproduce"].split()
+    assert cmd[0] == "blkrig"
+    again = subprocess.run([str(bt.blkrig()), *cmd[1:]], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1, again.stdout + again.stderr
+    disk = Path(cmd[cmd.index("--out") + 1]) / "disk.img"
+    assert disk.is_file() and (disk.parent / "extents.json").is_file()
+    assert subprocess.run(["fsck.vfat", "-n", str(disk)], capture_output=True).returncode != 0
+    assert not (tmp_path / "out" / "work").exists(), "scratch disks are removed"
+
+
+def test_a_record_without_writes_is_refused(tmp_path):
+    rec = record(tmp_path, markers(0, 1) + [entry(flags=FLUSH)])
+    r = crash(tmp_path, rec, "--out", tmp_path / "out")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "wrote nothing" in r.stdout + r.stderr
+
+
+def test_a_write_log_cut_short_is_refused(tmp_path):
+    rec = record(tmp_path, markers(0) + [entry(0, 1, 0, b"\1" * 512)])
+    log = rec / "write-log.bin"
+    log.write_bytes(log.read_bytes()[:-100])
+    r = crash(tmp_path, rec, "--out", tmp_path / "out")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "cut short" in r.stdout + r.stderr and "past the end" in r.stdout + r.stderr
+
+
+def test_a_log_that_is_not_dm_log_writes_is_named_by_offset(tmp_path):
+    rec = record(tmp_path, [])
+    (rec / "write-log.bin").write_bytes(b"x" * 1024)
+    r = crash(tmp_path, rec, "--out", tmp_path / "out")
+    assert r.returncode == 2 and "offset 0" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_promise_on_a_file_the_steps_never_write_is_a_scenario_error(tmp_path):
+    rec = record(tmp_path, markers(0) + [entry(0, 1, 0, b"\1" * 512)])
+    bad = SCENARIO + '[[crash.promise]]\npath = "/mnt/other.bin"\ndurable_after_step = 2\n'
+    r = crash(tmp_path, rec, "--out", tmp_path / "out", scenario=bad)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "/mnt/other.bin" in r.stderr and "no write step" in r.stderr and "scen.toml:" in r.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--states", "some"], "random:N"),
+    (["--states", "random:0"], "random:N"),
+    (["--jobs", "0"], "--jobs"),
+])
+def test_bad_arguments_are_exit_2(tmp_path, args, says):
+    rec = record(tmp_path, markers(0) + [entry(0, 1, 0, b"\1" * 512)])
+    r = crash(tmp_path, rec, "--out", tmp_path / "out", *args)
+    assert r.returncode == 2 and says in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_record_from_a_folder_without_a_write_log_is_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = crash(tmp_path, tmp_path / "empty", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "no write-log.bin" in r.stderr, r.stdout + r.stderr
