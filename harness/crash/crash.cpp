@@ -116,11 +116,9 @@ std::string first_lines(const std::string& text, size_t n) {
     return pos == std::string::npos ? text : text.substr(0, pos);
 }
 
-// fsck.vfat -n counts the dirty bit, which every FAT mounted at the cut
-// has (an unclean unmount, not damage), as an error: the verdict is then
-// "dirty" when it reports nothing else.
-bool only_dirty_bit(const std::string& out) {
-    bool dirty = false;
+// Each line of a tool's output, leading spaces trimmed; f returns false to stop.
+template <class F>
+void each_line(const std::string& out, F f) {
     size_t pos = 0;
     while (pos < out.size()) {
         size_t end = out.find('\n', pos);
@@ -128,30 +126,34 @@ bool only_dirty_bit(const std::string& out) {
         std::string_view l(out.data() + pos, end - pos);
         pos = end + 1;
         while (!l.empty() && l.front() == ' ') l.remove_prefix(1);
+        if (!f(l)) return;
+    }
+}
+
+// fsck.vfat -n counts the dirty bit, which every FAT mounted at the cut
+// has (an unclean unmount, not damage), as an error: the verdict is then
+// "dirty" when it reports nothing else.
+bool only_dirty_bit(const std::string& out) {
+    bool dirty = false, other = false;
+    each_line(out, [&](std::string_view l) {
         if (l.starts_with("Dirty bit is set")) dirty = true;
         else if (!(l.empty() || l.starts_with("fsck.fat ") || l.starts_with("Automatically removing dirty bit") ||
                    l.starts_with("Leaving filesystem unchanged") || (l.find(" files, ") != std::string_view::npos && l.ends_with(" clusters"))))
-            return false;
-    }
-    return dirty;
+            other = true;
+        return !other;
+    });
+    return dirty && !other;
 }
 
 // What an fsck found, in one line: its output without the banner and the dirty bit.
 std::string findings(const std::string& out) {
     std::string s;
-    size_t pos = 0;
-    while (pos < out.size()) {
-        size_t end = out.find('\n', pos);
-        if (end == std::string::npos) end = out.size();
-        std::string_view l(out.data() + pos, end - pos);
-        pos = end + 1;
-        while (!l.empty() && l.front() == ' ') l.remove_prefix(1);
-        if (l.empty() || l.starts_with("fsck.fat ") || l.starts_with("e2fsck ") || l.starts_with("Dirty bit is set") ||
-            l.starts_with("Automatically removing dirty bit"))
-            continue;
-        s += fmt::format("{}{}", s.empty() ? "" : " / ", l);
-        if (s.size() > 160) break;
-    }
+    each_line(out, [&](std::string_view l) {
+        if (!(l.empty() || l.starts_with("fsck.fat ") || l.starts_with("e2fsck ") || l.starts_with("Dirty bit is set") ||
+              l.starts_with("Automatically removing dirty bit")))
+            s += fmt::format("{}{}", s.empty() ? "" : " / ", l);
+        return s.size() <= 160;
+    });
     return s;
 }
 
