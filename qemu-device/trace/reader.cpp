@@ -127,6 +127,13 @@ Trace parse_trace(std::span<const uint8_t> b) {
     t.config_json.assign(reinterpret_cast<const char*>(b.data() + off), t.header.config_json_len);
     off += t.header.config_json_len;
     off = (off + 7) / 8 * 8;
+    // At most one request per smallest record: reserved, not touched, so a
+    // million requests grow no vector (each growth copied and faulted pages).
+    if (off < b.size()) {
+        const size_t most = (b.size() - off) / (sizeof(RecordPrefix) + sizeof(RequestBody));
+        t.requests.reserve(most);
+        t.order.reserve(most);
+    }
 
     while (off < b.size()) {
         if (b.size() - off < sizeof(RecordPrefix)) {

@@ -10,8 +10,10 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+
 #include <algorithm>
 #include <filesystem>
+#include <random>
 
 namespace blkrig::model {
 namespace {
@@ -323,6 +325,32 @@ TEST(SeqAccounting, TwiceCompletedAndNeverCompletedSeqsAreCountedAndNamed) {
     EXPECT_EQ(s.seq_missing, (std::vector<uint64_t>{2, 3, 6, 7, 8}));
     EXPECT_NE(to_text(s).find("completed more than once, e.g. 1, 5, 5"), std::string::npos) << to_text(s);
     EXPECT_EQ(to_json(s)["seq_missing"], s.seq_missing_count);
+}
+
+TEST(SeqAccounting, DenseSeqsCountedInOnePassAgreeWithTheSort) {
+    // The same multiset of records, once dense (the one-pass count) and once
+    // with a far seq appended (the sort): the counts below it must agree.
+    std::mt19937_64 rng(7);
+    for (int round = 0; round < 50; ++round) {
+        trace::Trace dense;
+        for (uint64_t q = 0; q < 200; ++q) {
+            const auto k = rng() % 5;  // 0: missing, 1: once, 2: twice, 3: unfinished then resubmitted, 4: unfinished only
+            if (k == 0) continue;
+            dense.requests.push_back(rec(q, k >= 3 ? trace::kReqUnfinished : 0));
+            if (k == 2) dense.requests.push_back(rec(q));
+            if (k == 3) dense.requests.push_back(rec(q, trace::kReqResubmitted));
+        }
+        std::shuffle(dense.requests.begin(), dense.requests.end(), rng);
+        auto sparse = dense;
+        sparse.requests.push_back(rec(1'000'000'000'000ull));
+        const auto a = summarize(dense), b = summarize(sparse);
+        EXPECT_EQ(a.seq_duplicate_count, b.seq_duplicate_count) << "round " << round;
+        EXPECT_EQ(a.seq_duplicates, b.seq_duplicates) << "round " << round;
+        EXPECT_EQ(a.seq_missing, b.seq_missing) << "round " << round;
+        uint64_t top = 0;
+        for (const auto& r : dense.requests) top = std::max(top, r.seq);
+        EXPECT_EQ(b.seq_missing_count - a.seq_missing_count, 1'000'000'000'000ull - top - 1) << "round " << round;
+    }
 }
 
 TEST(RunModel, AnOverrunGuestTraceIsAFinding) {
