@@ -8,11 +8,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <fstream>
+#include <future>
 #include <set>
 #include <sstream>
+#include <thread>
 
 namespace blkrig::checks {
 
@@ -736,8 +739,20 @@ std::vector<CheckResult> check_all(const model::Run& run, const std::vector<Expe
                        fmt::format("{} impossible record{} (left out of the model); the first: {}", run.trace_bad.size(),
                                    run.trace_bad.size() == 1 ? "" : "s", run.trace_bad.front()),
                        std::nullopt, run.trace_bad.size()});
-    for (const auto& e : es)
-        for (auto& r : check(run, e)) out.push_back(std::move(r));
+    // Each check reads the run and nothing else: they run side by side, a
+    // worker per core taking the next, and report in the order written.
+    std::vector<std::vector<CheckResult>> each(es.size());
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+        for (size_t i; (i = next.fetch_add(1)) < es.size();) each[i] = check(run, es[i]);
+    };
+    const size_t helpers = std::min<size_t>(es.size(), std::max(1u, std::thread::hardware_concurrency())) - (es.empty() ? 0 : 1);
+    std::vector<std::future<void>> running;
+    for (size_t k = 0; k < helpers; ++k) running.push_back(std::async(std::launch::async, work));
+    work();
+    for (auto& f : running) f.get();  // a check's exception reaches the caller
+    for (auto& rs : each)
+        for (auto& r : rs) out.push_back(std::move(r));
     return out;
 }
 
