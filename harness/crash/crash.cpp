@@ -7,8 +7,6 @@
 #include "launch/process.hpp"
 
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -41,44 +39,15 @@ std::vector<uint8_t> slurp(const fs::path& p) {
     return {std::istreambuf_iterator<char>(in), {}};
 }
 
-// A new file with from's bytes: a reflink where the filesystem has them,
-// otherwise an in-kernel copy of the parts that hold data (holes stay holes).
-void clone(const fs::path& from, const fs::path& to) {
-    const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0) throw RigError(fmt::format("cannot open {}: {}", from.string(), std::strerror(errno)));
-    const int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (out < 0) {
-        ::close(in);
-        throw RigError(fmt::format("cannot create {}: {}", to.string(), std::strerror(errno)));
-    }
-    bool ok = ::ioctl(out, FICLONE, in) == 0;
-    if (!ok) {
-        const off_t size = ::lseek(in, 0, SEEK_END);
-        ok = size >= 0 && ::ftruncate(out, size) == 0;
-        for (off_t pos = 0; ok && pos < size;) {
-            const off_t data = ::lseek(in, pos, SEEK_DATA);
-            if (data < 0) break;  // only a hole is left
-            const off_t hole = ::lseek(in, data, SEEK_HOLE);
-            loff_t src = data, dst = data;
-            for (size_t left = static_cast<size_t>(hole - data); ok && left > 0;) {
-                const ssize_t n = ::copy_file_range(in, &src, out, &dst, left, 0);
-                ok = n > 0;
-                if (ok) left -= static_cast<size_t>(n);
-            }
-            pos = hole;
-        }
-    }
-    const int e = errno;
-    ::close(in);
-    ::close(out);
-    if (!ok) throw RigError(fmt::format("cannot copy {} to {}: {}", from.string(), to.string(), std::strerror(e)));
-}
-
 // The state's disk: the disk before the run, then the writes of every
 // epoch before the state's, then the kept ones of its own, in log order.
 void build_image(const fs::path& before, const fs::path& img, const std::vector<uint8_t>& log, const WriteLogFile& wl,
                  const std::vector<Epoch>& epochs, const State& s) {
-    clone(before, img);
+    try {
+        folder::copy_new(before, img);  // a reflink, or the data parts only
+    } catch (const folder::FolderError& e) {
+        throw RigError(e.what());
+    }
     const int fd = ::open(img.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) throw RigError(fmt::format("cannot open {}: {}", img.string(), std::strerror(errno)));
     auto apply = [&](size_t i) {

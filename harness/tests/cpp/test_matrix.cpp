@@ -85,6 +85,16 @@ TEST(BuildCache, KeyFollowsFileContent) {
     EXPECT_NE(k1, CacheKey("t").text("spec").file(d.file("tool")).hex());
     EXPECT_NE(k1, CacheKey("t").text("spec2").file(d.file("tool")).hex());
     EXPECT_NE(CacheKey("a").text("x").hex(), CacheKey("b").text("x").hex());
+    // Past the first read: a change in a 3 MiB file's last byte is a new key; the same bytes elsewhere are the same key.
+    std::string big(3u << 20, 'q');
+    std::ofstream(d.file("big1"), std::ios::binary) << big;
+    std::ofstream(d.file("big2"), std::ios::binary) << big;
+    const std::string kb = CacheKey("t").file(d.file("big1")).hex();
+    EXPECT_EQ(kb, CacheKey("t").file(d.file("big2")).hex());
+    big.back() = 'r';
+    std::ofstream(d.file("big2"), std::ios::binary) << big;
+    EXPECT_NE(kb, CacheKey("t").file(d.file("big2")).hex());
+    EXPECT_NE(CacheKey("t").file(d.file("absent")).hex(), CacheKey("t").file(d.file("big1")).hex());
     // Text boundaries count: "ab"+"c" is not "a"+"bc".
     EXPECT_NE(CacheKey("t").text("ab").text("c").hex(), CacheKey("t").text("a").text("bc").hex());
 }

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -184,6 +185,27 @@ TEST_F(RunFolderTest, CopyNewCopiesAndNeverReplaces) {
     EXPECT_EQ(slurp(root_ / "target"), "precious");
     EXPECT_THROW(copy_new(root_ / "missing", root_ / "new"), FolderError);
     EXPECT_FALSE(fs::exists(root_ / "new"));
+}
+
+TEST_F(RunFolderTest, ACopyKeepsItsHoles) {
+    // A 64 MiB image with two written MiB: the copy reads the same and
+    // holds about what was written, not 64 MiB of zeros.
+    const fs::path src = root_ / "sparse.img";
+    {
+        std::ofstream o(src, std::ios::binary);
+        o.seekp(1 << 20);
+        o << std::string(1 << 20, 'a');
+        o.seekp(40 << 20);
+        o << std::string(1 << 20, 'b');
+        o.seekp((64 << 20) - 1);
+        o << 'z';
+    }
+    copy_new(src, root_ / "copy.img");
+    EXPECT_EQ(fs::file_size(root_ / "copy.img"), 64u << 20);
+    EXPECT_EQ(slurp(root_ / "copy.img"), slurp(src));
+    struct stat st{};
+    ASSERT_EQ(::stat((root_ / "copy.img").c_str(), &st), 0);
+    EXPECT_LT(st.st_blocks * 512, 8 << 20) << "the holes were filled";
 }
 
 TEST_F(RunFolderTest, InterruptionIsReadFromTheVerdict) {
