@@ -187,6 +187,9 @@ int run_op(const Step& s, const RunSpec& spec, const NamedFds& fds, StepResult& 
     case Op::fiemap:
         map_extents(s.path, r);
         break;
+    case Op::rename:
+        if (::rename(s.path.c_str(), s.to.c_str()) != 0) r.fail("rename", errno);
+        break;
     case Op::sleep:
         do_sleep(s.ms);
         break;

@@ -26,8 +26,8 @@ struct OpInfo {
     std::vector<std::string_view> fields;  // allowed besides "op"
 };
 
-const std::array<OpInfo, 14>& ops() {
-    static const std::array<OpInfo, 14> table = {{
+const std::array<OpInfo, 15>& ops() {
+    static const std::array<OpInfo, 15> table = {{
         {Op::mount, "mount", {}},
         {Op::umount, "umount", {}},
         {Op::read, "read", {"path", "fd", "offset", "length", "bs", "direct"}},
@@ -42,6 +42,7 @@ const std::array<OpInfo, 14>& ops() {
         {Op::sleep, "sleep", {"ms"}},
         {Op::open, "open", {"path", "fd", "access", "create", "direct", "append"}},
         {Op::close, "close", {"fd"}},
+        {Op::rename, "rename", {"path", "to"}},
     }};
     return table;
 }
@@ -254,6 +255,10 @@ Step parse_step(const Json& j, size_t index) {
         break;
     case Op::fiemap:
         s.path = o.path("path");
+        break;
+    case Op::rename:
+        s.path = o.path("path");
+        s.to = o.path("to");
         break;
     case Op::sleep:
         s.ms = o.integer("ms", std::nullopt, 0, 24LL * 3600 * 1000);

@@ -15,7 +15,7 @@
 namespace blkrig::agent {
 
 enum class Op {
-    mount, umount, read, write, fsync, fdatasync, sync, drop_caches, truncate, mmap_write, fiemap, sleep, open, close
+    mount, umount, read, write, fsync, fdatasync, sync, drop_caches, truncate, mmap_write, fiemap, sleep, open, close, rename
 };
 
 const char* op_name(Op op);
@@ -39,6 +39,7 @@ struct Step {
     uint64_t seed = 0;
     int value = 3;    // drop_caches
     int64_t size = 0;  // truncate
+    std::string to;    // rename: the new name (replaced if it exists, as rename(2) does)
     int64_t ms = 0;    // sleep
     Access access = Access::read;  // open
     int cpu = -1;  // any op: run the step's process on this CPU only; -1: wherever the scheduler puts it

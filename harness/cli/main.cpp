@@ -296,7 +296,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
 // `blkrig crash`: record the scenario once (or take an earlier record),
 // then build and check its crash states (crash/crash.hpp, docs/crash.md).
 struct CrashArgs {
-    std::string scenario, kernel, out, states = "all", record_from;
+    std::string scenario, kernel, out, states = "all", record_from, boot;
     uint64_t seed = 0;
     unsigned jobs = 0;
     std::optional<size_t> only;
@@ -342,7 +342,12 @@ int do_crash(const CrashArgs& a) {
             return r.exit_code == 1 ? 3 : r.exit_code > 0 ? r.exit_code : 3;
         }
     }
+    o.boot = a.boot;
+    o.kernel = a.kernel;
+    o.blkrig = fs::canonical("/proc/self/exe");
     o.rerun = fmt::format("blkrig crash {} --record-from {} --states {} --seed {}", a.scenario, o.record.string(), a.states, a.seed);
+    if (!a.boot.empty()) o.rerun += " --boot " + a.boot;
+    if (!a.kernel.empty()) o.rerun += " --kernel " + a.kernel;
     const auto r = crash::check_states(sc, o);
     std::cout << r.summary;
     return r.exit;
@@ -810,7 +815,11 @@ int main(int argc, char** argv) {
     crashc->add_option("--seed", crash_args.seed, "the seed of the chosen subsets")->capture_default_str();
     crashc->add_option("--jobs,-j", crash_args.jobs, "states checked at a time (default: the CPU count)")->check(CLI::Range(1u, 256u));
     crashc->add_option("--out", crash_args.out, "the crash folder (default: runs/crash/<scenario>)");
-    crashc->add_option("--kernel", crash_args.kernel, "the recording run's kernel (catalogue name)");
+    crashc->add_option("--kernel", crash_args.kernel, "the recording run's and the guest checks' kernel (catalogue name)");
+    crashc->add_option("--boot", crash_args.boot,
+                       "which states a guest also boots on (mount, read each promised file): none, flushes (one per epoch), all "
+                       "(default: the scenario's [crash.check] boot, else none)")
+        ->check(CLI::IsMember({"none", "flushes", "all"}));
     crashc->add_option("--record-from", crash_args.record_from, "check the states of an earlier recording (OUT/record) instead of recording again");
     crashc->add_option("--only", crash_args.only, "build and check this state alone, and keep its disk in OUT/state-N (the reproduce lines use it)");
     crashc->add_flag("--force", crash_args.force, "replace an earlier crash folder at --out");

@@ -1,6 +1,7 @@
 #include "crash/crash.hpp"
 
 #include "agent_core/pattern.hpp"
+#include "crash/guest_check.hpp"
 #include "crash/log_writes.hpp"
 #include "common/markers.hpp"
 #include "folder/run_folder.hpp"
@@ -11,11 +12,14 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -32,6 +36,15 @@ constexpr uint64_t kBlock = 4096;  // promises are checked block by block
 struct RigError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+
+std::string sha256_hex(const std::vector<uint8_t>& data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
+    return out;
+}
 
 std::vector<uint8_t> slurp(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -175,17 +188,36 @@ std::optional<std::vector<uint8_t>> read_file(const std::string& fstype, const f
     return bytes;
 }
 
-// A promised file's contents: [0] before the run, then after each of its write steps.
-std::vector<std::vector<uint8_t>> versions_of(const scenario::Scenario& sc, const scenario::CrashPromise& p, std::vector<uint8_t> old) {
+// A promised file's contents: [0] before the run, then after each step that
+// changes it (p.writes: its write steps and the renames onto it). The write
+// steps by path are replayed on every file, so a rename's source holds what
+// was written to it; a file's content before the run comes from initial().
+std::vector<std::vector<uint8_t>> versions_of(const scenario::Scenario& sc, const scenario::CrashPromise& p, std::vector<uint8_t> old,
+                                              const std::function<std::vector<uint8_t>(const std::string&)>& initial) {
+    std::map<std::string, std::vector<uint8_t>> files{{p.path, old}};
+    auto file = [&](const std::string& path) -> std::vector<uint8_t>& {
+        auto it = files.find(path);
+        return it != files.end() ? it->second : files.emplace(path, initial(path)).first->second;
+    };
     std::vector<std::vector<uint8_t>> v{old};
-    for (size_t i : p.writes) {
+    for (size_t i = 0; i < sc.steps.size(); ++i) {
         const auto& a = sc.steps[i].args;
-        const uint64_t off = a.value("offset", uint64_t{0}), len = a.value("length", uint64_t{0});
-        auto next = v.back();
-        if (next.size() < off + len) next.resize(off + len, 0);
-        pattern::Stream(a.value("pattern", std::string("random")) == "zero" ? pattern::Kind::zero : pattern::Kind::random, a.value("seed", uint64_t{0}))
-            .fill(next.data() + off, len);
-        v.push_back(std::move(next));
+        const std::string path = a.value("path", "");
+        if (sc.steps[i].op == "write" && !path.empty()) {
+            auto& f = file(path);
+            const uint64_t len = a.value("length", uint64_t{0});
+            const uint64_t off = a.value("append", false) ? f.size() : a.value("offset", uint64_t{0});
+            if (f.size() < off + len) f.resize(off + len, 0);
+            pattern::Stream(a.value("pattern", std::string("random")) == "zero" ? pattern::Kind::zero : pattern::Kind::random, a.value("seed", uint64_t{0}))
+                .fill(f.data() + off, len);
+        } else if (sc.steps[i].op == "rename" && !path.empty()) {
+            auto moved = std::move(file(path));
+            files.erase(path);
+            files[a.value("to", "")] = std::move(moved);
+        } else {
+            continue;
+        }
+        if (std::find(p.writes.begin(), p.writes.end(), i) != p.writes.end()) v.push_back(files[p.path]);
     }
     return v;
 }
@@ -217,6 +249,59 @@ std::string judge(const Promise& p, const std::vector<uint8_t>& got, bool due) {
     }
     if (due) return fmt::format("durable since step {}, but it holds older content", p.spec->durable_after_step);
     return {};
+}
+
+// The guest's verdict on the state whose disk is dir/disk.img: its kernel
+// must mount it, and each promised file it reads must hold what judge()
+// allows. The bytes are judged as the host reads them from the disk the
+// guest left (its journal replayed), and must be what the guest read.
+// Adds "guest" to j and to each promise's entry in pj.
+bool guest_check(const scenario::Scenario& sc, const std::vector<Promise>& promises, size_t epoch, const BootSpec& bs, const fs::path& dir,
+                 const std::vector<std::string>& promised, const fs::path& record, const fs::path& state_dir, json& pj, json& j) {
+    if (!fs::exists(dir / "extents.json")) folder::copy_new(record / "extents.json", dir / "extents.json");
+    const BootResult b = boot_state(bs, dir, promised);
+    if (b.exit == 2 || b.exit == 130) throw RigError(b.failure);  // bad input or Ctrl-C: no state's fault
+    json g = {{"booted", b.failure.empty()}, {"exit", b.exit}, {"command", boot_command(bs, state_dir)}};
+    bool ok = true;
+    if (!b.failure.empty()) {
+        g["mount"] = "-";
+        g["why"] = b.failure;
+        ok = false;
+    } else {
+        g["mount"] = b.mount_ret == 0 ? "ok" : b.mount_error;
+        if (b.mount_ret != 0) {
+            g["why"] = fmt::format("the guest kernel could not mount it: {}", b.mount_error);
+            ok = false;
+        }
+    }
+    for (size_t k = 0; k < promises.size(); ++k) {
+        const auto& p = promises[k];
+        const bool due = epoch >= p.due_from_epoch;
+        std::string broken;
+        const GuestRead* r = b.read_of(p.spec->path);
+        if (!b.failure.empty() || b.mount_ret != 0) {
+            broken = "not read (no mount)";
+        } else if (!r) {
+            broken = "the guest did not read it";
+        } else if (r->ret != 0) {
+            if (!(r->error == "ENOENT" && !due && p.absent_before)) broken = fmt::format("the guest's read failed: {}", r->error);
+        } else {
+            std::string why;
+            const auto got = read_file(sc.disk.fs, b.disk_after, p.spec->path, dir / "promise", why);
+            if (!got) broken = fmt::format("the guest read it, the host cannot: {}", why);
+            else if (sha256_hex(*got) != r->sha256) broken = "the guest read other bytes than the disk holds after its umount";
+            else broken = judge(p, *got, due);
+        }
+        pj[k]["guest"] = broken.empty() ? "held" : broken;
+        if (!broken.empty()) {
+            ok = false;
+            pj[k]["held"] = false;
+            const std::string host = pj[k]["why"].get<std::string>();
+            pj[k]["why"] = host.empty() ? "in the guest: " + broken : host + "; in the guest: " + broken;
+        }
+    }
+    j["guest"] = g;
+    return ok;
 }
 
 // For each step marker in the log, how many epochs had ended (in a flush) before it.
@@ -277,13 +362,23 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
         // The promises: old content from the disk before the run, due from the epoch after their step's last flush.
         const auto before_marker = epochs_before_markers(wl);
         fs::create_directories(o.out / "work");
+        // Until the end says otherwise, the folder says it is not finished:
+        // a run killed midway never looks like a complete one.
+        std::error_code gone;
+        fs::remove(o.out / "crash.txt", gone);
+        folder::write_atomic(o.out / "crash.json", json{{"scenario", sc.file}, {"complete", false}, {"status", "running"}}.dump(2) + "\n");
         std::vector<Promise> promises;
         for (const auto& p : sc.promises) {
             std::string why;
             // A file the run creates has no old content: before it is due, it may be absent.
             auto old = read_file(sc.disk.fs, before, p.path, o.out / "work" / "promise", why);
             if (!old && why.starts_with("no host reader")) return {2, fmt::format("{}:{}: promise on {}: {}\n", sc.file, p.line, p.path, why)};
-            Promise pr{&p, versions_of(sc, p, old.value_or(std::vector<uint8_t>())), 0, 0, !old};
+            // A rename's source that was on the disk before the run starts from its old bytes; a new one from none.
+            auto initial = [&](const std::string& path) {
+                std::string none;
+                return read_file(sc.disk.fs, before, path, o.out / "work" / "promise", none).value_or(std::vector<uint8_t>());
+            };
+            Promise pr{&p, versions_of(sc, p, old.value_or(std::vector<uint8_t>()), initial), 0, 0, !old};
             for (size_t k = 0; k < p.writes.size(); ++k)
                 if (static_cast<int>(p.writes[k]) <= p.durable_after_step) pr.durable_version = k + 1;
             const auto m = before_marker.find(static_cast<int64_t>(markers::after_step(static_cast<uint64_t>(p.durable_after_step))));
@@ -292,6 +387,14 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
             pr.due_from_epoch = m->second;
             promises.push_back(std::move(pr));
         }
+
+        // The guest boots: which states, and the check scenario they run (kept in OUT for the reproduce lines).
+        const std::string boot = !o.boot.empty() ? o.boot : !sc.crash_boot.empty() ? sc.crash_boot : "none";
+        BootSpec bs{o.blkrig, o.out / "check.toml", o.kernel, std::chrono::seconds(std::min(sc.timeout_s, 300u) + 120)};
+        std::vector<std::string> promised;
+        for (const auto& p : sc.promises) promised.push_back(p.path);
+        if (boot != "none") folder::write_atomic(bs.check_toml, check_scenario_text(sc));
+        auto boots = [&](const State& s) { return boot == "all" || (boot == "flushes" && s.why == "flush"); };
 
         std::vector<Checked> out(en.states.size());
         std::atomic<size_t> next{0};
@@ -338,6 +441,7 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                         ok &= broken.empty();
                         pj.push_back({{"path", p.spec->path}, {"due", due}, {"held", broken.empty()}, {"why", broken}});
                     }
+                    if (boots(s)) ok &= guest_check(sc, promises, s.epoch, bs, dir, promised, o.record, state_dir, pj, j);
                     j["promises"] = pj;
                     j["consistent"] = ok;
                     if (!ok)
@@ -363,7 +467,7 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
 
         size_t checked = 0, bad = 0;
         json states = json::array();
-        std::string table = fmt::format("{:>6} {:>5} {:>9} {:>7}  {:<6}  {}\n", "state", "epoch", "kept", "kind", "fsck", "promises");
+        std::string table = fmt::format("{:>6} {:>5} {:>9} {:>7}  {:<6}  {:<7}  {}\n", "state", "epoch", "kept", "kind", "fsck", "mount", "promises");
         std::vector<std::string> failing;
         for (size_t id : todo) {
             if (out[id].j.is_null()) continue;
@@ -373,23 +477,29 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
             for (const auto& p : j["promises"])
                 ps += fmt::format("{}{} {}", ps.empty() ? "" : ", ", p["path"].get<std::string>(),
                                   p["held"].get<bool>() ? (p["due"].get<bool>() ? "durable" : "old-or-new") : "BROKEN");
-            table += fmt::format("{:>6} {:>5} {:>9} {:>7}  {:<6}  {}\n", id, j["epoch"].get<size_t>(),
+            // mount: the guest kernel's, for the states a guest booted on.
+            const std::string mount = j.contains("guest") ? j["guest"]["mount"].get<std::string>() : "-";
+            table += fmt::format("{:>6} {:>5} {:>9} {:>7}  {:<6}  {:<7}  {}\n", id, j["epoch"].get<size_t>(),
                                  fmt::format("{}/{}", j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>()), j["kind"].get<std::string>(),
-                                 j["fsck"]["verdict"].get<std::string>(), ps.empty() ? "-" : ps);
+                                 j["fsck"]["verdict"].get<std::string>(), mount, ps.empty() ? "-" : ps);
             if (!out[id].ok) {
                 ++bad;
                 std::string why = j["fsck"]["verdict"] == "errors" ? fmt::format("{}: {}", j["fsck"]["command"].get<std::string>(), findings(j["fsck"]["output"].get<std::string>())) : "";
+                if (j.contains("guest") && j["guest"].contains("why"))
+                    why += fmt::format("{}guest: {}", why.empty() ? "" : "; ", j["guest"]["why"].get<std::string>());
                 for (const auto& p : j["promises"])
                     if (!p["held"].get<bool>()) why += fmt::format("{}promise {}: {}", why.empty() ? "" : "; ", p["path"].get<std::string>(), p["why"].get<std::string>());
-                failing.push_back(fmt::format("state {} (epoch {}, {} of {} writes kept): {}\n    reproduce: {}", id, j["epoch"].get<size_t>(),
-                                              j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>(), why, j["reproduce"].get<std::string>()));
+                std::string line = fmt::format("state {} (epoch {}, {} of {} writes kept): {}\n    reproduce: {}", id, j["epoch"].get<size_t>(),
+                                               j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>(), why, j["reproduce"].get<std::string>());
+                if (j.contains("guest")) line += fmt::format("\n    then boot on it: {}", j["guest"]["command"].get<std::string>());
+                failing.push_back(std::move(line));
             }
             states.push_back(j);
         }
         const bool interrupted = launch::interrupted_by() != 0;
         const std::string total = en.total < 1e15L ? fmt::format("{}", static_cast<uint64_t>(en.total)) : fmt::format("{:.3g}", static_cast<double>(en.total));
         json report = {{"scenario", sc.file}, {"record", o.record.string()}, {"filesystem", sc.disk.fs}, {"epochs", epochs.size()},
-                       {"writes", writes}, {"states_possible", total}, {"states_selected", en.states.size()}, {"states_checked", checked},
+                       {"writes", writes}, {"boot", boot}, {"states_possible", total}, {"states_selected", en.states.size()}, {"states_checked", checked},
                        {"inconsistent", bad}, {"complete", !interrupted && rig_error.empty() && checked == todo.size()}, {"states", states}};
         std::string summary = table;
         summary += fmt::format("{} writes in {} epochs; {} crash states possible, {} selected, {} checked: {} consistent, {} not\n", writes, epochs.size(), total,

@@ -22,6 +22,11 @@ struct CrashOptions {
     unsigned jobs = 1;
     std::optional<size_t> only;    // build and check this state alone, and keep its disk
     std::string rerun;             // the command line that recreates this enumeration, for the reproduce lines
+    // Which states also get a guest boot (mount, read each promised file):
+    // "none", "flushes", "all"; empty: the scenario's [crash.check] boot, else none.
+    std::string boot;
+    std::filesystem::path blkrig;  // the executable the boots run
+    std::string kernel;            // for the boots; empty: the scenario's
 };
 
 struct CrashResult {

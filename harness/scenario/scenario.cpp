@@ -114,6 +114,7 @@ const std::map<std::string, std::set<std::string>>& step_fields() {
         {"sync", {}},
         {"drop_caches", {"value"}},
         {"truncate", {"path", "size"}},
+        {"rename", {"path", "to"}},
         {"mmap_write", {"path", "offset", "length", "pattern", "seed"}},
         {"fiemap", {"path"}},
         {"sleep", {"ms"}},
@@ -419,11 +420,13 @@ void read_steps(const Reader& rd, const toml::table& root, Scenario& sc) {
                 for (const auto& f : it->second) known += (known.empty() ? "" : ", ") + f;
                 rd.fail(k.source(), fmt::format("step '{}' has no field '{}' (fields: {})", st.op, key, known.empty() ? "cpu" : known + ", cpu"));
             }
-            if (key == "path") {
-                const std::string p = rd.str(v, "path");
+            if (key == "path" || key == "to") {
+                const std::string p = rd.str(v, key);
                 const std::string mp = std::string(kMountpoint) + "/";
-                if (p.rfind(mp, 0) != 0 || p.find("/../") != std::string::npos || p.size() <= mp.size())
-                    rd.fail(v, fmt::format("path '{}' is outside the mount: step paths start with {}", p, mp));
+                // fsync of the mount's own directory is what makes a rename in it durable.
+                const bool mount_dir = p == kMountpoint && (st.op == "fsync" || st.op == "fdatasync");
+                if (!mount_dir && (p.rfind(mp, 0) != 0 || p.find("/../") != std::string::npos || p.size() <= mp.size()))
+                    rd.fail(v, fmt::format("{} '{}' is outside the mount: step paths start with {}", key, p, mp));
                 st.args[key] = p;
             } else if (key == "fd") {
                 st.args[key] = rd.str(v, "fd (a name given at open)");
@@ -443,6 +446,7 @@ void read_steps(const Reader& rd, const toml::table& root, Scenario& sc) {
         }
         const bool wants_fd = it->second.count("fd") && (st.op == "close" || st.op == "open");
         if (wants_fd && !st.args.contains("fd")) rd.fail(t, fmt::format("step '{}' needs fd = a name", st.op));
+        if (st.op == "rename" && !st.args.contains("to")) rd.fail(t, "step 'rename' needs to = the new path");
         if (it->second.count("path") && !st.args.contains("path") && !(it->second.count("fd") && st.args.contains("fd") && st.op != "open"))
             rd.fail(t, fmt::format("step '{}' needs a path{}", st.op, it->second.count("fd") ? " or fd" : ""));
         if (st.expect.sha256 == "file") {
@@ -494,7 +498,18 @@ void read_crash(const Reader& rd, const toml::table& root, Scenario& sc) {
     if (!cr) return;
     if (!cr->is_table()) rd.fail(*cr, "crash must be a table: [crash] or [[crash.promise]]");
     const auto& t = *cr->as_table();
-    rd.only(t, "[crash]", {"promise"});
+    rd.only(t, "[crash]", {"promise", "check"});
+    if (auto* ck = t["check"].node()) {
+        const auto& ct = rd.table(*ck, "crash.check");
+        rd.only(ct, "[crash.check]", {"boot"});
+        if (auto* b = ct["boot"].node()) {
+            sc.crash_boot = rd.str(*b, "crash.check.boot");
+            sc.crash_boot_line = static_cast<int>(b->source().begin.line);
+            if (sc.crash_boot != "none" && sc.crash_boot != "flushes" && sc.crash_boot != "all")
+                rd.fail(*b, fmt::format("crash.check.boot = '{}': give \"none\", \"flushes\" (a guest boot on each epoch's flush state) or \"all\"",
+                                        sc.crash_boot));
+        }
+    }
     auto* ps = t["promise"].node();
     if (!ps) return;
     if (!ps->is_array_of_tables()) rd.fail(*ps, "crash.promise must be tables: [[crash.promise]]");
@@ -516,6 +531,14 @@ void read_crash(const Reader& rd, const toml::table& root, Scenario& sc) {
         bool before = false;
         for (size_t i = 0; i < sc.steps.size(); ++i) {
             const auto& st = sc.steps[i];
+            if (st.op == "rename" && st.args.value("path", "") == p.path)
+                rd.fail(*path, fmt::format("crash.promise.path '{}': step {} renames it away; promise the name it gets instead", p.path, i));
+            // A rename onto it (the rename-over pattern) gives it the source's content at once.
+            if (st.op == "rename" && st.args.value("to", "") == p.path) {
+                p.writes.push_back(i);
+                before |= static_cast<int>(i) <= p.durable_after_step;
+                continue;
+            }
             if (st.op != "write" || st.args.value("path", "") != p.path) continue;
             if (st.args.value("append", false))
                 rd.fail(*path, fmt::format("crash.promise.path '{}': step {} appends to it; a promise follows writes at an offset", p.path, i));
@@ -523,7 +546,7 @@ void read_crash(const Reader& rd, const toml::table& root, Scenario& sc) {
             before |= static_cast<int>(i) <= p.durable_after_step;
         }
         if (!before)
-            rd.fail(*path, fmt::format("crash.promise.path '{}': no write step with that path at or before step {} (writes through fd= are not followed)",
+            rd.fail(*path, fmt::format("crash.promise.path '{}': no write step with that path, and no rename onto it, at or before step {} (writes through fd= are not followed)",
                                        p.path, p.durable_after_step));
         sc.promises.push_back(std::move(p));
     }

@@ -128,7 +128,7 @@ struct PowerCutSpec {
 struct CrashPromise {
     std::string path;  // as the steps name it, under /mnt
     int durable_after_step = -1;
-    std::vector<size_t> writes;  // the write steps on path, in order (all of them)
+    std::vector<size_t> writes;  // the steps that change path, in order: its write steps and renames onto it
     int line = 0;
 };
 
@@ -154,6 +154,11 @@ struct Scenario {
     std::vector<ExpectTable> expects;  // [[expect]]
     PowerCutSpec power_cut;
     std::vector<CrashPromise> promises;
+    // [crash.check] boot: which crash states `blkrig crash` also boots a
+    // guest on (mount, read each promised file, umount): "none", "flushes"
+    // (one per epoch), "all". Empty: not given ("none" unless --boot says).
+    std::string crash_boot;
+    int crash_boot_line = 0;
 };
 
 inline constexpr const char* kMountpoint = "/mnt";

@@ -40,6 +40,7 @@ Json good() {
         {"op": "mmap_write", "path": "/mnt/new.bin", "offset": 10, "length": 20, "seed": 18446744073709551615},
         {"op": "fiemap", "path": "/mnt/big.bin"},
         {"op": "sleep", "ms": 5},
+        {"op": "rename", "path": "/mnt/new.bin", "to": "/mnt/big.bin"},
         {"op": "sync"},
         {"op": "umount"}
       ]
@@ -68,7 +69,7 @@ TEST(RunSpec, ParsesEveryField) {
     EXPECT_EQ(r.trace.functions, (std::vector<std::string>{"mpage_*", "do_mpage_readpage"}));
     EXPECT_EQ(r.trace.buffer_kb, 16384);
     EXPECT_EQ(r.step_timeout_s, 30);
-    ASSERT_EQ(r.steps.size(), 15u);
+    ASSERT_EQ(r.steps.size(), 16u);
 
     const Step& read = r.steps[2];
     EXPECT_EQ(read.op, Op::read);
@@ -102,7 +103,10 @@ TEST(RunSpec, ParsesEveryField) {
     EXPECT_EQ(r.steps[10].seed, 18446744073709551615u);
     EXPECT_EQ(r.steps[11].op, Op::fiemap);
     EXPECT_EQ(r.steps[12].ms, 5);
-    EXPECT_EQ(r.steps[14].op, Op::umount);
+    EXPECT_EQ(r.steps[13].op, Op::rename);
+    EXPECT_EQ(r.steps[13].path, "/mnt/new.bin");
+    EXPECT_EQ(r.steps[13].to, "/mnt/big.bin");
+    EXPECT_EQ(r.steps[15].op, Op::umount);
 }
 
 TEST(RunSpec, AnyStepMayBePinnedToACpu) {
@@ -178,7 +182,7 @@ const Bad kBad[] = {
     {"marker_no_first", [](Json& j) { j["marker"].erase("first_sector"); }, "marker.first_sector", "missing"},
     {"marker_block_size", [](Json& j) { j["marker"]["block_size"] = 1536; }, "marker.block_size", "512, 1024"},
     {"marker_unknown", [](Json& j) { j["marker"]["first"] = 1; }, "marker.first", "unknown field"},
-    {"marker_too_few", [](Json& j) { j["marker"]["count"] = 29; }, "marker.count", "15 steps need 30 marker blocks"},
+    {"marker_too_few", [](Json& j) { j["marker"]["count"] = 31; }, "marker.count", "16 steps need 32 marker blocks"},
     {"trace_event_name", [](Json& j) { j["trace"]["events"][0] = "block/a/b"; }, "trace.events[0]", "subsystem/event"},
     {"trace_function_space", [](Json& j) { j["trace"]["functions"][1] = "do mpage"; }, "trace.functions[1]", "function name"},
     {"trace_buffer_negative", [](Json& j) { j["trace"]["buffer_kb"] = -1; }, "trace.buffer_kb", "between 0"},
@@ -230,6 +234,8 @@ const Bad kBad[] = {
     {"mmap_zero_length", [](Json& j) { j["steps"][10]["length"] = 0; }, "steps[10].length", "between 1"},
     {"mmap_fd", [](Json& j) { j["steps"][10]["fd"] = "a"; }, "steps[10].fd", "unknown field for op mmap_write"},
     {"sleep_no_ms", [](Json& j) { j["steps"][12].erase("ms"); }, "steps[12].ms", "missing"},
+    {"rename_no_to", [](Json& j) { j["steps"][13].erase("to"); }, "steps[13].to", "missing"},
+    {"rename_relative", [](Json& j) { j["steps"][13]["to"] = "big.bin"; }, "steps[13].to", "absolute path"},
     {"cpu_negative", [](Json& j) { j["steps"][2]["cpu"] = -1; }, "steps[2].cpu", "between 0"},
     {"cpu_string", [](Json& j) { j["steps"][2]["cpu"] = "1"; }, "steps[2].cpu", "expected an integer"},
     {"mount_without_fstype", [](Json& j) { j["fstype"] = ""; }, "steps[0].op", "fstype is empty"},
