@@ -242,6 +242,9 @@ std::string judge(const Promise& p, const std::vector<uint8_t>& got, bool due) {
         const auto g = block(got);
         bool any = false;
         for (size_t k = due ? p.durable_version : 0; k < p.versions.size() && !any; ++k) any = block(p.versions[k]) == g;
+        if (!any && g.empty())  // the file ends where every allowed content goes on
+            return fmt::format("{}it is {} bytes long, the content {} runs to {}", due ? fmt::format("durable since step {}, but ", p.spec->durable_after_step) : "",
+                               got.size(), due ? "promised" : "written", (due ? want : p.versions.back()).size());
         if (!any)
             return due ? fmt::format("durable since step {}, but bytes {}..{} hold neither what that step left nor what a later one wrote",
                                      p.spec->durable_after_step, b, b + g.size())

@@ -5,8 +5,10 @@ with a command that rebuilds it; bad records and bad arguments are exit 2
 with what and where (docs/crash.md)."""
 
 import json
+import signal
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -122,10 +124,39 @@ def test_a_promise_on_a_file_the_steps_never_write_is_a_scenario_error(tmp_path)
     assert "/mnt/other.bin" in r.stderr and "no write step" in r.stderr and "scen.toml:" in r.stderr
 
 
+@pytest.mark.parametrize("extra,says", [
+    ('[crash.check]\nboot = "some"\n', "crash.check.boot = 'some'"),
+    ('[crash.check]\nwhen = "always"\n', "when"),
+    ('[[steps]]\nop = "rename"\npath = "/mnt/n.bin"\nto = "/mnt/m.bin"\n'
+     '[[crash.promise]]\npath = "/mnt/n.bin"\ndurable_after_step = 2\n', "renames it away"),
+    ('[[steps]]\nop = "rename"\npath = "/mnt/n.bin"\n', "needs to ="),
+    ('[[steps]]\nop = "rename"\npath = "/mnt/n.bin"\nto = "/etc/passwd"\n', "outside the mount"),
+])
+def test_bad_crash_tables_and_renames_are_scenario_errors(tmp_path, extra, says):
+    rec = record(tmp_path, markers(0) + [entry(0, 1, 0, b"\1" * 512)])
+    r = crash(tmp_path, rec, "--out", tmp_path / "out", scenario=SCENARIO + extra)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert says in r.stderr and "scen.toml:" in r.stderr, r.stderr
+
+
+def test_a_rename_onto_a_promised_file_is_followed(tmp_path):
+    """n.tmp written, then renamed over n.bin: a promise on n.bin is
+    accepted (its content comes from the rename), not refused for lacking
+    a write step."""
+    rec = record(tmp_path, markers(0, 1) + [entry(0, 1, 0, b"\1" * 512), entry(flags=FLUSH)])
+    scen = SCENARIO.replace("/mnt/n.bin", "/mnt/n.tmp") + (
+        '[[steps]]\nop = "rename"\npath = "/mnt/n.tmp"\nto = "/mnt/n.bin"\n'
+        '[[crash.promise]]\npath = "/mnt/n.bin"\ndurable_after_step = 3\n')
+    r = crash(tmp_path, rec, "--out", tmp_path / "out", scenario=scen)
+    # The log holds no marker after step 3: the run did not get that far, which is the rig's exit 3 -- not a scenario error.
+    assert r.returncode == 3 and "no marker after step 3" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("args,says", [
     (["--states", "some"], "random:N"),
     (["--states", "random:0"], "random:N"),
     (["--jobs", "0"], "--jobs"),
+    (["--boot", "sometimes"], "--boot"),
 ])
 def test_bad_arguments_are_exit_2(tmp_path, args, says):
     rec = record(tmp_path, markers(0) + [entry(0, 1, 0, b"\1" * 512)])
@@ -137,3 +168,40 @@ def test_record_from_a_folder_without_a_write_log_is_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     r = crash(tmp_path, tmp_path / "empty", "--out", tmp_path / "out")
     assert r.returncode == 2 and "no write-log.bin" in r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not bt.have("fsck.vfat") or not bt.have("mcopy"), reason="dosfstools/mtools missing: run ci/setup")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_never_looks_finished(tmp_path, sig):
+    """Twelve writes in one epoch are 4,096 subsets, each fsck'd: stopped
+    midway by Ctrl-C (exit 130) or killed outright, crash.json says the
+    run is not complete, and no crash.txt claims a result."""
+    writes = [entry(2000 + 8 * i, 1, 0, bytes([i + 1]) * 512) for i in range(12)]
+    rec = record(tmp_path, markers(0, 1, 2) + writes)
+    scen = tmp_path / "scen.toml"
+    scen.write_text(SCENARIO)
+    out = tmp_path / "out"
+    p = subprocess.Popen([str(bt.blkrig()), "crash", str(scen), "--record-from", str(rec), "--out", str(out), "--jobs", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "crash.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=60)
+    rep = json.loads((out / "crash.json").read_text())
+    assert rep["complete"] is False, rep
+    if sig == signal.SIGINT:
+        assert p.returncode == 130, stdout + stderr
+        assert 0 < rep["states_checked"] < rep["states_selected"], {k: rep[k] for k in rep if k != "states"}
+        assert "interrupted" in (out / "crash.txt").read_text()
+    else:
+        assert rep["status"] == "running" and not (out / "crash.txt").exists()
+    # Nothing it started outlives it (an fsck in flight ends within moments).
+    for _ in range(100):
+        left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"processes left running on {out}: {left}"
