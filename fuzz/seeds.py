@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Writes the hand-made seeds of the binary fuzz targets into fuzz/corpus/:
-valid descriptor chains for fuzz_chain and a front end's start-up for
-fuzz_vhost_session, in the input layouts their sources describe.
+valid descriptor chains for fuzz_chain, a front end's start-up for
+fuzz_vhost_session and dm-log-writes logs for fuzz_write_log, in the input
+layouts their sources describe.
 Run from anywhere: fuzz/seeds.py (it overwrites only files named seed-*)."""
 import pathlib
 import struct
@@ -123,8 +124,32 @@ def session_seeds():
     }
 
 
+LOG_MAGIC = 0x6a736677736872  # dm-log-writes' superblock magic
+LOG_FLUSH, LOG_FUA, LOG_DISCARD, LOG_MARK = 1, 2, 4, 8
+
+
+def log_entry(sector=0, nr=0, flags=0, data=b"", mark=b""):
+    return (struct.pack("<QQQQ", sector, nr, flags, len(mark)) + mark).ljust(512, b"\0") + data
+
+
+def log_file(entries, claimed=None):
+    sb = struct.pack("<QQQI", LOG_MAGIC, 1, len(entries) if claimed is None else claimed, 512).ljust(512, b"\0")
+    return sb + b"".join(entries)
+
+
+def write_log_seeds():
+    mark = lambda n: log_entry(flags=LOG_MARK, mark=f"blkrig marker {n}".encode())
+    w = lambda sector, byte: log_entry(sector, 1, 0, bytes([byte]) * 512)
+    return {
+        "epochs": log_file([mark(0), w(8, 1), w(16, 2), log_entry(flags=LOG_FLUSH), mark(1), w(8, 3), log_entry(flags=LOG_FUA),
+                            log_entry(32, 8, LOG_DISCARD), mark(2)]),
+        "no-flush": log_file([mark(0), w(1, 1), w(2, 2), w(3, 3), mark(1)]),
+        "cut": log_file([mark(0), w(8, 1), w(9, 2)], claimed=5)[:-100],
+    }
+
+
 def main():
-    for target, seeds in (("fuzz_chain", chain_seeds()), ("fuzz_vhost_session", session_seeds())):
+    for target, seeds in (("fuzz_chain", chain_seeds()), ("fuzz_vhost_session", session_seeds()), ("fuzz_write_log", write_log_seeds())):
         d = CORPUS / target
         d.mkdir(parents=True, exist_ok=True)
         for name, data in seeds.items():

@@ -30,7 +30,8 @@ WriteLogFile parse_log_writes(std::span<const uint8_t> b) {
     WriteLogFile f;
     f.entries_claimed = u64(b, 16);
     uint64_t off = kSector;
-    while (off < b.size()) {
+    // The superblock's count ends the log: a log device holds stale bytes past it.
+    while (off < b.size() && f.entries_read < f.entries_claimed) {
         if (b.size() - off < kSector) {
             f.cut_short = fmt::format("offset {}: {} bytes, less than an entry header", off, b.size() - off);
             break;
@@ -63,6 +64,7 @@ WriteLogFile parse_log_writes(std::span<const uint8_t> b) {
             }
         }
         f.entries.push_back(std::move(e));
+        ++f.entries_read;
         if (f.entries.back().kind == LogEntry::Kind::write && (flags & (kFlagFua | kFlagFlush))) {
             LogEntry fl;
             fl.kind = LogEntry::Kind::flush;
@@ -70,8 +72,8 @@ WriteLogFile parse_log_writes(std::span<const uint8_t> b) {
         }
         off = next;
     }
-    if (f.cut_short.empty() && f.entries.size() < f.entries_claimed)
-        f.cut_short = fmt::format("the superblock counts {} entries, the file holds {}", f.entries_claimed, f.entries.size());
+    if (f.cut_short.empty() && f.entries_read < f.entries_claimed)
+        f.cut_short = fmt::format("the superblock counts {} entries, the file holds {}", f.entries_claimed, f.entries_read);
     return f;
 }
 

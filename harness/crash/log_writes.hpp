@@ -27,8 +27,9 @@ struct LogEntry {
 };
 
 struct WriteLogFile {
-    uint64_t entries_claimed = 0;  // the superblock's count
-    std::vector<LogEntry> entries;
+    uint64_t entries_claimed = 0;  // the superblock's count; the file past it is not read
+    uint64_t entries_read = 0;     // of those, the ones the file holds whole
+    std::vector<LogEntry> entries; // with a flush entry added after each FUA write
     std::string cut_short;  // why the entries stop before the count, empty if they do not
 };
 

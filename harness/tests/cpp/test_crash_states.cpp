@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -94,6 +96,43 @@ TEST(CrashLog, BadInputIsNamedAndACutFileKeepsWhatCameBefore) {
     EXPECT_FALSE(parse_log_writes(bad).cut_short.empty());
     bad[512 + 15] = 0x7f;  // more than any file could hold
     EXPECT_THROW(parse_log_writes(bad), LogError);
+}
+
+// A log by hand: the superblock's count, then entries of one header sector (and data).
+std::vector<uint8_t> hand_log(uint64_t claimed, const std::vector<std::array<uint64_t, 3>>& entries) {
+    auto put = [](std::vector<uint8_t>& v, size_t at, uint64_t x) { std::memcpy(v.data() + at, &x, 8); };
+    std::vector<uint8_t> out(512, 0);
+    put(out, 0, 0x6a736677736872ull);
+    put(out, 8, 1);
+    put(out, 16, claimed);
+    out[24] = 0;
+    out[25] = 2;  // sector size 512
+    for (const auto& [sector, nr, flags] : entries) {
+        std::vector<uint8_t> h(512 + 512 * nr, 0xab);
+        std::fill(h.begin(), h.begin() + 512, 0);
+        put(h, 0, sector);
+        put(h, 8, nr);
+        put(h, 16, flags);
+        out.insert(out.end(), h.begin(), h.end());
+    }
+    return out;
+}
+
+TEST(CrashLog, TheSuperblocksCountEndsTheLogAndFuaFlushesDoNotCount) {
+    constexpr uint64_t kFua = 2;
+    // Two entries counted, a FUA write among them: read whole, not cut short, a flush added after the FUA write.
+    auto two = parse_log_writes(hand_log(2, {{8, 1, kFua}, {16, 1, 0}}));
+    EXPECT_TRUE(two.cut_short.empty()) << two.cut_short;
+    EXPECT_EQ(two.entries_read, 2u);
+    ASSERT_EQ(two.entries.size(), 3u);
+    EXPECT_EQ(two.entries[1].kind, LogEntry::Kind::flush);
+    // Three counted, two in the file: cut short, though three entries were made (the FUA's flush is not the third).
+    auto cut = parse_log_writes(hand_log(3, {{8, 1, kFua}, {16, 1, 0}}));
+    EXPECT_NE(cut.cut_short.find("counts 3 entries, the file holds 2"), std::string::npos) << cut.cut_short;
+    // Past the count the file is stale: not read, even when it looks like entries.
+    auto stale = parse_log_writes(hand_log(1, {{8, 1, 0}, {16, 1, 0}, {24, 1, 0}}));
+    EXPECT_TRUE(stale.cut_short.empty()) << stale.cut_short;
+    EXPECT_EQ(stale.entries.size(), 1u);
 }
 
 TEST(CrashStates, EpochsEndAtFlushesWithData) {
