@@ -31,7 +31,10 @@ using nlohmann::json;
 
 namespace {
 
-constexpr uint64_t kBlock = 4096;  // promises are checked block by block
+// Promises are checked block by block: a filesystem block, or in a state
+// with a torn write a sector (a device writes whole sectors, and a torn
+// 4 KiB write leaves a block of old and new sectors: not garbage).
+constexpr uint64_t kBlock = 4096, kSectorBlock = 512;
 
 struct RigError : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -63,9 +66,10 @@ void build_image(const fs::path& before, const fs::path& img, const std::vector<
     }
     const int fd = ::open(img.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) throw RigError(fmt::format("cannot open {}: {}", img.string(), std::strerror(errno)));
-    auto apply = [&](size_t i) {
+    // sectors: how much of the write reached the disk (all of it, but for a torn one).
+    auto apply = [&](size_t i, uint64_t sectors = UINT64_MAX) {
         const auto& e = wl.entries[i];
-        const uint64_t bytes = e.nr_sectors * 512, off = e.sector * 512;
+        const uint64_t bytes = std::min(e.nr_sectors, sectors) * 512, off = e.sector * 512;
         if (e.kind == LogEntry::Kind::discard) {
             // What the device's store does with a discard: the range reads as zeros.
             if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(bytes)) != 0)
@@ -79,6 +83,7 @@ void build_image(const fs::path& before, const fs::path& img, const std::vector<
         for (size_t ep = 0; ep < s.epoch; ++ep)
             for (size_t i : epochs[ep].writes) apply(i);
         for (size_t k : s.kept) apply(epochs[s.epoch].writes[k]);
+        if (s.torn_write >= 0) apply(epochs[s.epoch].writes[static_cast<size_t>(s.torn_write)], s.torn_sectors);
     } catch (...) {
         ::close(fd);
         throw;
@@ -231,13 +236,13 @@ struct Promise {
 };
 
 // Where the bytes break the promise, or empty if they keep it.
-std::string judge(const Promise& p, const std::vector<uint8_t>& got, bool due) {
+std::string judge(const Promise& p, const std::vector<uint8_t>& got, bool due, uint64_t unit = kBlock) {
     const auto& want = p.versions[p.durable_version];
     if (due && got == want) return {};
     const uint64_t size = std::max<uint64_t>(got.size(), p.versions.back().size());
-    for (uint64_t b = 0; b < size; b += kBlock) {
+    for (uint64_t b = 0; b < size; b += unit) {
         auto block = [&](const std::vector<uint8_t>& v) {
-            return b >= v.size() ? std::vector<uint8_t>() : std::vector<uint8_t>(v.begin() + static_cast<long>(b), v.begin() + static_cast<long>(std::min<uint64_t>(v.size(), b + kBlock)));
+            return b >= v.size() ? std::vector<uint8_t>() : std::vector<uint8_t>(v.begin() + static_cast<long>(b), v.begin() + static_cast<long>(std::min<uint64_t>(v.size(), b + unit)));
         };
         const auto g = block(got);
         bool any = false;
@@ -259,7 +264,7 @@ std::string judge(const Promise& p, const std::vector<uint8_t>& got, bool due) {
 // allows. The bytes are judged as the host reads them from the disk the
 // guest left (its journal replayed), and must be what the guest read.
 // Adds "guest" to j and to each promise's entry in pj.
-bool guest_check(const scenario::Scenario& sc, const std::vector<Promise>& promises, size_t epoch, const BootSpec& bs, const fs::path& dir,
+bool guest_check(const scenario::Scenario& sc, const std::vector<Promise>& promises, size_t epoch, uint64_t unit, const BootSpec& bs, const fs::path& dir,
                  const std::vector<std::string>& promised, const fs::path& record, const fs::path& state_dir, json& pj, json& j) {
     if (!fs::exists(dir / "extents.json")) folder::copy_new(record / "extents.json", dir / "extents.json");
     const BootResult b = boot_state(bs, dir, promised);
@@ -293,7 +298,7 @@ bool guest_check(const scenario::Scenario& sc, const std::vector<Promise>& promi
             const auto got = read_file(sc.disk.fs, b.disk_after, p.spec->path, dir / "promise", why);
             if (!got) broken = fmt::format("the guest read it, the host cannot: {}", why);
             else if (sha256_hex(*got) != r->sha256) broken = "the guest read other bytes than the disk holds after its umount";
-            else broken = judge(p, *got, due);
+            else broken = judge(p, *got, due, unit);
         }
         pj[k]["guest"] = broken.empty() ? "held" : broken;
         if (!broken.empty()) {
@@ -352,6 +357,7 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
         for (const auto& e : epochs) writes += e.writes.size();
         if (writes == 0) return {2, fmt::format("{}: the run wrote nothing: there is no crash state to check\n", sc.file)};
         Selection sel = o.sel;
+        sel.torn = sel.torn || sc.crash_torn;
         const Enumeration en = enumerate(epochs, sel);
         std::vector<size_t> todo;
         if (o.only) {
@@ -424,6 +430,10 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                     json seqs = json::array();
                     for (size_t k : s.kept) seqs.push_back(epochs[s.epoch].writes[k]);
                     j["kept_entries"] = seqs;
+                    if (s.torn_write >= 0) {
+                        const size_t w = static_cast<size_t>(s.torn_write);
+                        j["torn"] = {{"entry", epochs[s.epoch].writes[w]}, {"sectors_written", s.torn_sectors}, {"sectors", epochs[s.epoch].sectors[w]}};
+                    }
                     const Fsck f = fsck(sc.disk.fs, img);
                     bool ok = f.verdict != "errors";
                     // Named as --only leaves the state's disk, where the command reproduces the verdict.
@@ -440,11 +450,11 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                         const bool due = s.epoch >= p.due_from_epoch;
                         std::string why;
                         const auto got = read_file(sc.disk.fs, img, p.spec->path, dir / "promise", why);
-                        const std::string broken = got ? judge(p, *got, due) : (!due && p.absent_before) ? "" : why;
+                        const std::string broken = got ? judge(p, *got, due, s.torn_write >= 0 ? kSectorBlock : kBlock) : (!due && p.absent_before) ? "" : why;
                         ok &= broken.empty();
                         pj.push_back({{"path", p.spec->path}, {"due", due}, {"held", broken.empty()}, {"why", broken}});
                     }
-                    if (boots(s)) ok &= guest_check(sc, promises, s.epoch, bs, dir, promised, o.record, state_dir, pj, j);
+                    if (boots(s)) ok &= guest_check(sc, promises, s.epoch, s.torn_write >= 0 ? kSectorBlock : kBlock, bs, dir, promised, o.record, state_dir, pj, j);
                     j["promises"] = pj;
                     j["consistent"] = ok;
                     if (!ok)
@@ -483,7 +493,8 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
             // mount: the guest kernel's, for the states a guest booted on.
             const std::string mount = j.contains("guest") ? j["guest"]["mount"].get<std::string>() : "-";
             table += fmt::format("{:>6} {:>5} {:>9} {:>7}  {:<6}  {:<7}  {}\n", id, j["epoch"].get<size_t>(),
-                                 fmt::format("{}/{}", j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>()), j["kind"].get<std::string>(),
+                                 fmt::format("{}{}/{}", j["kept"].get<size_t>(), j.contains("torn") ? "+t" : "", j["writes_in_epoch"].get<size_t>()),
+                                 j["kind"].get<std::string>(),
                                  j["fsck"]["verdict"].get<std::string>(), mount, ps.empty() ? "-" : ps);
             if (!out[id].ok) {
                 ++bad;
@@ -492,8 +503,11 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                     why += fmt::format("{}guest: {}", why.empty() ? "" : "; ", j["guest"]["why"].get<std::string>());
                 for (const auto& p : j["promises"])
                     if (!p["held"].get<bool>()) why += fmt::format("{}promise {}: {}", why.empty() ? "" : "; ", p["path"].get<std::string>(), p["why"].get<std::string>());
-                std::string line = fmt::format("state {} (epoch {}, {} of {} writes kept): {}\n    reproduce: {}", id, j["epoch"].get<size_t>(),
-                                               j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>(), why, j["reproduce"].get<std::string>());
+                const std::string torn = j.contains("torn") ? fmt::format(", the next torn after {} of its {} sectors", j["torn"]["sectors_written"].get<uint64_t>(),
+                                                                          j["torn"]["sectors"].get<uint64_t>())
+                                                            : "";
+                std::string line = fmt::format("state {} (epoch {}, {} of {} writes kept{}): {}\n    reproduce: {}", id, j["epoch"].get<size_t>(),
+                                               j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>(), torn, why, j["reproduce"].get<std::string>());
                 if (j.contains("guest")) line += fmt::format("\n    then boot on it: {}", j["guest"]["command"].get<std::string>());
                 failing.push_back(std::move(line));
             }

@@ -17,7 +17,10 @@ std::vector<Epoch> epochs_of(const WriteLogFile& log) {
         const auto& e = log.entries[i];
         switch (e.kind) {
         case LogEntry::Kind::write:
-        case LogEntry::Kind::discard: out.back().writes.push_back(i); break;
+        case LogEntry::Kind::discard:
+            out.back().writes.push_back(i);
+            out.back().sectors.push_back(e.kind == LogEntry::Kind::write ? e.nr_sectors : 0);
+            break;
         case LogEntry::Kind::mark:
             if (int64_t m = marker_of(e); m >= 0) marker = m;
             break;
@@ -63,6 +66,12 @@ Enumeration enumerate(const std::vector<Epoch>& epochs, const Selection& sel) {
         if (sel.mode == Selection::Mode::flushes) continue;
         std::vector<size_t> prefix;
         for (size_t i = 0; i < n; ++i) {
+            if (sel.torn && i < epochs[e].sectors.size() && epochs[e].sectors[i] >= 2) {
+                // Every subset of the others with each tear point is possible; the prefixes with two are checked.
+                const uint64_t nr = epochs[e].sectors[i];
+                out.total += static_cast<long double>(nr - 1) * std::pow(2.0L, static_cast<long double>(n - 1));
+                for (uint64_t cut : std::set<uint64_t>{1, nr / 2}) out.states.push_back({e, prefix, "torn", static_cast<int64_t>(i), cut});
+            }
             prefix.push_back(i);
             take(prefix, "prefix");
         }

@@ -18,6 +18,7 @@ namespace blkrig::crash {
 
 struct Epoch {
     std::vector<size_t> writes;  // indices into the log's entries: writes and discards
+    std::vector<uint64_t> sectors;  // for each: a write's sectors, 0 for a discard (never torn)
     int64_t last_marker = -1;    // the last step marker logged before the epoch ended
     bool flushed = false;        // ends in a flush (every epoch but perhaps the last)
 };
@@ -29,6 +30,7 @@ struct Selection {
     Mode mode = Mode::flushes;
     uint32_t n = 0;  // random: states per epoch
     uint64_t seed = 0;
+    bool torn = false;  // also tear the write after each in-order prefix ([crash.check] torn)
 };
 
 // "flushes", "all" or "random:N" (N from 1 to 100000); throws std::invalid_argument naming the text.
@@ -37,7 +39,11 @@ Selection parse_selection(const std::string& text);
 struct State {
     size_t epoch = 0;
     std::vector<size_t> kept;  // positions in the epoch's writes, ascending
-    std::string why;           // "flush", "prefix", "subset", "seeded", "all"
+    std::string why;           // "flush", "prefix", "subset", "seeded", "torn"
+    // "torn": the write at this position of the epoch, after the kept ones,
+    // reached the disk only in part: its first torn_sectors sectors.
+    int64_t torn_write = -1;
+    uint64_t torn_sectors = 0;
 };
 
 struct Enumeration {
@@ -47,7 +53,9 @@ struct Enumeration {
 
 // Within an epoch of up to kEveryUpTo writes, "all" takes every subset; of
 // more, kSeeded seeded ones. Every mode but "flushes" also takes each epoch's
-// in-order prefixes (the empty and the full subset among them).
+// in-order prefixes (the empty and the full subset among them), and with
+// torn, each prefix followed by the next write torn after its first sector
+// and after half its sectors (a device writes whole 512-byte sectors).
 inline constexpr size_t kEveryUpTo = 12;
 inline constexpr uint32_t kSeeded = 256;
 

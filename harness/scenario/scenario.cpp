@@ -501,7 +501,11 @@ void read_crash(const Reader& rd, const toml::table& root, Scenario& sc) {
     rd.only(t, "[crash]", {"promise", "check"});
     if (auto* ck = t["check"].node()) {
         const auto& ct = rd.table(*ck, "crash.check");
-        rd.only(ct, "[crash.check]", {"boot"});
+        rd.only(ct, "[crash.check]", {"boot", "torn"});
+        if (auto* tn = ct["torn"].node()) {
+            if (!tn->is_boolean()) rd.fail(*tn, "crash.check.torn must be true or false");
+            sc.crash_torn = *tn->value<bool>();
+        }
         if (auto* b = ct["boot"].node()) {
             sc.crash_boot = rd.str(*b, "crash.check.boot");
             sc.crash_boot_line = static_cast<int>(b->source().begin.line);

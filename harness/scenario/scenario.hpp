@@ -159,6 +159,9 @@ struct Scenario {
     // (one per epoch), "all". Empty: not given ("none" unless --boot says).
     std::string crash_boot;
     int crash_boot_line = 0;
+    // [crash.check] torn: also enumerate torn writes (a prefix of an epoch,
+    // then its next write cut after its first sector and after half).
+    bool crash_torn = false;
 };
 
 inline constexpr const char* kMountpoint = "/mnt";

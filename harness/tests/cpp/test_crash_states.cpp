@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <tuple>
 
 namespace blkrig::crash {
 namespace {
@@ -165,6 +166,39 @@ std::vector<Epoch> sized(std::vector<size_t> ns) {
         out.push_back(e);
     }
     return out;
+}
+
+TEST(CrashStates, TornWritesFollowEachPrefixAtTheirFirstSectorAndHalf) {
+    Recorder r;
+    r.write(0, 4096, 1);   // 8 sectors: torn after 1 and after 4
+    r.write(8192, 512, 2); // 1 sector: cannot tear
+    r.discard(16384, 4096);  // a discard is not torn
+    r.write(20480, 1024, 3); // 2 sectors: torn after 1 only (half is 1)
+    const auto ep = epochs_of(parse_log_writes(r.bytes()));
+    ASSERT_EQ(ep.size(), 1u);
+    EXPECT_EQ(ep[0].sectors, (std::vector<uint64_t>{8, 1, 0, 2}));
+    Selection sel = parse_selection("all");
+    const auto plain = enumerate(ep, sel);
+    sel.torn = true;
+    const auto en = enumerate(ep, sel);
+    std::vector<std::tuple<size_t, int64_t, uint64_t>> torn;  // (kept, torn write, sectors)
+    for (const auto& s : en.states) {
+        if (s.why != "torn") {
+            EXPECT_EQ(s.torn_write, -1);
+            continue;
+        }
+        // The kept ones are the prefix before the torn write.
+        for (size_t k = 0; k < s.kept.size(); ++k) EXPECT_EQ(s.kept[k], k);
+        torn.emplace_back(s.kept.size(), s.torn_write, s.torn_sectors);
+    }
+    EXPECT_EQ(torn, (std::vector<std::tuple<size_t, int64_t, uint64_t>>{{0, 0, 1}, {0, 0, 4}, {3, 3, 1}}));
+    EXPECT_EQ(en.states.size(), plain.states.size() + 3);
+    // Counted among the possible: (8-1) tear points of write 0 and (2-1) of write 3, each with any subset of the other three.
+    EXPECT_EQ(en.total, plain.total + (7 + 1) * 8);
+    // Not in "flushes": it takes no prefixes.
+    sel = parse_selection("flushes");
+    sel.torn = true;
+    EXPECT_EQ(enumerate(ep, sel).states.size(), 1u);
 }
 
 TEST(CrashStates, FlushesAreOneStateEach) {

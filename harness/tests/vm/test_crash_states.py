@@ -3,8 +3,9 @@ recorded on blkrig-device, every state built from the write log, checked by
 fsck on the host and, for each epoch's flush state, by a guest boot that
 mounts it and reads the promised files (docs/crash.md).
 
-- ext4 (journal, data=ordered), write+fsync and rename-over: over 100
-  states, every one consistent, the flush states mounted by the guest.
+- ext4 (journal, data=ordered), write+fsync and rename-over, torn writes
+  too: over 100 states, every one consistent, the flush states mounted by
+  the guest.
 - vfat: some states fail; each failing state is named with a command that
   rebuilds it, and that command fails again on the same state.
 - a wrong promise (a file never fsync'd, declared durable) fails, named."""
@@ -46,6 +47,9 @@ def test_ext4_every_state_is_consistent(ext4):
     for s in rep["states"]:
         assert s["fsck"]["verdict"] == "clean", s
         assert all(p["held"] for p in s["promises"]), s
+    # [crash.check] torn = true: after each in-order prefix, the next write torn after its first sector and after half.
+    torn = [s for s in rep["states"] if s["kind"] == "torn"]
+    assert torn and all(0 < s["torn"]["sectors_written"] < s["torn"]["sectors"] for s in torn), torn[:3]
     # The promise rules bite: a.bin is durable in the last state, old-or-new in the first.
     first, last = rep["states"][0], rep["states"][-1]
     assert [p["due"] for p in first["promises"]] == [False, False, False]
