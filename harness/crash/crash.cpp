@@ -6,6 +6,7 @@
 #include "common/markers.hpp"
 #include "folder/run_folder.hpp"
 #include "launch/process.hpp"
+#include "report/crash_page.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -510,6 +511,9 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                                                j["kept"].get<size_t>(), j["writes_in_epoch"].get<size_t>(), torn, why, j["reproduce"].get<std::string>());
                 if (j.contains("guest")) line += fmt::format("\n    then boot on it: {}", j["guest"]["command"].get<std::string>());
                 failing.push_back(std::move(line));
+                states.push_back(j);
+                states.back()["why"] = why;  // the line above's reason, for the page and for machines
+                continue;
             }
             states.push_back(j);
         }
@@ -525,6 +529,8 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
         if (!rig_error.empty()) summary += "  the rig failed: " + rig_error + "\n";
         if (interrupted) summary += "  interrupted: crash.json says complete = false\n";
         folder::write_atomic(o.out / "crash.json", report.dump(2));
+        if (const auto why = report::write_crash_report(o.out); !why.empty()) summary += "  note: no crash.html: " + why + "\n";
+        else summary += fmt::format("  the page: {}\n", (o.out / "crash.html").string());
         folder::write_atomic(o.out / "crash.txt", summary);
         res.summary = summary;
         res.exit = interrupted ? 130 : !rig_error.empty() ? 3 : bad ? 1 : 0;

@@ -1,9 +1,11 @@
 // The report pages: the run model and verdict.json turned into one JSON blob,
 // inlined with uPlot and the page's own script into a self-contained HTML file.
 #include "report/report.hpp"
+
 #include "common/markers.hpp"
 
 #include "folder/run_folder.hpp"
+#include "report/crash_page.hpp"
 
 #include "checks/expect.hpp"
 #include "scenario/scenario.hpp"
@@ -446,11 +448,23 @@ td.other {{ color: #92400e; font-weight: 600; }}
 
 std::vector<fs::path> report(const std::vector<fs::path>& run_dirs, const fs::path& out, const Options& o) {
     if (run_dirs.empty()) throw ReportError(2, "no run folder given");
-    for (const auto& d : run_dirs) check_run_dir(d);
+    // A `blkrig crash` folder has its own page (crash.json, no trace of its own).
+    auto is_crash = [](const fs::path& d) { return fs::is_regular_file(d / "crash.json") && !fs::exists(d / "trace.bin"); };
+    for (const auto& d : run_dirs)
+        if (!is_crash(d)) check_run_dir(d);
     const Assets a = load_assets(o.web_dir);
     std::vector<fs::path> written;
     std::vector<IndexEntry> entries;
     for (const auto& d : run_dirs) {
+        if (is_crash(d)) {
+            if (const auto why = write_crash_report(d); !why.empty()) throw ReportError(2, fmt::format("{}: {}", d.string(), why));
+            const json c = json::parse(read_text(d / "crash.json"), nullptr, false);
+            const bool complete = c.is_object() && c.value("complete", false);
+            entries.push_back({d, d / "crash.html", "crash " + (c.is_object() ? c.value("scenario", d.string()) : d.string()),
+                               !complete ? "incomplete" : c.value("inconsistent", 0) ? "fail" : "pass", 0});
+            written.push_back(entries.back().report);
+            continue;
+        }
         entries.push_back(write_one(d, run_dirs.size() == 1 ? out : fs::path(), a, o));
         written.push_back(entries.back().report);
     }

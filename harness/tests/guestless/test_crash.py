@@ -4,7 +4,9 @@ A write over the first FAT gives a state fsck.vfat rejects, named
 with a command that rebuilds it; bad records and bad arguments are exit 2
 with what and where (docs/crash.md)."""
 
+import html
 import json
+import re
 import signal
 import struct
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import blkrig_test as bt
+from blkrig_test import browser
 
 MAGIC = 0x6a736677736872
 FLUSH, MARK = 1, 8
@@ -205,3 +208,29 @@ def test_an_interrupted_run_never_looks_finished(tmp_path, sig):
             break
         time.sleep(0.05)
     assert not left, f"processes left running on {out}: {left}"
+
+
+@pytest.mark.skipif(not bt.have("fsck.vfat") or not bt.have("mcopy"), reason="dosfstools/mtools missing: run ci/setup")
+@pytest.mark.skipif(not browser.available(), reason=f"{browser.BROWSER} not installed: run ci/setup")
+def test_the_crash_page_shows_the_failing_state_in_a_browser(tmp_path):
+    """crash.html, opened in headless Chromium: the verdict, the failing
+    state with its reproduce command, a red square for it and a green one
+    for the good state; `blkrig report` on the folder writes the same page."""
+    rec = record(tmp_path, markers(0, 1, 2, 3, 4, 5) + [entry(flags=FLUSH), entry(4, 1, 0, b"\x55" * 512)])
+    out = tmp_path / "out"
+    r = crash(tmp_path, rec, "--out", out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    page = out / "crash.html"
+    assert f"the page: {page}" in r.stdout
+    rep = json.loads((out / "crash.json").read_text())
+    bad = next(s for s in rep["states"] if not s["consistent"])
+    assert "FATs differ" in bad["why"]
+    loaded = browser.load(page)
+    assert not loaded.console, loaded.console
+    assert re.search(r'id="verdict"[^>]*>1 of 2 states inconsistent<', loaded.dom), loaded.dom[:2000]
+    assert bad["reproduce"] in html.unescape(loaded.dom) and "FATs differ" in loaded.dom
+    img = browser.screenshot(page, tmp_path / "crash.png")
+    assert img.count("#dc2626") >= 50 and img.count("#16a34a") >= 50, "no red square for the failing state, or no green one for the good"
+    page.unlink()
+    again = subprocess.run([str(bt.blkrig()), "report", str(out)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and str(page) in again.stdout and page.exists(), again.stdout + again.stderr
