@@ -23,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace blkrig::crash {
@@ -313,22 +314,6 @@ bool guest_check(const scenario::Scenario& sc, const std::vector<Promise>& promi
     return ok;
 }
 
-// For each step marker in the log, how many epochs had ended (in a flush) before it.
-std::map<int64_t, size_t> epochs_before_markers(const WriteLogFile& wl) {
-    std::map<int64_t, size_t> out;
-    size_t closed = 0;
-    bool written = false;
-    for (const auto& e : wl.entries) {
-        if (e.kind == LogEntry::Kind::write || e.kind == LogEntry::Kind::discard) written = true;
-        if (e.kind == LogEntry::Kind::flush && written) {
-            ++closed;
-            written = false;
-        }
-        if (int64_t m = marker_of(e); m >= 0) out[m] = closed;
-    }
-    return out;
-}
-
 struct Checked {
     json j;
     bool ok = true;
@@ -370,7 +355,12 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
         }
 
         // The promises: old content from the disk before the run, due from the epoch after their step's last flush.
-        const auto before_marker = epochs_before_markers(wl);
+        // The epoch a step marker was logged in: every epoch before it had ended in a flush.
+        auto epoch_of_marker = [&](int64_t m) -> std::optional<size_t> {
+            for (size_t e = 0; e < epochs.size(); ++e)
+                if (std::find(epochs[e].markers.begin(), epochs[e].markers.end(), m) != epochs[e].markers.end()) return e;
+            return std::nullopt;
+        };
         fs::create_directories(o.out / "work");
         // Until the end says otherwise, the folder says it is not finished:
         // a run killed midway never looks like a complete one.
@@ -391,10 +381,10 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
             Promise pr{&p, versions_of(sc, p, old.value_or(std::vector<uint8_t>()), initial), 0, 0, !old};
             for (size_t k = 0; k < p.writes.size(); ++k)
                 if (static_cast<int>(p.writes[k]) <= p.durable_after_step) pr.durable_version = k + 1;
-            const auto m = before_marker.find(static_cast<int64_t>(markers::after_step(static_cast<uint64_t>(p.durable_after_step))));
-            if (m == before_marker.end())
+            const auto m = epoch_of_marker(static_cast<int64_t>(markers::after_step(static_cast<uint64_t>(p.durable_after_step))));
+            if (!m)
                 return {3, fmt::format("{}: the write log has no marker after step {}: the run did not get that far\n", log_path.string(), p.durable_after_step)};
-            pr.due_from_epoch = m->second;
+            pr.due_from_epoch = *m;
             promises.push_back(std::move(pr));
         }
 

@@ -22,7 +22,10 @@ std::vector<Epoch> epochs_of(const WriteLogFile& log) {
             out.back().sectors.push_back(e.kind == LogEntry::Kind::write ? e.nr_sectors : 0);
             break;
         case LogEntry::Kind::mark:
-            if (int64_t m = marker_of(e); m >= 0) marker = m;
+            if (int64_t m = marker_of(e); m >= 0) {
+                marker = m;
+                out.back().markers.push_back(m);
+            }
             break;
         case LogEntry::Kind::flush:
             out.back().last_marker = marker;

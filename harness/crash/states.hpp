@@ -20,6 +20,7 @@ struct Epoch {
     std::vector<size_t> writes;  // indices into the log's entries: writes and discards
     std::vector<uint64_t> sectors;  // for each: a write's sectors, 0 for a discard (never torn)
     int64_t last_marker = -1;    // the last step marker logged before the epoch ended
+    std::vector<int64_t> markers;  // the step markers logged in it, in order (a promise is due from the epoch after its step's)
     bool flushed = false;        // ends in a flush (every epoch but perhaps the last)
 };
 

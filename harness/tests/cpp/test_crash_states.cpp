@@ -151,9 +151,11 @@ TEST(CrashStates, EpochsEndAtFlushesWithData) {
     EXPECT_EQ(ep[0].writes.size(), 2u);
     EXPECT_TRUE(ep[0].flushed);
     EXPECT_EQ(ep[0].last_marker, 0);
+    EXPECT_EQ(ep[0].markers, (std::vector<int64_t>{0}));
     EXPECT_EQ(ep[1].writes.size(), 1u);
     EXPECT_FALSE(ep[1].flushed);
     EXPECT_EQ(ep[1].last_marker, 1);
+    EXPECT_EQ(ep[1].markers, (std::vector<int64_t>{1}));  // logged after a flush that ended no epoch: still the second's
 }
 
 std::vector<Epoch> sized(std::vector<size_t> ns) {
