@@ -145,6 +145,9 @@ def write_log_seeds():
                             log_entry(32, 8, LOG_DISCARD), mark(2)]),
         "no-flush": log_file([mark(0), w(1, 1), w(2, 2), w(3, 3), mark(1)]),
         "cut": log_file([mark(0), w(8, 1), w(9, 2)], claimed=5)[:-100],
+        # Finding 12: a FUA write's added flush is not an entry of the file; bytes past the count are stale.
+        "fua-count": log_file([log_entry(8, 1, LOG_FUA, b"\1" * 512), w(16, 2)], claimed=3),
+        "stale-tail": log_file([w(8, 1), w(16, 2), w(24, 3)], claimed=1),
     }
 
 
