@@ -4,6 +4,7 @@
 #include "crash/guest_check.hpp"
 #include "crash/log_writes.hpp"
 #include "common/markers.hpp"
+#include "folder/digest.hpp"
 #include "folder/run_folder.hpp"
 #include "launch/process.hpp"
 #include "report/crash_page.hpp"
@@ -13,7 +14,6 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -41,15 +41,6 @@ constexpr uint64_t kBlock = 4096, kSectorBlock = 512;
 struct RigError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
-
-std::string sha256_hex(const std::vector<uint8_t>& data) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
-    return out;
-}
 
 std::vector<uint8_t> slurp(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -299,7 +290,7 @@ bool guest_check(const scenario::Scenario& sc, const std::vector<Promise>& promi
             std::string why;
             const auto got = read_file(sc.disk.fs, b.disk_after, p.spec->path, dir / "promise", why);
             if (!got) broken = fmt::format("the guest read it, the host cannot: {}", why);
-            else if (sha256_hex(*got) != r->sha256) broken = "the guest read other bytes than the disk holds after its umount";
+            else if (folder::sha256_hex(*got) != r->sha256) broken = "the guest read other bytes than the disk holds after its umount";
             else broken = judge(p, *got, due, unit);
         }
         pj[k]["guest"] = broken.empty() ? "held" : broken;

@@ -1,6 +1,7 @@
 #include "report/crash_page.hpp"
 
 #include "folder/run_folder.hpp"
+#include "report/html.hpp"
 
 #include <fmt/format.h>
 
@@ -15,19 +16,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string esc(const std::string& s) {
-    std::string o;
-    for (char c : s) {
-        switch (c) {
-        case '&': o += "&amp;"; break;
-        case '<': o += "&lt;"; break;
-        case '>': o += "&gt;"; break;
-        case '"': o += "&quot;"; break;
-        default: o += c;
-        }
-    }
-    return o;
-}
+std::string esc(const std::string& s) { return html_escape(s); }
 
 std::string str(const json& j, const char* key) {
     const auto it = j.find(key);

@@ -6,6 +6,7 @@
 
 #include "folder/run_folder.hpp"
 #include "report/crash_page.hpp"
+#include "report/html.hpp"
 
 #include "checks/expect.hpp"
 #include "scenario/scenario.hpp"
@@ -85,19 +86,6 @@ std::string inline_safe(std::string s) {
     return s;
 }
 
-std::string html_escape(const std::string& s) {
-    std::string o;
-    for (char c : s) {
-        switch (c) {
-        case '&': o += "&amp;"; break;
-        case '<': o += "&lt;"; break;
-        case '>': o += "&gt;"; break;
-        case '"': o += "&quot;"; break;
-        default: o += c;
-        }
-    }
-    return o;
-}
 
 // Bucket k of a log2 histogram: [2^k, 2^(k+1)); 0 stays its own bucket.
 int log2_bucket(uint64_t v) { return v == 0 ? -1 : 63 - __builtin_clzll(v); }

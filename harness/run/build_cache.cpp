@@ -1,9 +1,9 @@
 #include "run/build_cache.hpp"
 
+#include "folder/digest.hpp"
 #include "folder/run_folder.hpp"
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -24,14 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string sha256_hex(const std::string& data) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
-    return out;
-}
 
 // Entries kept per kind; the least recently used go first.
 constexpr size_t kKeep = 48;
@@ -75,8 +67,7 @@ CacheKey& CacheKey::file(const fs::path& p) {
         material_ += fmt::format("missing {}\n", p.string());
         return *this;
     }
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+    folder::Sha256 digest;
     std::vector<unsigned char> buf(1 << 20);
     bool ok = true;
     for (;;) {
@@ -86,18 +77,14 @@ CacheKey& CacheKey::file(const fs::path& p) {
             ok = n == 0;
             break;
         }
-        EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
+        digest.update(std::span(buf.data(), static_cast<size_t>(n)));
     }
     ::close(fd);
     if (!ok) {  // unreadable: a key that matches no earlier build
         material_ += fmt::format("unreadable {} {}\n", p.string(), ::getpid());
         return *this;
     }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx.get(), md, &len);
-    std::string hex;
-    for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+    const std::string hex = digest.hex();
     // Content only: the same input at another path (another run folder) is the same input.
     material_ += fmt::format("file {}\n", hex);
     return *this;
@@ -111,7 +98,7 @@ CacheKey& CacheKey::stamp(const fs::path& p) {
     return *this;
 }
 
-std::string CacheKey::hex() const { return sha256_hex(material_); }
+std::string CacheKey::hex() const { return folder::sha256_hex(material_); }
 
 fs::path build_cache_dir() {
     if (const char* d = std::getenv("BLKRIG_BUILD_CACHE"); d && *d) return std::string(d) == "off" ? fs::path() : fs::path(d);

@@ -1,0 +1,23 @@
+// Text put into the report pages' HTML, escaped (both pages, one rule).
+#pragma once
+
+#include <string>
+
+namespace blkrig::report {
+
+inline std::string html_escape(const std::string& s) {
+    std::string o;
+    o.reserve(s.size());
+    for (char c : s) {
+        switch (c) {
+        case '&': o += "&amp;"; break;
+        case '<': o += "&lt;"; break;
+        case '>': o += "&gt;"; break;
+        case '"': o += "&quot;"; break;
+        default: o += c;
+        }
+    }
+    return o;
+}
+
+}  // namespace blkrig::report
