@@ -82,6 +82,11 @@ int main(int argc, char** argv) {
                             {"mb_s", lat_us.size() * double(bs) / secs / 1e6},
                             {"lat_p50_us", pct(0.5)}, {"lat_p99_us", pct(0.99)}};
         std::cout << j.dump() << "\n";
+        // A back end that completed nothing is stuck, not slow: no IOPS figure may hide that.
+        if (lat_us.empty()) {
+            std::cerr << "blkrig-bench: no request completed in " << secs << " s (" << depth * o.queues << " in flight): the back end is stuck\n";
+            return 1;
+        }
         return errors ? 1 : 0;
     } catch (const std::exception& e) {
         std::cerr << "blkrig-bench: " << e.what() << "\n";

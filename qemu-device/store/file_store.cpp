@@ -218,11 +218,14 @@ bool UringQueue::init(std::string* why) {
         if (why) *why = fmt::format("eventfd: {}", std::strerror(errno));
         return false;
     }
-    // Only completions that did not finish inside the submit call signal:
-    // those that did (page-cache hits) are reaped right after it, and a
-    // wake-up for them would find nothing to do.
-    if (const int e = io_uring_register_eventfd_async(&ring_, event_fd_); e < 0) {
-        if (why) *why = fmt::format("io_uring_register_eventfd_async: {}", std::strerror(-e));
+    // Every completion signals. The "async" registration signals only those
+    // an io-wq worker posts: an O_DIRECT transfer or a page-cache miss the
+    // kernel finishes in this thread's task work never woke the queue, which
+    // slept until the next kick (unit_store: UringWakesItsFdForEveryCompletion).
+    // Page-cache hits no longer come here (try_cached), so the wake-ups it
+    // saved are gone anyway.
+    if (const int e = io_uring_register_eventfd(&ring_, event_fd_); e < 0) {
+        if (why) *why = fmt::format("io_uring_register_eventfd: {}", std::strerror(-e));
         return false;
     }
     return true;

@@ -5,6 +5,7 @@
 #include "store/store.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -288,6 +289,53 @@ TEST_F(FileStoreTest, UringRoundTripsWithODirect) {
     ASSERT_TRUE(q->read(4096 * 5, std::span(&v, 1), 2));
     EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{2, 0}}));
     EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
+}
+
+// The device sleeps on fd() and reaps when it is readable: every completion
+// must make it so, also those the kernel finishes outside the submit call
+// in the submitting thread's task work (O_DIRECT, a page-cache miss).
+bool readable_within(int fd, int ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+TEST_F(FileStoreTest, UringWakesItsFdForEveryCompletion) {
+    std::unique_ptr<Store> d;
+    try {
+        d = open_file(path_, false, true);
+    } catch (const StoreError& e) {
+        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
+    }
+    auto q = uring(*d, 4);
+    ASSERT_TRUE(q);
+    void* raw = std::aligned_alloc(4096, 4096);
+    std::unique_ptr<void, decltype(&std::free)> buf(raw, &std::free);
+    const iovec v{raw, 4096};
+    ASSERT_TRUE(q->read(8192, std::span(&v, 1), 1));
+    q->submit();
+    EXPECT_TRUE(readable_within(q->fd(), 5000)) << "an O_DIRECT read completed and nothing woke the queue";
+    std::map<uint64_t, int> got;
+    q->reap([&](uint64_t tag, int r) { got[tag] = r; }, false);
+    EXPECT_EQ(got, (std::map<uint64_t, int>{{1, 0}}));
+
+    // Buffered, the pages evicted: the read goes to the ring, and must wake it too.
+    auto s = open_file(path_, false, false);
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    ::close(fd);
+    auto bq = uring(*s, 4);
+    ASSERT_TRUE(bq);
+    std::vector<uint8_t> back(4096);
+    const iovec bv{back.data(), back.size()};
+    ASSERT_TRUE(bq->read(65536, std::span(&bv, 1), 2));
+    bq->submit();
+    if (bq->in_flight()) {
+        EXPECT_TRUE(readable_within(bq->fd(), 5000)) << "a read the page cache did not hold completed and nothing woke the queue";
+        got.clear();
+        bq->reap([&](uint64_t tag, int r) { got[tag] = r; }, false);
+        EXPECT_EQ(got, (std::map<uint64_t, int>{{2, 0}}));
+    }
 }
 
 TEST(RamStoreAsync, HasNoEngineAndSaysSo) {
