@@ -442,7 +442,8 @@ CrashResult check_states(const scenario::Scenario& sc, const CrashOptions& o) {
                     if (!ok)
                         j["reproduce"] = fmt::format("{} --only {} --out {}", o.rerun, id, state_dir.string());
                     if (o.only) {
-                        folder::copy_new(o.record / "extents.json", dir / "extents.json");
+                        // A guest boot has put it there already.
+                        if (!fs::exists(dir / "extents.json")) folder::copy_new(o.record / "extents.json", dir / "extents.json");
                         j["disk"] = img.string();
                     } else {
                         fs::remove(img);

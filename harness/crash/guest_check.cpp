@@ -70,7 +70,9 @@ const GuestRead* BootResult::read_of(const std::string& path) const {
 }
 
 std::string boot_command(const BootSpec& b, const fs::path& dir) {
-    std::string cmd = fmt::format("blkrig run {} --disk-from {} --no-guest-trace --out {}", b.check_toml.string(), dir.string(), (dir / "boot").string());
+    // --force: the boot blkrig crash made left that folder; a second look replaces it.
+    std::string cmd = fmt::format("blkrig run {} --disk-from {} --no-guest-trace --out {} --force", b.check_toml.string(), dir.string(),
+                                  (dir / "boot").string());
     if (!b.kernel.empty()) cmd += " --kernel " + b.kernel;
     return cmd;
 }
