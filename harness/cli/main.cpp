@@ -320,6 +320,12 @@ int do_crash(const CrashArgs& a) {
     o.sel.seed = a.seed;
     o.only = a.only;
     o.jobs = a.jobs ? a.jobs : std::max(1u, std::thread::hardware_concurrency());
+    // Crash states come from what the steps change: a scenario that changes nothing has none worth a recording.
+    if (std::none_of(sc.steps.begin(), sc.steps.end(), [](const scenario::Step& st) {
+            return st.op == "write" || st.op == "mmap_write" || st.op == "truncate" || st.op == "rename";
+        }))
+        throw UsageError(fmt::format("{}: no step writes (write, mmap_write, truncate, rename): a crash leaves nothing a run changed to check",
+                                     a.scenario));
     if (sc.promises.empty() && sc.disk.fs == "raw")
         throw UsageError(fmt::format("{}: a raw disk with no [[crash.promise]]: there is nothing to check in a crash state", a.scenario));
     const fs::path out = a.out.empty() ? fs::path("runs") / "crash" / fs::path(a.scenario).stem() : fs::path(a.out);

@@ -167,6 +167,14 @@ def test_bad_arguments_are_exit_2(tmp_path, args, says):
     assert r.returncode == 2 and says in r.stdout + r.stderr, r.stdout + r.stderr
 
 
+def test_a_scenario_whose_steps_write_nothing_is_refused_before_recording(tmp_path):
+    scen = tmp_path / "scen.toml"
+    scen.write_text(SCENARIO.split("[[steps]]\nop = \"write\"")[0])
+    r = subprocess.run([str(bt.blkrig()), "crash", str(scen), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no step writes" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "out" / "record").exists(), "nothing is recorded for it"
+
+
 def test_record_from_a_folder_without_a_write_log_is_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     r = crash(tmp_path, tmp_path / "empty", "--out", tmp_path / "out")
