@@ -65,8 +65,19 @@ constexpr size_t kImage = 1 << 20;
 class FileStoreTest : public ::testing::Test {
 protected:
     FileStoreTest() { spit(path_, std::vector<uint8_t>(kImage, 0)); }
+    // The image opened with O_DIRECT, or null with why_ set where this
+    // filesystem has no O_DIRECT (the test then skips).
+    std::unique_ptr<Store> open_direct() {
+        try {
+            return open_file(path_, false, true);
+        } catch (const StoreError& e) {
+            why_ = e.what();
+            return nullptr;
+        }
+    }
     TempDir dir_;
     std::string path_ = dir_.file("disk.img");
+    std::string why_;
 };
 
 TEST_F(FileStoreTest, RoundTripWithScatteredBuffers) {
@@ -88,12 +99,8 @@ TEST_F(FileStoreTest, RoundTripWithScatteredBuffers) {
 }
 
 TEST_F(FileStoreTest, DirectIoRoundTripThroughBounceBuffer) {
-    std::unique_ptr<Store> s;
-    try {
-        s = open_file(path_, false, true);
-    } catch (const StoreError& e) {
-        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
-    }
+    auto s = open_direct();
+    if (!s) GTEST_SKIP() << "O_DIRECT not available here: " << why_;
     // Unaligned offset, length and buffer: read-modify-write of whole blocks.
     const auto around = pattern(8192, 7);
     ASSERT_EQ(write_at(*s, 0, around), 0);
@@ -110,12 +117,8 @@ TEST_F(FileStoreTest, DirectWriteToLastSectorKeepsImageSize) {
     // end of the file, and the bounce buffer writes that whole block.
     constexpr size_t kOdd = kImage + 512;
     spit(path_, std::vector<uint8_t>(kOdd, 0));
-    std::unique_ptr<Store> s;
-    try {
-        s = open_file(path_, false, true);
-    } catch (const StoreError& e) {
-        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
-    }
+    auto s = open_direct();
+    if (!s) GTEST_SKIP() << "O_DIRECT not available here: " << why_;
     const auto data = pattern(512, 21);
     ASSERT_EQ(write_at(*s, kImage, data), 0);
     EXPECT_EQ(std::filesystem::file_size(path_), kOdd) << "the image grew";
@@ -216,12 +219,8 @@ TEST_F(FileStoreTest, UringRefusesWhatItCannotTake) {
     EXPECT_TRUE(q->read(8192, std::span(&v, 1), 3)) << "room again once reaped";
     EXPECT_EQ(reap_all(*q).size(), 1u);
 
-    std::unique_ptr<Store> d;
-    try {
-        d = open_file(path_, false, true);
-    } catch (const StoreError& e) {
-        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
-    }
+    auto d = open_direct();
+    if (!d) GTEST_SKIP() << "O_DIRECT not available here: " << why_;
     auto dq = uring(*d, 4);
     ASSERT_TRUE(dq);
     const iovec odd{buf.data() + 1, 512};
@@ -266,12 +265,8 @@ TEST_F(FileStoreTest, UringReadsWhatThePageCacheDoesNotHold) {
 }
 
 TEST_F(FileStoreTest, UringRoundTripsWithODirect) {
-    std::unique_ptr<Store> d;
-    try {
-        d = open_file(path_, false, true);
-    } catch (const StoreError& e) {
-        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
-    }
+    auto d = open_direct();
+    if (!d) GTEST_SKIP() << "O_DIRECT not available here: " << why_;
     auto q = uring(*d, 4);
     ASSERT_TRUE(q);
     std::vector<uint8_t> plain(4096);
@@ -300,12 +295,8 @@ bool readable_within(int fd, int ms) {
 }
 
 TEST_F(FileStoreTest, UringWakesItsFdForEveryCompletion) {
-    std::unique_ptr<Store> d;
-    try {
-        d = open_file(path_, false, true);
-    } catch (const StoreError& e) {
-        GTEST_SKIP() << "O_DIRECT not available here: " << e.what();
-    }
+    auto d = open_direct();
+    if (!d) GTEST_SKIP() << "O_DIRECT not available here: " << why_;
     auto q = uring(*d, 4);
     ASSERT_TRUE(q);
     void* raw = std::aligned_alloc(4096, 4096);
