@@ -335,10 +335,11 @@ int do_crash(const CrashArgs& a) {
     launch::catch_interrupts();
     const folder::Claim claim = folder::claim(out, folder::Kind::crash, a.force);
     o.out = fs::absolute(out);
+    o.blkrig = fs::canonical("/proc/self/exe");  // the recording run and the guest boots
     o.record = a.record_from.empty() ? o.out / "record" : fs::absolute(a.record_from);
     if (a.record_from.empty()) {
         // 1. Record: one run of the scenario with every write logged, a child process like a matrix cell.
-        std::vector<std::string> argv = {fs::canonical("/proc/self/exe").string(), "run", a.scenario, "--out", o.record.string(), "--record-writes"};
+        std::vector<std::string> argv = {o.blkrig.string(), "run", a.scenario, "--out", o.record.string(), "--record-writes"};
         if (!a.kernel.empty()) argv.insert(argv.end(), {"--kernel", a.kernel});
         fmt::print(stderr, "blkrig crash: recording {} into {}\n", a.scenario, o.record.string());
         const auto r = launch::run_tool(argv, std::chrono::seconds(sc.timeout_s + 300));
@@ -350,7 +351,6 @@ int do_crash(const CrashArgs& a) {
     }
     o.boot = a.boot;
     o.kernel = a.kernel;
-    o.blkrig = fs::canonical("/proc/self/exe");
     o.rerun = fmt::format("blkrig crash {} --record-from {} --states {} --seed {}", a.scenario, o.record.string(), a.states, a.seed);
     if (!a.boot.empty()) o.rerun += " --boot " + a.boot;
     if (!a.kernel.empty()) o.rerun += " --kernel " + a.kernel;

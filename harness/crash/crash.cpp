@@ -90,11 +90,6 @@ struct Fsck {
     std::string output;   // its first lines
 };
 
-std::string first_lines(const std::string& text, size_t n) {
-    size_t pos = 0;
-    for (size_t i = 0; i < n && pos != std::string::npos; ++i) pos = text.find('\n', pos + (i ? 1 : 0));
-    return pos == std::string::npos ? text : text.substr(0, pos);
-}
 
 // Each line of a tool's output, leading spaces trimmed; f returns false to stop.
 template <class F>

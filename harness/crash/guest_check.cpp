@@ -27,13 +27,14 @@ toml::table step_table(const json& args) {
     return t;
 }
 
-std::string first_lines(const std::string& s, size_t n) {
-    size_t at = 0;
-    for (size_t i = 0; i < n && at != std::string::npos; ++i) at = s.find('\n', at + 1);
-    return at == std::string::npos ? s : s.substr(0, at);
-}
 
 }  // namespace
+
+std::string first_lines(const std::string& text, size_t n) {
+    size_t pos = 0;
+    for (size_t i = 0; i < n && pos != std::string::npos; ++i) pos = text.find('\n', pos + (i ? 1 : 0));
+    return pos == std::string::npos ? text : text.substr(0, pos);
+}
 
 std::string check_scenario_text(const scenario::Scenario& sc) {
     toml::table root;

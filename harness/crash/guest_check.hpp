@@ -16,6 +16,9 @@
 
 namespace blkrig::crash {
 
+// The first n lines of a tool's output, for a message.
+std::string first_lines(const std::string& text, size_t n);
+
 // The check scenario for sc, as TOML: sc's [disk] and name, needs
 // disk-from, steps mount, a read of each promised path, umount.
 std::string check_scenario_text(const scenario::Scenario& sc);

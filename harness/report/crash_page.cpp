@@ -16,7 +16,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string esc(const std::string& s) { return html_escape(s); }
 
 std::string str(const json& j, const char* key) {
     const auto it = j.find(key);
@@ -42,7 +41,7 @@ std::string promises_cell(const json& s) {
     for (const auto& p : s.value("promises", json::array())) {
         const bool held = p.value("held", true), due = p.value("due", false);
         const std::string cls = held ? (due ? "durable" : "oldnew") : "broken";
-        out += fmt::format("<span class=\"{}\">{} {}</span> ", cls, esc(str(p, "path")), held ? (due ? "durable" : "old-or-new") : "BROKEN");
+        out += fmt::format("<span class=\"{}\">{} {}</span> ", cls, html_escape(str(p, "path")), held ? (due ? "durable" : "old-or-new") : "BROKEN");
     }
     return out.empty() ? "-" : out;
 }
@@ -56,7 +55,7 @@ std::string crash_page_html(const json& c, const std::string& record_report) {
     std::string h;
     h += "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
     h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
-    h += fmt::format("<title>blkrig crash: {}</title>\n", esc(str(c, "scenario")));
+    h += fmt::format("<title>blkrig crash: {}</title>\n", html_escape(str(c, "scenario")));
     h += R"(<style>
 body { font: 14px system-ui, sans-serif; margin: 24px; color: #111827; }
 h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
@@ -77,12 +76,12 @@ code { background: #f3f4f6; padding: 1px 4px; border-radius: 3px; }
     const std::string cls = !complete ? "verdict-other" : bad ? "verdict-fail" : "verdict-pass";
     const std::string verdict = !complete ? "not complete" : bad ? fmt::format("{} of {} states inconsistent", bad, checked)
                                                                   : fmt::format("all {} states consistent", checked);
-    h += fmt::format("<h1>blkrig crash: {}</h1>\n", esc(str(c, "scenario")));
-    h += fmt::format("<p id=\"verdict\" class=\"{}\">{}</p>\n", cls, esc(verdict));
+    h += fmt::format("<h1>blkrig crash: {}</h1>\n", html_escape(str(c, "scenario")));
+    h += fmt::format("<p id=\"verdict\" class=\"{}\">{}</p>\n", cls, html_escape(verdict));
     h += fmt::format("<p>{} on {}: {} writes in {} epochs; {} crash states possible, {} selected, {} checked. Guest boots: {}.",
-                     esc(str(c, "filesystem")), esc(str(c, "record")), str(c, "writes"), str(c, "epochs"), esc(str(c, "states_possible")),
-                     str(c, "states_selected"), checked, esc(c.value("boot", std::string("none"))));
-    if (!record_report.empty()) h += fmt::format(" The recording run: <a href=\"{}\">its report</a>.", esc(record_report));
+                     html_escape(str(c, "filesystem")), html_escape(str(c, "record")), str(c, "writes"), str(c, "epochs"), html_escape(str(c, "states_possible")),
+                     str(c, "states_selected"), checked, html_escape(c.value("boot", std::string("none"))));
+    if (!record_report.empty()) h += fmt::format(" The recording run: <a href=\"{}\">its report</a>.", html_escape(record_report));
     h += "</p>\n";
 
     // Each epoch a row of cells, one per state: red inconsistent, outlined where a guest booted.
@@ -94,7 +93,7 @@ code { background: #f3f4f6; padding: 1px 4px; border-radius: 3px; }
         if (s.value("kind", std::string()) == "torn") c2 += " torn";
         if (s.contains("guest")) c2 += " booted";
         rows[s.value("epoch", size_t{0})] += fmt::format("<a href=\"#state-{0}\" class=\"{1}\" title=\"state {0} ({2})\"></a>", s.value("state", size_t{0}), c2,
-                                                         esc(s.value("kind", std::string())));
+                                                         html_escape(s.value("kind", std::string())));
     }
     h += "<h2>States by epoch</h2>\n<p>One square per checked state: green consistent, red not; outlined: a guest booted on it; faded: a torn write.</p>\n";
     h += "<div class=\"epochs\" id=\"epochs\">\n";
@@ -106,8 +105,8 @@ code { background: #f3f4f6; padding: 1px 4px; border-radius: 3px; }
     for (const auto& s : states) {
         if (s.value("consistent", true)) continue;
         h += fmt::format("<div class=\"fail-item\"><b>state {}</b> (epoch {}, {} of {} writes kept, {}): {}<code>{}</code>", str(s, "state"), str(s, "epoch"),
-                         str(s, "kept"), str(s, "writes_in_epoch"), esc(str(s, "kind")), esc(why_of(s)), esc(str(s, "reproduce")));
-        if (s.contains("guest")) h += fmt::format("<code>{}</code>", esc(str(s["guest"], "command")));
+                         str(s, "kept"), str(s, "writes_in_epoch"), html_escape(str(s, "kind")), html_escape(why_of(s)), html_escape(str(s, "reproduce")));
+        if (s.contains("guest")) h += fmt::format("<code>{}</code>", html_escape(str(s["guest"], "command")));
         h += "</div>\n";
     }
     h += "</div>\n";
@@ -117,8 +116,8 @@ code { background: #f3f4f6; padding: 1px 4px; border-radius: 3px; }
         const bool ok = s.value("consistent", false);
         h += fmt::format("<tr id=\"state-{}\"{}><td>{}</td><td>{}</td><td>{}{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", str(s, "state"),
                          ok ? "" : " class=\"bad\"", str(s, "state"), str(s, "epoch"), str(s, "kept"), s.contains("torn") ? "+t" : "",
-                         str(s, "writes_in_epoch"), esc(str(s, "kind")), esc(s.contains("fsck") ? str(s["fsck"], "verdict") : ""),
-                         esc(s.contains("guest") ? str(s["guest"], "mount") : "-"), promises_cell(s));
+                         str(s, "writes_in_epoch"), html_escape(str(s, "kind")), html_escape(s.contains("fsck") ? str(s["fsck"], "verdict") : ""),
+                         html_escape(s.contains("guest") ? str(s["guest"], "mount") : "-"), promises_cell(s));
     }
     h += "</tbody>\n</table>\n</body>\n</html>\n";
     return h;
