@@ -45,6 +45,7 @@ struct Options {
     bool once = false;
     std::string io_threads = "per-queue";
     std::string io_engine = "uring";
+    uint32_t poll_us = 64;
     std::vector<std::string> fault_rules;
     std::string control_path;
     std::string faults_file;
@@ -79,6 +80,10 @@ void add_options(CLI::App& app, Options& o) {
                    "uring (each queue keeps requests in flight on io_uring; a RAM store, or a host without io_uring, runs them "
                    "synchronously) or sync (every request on its queue thread)")
         ->check(CLI::IsMember({"uring", "sync"}));
+    app.add_option("--poll-us", o.poll_us,
+                   "Busy-poll each queue up to this many microseconds before sleeping, adapting to how fast requests come "
+                   "(0: never; per-queue threads only)")
+        ->check(CLI::Range(0, 1000));
     app.add_option("--log-level", o.log_level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     app.add_option("--num-queues", o.geo.num_queues, "Queues offered (config num_queues, GET_QUEUE_NUM)")->check(CLI::Range(1, 64));
     app.add_option("--queue-size", o.geo.queue_size, "Largest ring size accepted")->check(CLI::Range(1, 32768));
@@ -250,6 +255,7 @@ nlohmann::json describe(const Options& o, const store::Store& s) {
             {"direct", o.direct},
             {"io_threads", o.io_threads},
             {"io_engine", o.io_engine},
+            {"poll_us", o.poll_us},
             {"crash_model", o.crash_model || !o.write_log.empty() || !o.power_cut.empty()}};
 }
 
@@ -327,7 +333,7 @@ int run(Options& o) {
     }
     std::unique_ptr<virtio::SharedLoop> loop;
     if (o.io_threads == "single") loop = std::make_unique<virtio::SharedLoop>();
-    const vhost_user::ServeOptions serve{o.once, loop.get()};
+    const vhost_user::ServeOptions serve{o.once, {loop.get(), uint64_t{o.poll_us} * 1000}};
     std::unique_ptr<control::Server> ctl;
     if (!o.control_path.empty()) ctl = std::make_unique<control::Server>(o.control_path, control::device_methods(engine, dev, tw.get()));
 

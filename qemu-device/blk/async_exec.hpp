@@ -28,6 +28,7 @@ public:
     void hold(virtio::Completion&& c) override;
     void submit() override { q_->submit(); }
     size_t in_flight() const override { return q_->in_flight(); }
+    bool ready() const override { return q_->ready(); }
     void reap(std::vector<virtio::Completion>& done, bool wait) override;
 
 private:

@@ -55,6 +55,7 @@ public:
     void submit() override;
     void reap(const std::function<void(uint64_t, int)>& done, bool wait) override;
     size_t in_flight() const override { return in_flight_; }
+    bool ready() const override { return ring_ok_ && io_uring_cq_ready(&ring_) > 0; }
 
 private:
     enum class Op : uint8_t { read, write, flush };

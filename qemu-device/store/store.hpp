@@ -43,6 +43,9 @@ public:
     // in flight.
     virtual void reap(const std::function<void(uint64_t, int)>& done, bool wait) = 0;
     virtual size_t in_flight() const = 0;
+    // Completions are waiting to be reaped, without a system call: what a
+    // queue that busy-polls looks at instead of sleeping on fd().
+    virtual bool ready() const { return false; }
 };
 
 class Store {

@@ -169,14 +169,19 @@ protected:
     // From here on the session's queues are served by one SharedLoop
     // (--io-threads single) instead of a thread each.
     void use_shared_loop() {
-        session_.reset();
         loop_ = std::make_unique<virtio::SharedLoop>();
+        use_queues(virtio::QueueOptions{loop_.get()});
+    }
+
+    // A new session whose queues run with these options.
+    void use_queues(virtio::QueueOptions q) {
+        session_.reset();
         int sv[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
         peer_.reset(sv[1]);
         const timeval tv{5, 0};
         ::setsockopt(peer_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        session_ = std::make_unique<Session>(dev_, UniqueFd(sv[0]), loop_.get());
+        session_ = std::make_unique<Session>(dev_, UniqueFd(sv[0]), q);
     }
 
     std::unique_ptr<store::Store> store_;
@@ -485,6 +490,72 @@ TEST_F(SessionTest, WriteThenReadThroughARing) {
 constexpr uint16_t kBusyNum = 8;
 constexpr uint64_t kBusyDesc = 0x0, kBusyAvail = 0x1000, kBusyHdr = 0x3000, kBusyStatus = 0x3100;
 constexpr uint64_t kQuietDesc = 0x8000, kQuietAvail = 0x9000, kQuietUsed = 0xa000, kQuietHdr = 0xb000, kQuietStatus = 0xb100;
+
+// A queue that busy-polls (--poll-us) finds a buffer the driver made
+// available without kicking: its window grew over the waits before, each
+// far inside its largest window. Without polling the buffer would wait for
+// a kick that never comes.
+TEST_F(SessionTest, APollingQueueServesABufferNobodyKicked) {
+    constexpr uint16_t kNum = 64;
+    constexpr uint64_t kDesc = 0x0, kAvail = 0x1000, kUsed = 0x2000, kHdr = 0x3000, kStatus = 0x6000;
+    use_queues(virtio::QueueOptions{nullptr, 10'000'000'000});
+    SharedGuest g;
+    negotiate_reply_ack();
+    EXPECT_EQ(acked(SET_OWNER), 0u);
+    EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
+    EXPECT_EQ(map_guest(g), 0u);
+    UniqueFd kick(::eventfd(0, EFD_CLOEXEC)), call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{0, kNum})), 0u);
+    EXPECT_EQ(acked(SET_VRING_BASE, bytes_of(VringState{0, 0})), 0u);
+    EXPECT_EQ(acked(SET_VRING_ADDR, bytes_of(VringAddr{0, 0, SharedGuest::kUva + kDesc, SharedGuest::kUva + kUsed,
+                                                       SharedGuest::kUva + kAvail, 0})),
+              0u);
+    std::vector<UniqueFd> call_fd;
+    call_fd.emplace_back(::dup(call.get()));
+    EXPECT_EQ(acked(SET_VRING_CALL, bytes_of(uint64_t{0}), std::move(call_fd)), 0u);
+    std::vector<UniqueFd> kick_fd;
+    kick_fd.emplace_back(::dup(kick.get()));
+    EXPECT_EQ(acked(SET_VRING_KICK, bytes_of(uint64_t{0}), std::move(kick_fd)), 0u);
+    EXPECT_EQ(acked(SET_VRING_ENABLE, bytes_of(VringState{0, 1})), 0u);
+
+    // A flush at avail index n (header, status), kicked or not.
+    auto publish = [&](uint16_t n, bool with_kick) {
+        virtio_blk_outhdr h{};
+        h.type = VIRTIO_BLK_T_FLUSH;
+        g.put(kHdr, h);
+        g.put(kStatus, uint8_t{0xee});
+        g.put(kDesc + 0, virtio::RawDesc{kHdr, 16, virtio::kDescFNext, 1});
+        g.put(kDesc + 16, virtio::RawDesc{kStatus, 1, virtio::kDescFWrite, 0});
+        g.put<uint16_t>(kAvail + 4 + 2u * (n % kNum), 0);
+        g.publish16(kAvail + 2, static_cast<uint16_t>(n + 1));
+        if (with_kick) {
+            const uint64_t one = 1;
+            ASSERT_EQ(::write(kick.get(), &one, sizeof one), static_cast<ssize_t>(sizeof one));
+        }
+    };
+    auto used_reaches = [&](uint16_t n) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (g.load16(kUsed + 2) != n && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::microseconds(50));
+        return g.load16(kUsed + 2) == n;
+    };
+    // 20 ms between kicked flushes: each wait doubles the window, from 4 us
+    // past 20 ms after 13 of them; then the waits end inside it.
+    for (uint16_t n = 0; n < 16; ++n) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        publish(n, true);
+        ASSERT_TRUE(used_reaches(static_cast<uint16_t>(n + 1))) << "kicked flush " << n << " was not served";
+    }
+    publish(16, false);
+    EXPECT_TRUE(used_reaches(17)) << "the buffer nobody kicked was not served: the queue did not poll";
+    EXPECT_EQ(g.get<uint8_t>(kStatus), VIRTIO_BLK_S_OK);
+    // The queue stops while it spins; it resumes after the 17 flushes.
+    handle(GET_VRING_BASE, bytes_of(VringState{0, 0}));
+    VringState s;
+    const auto m = reply(GET_VRING_BASE);
+    ASSERT_EQ(m.payload.size(), sizeof s);
+    std::memcpy(&s, m.payload.data(), sizeof s);
+    EXPECT_EQ(s.num, 17u);
+}
 
 class BusyRingTest : public SessionTest {
 protected:

@@ -54,7 +54,7 @@ bool is_listening_socket(int fd) {
 }
 
 void serve_connected(UniqueFd conn, int stop_fd, virtio::Device& dev, ServeOptions opts) {
-    Session s(dev, std::move(conn), opts.loop);
+    Session s(dev, std::move(conn), opts.queues);
     s.serve(stop_fd);
     if (s.failed()) throw ServerError("the only session ended on an error (see above)");
 }
@@ -77,7 +77,7 @@ void serve_listening(int listen_fd, int stop_fd, virtio::Device& dev, ServeOptio
         log(LogLevel::info, "front end connected");
         bool stopped, failed, probe;
         {
-            Session s(dev, std::move(conn), opts.loop);
+            Session s(dev, std::move(conn), opts.queues);
             stopped = s.serve(stop_fd);
             failed = s.failed();
             // A connection closed before its first message is someone

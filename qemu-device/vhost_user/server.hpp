@@ -25,7 +25,7 @@ UniqueFd listen_at(const std::string& path);
 
 struct ServeOptions {
     bool once = false;                       // return after the first session ends
-    virtio::SharedLoop* loop = nullptr;      // one thread for all queues, or a thread per queue
+    virtio::QueueOptions queues;             // one thread for all queues or a thread per queue; polling
 };
 
 // Serves sessions on a listening socket until stop_fd becomes readable

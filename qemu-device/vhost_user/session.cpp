@@ -50,8 +50,8 @@ Session::InflightRegion::~InflightRegion() {
     if (addr) ::munmap(addr, len);
 }
 
-Session::Session(virtio::Device& dev, UniqueFd conn, virtio::SharedLoop* loop)
-    : dev_(dev), conn_(std::move(conn)), loop_(loop), vrings_(dev.max_queues()) {
+Session::Session(virtio::Device& dev, UniqueFd conn, virtio::QueueOptions queues)
+    : dev_(dev), conn_(std::move(conn)), queues_(queues), vrings_(dev.max_queues()) {
     dev_.note(trace::EventCode::session_start, 0, "front end connected");
 }
 
@@ -161,6 +161,7 @@ void Session::maybe_start(uint32_t index) {
     s.kick_fd = v.kick.get();
     s.call_fd = v.call.get();
     s.err_fd = v.err.get();
+    s.poll_max_ns = queues_.poll_max_ns;
     if (inflight_ && index < inflight_->num_queues) {
         if (v.num <= inflight_->queue_size) {
             s.inflight = inflight_->addr + virtio::inflight_queue_bytes(inflight_->queue_size) * index;
@@ -170,7 +171,7 @@ void Session::maybe_start(uint32_t index) {
                 inflight_->queue_size);
         }
     }
-    v.worker = std::make_unique<virtio::QueueWorker>(s, mem_, dev_, loop_);
+    v.worker = std::make_unique<virtio::QueueWorker>(s, mem_, dev_, queues_.loop);
     dev_.note(trace::EventCode::queue_started, s.index,
               fmt::format("queue {} started: size {}, avail index {}, event_idx {}, indirect {}", index, v.num, v.base, s.event_idx,
                           s.indirect));

@@ -19,8 +19,8 @@ uint64_t offered_protocol_features();
 
 class Session {
 public:
-    // loop: serve all queues from one shared thread; nullptr: a thread per queue.
-    Session(virtio::Device& dev, UniqueFd conn, virtio::SharedLoop* loop = nullptr);
+    // queues: how its queues run (a thread each, or one shared loop; polling).
+    Session(virtio::Device& dev, UniqueFd conn, virtio::QueueOptions queues = {});
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -69,7 +69,7 @@ private:
 
     virtio::Device& dev_;
     UniqueFd conn_;
-    virtio::SharedLoop* loop_;
+    virtio::QueueOptions queues_;
     std::vector<Vring> vrings_;
     std::shared_ptr<const virtio::GuestMemory> mem_;
     std::shared_ptr<InflightRegion> inflight_;

@@ -58,6 +58,8 @@ public:
     virtual void hold(Completion&& c) = 0;
     virtual void submit() = 0;
     virtual size_t in_flight() const = 0;
+    // Finished requests wait to be reaped (looked at without a system call).
+    virtual bool ready() const { return false; }
     // Appends the finished requests; wait: until none is in flight.
     virtual void reap(std::vector<Completion>& done, bool wait) = 0;
 };

@@ -15,7 +15,8 @@ namespace blkrig::virtio {
 
 QueueWorker::QueueWorker(QueueSetup setup, std::shared_ptr<const GuestMemory> mem, Device& dev, SharedLoop* loop)
     : s_(setup), mem_(std::move(mem)), dev_(dev), ring_(s_.addrs, s_.num, s_.last_avail, s_.event_idx),
-      deferrals_(dev.deferrals()), exec_(dev.async_exec(s_.index, s_.num)), loop_(loop) {
+      deferrals_(dev.deferrals()), exec_(dev.async_exec(s_.index, s_.num)), loop_(loop),
+      poll_(loop ? 0 : s_.poll_max_ns) {
     if (s_.inflight) {
         inflight_.emplace(s_.inflight, s_.num);
         auto rec = inflight_->recover(ring_.used_idx());
@@ -45,6 +46,7 @@ uint16_t QueueWorker::stop() {
         if (loop_) {
             loop_->remove(this);
         } else {
+            stopping_ = true;
             const uint64_t one = 1;
             [[maybe_unused]] auto n = ::write(stop_fd_, &one, sizeof one);
             if (thread_.joinable()) thread_.join();
@@ -206,14 +208,34 @@ bool QueueWorker::on_kick() {
     return step();
 }
 
+bool QueueWorker::spin(uint64_t deadline_ns) const {
+    do {
+        for (int i = 0; i < 64; ++i) {
+            if (ring_.avail_pending() != 0 || (exec_ && exec_->ready()) || stopping_.load(std::memory_order_relaxed)) return true;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    } while (monotonic_ns() < deadline_ns);
+    return false;
+}
+
 void QueueWorker::run() {
     // Buffers may already be waiting (a ring restarted after SET_VRING_BASE).
     bool more = step();
     pollfd fds[4] = {{s_.kick_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_.fd(), POLLIN, 0}, {exec_ ? exec_->fd() : -1, POLLIN, 0}};
     while (!broken_) {
         // With work left from the last budget, only look whether a stop or a
-        // completion came meanwhile.
-        const int r = ::poll(fds, 4, more ? 0 : -1);
+        // completion came meanwhile. Otherwise spin a while first (--poll-us):
+        // what it finds is served after a look at the fds, without a sleep.
+        bool found = false;
+        uint64_t t0 = 0;
+        if (!more && poll_.max()) {
+            t0 = monotonic_ns();
+            found = poll_.window() && spin(t0 + poll_.window());
+        }
+        const int r = ::poll(fds, 4, more || found ? 0 : -1);
+        if (t0) poll_.waited(monotonic_ns() - t0);
         if (r < 0) {
             if (errno == EINTR) continue;
             log(LogLevel::error, "queue {}: poll failed: {}", s_.index, std::strerror(errno));
@@ -225,9 +247,9 @@ void QueueWorker::run() {
             break;
         }
         if (fds[2].revents & POLLIN) on_inbox();
-        if (fds[3].revents & POLLIN) on_exec();
+        if ((fds[3].revents & POLLIN) || (found && exec_ && exec_->ready())) on_exec();
         if (fds[0].revents & POLLIN) more = on_kick();
-        else if (more) more = step();
+        else if (more || found) more = step();
     }
 }
 

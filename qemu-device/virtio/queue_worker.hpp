@@ -5,6 +5,7 @@
 // measurement behind the default.
 #pragma once
 
+#include "virtio/adaptive_poll.hpp"
 #include "virtio/deferrals.hpp"
 #include "virtio/device.hpp"
 #include "virtio/guest_memory.hpp"
@@ -31,6 +32,9 @@ struct QueueSetup {
     int kick_fd = -1;  // borrowed; the session keeps ownership
     int call_fd = -1;  // borrowed, may be -1
     int err_fd = -1;   // borrowed, may be -1
+    // Busy-poll up to this long before sleeping (adaptive, AdaptivePoll);
+    // 0: never. Threads of their own only: a SharedLoop sleeps at once.
+    uint64_t poll_max_ns = 0;
     // This queue's part of the inflight region (INFLIGHT_SHMFD), nullptr
     // without one; inflight_keep keeps its mapping alive.
     uint8_t* inflight = nullptr;
@@ -38,6 +42,12 @@ struct QueueSetup {
 };
 
 class SharedLoop;
+
+// How a session runs its queues.
+struct QueueOptions {
+    SharedLoop* loop = nullptr;  // one thread for all queues; nullptr: a thread per queue
+    uint64_t poll_max_ns = 0;    // QueueSetup::poll_max_ns
+};
 
 class QueueWorker {
 public:
@@ -75,6 +85,9 @@ private:
     void submitted(Completion& c);  // after process(): complete, defer or hand to the engine
     void complete(Completion& c);
     void signal_broken();
+    // Spins until the ring has buffers or the engine finished something
+    // (true), or until deadline_ns (false).
+    bool spin(uint64_t deadline_ns) const;
 
     QueueSetup s_;
     std::shared_ptr<const GuestMemory> mem_;
@@ -87,9 +100,11 @@ private:
     Inbox inbox_;
     int stop_fd_ = -1;
     std::atomic<bool> broken_{false};
+    std::atomic<bool> stopping_{false};  // ends a spin at once
     std::thread thread_;
     SharedLoop* loop_ = nullptr;
     bool stopped_ = false;
+    AdaptivePoll poll_;
 };
 
 // One thread and one epoll set serving every queue added to it. add() and
