@@ -62,8 +62,8 @@ void StoreExec::reap(std::vector<virtio::Completion>& done, bool wait) {
 // The device's side of it.
 std::unique_ptr<virtio::AsyncExec> BlkDevice::async_exec(uint16_t queue, uint16_t depth) {
     if (!async_) return nullptr;
-    std::string why;
-    auto q = store_.async_queue(depth, &why);
+    std::string why = store_.sync_is_better();
+    auto q = why.empty() ? store_.async_queue(depth, &why) : nullptr;
     if (!q) {
         if (!async_noted_.exchange(true))
             log(LogLevel::info, "{}: no asynchronous I/O ({}); requests run synchronously on the queue threads", store_.describe(), why);

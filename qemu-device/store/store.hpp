@@ -58,6 +58,9 @@ public:
     virtual int discard(uint64_t offset, uint64_t len) = 0;
     virtual int write_zeroes(uint64_t offset, uint64_t len) = 0;
     virtual std::string describe() const = 0;
+    // Why the synchronous path serves this store better than an
+    // asynchronous queue would; "" where the queue is the better one.
+    virtual std::string sync_is_better() const { return ""; }
     // A queue of its own for asynchronous I/O, at most depth requests in
     // flight; nullptr (and *why says why) where the store has none.
     virtual std::unique_ptr<AsyncQueue> async_queue(unsigned depth, std::string* why) {

@@ -5,7 +5,9 @@
 #include "store/store.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -327,6 +329,26 @@ TEST_F(FileStoreTest, UringWakesItsFdForEveryCompletion) {
         bq->reap([&](uint64_t tag, int r) { got[tag] = r; }, false);
         EXPECT_EQ(got, (std::map<uint64_t, int>{{2, 0}}));
     }
+}
+
+// An image on tmpfs is served synchronously (io_uring would hand every
+// transfer to a kernel worker: bench/trace-cost); one on a disk's file
+// system keeps the engine.
+TEST(FileStoreEngine, AnImageInMemoryPrefersTheSynchronousPath) {
+    if (!std::filesystem::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm here";
+    TempDir shm("blkrig-unit-", "/dev/shm");
+    const std::string img = shm.file("disk.img");
+    spit(img, std::vector<uint8_t>(kImage, 0));
+    auto s = open_file(img, false, false);
+    EXPECT_NE(s->sync_is_better().find("tmpfs"), std::string::npos) << s->sync_is_better();
+}
+
+TEST_F(FileStoreTest, AnImageOnADiskKeepsTheEngine) {
+    struct statfs sf {};
+    ASSERT_EQ(::statfs(path_.c_str(), &sf), 0);
+    if (sf.f_type == TMPFS_MAGIC) GTEST_SKIP() << "the temporary directory is on tmpfs here";
+    auto s = open_file(path_, false, false);
+    EXPECT_EQ(s->sync_is_better(), "");
 }
 
 TEST(RamStoreAsync, HasNoEngineAndSaysSo) {
