@@ -85,4 +85,30 @@ AlignedBuffer::AlignedBuffer(size_t size) : size_(size) {
 
 AlignedBuffer::~AlignedBuffer() { std::free(p_); }
 
+namespace {
+const char* const kRcuExpedited = "/sys/kernel/rcu_expedited";
+}
+
+ExpeditedRcu::ExpeditedRcu() {
+    try {
+        std::string v = read_text(kRcuExpedited);
+        while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+        if (v == "1") return;  // already expedited: nothing to undo
+        write_text(kRcuExpedited, "1");
+        before_ = v;
+    } catch (const SysError&) {
+        before_.clear();
+    }
+}
+
+void ExpeditedRcu::restore() const {
+    if (restored_ || before_.empty()) return;
+    restored_ = true;
+    try {
+        write_text(kRcuExpedited, before_);
+    } catch (const SysError& e) {
+        say_error(std::string("could not restore ") + kRcuExpedited + ": " + e.what());
+    }
+}
+
 }  // namespace blkrig::agent

@@ -44,6 +44,22 @@ std::string trim(std::string_view s);
 int64_t monotonic_ns();
 
 // Console lines for people: "blkrig-agent: ..." and "BLKRIG-AGENT error: ...".
+// /sys/kernel/rcu_expedited set to 1 while it lives (or until restore()),
+// then back to what it was. Where the file is missing or refuses the
+// write, nothing changes.
+class ExpeditedRcu {
+public:
+    ExpeditedRcu();
+    ~ExpeditedRcu() { restore(); }
+    ExpeditedRcu(const ExpeditedRcu&) = delete;
+    ExpeditedRcu& operator=(const ExpeditedRcu&) = delete;
+    void restore() const;
+
+private:
+    std::string before_;  // "" when it was not changed
+    mutable bool restored_ = false;
+};
+
 void say(std::string_view msg);
 void say_error(std::string_view msg);
 
