@@ -266,6 +266,34 @@ TEST_F(FileStoreTest, UringReadsWhatThePageCacheDoesNotHold) {
     }
 }
 
+// Where buffered writes have no RWF_NOWAIT (try_cached found out), the
+// queue leaves them to the caller's synchronous write: io_uring would give
+// each to a kernel worker thread. Reads and flushes still queue.
+TEST_F(FileStoreTest, UringLeavesBufferedWritesWithoutNowaitToTheCaller) {
+    auto s = open_file(path_, false, false);
+    auto q = uring(*s, 4);
+    ASSERT_TRUE(q);
+    std::vector<uint8_t> w = pattern(4096, 21);
+    const auto wiov = split(w, {4096});
+    if (q->try_cached(true, 0, wiov) == 4096) GTEST_SKIP() << "this file system writes with RWF_NOWAIT";
+    EXPECT_FALSE(q->write(0, wiov, 1)) << "a buffered write without RWF_NOWAIT went to the ring";
+    std::vector<uint8_t> back(4096);
+    const auto riov = split(back, {4096});
+    EXPECT_TRUE(q->read(0, riov, 2));
+    EXPECT_TRUE(q->flush(3));
+    EXPECT_EQ(reap_all(*q), (std::map<uint64_t, int>{{2, 0}, {3, 0}}));
+
+    auto d = open_direct();
+    if (!d) GTEST_SKIP() << "O_DIRECT not available here: " << why_;
+    auto dq = uring(*d, 4);
+    ASSERT_TRUE(dq);
+    std::unique_ptr<void, decltype(&std::free)> ab(std::aligned_alloc(4096, 4096), &std::free);
+    const iovec aligned{ab.get(), 4096};
+    EXPECT_EQ(dq->try_cached(true, 0, std::span(&aligned, 1)), 0u);
+    EXPECT_TRUE(dq->write(0, std::span(&aligned, 1), 4)) << "O_DIRECT writes still go to the ring";
+    EXPECT_EQ(reap_all(*dq), (std::map<uint64_t, int>{{4, 0}}));
+}
+
 TEST_F(FileStoreTest, UringRoundTripsWithODirect) {
     auto d = open_direct();
     if (!d) GTEST_SKIP() << "O_DIRECT not available here: " << why_;
