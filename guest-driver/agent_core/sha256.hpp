@@ -1,9 +1,10 @@
-// SHA-256 (FIPS 180-4) of the bytes a step read or wrote.
-//
-// Hand-written because the agent is linked statically and Debian packages no
-// static crypto library it could use (OpenSSL's and nettle's .a files are not
-// shipped); SHA-256 is small enough to carry.
+// SHA-256 (FIPS 180-4) of the bytes a step read or wrote: Nettle's, which
+// Debian ships as a static library too (nettle-dev), so the static agent
+// carries it. Its plain x86_64 code is what the guest's CPU model gets
+// under TCG, about a fifth faster than the hand-written one it replaced.
 #pragma once
+
+#include <nettle/sha2.h>
 
 #include <array>
 #include <cstddef>
@@ -26,12 +27,7 @@ public:
     std::string hex();
 
 private:
-    void block(const uint8_t* p);
-
-    std::array<uint32_t, 8> h_;
-    std::array<uint8_t, 64> buf_{};
-    size_t buffered_ = 0;
-    uint64_t total_ = 0;
+    sha256_ctx ctx_{};
 };
 
 }  // namespace blkrig::agent

@@ -1,29 +1,25 @@
-// SHA-256 as lowercase hex (OpenSSL's EVP), of bytes in memory or streamed:
-// the build cache's keys, and the crash checks' comparison of what a guest
-// read with what the host reads.
+// SHA-256 as lowercase hex, of bytes in memory or streamed: the build
+// cache's keys, and the crash checks' comparison of what a guest read with
+// what the host reads. The same Nettle digest the guest agent reports
+// (agent_core/sha256.hpp), so both sides hash alike.
 #pragma once
 
+#include "agent_core/sha256.hpp"
+
 #include <cstdint>
-#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
-
-struct evp_md_ctx_st;
 
 namespace blkrig::folder {
 
 class Sha256 {
 public:
-    Sha256();
-    ~Sha256();
-    Sha256(const Sha256&) = delete;
-    Sha256& operator=(const Sha256&) = delete;
     void update(std::span<const uint8_t> bytes);
     std::string hex();  // ends the digest
 
 private:
-    evp_md_ctx_st* ctx_;
+    agent::Sha256 h_;
 };
 
 std::string sha256_hex(std::span<const uint8_t> bytes);
