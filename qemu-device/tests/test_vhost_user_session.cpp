@@ -166,6 +166,27 @@ protected:
         return acked(SET_MEM_TABLE, table, std::move(fds));
     }
 
+    // Negotiates, maps g and starts queue 0 of num entries on its desc,
+    // avail and used areas (offsets into g), with these kick and call fds.
+    void start_ring0(SharedGuest& g, uint16_t num, uint64_t desc, uint64_t avail, uint64_t used, int kick, int call) {
+        negotiate_reply_ack();
+        EXPECT_EQ(acked(SET_OWNER), 0u);
+        EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
+        EXPECT_EQ(map_guest(g), 0u);
+        EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{0, num})), 0u);
+        EXPECT_EQ(acked(SET_VRING_BASE, bytes_of(VringState{0, 0})), 0u);
+        EXPECT_EQ(acked(SET_VRING_ADDR, bytes_of(VringAddr{0, 0, SharedGuest::kUva + desc, SharedGuest::kUva + used,
+                                                           SharedGuest::kUva + avail, 0})),
+                  0u);
+        std::vector<UniqueFd> call_fd;
+        call_fd.emplace_back(::dup(call));
+        EXPECT_EQ(acked(SET_VRING_CALL, bytes_of(uint64_t{0}), std::move(call_fd)), 0u);
+        std::vector<UniqueFd> kick_fd;
+        kick_fd.emplace_back(::dup(kick));
+        EXPECT_EQ(acked(SET_VRING_KICK, bytes_of(uint64_t{0}), std::move(kick_fd)), 0u);
+        EXPECT_EQ(acked(SET_VRING_ENABLE, bytes_of(VringState{0, 1})), 0u);
+    }
+
     // From here on the session's queues are served by one SharedLoop
     // (--io-threads single) instead of a thread each.
     void use_shared_loop() {
@@ -405,25 +426,8 @@ TEST_F(SessionTest, WriteThenReadThroughARing) {
     constexpr uint16_t kNum = 8;
     constexpr uint64_t kDesc = 0x0, kAvail = 0x1000, kUsed = 0x2000, kHdr = 0x3000, kData = 0x4000, kStatus = 0x6000;
     SharedGuest g;
-    negotiate_reply_ack();
-
-    EXPECT_EQ(acked(SET_OWNER), 0u);
-    EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
-    EXPECT_EQ(map_guest(g), 0u);
-
     UniqueFd kick(::eventfd(0, EFD_CLOEXEC)), call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{0, kNum})), 0u);
-    EXPECT_EQ(acked(SET_VRING_BASE, bytes_of(VringState{0, 0})), 0u);
-    EXPECT_EQ(acked(SET_VRING_ADDR, bytes_of(VringAddr{0, 0, SharedGuest::kUva + kDesc, SharedGuest::kUva + kUsed,
-                                                       SharedGuest::kUva + kAvail, 0})),
-              0u);
-    std::vector<UniqueFd> call_fd;
-    call_fd.emplace_back(::dup(call.get()));
-    EXPECT_EQ(acked(SET_VRING_CALL, bytes_of(uint64_t{0}), std::move(call_fd)), 0u);
-    std::vector<UniqueFd> kick_fd;
-    kick_fd.emplace_back(::dup(kick.get()));
-    EXPECT_EQ(acked(SET_VRING_KICK, bytes_of(uint64_t{0}), std::move(kick_fd)), 0u);
-    EXPECT_EQ(acked(SET_VRING_ENABLE, bytes_of(VringState{0, 1})), 0u);
+    start_ring0(g, kNum, kDesc, kAvail, kUsed, kick.get(), call.get());
 
     // Submits a 3-descriptor request at avail index n and waits for its interrupt.
     auto submit = [&](uint16_t n, uint32_t type, bool data_writable) {
@@ -500,23 +504,8 @@ TEST_F(SessionTest, APollingQueueServesABufferNobodyKicked) {
     constexpr uint64_t kDesc = 0x0, kAvail = 0x1000, kUsed = 0x2000, kHdr = 0x3000, kStatus = 0x6000;
     use_queues(virtio::QueueOptions{nullptr, 10'000'000'000});
     SharedGuest g;
-    negotiate_reply_ack();
-    EXPECT_EQ(acked(SET_OWNER), 0u);
-    EXPECT_EQ(acked(SET_FEATURES, bytes_of(uint64_t{dev_.features() | bit(kFProtocolFeatures)})), 0u);
-    EXPECT_EQ(map_guest(g), 0u);
     UniqueFd kick(::eventfd(0, EFD_CLOEXEC)), call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    EXPECT_EQ(acked(SET_VRING_NUM, bytes_of(VringState{0, kNum})), 0u);
-    EXPECT_EQ(acked(SET_VRING_BASE, bytes_of(VringState{0, 0})), 0u);
-    EXPECT_EQ(acked(SET_VRING_ADDR, bytes_of(VringAddr{0, 0, SharedGuest::kUva + kDesc, SharedGuest::kUva + kUsed,
-                                                       SharedGuest::kUva + kAvail, 0})),
-              0u);
-    std::vector<UniqueFd> call_fd;
-    call_fd.emplace_back(::dup(call.get()));
-    EXPECT_EQ(acked(SET_VRING_CALL, bytes_of(uint64_t{0}), std::move(call_fd)), 0u);
-    std::vector<UniqueFd> kick_fd;
-    kick_fd.emplace_back(::dup(kick.get()));
-    EXPECT_EQ(acked(SET_VRING_KICK, bytes_of(uint64_t{0}), std::move(kick_fd)), 0u);
-    EXPECT_EQ(acked(SET_VRING_ENABLE, bytes_of(VringState{0, 1})), 0u);
+    start_ring0(g, kNum, kDesc, kAvail, kUsed, kick.get(), call.get());
 
     // A flush at avail index n (header, status), kicked or not.
     auto publish = [&](uint16_t n, bool with_kick) {
