@@ -82,16 +82,17 @@ void run(Reporter& rep) {
     // waits on RCU grace periods again and again: a tracing clock, buffer or
     // tracer change, an elevator switch. Expedited grace periods make those
     // waits short; the kernel's own setting is back before the first step.
-    const ExpeditedRcu fast_setup;
+    ExpeditedRcu fast_setup;
     const UniqueFd disk = wait_for_disk(spec.disk, kDeviceWait);
     auto queue = set_queue_knobs(spec, rep);
     // Before tracing starts, so the guest's trace, like the steps, begins
     // on an empty cache of the disk.
-    const BeforeSteps before = prepare_disk(spec);
+    BeforeSteps before = prepare_disk(spec);
     const TracingSetup tracing = start_tracing(spec.trace, rep);
     rep.hello(make_hello(modules, std::move(queue), tracing, spec.disk));
+    before.rcu_expedited_after = fast_setup.restore();
+    before.rcu_expedited_before = fast_setup.before();
     rep.before_steps(before);
-    fast_setup.restore();
 
     const size_t reported = StepRunner(spec, disk.get(), rep).run_all();
 

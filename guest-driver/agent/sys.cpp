@@ -91,23 +91,27 @@ const char* const kRcuExpedited = "/sys/kernel/rcu_expedited";
 
 ExpeditedRcu::ExpeditedRcu() {
     try {
-        std::string v = read_text(kRcuExpedited);
-        while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
-        if (v == "1") return;  // already expedited: nothing to undo
+        before_ = trim(read_text(kRcuExpedited));
+        if (before_ == "1") return;  // already expedited: nothing to undo
         write_text(kRcuExpedited, "1");
-        before_ = v;
+        changed_ = true;
     } catch (const SysError&) {
-        before_.clear();
     }
 }
 
-void ExpeditedRcu::restore() const {
-    if (restored_ || before_.empty()) return;
-    restored_ = true;
+std::string ExpeditedRcu::restore() {
+    if (changed_) {
+        changed_ = false;
+        try {
+            write_text(kRcuExpedited, before_);
+        } catch (const SysError& e) {
+            say_error(std::string("could not restore ") + kRcuExpedited + ": " + e.what());
+        }
+    }
     try {
-        write_text(kRcuExpedited, before_);
-    } catch (const SysError& e) {
-        say_error(std::string("could not restore ") + kRcuExpedited + ": " + e.what());
+        return trim(read_text(kRcuExpedited));
+    } catch (const SysError&) {
+        return "";
     }
 }
 

@@ -43,7 +43,6 @@ std::string trim(std::string_view s);
 
 int64_t monotonic_ns();
 
-// Console lines for people: "blkrig-agent: ..." and "BLKRIG-AGENT error: ...".
 // /sys/kernel/rcu_expedited set to 1 while it lives (or until restore()),
 // then back to what it was. Where the file is missing or refuses the
 // write, nothing changes.
@@ -53,13 +52,16 @@ public:
     ~ExpeditedRcu() { restore(); }
     ExpeditedRcu(const ExpeditedRcu&) = delete;
     ExpeditedRcu& operator=(const ExpeditedRcu&) = delete;
-    void restore() const;
+    // Sets it back; returns what the file reads then ("" if unreadable).
+    std::string restore();
+    const std::string& before() const { return before_; }  // "" if unreadable
 
 private:
-    std::string before_;  // "" when it was not changed
-    mutable bool restored_ = false;
+    std::string before_;
+    bool changed_ = false;
 };
 
+// Console lines for people: "blkrig-agent: ..." and "BLKRIG-AGENT error: ...".
 void say(std::string_view msg);
 void say_error(std::string_view msg);
 

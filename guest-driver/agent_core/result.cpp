@@ -83,6 +83,7 @@ std::string encode(const BeforeSteps& b) {
                        {"buffers_kb_before", b.buffers_kb_before},
                        {"buffers_kb_after", b.buffers_kb_after},
                        {"error", b.cache_error}};
+    j["rcu_expedited"] = {{"before", b.rcu_expedited_before}, {"after", b.rcu_expedited_after}};
     j["t_start_ns"] = b.t_start_ns;
     j["t_end_ns"] = b.t_end_ns;
     return line(j);

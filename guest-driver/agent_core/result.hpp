@@ -81,6 +81,10 @@ struct BeforeSteps {
     int64_t buffers_kb_before = -1;  // -1: not read
     int64_t buffers_kb_after = -1;
     std::string cache_error;       // why the drop or the count failed
+    // /sys/kernel/rcu_expedited before the agent's set-up, and read back
+    // after the agent set it back, before step 0 ("" where unreadable).
+    std::string rcu_expedited_before;
+    std::string rcu_expedited_after;
     int64_t t_start_ns = 0;        // CLOCK_MONOTONIC, around all of it
     int64_t t_end_ns = 0;
 };

@@ -113,7 +113,8 @@ std::optional<std::string> check_hello(const json& j) {
 }
 
 std::optional<std::string> check_before_steps(const json& j) {
-    if (auto p = check_fields(j, {{"extent_check", Kind::object_or_null}, {"disk_cache", Kind::object}, {"t_start_ns", Kind::integer}, {"t_end_ns", Kind::integer}},
+    if (auto p = check_fields(j, {{"extent_check", Kind::object_or_null}, {"disk_cache", Kind::object}, {"rcu_expedited", Kind::object},
+                                  {"t_start_ns", Kind::integer}, {"t_end_ns", Kind::integer}},
                               "before_steps record"))
         return p;
     if (const auto c = j.find("disk_cache"); c != j.end())

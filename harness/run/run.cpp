@@ -234,6 +234,10 @@ std::vector<std::string> check_before_steps(const json& before, bool extent_chec
     else if (cache.value("buffers_kb_after", int64_t{-1}) != 0)
         problem(fmt::format("the guest's block device cache held {} kB after dropping the cache (/proc/meminfo Buffers; -1: unreadable)",
                             cache.value("buffers_kb_after", int64_t{-1})));
+    // The agent expedites RCU for its own set-up only (docs/agent-protocol.md).
+    if (const json rcu = before.value("rcu_expedited", json()); rcu.is_object() && rcu.value("before", "") != rcu.value("after", ""))
+        problem(fmt::format("/sys/kernel/rcu_expedited reads {} at step 0, not the kernel's own {}", rcu.value("after", "\"\""),
+                            rcu.value("before", "\"\"")));
     const json check = before.value("extent_check", json());
     if (!extent_check) return problems;
     if (!check.is_object()) {

@@ -83,8 +83,11 @@ TEST(ResultEncoding, BeforeSteps) {
     BeforeSteps b;
     b.disk_pages = 16384;
     b.resident_before = 3;
+    b.rcu_expedited_before = "0";
+    b.rcu_expedited_after = "0";
     EXPECT_EQ(encode(b), R"({"type":"before_steps","extent_check":null,)"
-                         R"("disk_cache":{"pages":16384,"resident_before":3,"resident_after":0,"buffers_kb_before":-1,"buffers_kb_after":-1,"error":""},"t_start_ns":0,"t_end_ns":0})"
+                         R"("disk_cache":{"pages":16384,"resident_before":3,"resident_after":0,"buffers_kb_before":-1,"buffers_kb_after":-1,"error":""},)"
+                         R"("rcu_expedited":{"before":"0","after":"0"},"t_start_ns":0,"t_end_ns":0})"
                          "\n");
     StepResult ok;
     ok.extents = std::vector<Extent>{{0, 4096, 8192, 1}};

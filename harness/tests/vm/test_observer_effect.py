@@ -157,6 +157,9 @@ def test_the_extent_check_does_not_change_the_steps_requests(runs, kernel, name,
     assert b_off["extent_check"] is None
     # Both start step 0 on an empty cache of the disk.
     assert b_on["disk_cache"]["resident_after"] == 0 and b_off["disk_cache"]["resident_after"] == 0
+    # The agent's expedited RCU for its set-up is undone before step 0.
+    for b in (b_on, b_off):
+        assert b["rcu_expedited"] == {"before": "0", "after": "0"}, b["rcu_expedited"]
     pre_on, steps_on = step_requests(on)
     pre_off, steps_off = step_requests(off)
     assert len(pre_on) > len(pre_off), "the check read nothing from the device"
