@@ -1,10 +1,8 @@
-// SHA-256 as lowercase hex, of bytes in memory or streamed: the build
-// cache's keys, and the crash checks' comparison of what a guest read with
-// what the host reads. The same Nettle digest the guest agent reports
-// (agent_core/sha256.hpp), so both sides hash alike.
+// SHA-256 as lowercase hex of bytes in memory: the build cache's keys, and
+// the crash checks' comparison of what a guest read with what the host
+// reads. Streamed digests use agent::Sha256 (agent_core/sha256.hpp), the
+// same Nettle digest the guest agent reports, so both sides hash alike.
 #pragma once
-
-#include "agent_core/sha256.hpp"
 
 #include <cstdint>
 #include <span>
@@ -12,15 +10,6 @@
 #include <string_view>
 
 namespace blkrig::folder {
-
-class Sha256 {
-public:
-    void update(std::span<const uint8_t> bytes);
-    std::string hex();  // ends the digest
-
-private:
-    agent::Sha256 h_;
-};
 
 std::string sha256_hex(std::span<const uint8_t> bytes);
 inline std::string sha256_hex(std::string_view text) {

@@ -1,5 +1,6 @@
 #include "run/build_cache.hpp"
 
+#include "agent_core/sha256.hpp"
 #include "folder/digest.hpp"
 #include "folder/run_folder.hpp"
 
@@ -66,7 +67,7 @@ CacheKey& CacheKey::file(const fs::path& p) {
         material_ += fmt::format("missing {}\n", p.string());
         return *this;
     }
-    folder::Sha256 digest;
+    agent::Sha256 digest;
     std::vector<unsigned char> buf(1 << 20);
     bool ok = true;
     for (;;) {
@@ -76,7 +77,7 @@ CacheKey& CacheKey::file(const fs::path& p) {
             ok = n == 0;
             break;
         }
-        digest.update(std::span(buf.data(), static_cast<size_t>(n)));
+        digest.update(buf.data(), static_cast<size_t>(n));
     }
     ::close(fd);
     if (!ok) {  // unreadable: a key that matches no earlier build
