@@ -86,16 +86,24 @@ std::unique_ptr<Writer> Writer::open_continued(const std::string& path, const Fi
 
 Writer::~Writer() { close(); }
 
+namespace {
+
+// Counters only ever written under mu_: a plain store, not a locked
+// read-modify-write on every request; readers elsewhere only load.
+void bump(std::atomic<uint64_t>& n) { n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+
+}  // namespace
+
 template <typename F>
 void Writer::append(F&& encode_fn, bool is_request) {
     std::lock_guard lock(mu_);
     if (closed_ || pending_.size() >= max_pending_) {
         ++dropped_since_;
-        dropped_total_.fetch_add(1);
+        bump(dropped_total_);
         return;
     }
     encode_fn(pending_);
-    if (is_request) requests_.fetch_add(1);
+    if (is_request) bump(requests_);
     if (write_through_) {
         // In the file before the request path goes on: a killed process loses nothing.
         write_all(pending_);
