@@ -537,13 +537,25 @@ TEST_F(SessionTest, APollingQueueServesABufferNobodyKicked) {
     publish(16, false);
     EXPECT_TRUE(used_reaches(17)) << "the buffer nobody kicked was not served: the queue did not poll";
     EXPECT_EQ(g.get<uint8_t>(kStatus), VIRTIO_BLK_S_OK);
-    // The queue stops while it spins; it resumes after the 17 flushes.
+    // While it spins (a window of 20 ms and more) the queue leaves the
+    // driver's notifications off: avail_event (VIRTIO_RING_F_EVENT_IDX) is
+    // behind, so a driver that follows it does not kick.
+    const uint64_t avail_event = kUsed + 4 + 8u * kNum;
+    EXPECT_NE(g.load16(avail_event), 17) << "notifications were on while the queue polled";
+    // Before it sleeps it turns them on again: a driver that follows
+    // avail_event kicks for the next buffer, and it is served.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (g.load16(avail_event) != 17 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(g.load16(avail_event), 17) << "the queue went to sleep with the driver's notifications off";
+    publish(17, true);
+    EXPECT_TRUE(used_reaches(18)) << "the kicked flush after the spin was not served";
+    // The queue stops while it spins; it resumes after the 18 flushes.
     handle(GET_VRING_BASE, bytes_of(VringState{0, 0}));
     VringState s;
     const auto m = reply(GET_VRING_BASE);
     ASSERT_EQ(m.payload.size(), sizeof s);
     std::memcpy(&s, m.payload.data(), sizeof s);
-    EXPECT_EQ(s.num, 17u);
+    EXPECT_EQ(s.num, 18u);
 }
 
 class BusyRingTest : public SessionTest {

@@ -165,6 +165,14 @@ QueueWorker::Drained QueueWorker::drain() {
             return Drained::broken;
         }
         if (budget == 0) return Drained::more;
+        if (poll_.window() && !stopping_.load(std::memory_order_relaxed)) {
+            // A spin follows (run()): the driver need not kick for what it
+            // adds meanwhile. Each kick is a trap and an eventfd write on
+            // the driver's side.
+            armed_ = false;
+            return Drained::idle;
+        }
+        armed_ = true;
         if (!ring_.arm_and_recheck()) return Drained::idle;
     }
 }
@@ -233,6 +241,12 @@ void QueueWorker::run() {
         if (!more && poll_.max()) {
             t0 = monotonic_ns();
             found = poll_.window() && spin(t0 + poll_.window());
+        }
+        if (!more && !found && !armed_) {
+            // About to sleep: the driver must kick again. What it added
+            // between the last look and the arming is served now.
+            armed_ = true;
+            found = ring_.arm_and_recheck();
         }
         const int r = ::poll(fds, 4, more || found ? 0 : -1);
         if (t0) poll_.waited(monotonic_ns() - t0);

@@ -101,6 +101,10 @@ private:
     int stop_fd_ = -1;
     std::atomic<bool> broken_{false};
     std::atomic<bool> stopping_{false};  // ends a spin at once
+    // False while a drain left the driver's notifications off because a
+    // spin follows: a driver that sees avail_event behind never kicks, and
+    // the spin finds its buffers anyway. Armed again before any sleep.
+    bool armed_ = true;
     std::thread thread_;
     SharedLoop* loop_ = nullptr;
     bool stopped_ = false;
