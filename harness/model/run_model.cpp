@@ -438,7 +438,7 @@ void check_ftrace_header(Run& run) {
         unsigned long long held = 0, written = 0;
         if (std::sscanf(line.c_str() + k, "entries-in-buffer/entries-written: %llu/%llu", &held, &written) == 2 && held < written)
             run.findings.push_back(fmt::format("the guest trace is incomplete: ftrace's buffer held {} of {} events written (it overran and lost the "
-                                               "oldest); unmatched requests below may be artefacts of that. Give trace.buffer_kb more room.",
+                                               "oldest); unmatched requests below may be artefacts of that. Give it more room: [guest] trace_buffer (docs/scenarios.md).",
                                                held, written));
         return;
     }

@@ -259,4 +259,40 @@ json to_json(const KnobReport& r, const json& hello) {
             {"cpus_online", hello.is_object() ? hello.value("cpus_online", std::string()) : std::string()}};
 }
 
+// ftrace's buffer per CPU ([guest] trace_buffer, else sized from the steps).
+// The guest allocates and clears all of it before step 0, page by page, and
+// under TCG that is the largest part of the agent's set-up (16 MiB: about
+// 45 ms of guest time, more than the whole tracer besides). So a run asks
+// for 1 MiB plus 512 bytes for every block its steps can move (a block:
+// the step's bs, at most a page): a 4 KiB direct read makes about six block
+// events of 50 to 80 bytes, a buffered page one or two mpage functions as
+// well, and a readahead or writeback bio covers many pages at once. A read
+// to EOF counts its file's built size, or the whole disk when a step may
+// have grown the file. All of a step's events may land on one CPU, so each
+// CPU gets the whole budget, within the sizes used before: 16 MiB each up
+// to 4 CPUs, then 64 MiB shared. An overrun is reported, never silent
+// (run_model's check of events.txt's header).
+int64_t trace_buffer_kb(const scenario::Scenario& sc) {
+    if (sc.guest.trace_buffer_kb) return static_cast<int64_t>(sc.guest.trace_buffer_kb);
+    const unsigned cpus = std::max<unsigned>(sc.device.num_queues, 1);
+    const int64_t cap = std::clamp<int64_t>(65536 / cpus, 1024, 16384);
+    bool grown = false;  // a step may make a file longer than the disk built it
+    for (const auto& st : sc.steps) grown |= st.op == "write" || st.op == "mmap_write" || st.op == "truncate" || st.op == "rename";
+    double blocks = 0;
+    for (const auto& st : sc.steps) {
+        if (st.op != "read" && st.op != "write" && st.op != "mmap_write") continue;
+        const int64_t bs = st.op == "mmap_write" ? 4096 : std::clamp<int64_t>(st.args.value("bs", int64_t{4096}), 1, 4096);
+        double bytes = static_cast<double>(st.args.value("length", int64_t{-1}));
+        if (bytes < 0) {
+            bytes = static_cast<double>(sc.disk.size_bytes);
+            const std::string path = st.args.value("path", "");
+            if (!grown)
+                for (const auto& f : sc.disk.files)
+                    if (path == std::string(scenario::kMountpoint) + f.path) bytes = static_cast<double>(f.size_bytes);
+        }
+        blocks += bytes / static_cast<double>(bs);
+    }
+    return std::min<int64_t>(cap, 1024 + static_cast<int64_t>(blocks * 512 / 1024));
+}
+
 }  // namespace blkrig::run

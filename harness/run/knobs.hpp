@@ -37,4 +37,8 @@ KnobReport check_knobs(const scenario::Scenario& sc, const nlohmann::json& hello
 // guest-knobs.json: every reading, and the raw attributes the agent sent.
 nlohmann::json to_json(const KnobReport& r, const nlohmann::json& hello);
 
+// ftrace's ring buffer per guest CPU in KiB, what run.json's trace.buffer_kb
+// asks the agent for: [guest] trace_buffer, else sized from the steps.
+int64_t trace_buffer_kb(const scenario::Scenario& sc);
+
 }  // namespace blkrig::run

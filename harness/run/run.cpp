@@ -276,10 +276,6 @@ std::vector<std::string> check_before_steps(const json& before, bool extent_chec
     return problems;
 }
 
-// ftrace's buffer is per CPU and the guest has a CPU per queue: 16 MiB each
-// up to 4 CPUs, then 64 MiB shared, so many queues do not eat the guest's RAM.
-int64_t trace_buffer_kb(unsigned cpus) { return std::clamp<int64_t>(65536 / std::max(cpus, 1u), 1024, 16384); }
-
 // The knobs as the guest read them back, against the scenario; writes
 // guest-knobs.json. results: the scenario's step results by index.
 KnobReport check_guest_knobs(const scenario::Scenario& sc, const json& hello, const std::map<size_t, json>& results, const fs::path& out) {
@@ -472,7 +468,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
                            {"marker", {{"first_sector", disk_sectors}, {"count", sectors::to_bytes(kMarkerSectors) / sc.device.logical_block_size},
                                        {"block_size", sc.device.logical_block_size}}},
                            // Without the guest trace the agent sets up no ftrace at all.
-                           {"trace", o.guest_trace ? json{{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", trace_buffer_kb(sc.device.num_queues)}}
+                           {"trace", o.guest_trace ? json{{"events", kEvents}, {"functions", kFunctions}, {"buffer_kb", trace_buffer_kb(sc)}}
                                                    : json{{"events", json::array()}, {"functions", json::array()}}},
                            {"step_timeout_s", sc.guest.step_timeout_s},
                            {"steps", steps}};

@@ -291,7 +291,7 @@ void read_guest(const Reader& rd, const toml::table& root, Scenario& sc) {
         const auto& t = rd.table(*g, "[guest]");
         rd.only(t, "[guest]",
                 {"scheduler", "nomerges", "read_ahead_kb", "max_sectors_kb", "rq_affinity", "memory", "mount_options", "step_timeout", "programs",
-                 "ext2_driver"});
+                 "ext2_driver", "trace_buffer"});
         if (auto* n = t["programs"].node()) {
             if (!n->is_array()) rd.fail(*n, "guest.programs must be a list of program names, e.g. [\"fio\"]");
             for (auto& p : *n->as_array()) sc.guest.programs.push_back(rd.str(p, "guest.programs entry"));
@@ -311,6 +311,11 @@ void read_guest(const Reader& rd, const toml::table& root, Scenario& sc) {
         if (sc.guest.memory_mb < 128) rd.fail(t["memory"].node()->source(), "guest.memory must be at least 128M");
         if (auto* n = t["mount_options"].node()) sc.guest.mount_options = rd.str(*n, "guest.mount_options");
         if (auto* n = t["step_timeout"].node()) sc.guest.step_timeout_s = static_cast<unsigned>(rd.integer(*n, "guest.step_timeout (seconds)", 1, 3600));
+        if (auto* n = t["trace_buffer"].node()) {
+            const uint64_t b = rd.size(*n, "guest.trace_buffer");
+            if (b < (64u << 10) || b > (1ull << 30)) rd.fail(*n, "guest.trace_buffer must be between 64K and 1G (per guest CPU)");
+            sc.guest.trace_buffer_kb = b >> 10;
+        }
         if (auto* n = t["ext2_driver"].node()) {
             sc.guest.ext2_driver = rd.one_of(*n, "guest.ext2_driver", {"auto", "ext2", "ext4"});
             sc.guest.ext2_driver_line = static_cast<int>(n->source().begin.line);

@@ -72,6 +72,7 @@ struct GuestKnobs {
     // the kernel has it).
     std::string ext2_driver = "auto";
     int ext2_driver_line = 0;  // where guest.ext2_driver was given (0: the default)
+    uint64_t trace_buffer_kb = 0;  // ftrace's buffer per CPU; 0: sized from the steps (docs/scenarios.md)
 };
 
 struct Expect {

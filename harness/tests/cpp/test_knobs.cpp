@@ -190,5 +190,50 @@ TEST(Knobs, TheReportKeepsTheRawReadings) {
     EXPECT_TRUE(std::all_of(j["knobs"].begin(), j["knobs"].end(), [](const json& k) { return k["applied"] == true && !k.contains("problem"); }));
 }
 
+// The trace buffer follows what the steps can move: a 4 MiB file read to
+// EOF asks for far less than the 16 MiB a guest CPU could have, a step that
+// may grow the file counts the whole disk, and [guest] trace_buffer wins.
+TEST(TraceBufferTest, FollowsWhatTheStepsCanMove) {
+    auto sc = scenario::parse_scenario(R"(
+[disk]
+fs = "vfat"
+size = "64M"
+[[disk.files]]
+path = "/f1.bin"
+size = "4M"
+[[steps]]
+op = "mount"
+[[steps]]
+op = "read"
+path = "/mnt/f1.bin"
+)", "t.toml");
+    EXPECT_EQ(trace_buffer_kb(sc), 1024 + 4096 / 4 * 512 / 1024);
+
+    auto small_bs = sc;
+    small_bs.steps[1].args["bs"] = 512;
+    EXPECT_EQ(trace_buffer_kb(small_bs), 1024 + 4096 * 2 * 512 / 1024);
+
+    auto grown = sc;
+    scenario::Step w;
+    w.op = "write";
+    w.args = {{"op", "write"}, {"path", "/mnt/f1.bin"}, {"length", 4096}};
+    grown.steps.push_back(w);
+    EXPECT_EQ(trace_buffer_kb(grown), 1024 + 16384 * 512 / 1024) << "to EOF of a file a step may grow: the whole 64 MiB disk";
+
+    auto eight_cpus = grown;
+    eight_cpus.device.num_queues = 8;
+    EXPECT_EQ(trace_buffer_kb(eight_cpus), 8192) << "within 64 MiB shared by 8 CPUs";
+
+    auto given = sc;
+    given.guest.trace_buffer_kb = 3072;
+    EXPECT_EQ(trace_buffer_kb(given), 3072);
+}
+
+TEST(TraceBufferTest, TheKnobIsASizeWithinBounds) {
+    auto sc = scenario::parse_scenario("[guest]\ntrace_buffer = \"2M\"\n[[steps]]\nop = \"sync\"\n", "t.toml");
+    EXPECT_EQ(sc.guest.trace_buffer_kb, 2048u);
+    EXPECT_THROW(scenario::parse_scenario("[guest]\ntrace_buffer = \"4K\"\n[[steps]]\nop = \"sync\"\n", "t.toml"), scenario::ScenarioError);
+}
+
 }  // namespace
 }  // namespace blkrig::run
