@@ -10,6 +10,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -83,16 +85,35 @@ std::string kernel_cmdline(const BootSpec& spec) {
     return append;
 }
 
-std::optional<Child> start_device(const BootSpec& spec, const fs::path& socket, BootResult& res) {
+int listen_unix(const fs::path& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.string().size() >= sizeof addr.sun_path) throw LaunchError(fmt::format("socket path {} is too long", path.string()));
+    std::memcpy(addr.sun_path, path.c_str(), path.string().size());
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw LaunchError(fmt::format("socket: {}", std::strerror(errno)));
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 8) != 0) {
+        const int e = errno;
+        ::close(fd);
+        throw LaunchError(fmt::format("cannot listen on {}: {}", path.string(), std::strerror(e)));
+    }
+    return fd;
+}
+
+std::optional<Child> start_device(const BootSpec& spec, const fs::path& socket, BootResult& res, int listen_fd, bool once) {
     const fs::path device_log = spec.out_dir / "device.log";
-    std::vector<std::string> dev_argv = {spec.device.string(), "--socket-path", socket.string(), "--blk-file",
-                                         spec.disk.string(),   "--trace",       (spec.out_dir / "trace.bin").string(),
-                                         "--num-queues",       std::to_string(spec.num_queues)};
+    std::vector<std::string> dev_argv = {spec.device.string()};
+    if (listen_fd >= 0) dev_argv.insert(dev_argv.end(), {"--fd", std::to_string(listen_fd)});
+    else dev_argv.insert(dev_argv.end(), {"--socket-path", socket.string()});
+    dev_argv.insert(dev_argv.end(), {"--blk-file", spec.disk.string(), "--trace", (spec.out_dir / "trace.bin").string(), "--num-queues",
+                                     std::to_string(spec.num_queues)});
+    if (once) dev_argv.push_back("--once");
     // Each process continues the trace the one before left, writing through.
     if (spec.restart_on_crash) dev_argv.push_back("--trace-continue");
     dev_argv.insert(dev_argv.end(), spec.device_args.begin(), spec.device_args.end());
-    Child device("blkrig-device", dev_argv, device_log.string());
+    Child device("blkrig-device", dev_argv, device_log.string(), false, listen_fd);
     std::ofstream(spec.out_dir / "device.pid") << device.pid() << "\n";
+    if (listen_fd >= 0) return device;
 
     // The device's socket appears only once it listens.
     const auto dev_deadline = Clock::now() + std::chrono::seconds(10);
@@ -236,7 +257,17 @@ BootResult boot_qemu(const BootSpec& spec) {
     detail::SocketDir sock;
     BootResult res;
 
-    auto started = detail::start_device(spec, sock.socket(), res);
+    // Our own listening socket, handed to the device: QEMU starts at once
+    // instead of after the device listens, and a device started again
+    // after a crash serves the same socket. Without a restart, the device
+    // ends with QEMU's connection and closes its trace while QEMU exits.
+    const int listen_fd = detail::listen_unix(sock.socket());
+    struct CloseListen {
+        int fd;
+        ~CloseListen() { ::close(fd); }
+    } close_listen{listen_fd};
+    const bool once = !spec.restart_on_crash;
+    auto started = detail::start_device(spec, sock.socket(), res, listen_fd, once);
     if (!started) return res;
     Child& device = *started;
 
@@ -273,8 +304,9 @@ BootResult boot_qemu(const BootSpec& spec) {
     detail::PortWatch watch(spec, t0);
 
     const auto deadline = spec.interactive ? Clock::time_point::max() : Clock::now() + std::chrono::seconds(spec.timeout_s);
+    std::optional<Clock::time_point> device_done;
     for (;;) {
-        int sig = wait_signal(sig_fd, deadline, watch);
+        int sig = wait_signal(sig_fd, device_done ? std::min(deadline, *device_done + std::chrono::seconds(10)) : deadline, watch);
         if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || interrupted_by()) {
             note_interrupt(sig > 0 ? sig : interrupted_by());
             sig = interrupted_by();
@@ -298,16 +330,24 @@ BootResult boot_qemu(const BootSpec& spec) {
             // The dead process's socket is ours and stale: the new one listens there.
             const auto t_restart = Clock::now();
             BootResult::Restart r{std::chrono::duration<double>(t_restart - t0).count(), device.describe_exit(), 0};
-            std::error_code ec;
-            fs::remove(sock.socket(), ec);
             std::ofstream(device_log, std::ios::app) << fmt::format("blkrig: blkrig-device {}; starting it again (restart {})\n", r.exit,
                                                                     res.restarts.size() + 1);
-            auto again = detail::start_device(spec, sock.socket(), res);
+            auto again = detail::start_device(spec, sock.socket(), res, listen_fd, once);
             if (!again) break;
             device = std::move(*again);
             r.listen_s = std::chrono::duration<double>(Clock::now() - t_restart).count();
             res.restarts.push_back(r);
             continue;
+        }
+        if (device.poll() && once && WIFEXITED(*device.status()) && WEXITSTATUS(*device.status()) == 0) {
+            // QEMU closed the connection, as it does on its way out: give
+            // it time to exit before calling that a failure.
+            if (!device_done) device_done = Clock::now();
+            if (Clock::now() - *device_done < std::chrono::seconds(10)) continue;
+            res.outcome = BootOutcome::device_failed;
+            res.message = fmt::format("QEMU closed its connection to blkrig-device but did not exit within 10 s; console.log:\n{}",
+                                      tail_lines(console, 20));
+            break;
         }
         if (device.poll()) {
             res.outcome = BootOutcome::device_failed;

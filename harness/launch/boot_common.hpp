@@ -37,8 +37,15 @@ unsigned cpus(const BootSpec& spec);        // one per queue unless given
 std::string kernel_cmdline(const BootSpec& spec);
 
 // blkrig-device on socket, listening; nullopt (and res says why) if it did
-// not start listening.
-std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::path& socket, BootResult& res);
+// not start listening. With listen_fd (a socket listening on `socket`), the
+// device serves that, and QEMU may connect at once: the connection waits in
+// the backlog while the device starts. once: the device exits when that
+// front end disconnects (--once), so it closes its trace while QEMU exits.
+std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::path& socket, BootResult& res, int listen_fd = -1,
+                                  bool once = false);
+
+// A Unix socket listening on path (close-on-exec; LaunchError if not).
+int listen_unix(const std::filesystem::path& path);
 // SIGTERM, so the device closes its trace; an ok outcome turns into
 // device_failed if the device did not exit cleanly.
 void stop_device(Child& device, const BootSpec& spec, BootResult& res);

@@ -8,6 +8,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include <dlfcn.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -143,8 +144,65 @@ std::string domain_xml(const BootSpec& spec, const std::string& name, const fs::
 
 namespace {
 
+// libvirt is opened when a boot first asks for it, not linked: its library
+// and everything it pulls in (about 50 shared objects) took some 25 ms to
+// map and relocate at every start of blkrig, which most runs, and every
+// `blkrig check` or `report`, never use. The headers still give the types.
+struct LibvirtApi {
+    decltype(&::virConnectClose) virConnectClose;
+    decltype(&::virConnectDomainEventDeregisterAny) virConnectDomainEventDeregisterAny;
+    decltype(&::virConnectDomainEventRegisterAny) virConnectDomainEventRegisterAny;
+    decltype(&::virConnectOpen) virConnectOpen;
+    decltype(&::virDomainCreateXML) virDomainCreateXML;
+    decltype(&::virDomainDestroy) virDomainDestroy;
+    decltype(&::virDomainFree) virDomainFree;
+    decltype(&::virDomainGetName) virDomainGetName;
+    decltype(&::virDomainGetState) virDomainGetState;
+    decltype(&::virDomainIsActive) virDomainIsActive;
+    decltype(&::virEventAddTimeout) virEventAddTimeout;
+    decltype(&::virEventRegisterDefaultImpl) virEventRegisterDefaultImpl;
+    decltype(&::virEventRemoveTimeout) virEventRemoveTimeout;
+    decltype(&::virEventRunDefaultImpl) virEventRunDefaultImpl;
+    decltype(&::virGetLastErrorMessage) virGetLastErrorMessage;
+    decltype(&::virSetErrorFunc) virSetErrorFunc;
+};
+
+const LibvirtApi& lv() {
+    static const LibvirtApi api = [] {
+        void* h = ::dlopen("libvirt.so.0", RTLD_NOW | RTLD_LOCAL);
+        if (!h) throw LaunchError(fmt::format("the libvirt launcher needs libvirt (Debian package libvirt0): {}", ::dlerror()));
+        LibvirtApi a{};
+        auto load = [h](auto& fn, const char* name) {
+            fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(h, name));
+            if (!fn) throw LaunchError(fmt::format("libvirt.so.0 has no {}: {}", name, ::dlerror()));
+        };
+        load(a.virConnectClose, "virConnectClose");
+        load(a.virConnectDomainEventDeregisterAny, "virConnectDomainEventDeregisterAny");
+        load(a.virConnectDomainEventRegisterAny, "virConnectDomainEventRegisterAny");
+        load(a.virConnectOpen, "virConnectOpen");
+        load(a.virDomainCreateXML, "virDomainCreateXML");
+        load(a.virDomainDestroy, "virDomainDestroy");
+        load(a.virDomainFree, "virDomainFree");
+        load(a.virDomainGetName, "virDomainGetName");
+        load(a.virDomainGetState, "virDomainGetState");
+        load(a.virDomainIsActive, "virDomainIsActive");
+        load(a.virEventAddTimeout, "virEventAddTimeout");
+        load(a.virEventRegisterDefaultImpl, "virEventRegisterDefaultImpl");
+        load(a.virEventRemoveTimeout, "virEventRemoveTimeout");
+        load(a.virEventRunDefaultImpl, "virEventRunDefaultImpl");
+        load(a.virGetLastErrorMessage, "virGetLastErrorMessage");
+        load(a.virSetErrorFunc, "virSetErrorFunc");
+        return a;
+    }();
+    return api;
+}
+
+}  // namespace
+
+namespace {
+
 std::string last_error() {
-    const char* m = virGetLastErrorMessage();
+    const char* m = lv().virGetLastErrorMessage();
     return m ? m : "unknown libvirt error";
 }
 
@@ -164,21 +222,21 @@ public:
         std::call_once(once, [&log] {
             // Read once, when libvirt initializes.
             ::setenv("LIBVIRT_LOG_OUTPUTS", fmt::format("3:file:{}", log.string()).c_str(), 0);
-            virSetErrorFunc(nullptr, silent_errors);
-            registered = virEventRegisterDefaultImpl();
+            lv().virSetErrorFunc(nullptr, silent_errors);
+            registered = lv().virEventRegisterDefaultImpl();
         });
         if (registered < 0) throw LaunchError(fmt::format("libvirt's event loop cannot be set up: {}", last_error()));
         thread_ = std::thread([this] {
             while (!quit_)
-                if (virEventRunDefaultImpl() < 0) break;
+                if (lv().virEventRunDefaultImpl() < 0) break;
         });
     }
     ~EventLoop() {
         quit_ = true;
         // A due timer wakes the loop so it sees quit_.
-        const int t = virEventAddTimeout(0, [](int, void*) {}, nullptr, nullptr);
+        const int t = lv().virEventAddTimeout(0, [](int, void*) {}, nullptr, nullptr);
         thread_.join();
-        if (t >= 0) virEventRemoveTimeout(t);
+        if (t >= 0) lv().virEventRemoveTimeout(t);
     }
     EventLoop(const EventLoop&) = delete;
     EventLoop& operator=(const EventLoop&) = delete;
@@ -219,7 +277,7 @@ struct Lifecycle {
 
 int on_lifecycle(virConnectPtr, virDomainPtr dom, int event, int detail_code, void* opaque) {
     auto* lc = static_cast<Lifecycle*>(opaque);
-    const char* n = virDomainGetName(dom);
+    const char* n = lv().virDomainGetName(dom);
     if (n && lc->name == n) lc->note(event, detail_code);
     return 0;
 }
@@ -247,16 +305,16 @@ struct Session {
     bool gone = false;  // stopped, so the transient domain no longer exists
 
     void destroy() {
-        if (dom && !gone && virDomainIsActive(dom) == 1) {
+        if (dom && !gone && lv().virDomainIsActive(dom) == 1) {
             destroyed_by_us = true;
-            virDomainDestroy(dom);
+            lv().virDomainDestroy(dom);
         }
     }
     ~Session() {
         destroy();
-        if (dom) virDomainFree(dom);
-        if (callback >= 0) virConnectDomainEventDeregisterAny(conn, callback);
-        if (conn) virConnectClose(conn);
+        if (dom) lv().virDomainFree(dom);
+        if (callback >= 0) lv().virConnectDomainEventDeregisterAny(conn, callback);
+        if (conn) lv().virConnectClose(conn);
     }
 };
 
@@ -453,12 +511,12 @@ BootResult boot_libvirt(const BootSpec& given) {
     {
         EventLoop loop(spec.out_dir / "libvirt.log");
         Session s;
-        s.conn = virConnectOpen(uri.c_str());
+        s.conn = lv().virConnectOpen(uri.c_str());
         if (!s.conn) {
             libvirt_failed(fmt::format("cannot connect to libvirt at {}: {}", uri, last_error()));
             return finish(nullptr);
         }
-        s.callback = virConnectDomainEventRegisterAny(s.conn, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        s.callback = lv().virConnectDomainEventRegisterAny(s.conn, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                                       VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), &lc, nullptr);
         if (s.callback < 0) {
             libvirt_failed(fmt::format("libvirt at {} does not deliver lifecycle events: {}", uri, last_error()));
@@ -474,7 +532,7 @@ BootResult boot_libvirt(const BootSpec& given) {
         // the domain along (the daemon's side of PR_SET_PDEATHSIG). The
         // embedded driver does not support it, and dies with us anyway
         // only in part: see docs/architecture.md, Launchers.
-        s.dom = virDomainCreateXML(s.conn, xml.c_str(), root.empty() ? VIR_DOMAIN_START_AUTODESTROY : 0);
+        s.dom = lv().virDomainCreateXML(s.conn, xml.c_str(), root.empty() ? VIR_DOMAIN_START_AUTODESTROY : 0);
         if (!s.dom) {
             libvirt_failed(fmt::format("libvirt at {} did not start the domain: {}", uri, last_error()));
         } else {
@@ -511,7 +569,7 @@ BootResult boot_libvirt(const BootSpec& given) {
                 if (!stopped && Clock::now() >= next_state_check) {
                     next_state_check = Clock::now() + std::chrono::seconds(1);
                     int state = 0, reason = 0;
-                    const bool gone = virDomainGetState(s.dom, &state, &reason, 0) < 0;
+                    const bool gone = lv().virDomainGetState(s.dom, &state, &reason, 0) < 0;
                     if (gone || state == VIR_DOMAIN_SHUTOFF) {
                         // The STOPPED event is usually on its way (a transient domain is
                         // gone from the list first): give it 2 s, else take the state's reason.

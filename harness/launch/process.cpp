@@ -1,6 +1,8 @@
 #include "launch/process.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -99,7 +101,7 @@ int make_signal_fd() {
     return fd;
 }
 
-Child::Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path, bool own_group)
+Child::Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path, bool own_group, int pass_fd)
     : name_(std::move(name)), own_group_(own_group) {
     // No log path: the child keeps this process's stdin/stdout/stderr (an
     // interactive console).
@@ -136,6 +138,7 @@ Child::Child(std::string name, const std::vector<std::string>& argv, const std::
         // Whatever this process inherited or opened (a caller's fds, locks,
         // sockets) closes at exec; err_pipe is CLOEXEC already.
         ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+        if (pass_fd >= 0) ::fcntl(pass_fd, F_SETFD, 0);
         ::execvp(args[0], args.data());
         const int e = errno;
         [[maybe_unused]] auto n = ::write(err_pipe[1], &e, sizeof e);
@@ -188,12 +191,32 @@ std::string Child::describe_exit() const {
     return "ended";
 }
 
+bool Child::wait_for(std::chrono::milliseconds limit) {
+    if (poll()) return true;
+    // A pidfd is readable once the child exits: no polling interval to wait
+    // out (a run stops two children on its way out). Without one, 1 ms polls.
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        if (poll()) break;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+        if (left <= 0) break;
+        if (pidfd >= 0) {
+            pollfd p{pidfd, POLLIN, 0};
+            ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
+        } else {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    if (pidfd >= 0) ::close(pidfd);
+    return status_.has_value();
+}
+
 void Child::terminate(std::chrono::milliseconds grace) {
     if (pid_ <= 0 || poll()) return;
     const pid_t target = own_group_ ? -pid_ : pid_;
     ::kill(target, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + grace;
-    while (std::chrono::steady_clock::now() < deadline && !poll()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    wait_for(grace);
     // The group's other members (subshells) may outlive its leader.
     ::kill(target, SIGKILL);
     int st;
@@ -215,8 +238,8 @@ ToolResult run_tool(const std::vector<std::string>& argv, std::chrono::seconds t
     {
         Child c(argv.empty() ? "tool" : argv[0], argv, tmpl, true);
         const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (!c.poll() && std::chrono::steady_clock::now() < deadline && !interrupted_by())
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        while (!c.wait_for(std::chrono::milliseconds(100)) && std::chrono::steady_clock::now() < deadline && !interrupted_by()) {
+        }
         c.terminate(std::chrono::milliseconds(1000));
         if (c.status() && WIFEXITED(*c.status())) r.exit_code = WEXITSTATUS(*c.status());
     }

@@ -24,11 +24,12 @@ public:
     // stdout and stderr go to log_path (appended; a symlink there is
     // refused); stdin is /dev/null. An empty log_path keeps the caller's
     // stdin, stdout and stderr. No other descriptor of this process reaches
-    // the child.
+    // the child but pass_fd (kept at its number, for a child told so).
     // own_group: the child leads a process group of its own, and terminate()
     // signals the whole group (a script's subshells and pipelines too). Not
     // for a child that uses the terminal (it would be in the background).
-    Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path, bool own_group = false);
+    Child(std::string name, const std::vector<std::string>& argv, const std::string& log_path, bool own_group = false,
+          int pass_fd = -1);
     ~Child();
     Child(Child&& o) noexcept;
     Child& operator=(Child&& o) noexcept;
@@ -47,6 +48,8 @@ public:
 
     // SIGTERM, wait up to grace, then SIGKILL; reaps.
     void terminate(std::chrono::milliseconds grace);
+    // Waits up to `limit` for the child to exit (reaped then); true if it has.
+    bool wait_for(std::chrono::milliseconds limit);
 
 private:
     std::string name_;

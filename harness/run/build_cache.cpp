@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 namespace blkrig::run {
@@ -49,6 +51,51 @@ std::optional<std::string> copy_outputs(const fs::path& from, const std::vector<
     return std::nullopt;
 }
 
+// A file's digest, remembered beside the build cache by what stat says of
+// it (device, inode, size, mtime, ctime), so a run that builds nothing does
+// not hash the agent and the disk builder (30 MB) again. As ninja and git
+// trust timestamps: a file written through any normal call gets a new
+// ctime. One changed within the last seconds is not remembered (a second
+// write within the clock's granularity could keep its timestamps).
+std::string stat_line(const struct stat& st) {
+    return fmt::format("{} {} {} {}.{:09} {}.{:09}", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec,
+                       st.st_ctim.tv_nsec);
+}
+
+fs::path digest_memo(const fs::path& p) {
+    const fs::path root = build_cache_dir();
+    if (root.empty()) return {};
+    std::error_code ec;
+    const fs::path abs = fs::absolute(p, ec);
+    return ec ? fs::path() : root / "digests" / folder::sha256_hex(abs.string());
+}
+
+std::optional<std::string> recall_digest(const fs::path& memo, const std::string& stat) {
+    std::ifstream in(memo);
+    std::string line, hex;
+    if (!in || !std::getline(in, line) || line != stat || !std::getline(in, hex) || hex.size() != 64) return std::nullopt;
+    return hex;
+}
+
+void remember_digest(const fs::path& memo, const struct stat& st, const std::string& stat, const std::string& hex) {
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    if (memo.empty() || st.st_mtim.tv_sec + 2 >= now.tv_sec || st.st_ctim.tv_sec + 2 >= now.tv_sec) return;
+    std::error_code ec;
+    fs::create_directories(memo.parent_path(), ec);
+    const fs::path tmp = memo.string() + ".tmp." + std::to_string(::getpid());
+    {
+        std::ofstream out(tmp);
+        out << stat << "\n" << hex << "\n";
+        if (!out) {
+            fs::remove(tmp, ec);
+            return;
+        }
+    }
+    fs::rename(tmp, memo, ec);  // a reader sees the old memo or the new one
+    if (ec) fs::remove(tmp, ec);
+}
+
 }  // namespace
 
 CacheKey::CacheKey(std::string kind) : kind_(std::move(kind)) { material_ = kind_ + "\n"; }
@@ -67,6 +114,16 @@ CacheKey& CacheKey::file(const fs::path& p) {
         material_ += fmt::format("missing {}\n", p.string());
         return *this;
     }
+    struct stat st{};
+    const bool have_stat = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    const fs::path memo = have_stat ? digest_memo(p) : fs::path();
+    const std::string stat = have_stat ? stat_line(st) : std::string();
+    if (!memo.empty())
+        if (auto hex = recall_digest(memo, stat)) {
+            ::close(fd);
+            material_ += fmt::format("file {}\n", *hex);
+            return *this;
+        }
     agent::Sha256 digest;
     std::vector<unsigned char> buf(1 << 20);
     bool ok = true;
@@ -85,6 +142,7 @@ CacheKey& CacheKey::file(const fs::path& p) {
         return *this;
     }
     const std::string hex = digest.hex();
+    if (!memo.empty()) remember_digest(memo, st, stat, hex);
     // Content only: the same input at another path (another run folder) is the same input.
     material_ += fmt::format("file {}\n", hex);
     return *this;

@@ -260,9 +260,8 @@ json to_json(const KnobReport& r, const json& hello) {
 }
 
 // ftrace's buffer per CPU ([guest] trace_buffer, else sized from the steps).
-// The guest allocates and clears all of it before step 0, page by page, and
-// under TCG that is the largest part of the agent's set-up (16 MiB: about
-// 45 ms of guest time, more than the whole tracer besides). So a run asks
+// The guest allocates all of it before step 0, page by page, and under TCG
+// a 16 MiB buffer was the largest single part of the agent's set-up. So a run asks
 // for 1 MiB plus 512 bytes for every block its steps can move (a block:
 // the step's bs, at most a page): a 4 KiB direct read makes about six block
 // events of 50 to 80 bytes, a buffered page one or two mpage functions as

@@ -76,6 +76,38 @@ TEST(BuildCache, AFailedBuildLeavesNothingToTake) {
         EXPECT_EQ(e.path().filename().string().rfind(".build-", 0), std::string::npos) << e.path();
 }
 
+// A file's digest is remembered by what stat says of it: the memo is what
+// a run reads (a planted digest shows through), and any rewrite of the file
+// (a new ctime) makes it hashed again. A file changed in the last seconds
+// is not remembered at all.
+TEST(BuildCache, RemembersAFilesDigestUntilTheFileChanges) {
+    CacheEnv env;
+    TempDir d;
+    const fs::path f = d.file("tool");
+    std::ofstream(f) << "v1";
+    const std::string fresh = CacheKey("t").file(f).hex();
+    const fs::path memos = fs::path(env.dir.file("cache")) / "digests";
+    EXPECT_FALSE(fs::exists(memos)) << "a file written just now was remembered";
+    std::this_thread::sleep_for(std::chrono::milliseconds(3100));
+    EXPECT_EQ(fresh, CacheKey("t").file(f).hex());
+    ASSERT_TRUE(fs::exists(memos));
+    std::vector<fs::path> entries(fs::directory_iterator(memos), fs::directory_iterator{});
+    ASSERT_EQ(entries.size(), 1u);
+    // Plant another digest under the same stat line: the key follows the memo.
+    std::string stat_line;
+    std::getline(std::ifstream(entries[0]) >> std::ws, stat_line);
+    std::ofstream(entries[0]) << stat_line << "\n" << std::string(64, 'a') << "\n";
+    const std::string planted = CacheKey("t").file(f).hex();
+    EXPECT_NE(planted, fresh) << "the memo was not read";
+    // The same size, new content: a new ctime, so hashed again.
+    std::ofstream(f) << "v2";
+    const std::string changed = CacheKey("t").file(f).hex();
+    EXPECT_NE(changed, planted);
+    EXPECT_NE(changed, fresh);
+    std::ofstream(f) << "v1";
+    EXPECT_EQ(CacheKey("t").file(f).hex(), fresh);
+}
+
 TEST(BuildCache, KeyFollowsFileContent) {
     TempDir d;
     std::ofstream(d.file("tool")) << "v1";
