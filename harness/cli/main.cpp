@@ -220,7 +220,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
            const std::string& modules = {}, const std::string& control = {}, const std::string& disk_from = {},
            bool extent_check = true, bool guest_trace = true, const std::string& faults_file = {},
            launch::Launcher launcher = launch::Launcher::qemu, const std::string& libvirt_uri = {}, bool force = false,
-           bool record_writes = false) {
+           bool record_writes = false, bool fresh_extent_check = false) {
     scenario::Scenario sc;
     try {
         sc = scenario_path.empty() ? scenario::parse_scenario(kDefaultVm, "") : scenario::load_scenario(scenario_path);
@@ -274,6 +274,7 @@ int do_run(const std::string& scenario_path, std::string kernel, const std::stri
     o.control_path = control;
     o.disk_from = disk_from;
     o.extent_check = extent_check;
+    o.fresh_extent_check = fresh_extent_check;
     o.guest_trace = guest_trace;
     if (!faults_file.empty()) o.faults_file = fs::absolute(faults_file);
     o.launcher = launcher;
@@ -752,6 +753,9 @@ int main(int argc, char** argv) {
     bool run_no_extent_check = false;
     runc->add_flag("--no-extent-check", run_no_extent_check,
                    "skip the guest's FIEMAP check of the image's extents before step 0 (as [scenario] extent_check = false)");
+    bool run_fresh_extent_check = false;
+    runc->add_flag("--fresh-extent-check", run_fresh_extent_check,
+                   "run the guest's extent check even when an earlier boot of this kernel found this same image's extents right");
     bool run_no_guest_trace = false;
     runc->add_flag("--no-guest-trace", run_no_guest_trace,
                    "trace nothing in the guest (no block events, no mpage functions; [[expect]] checks that need them fail)");
@@ -873,13 +877,14 @@ int main(int argc, char** argv) {
             if (!several && run_junit.empty())
                 return do_run(run_scenarios.front(), run_kernels.empty() ? std::string() : run_kernels.front(), run_out, run_timeout, false,
                               run_modules, run_control, run_disk_from, !run_no_extent_check, !run_no_guest_trace, run_faults,
-                              run_launcher.launcher(), run_launcher.libvirt_uri, run_force, run_record_writes);
+                              run_launcher.launcher(), run_launcher.libvirt_uri, run_force, run_record_writes, run_fresh_extent_check);
             for (const auto& [given, name] : {std::pair{!run_control.empty(), "--control"}, std::pair{!run_disk_from.empty(), "--disk-from"},
                                               std::pair{!run_modules.empty(), "--modules"}, std::pair{run_record_writes, "--record-writes"}})
                 if (given) throw UsageError(fmt::format("{} is for one run, not a matrix of them", name));
             MatrixArgs m{run_scenarios, run_kernels, run_out, run_jobs, run_junit, run_quiet, {}, run_force};
             if (run_timeout) m.run_args.insert(m.run_args.end(), {"--timeout", std::to_string(run_timeout)});
             if (run_no_extent_check) m.run_args.push_back("--no-extent-check");
+            if (run_fresh_extent_check) m.run_args.push_back("--fresh-extent-check");
             if (run_no_guest_trace) m.run_args.push_back("--no-guest-trace");
             if (run_launcher.launcher() == launch::Launcher::libvirt) {
                 // Each run gets an embedded root of its own unless one URI is given for all.

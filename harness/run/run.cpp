@@ -10,6 +10,7 @@
 #include "launch/boot.hpp"
 #include "launch/process.hpp"
 #include "run/build_cache.hpp"
+#include "run/extent_memo.hpp"
 #include "run/filter_hint.hpp"
 #include "run/knobs.hpp"
 #include "model/ftrace.hpp"
@@ -97,7 +98,9 @@ fs::path on_path(const std::string& name) {
 
 // Builds disk.img and extents.json in out; nullopt when fine.
 // cache_note gets "disk": hit | built | uncached (the build cache).
-std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, json* cache_note = nullptr) {
+// disk_key: the build cache's key of the image; left empty for --disk-from.
+std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, json* cache_note = nullptr,
+                                    std::string* disk_key = nullptr) {
     if (!o.disk_from.empty()) {
         for (const char* f : {"disk.img", "extents.json"}) {
             try {
@@ -115,6 +118,7 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
     CacheKey key("disk");
     key.text(spec).file(o.tools.mkdisk);
     for (const char* tool : {"mkfs.vfat", "mcopy", "mmd", "mkfs.exfat", "mke2fs", "debugfs"}) key.stamp(on_path(tool));
+    if (disk_key) *disk_key = key.hex();
     const auto c = cached_build(key, {"disk.img", "extents.json"}, out,
                                 [&](const fs::path& dir) -> std::optional<std::string> {
                                     auto mk = launch::run_tool({o.tools.mkdisk.string(), (out / "disk-spec.json").string(), "--out",
@@ -411,8 +415,9 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
 
     // 1. The disk, with each file's extents in device sectors.
     json build_cache = json::object();
+    std::string disk_key;
     {
-        auto bad = build_disk(sc, o, out, &build_cache);
+        auto bad = build_disk(sc, o, out, &build_cache, &disk_key);
         if (launch::interrupted_by()) return interrupted(sc, o, out, "building the disk", 0);
         if (bad) return *bad;
     }
@@ -487,6 +492,19 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     const CacheKey hint_key = filter_hint_key(o.kernel_dir, modules, kFunctions);
     if (o.guest_trace)
         if (auto hint = load_filter_hint(hint_key, run_spec)) run_spec["trace"]["filter_hint"] = std::move(*hint);
+    // An extent check an earlier boot of this kernel passed on this same
+    // image is not repeated in the guest (run/extent_memo.hpp).
+    std::optional<CacheKey> memo_key;
+    json memo;
+    if (extent_check && !disk_key.empty()) {
+        memo_key = extent_memo_key(disk_key, o.kernel_dir, modules, run_spec["extent_check"]);
+        if (!o.fresh_extent_check)
+            if (auto m = load_extent_memo(*memo_key)) {
+                memo = std::move(*m);
+                memo["cached"] = true;
+                run_spec.erase("extent_check");
+            }
+    }
     write_file(out / "run.json", run_spec.dump(2));
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
@@ -542,7 +560,15 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     }
     if (o.guest_trace) save_filter_hint(hint_key, hello);
     if (done) {
-        for (auto& p : check_before_steps(before, extent_check, extents)) problems.push_back(std::move(p));
+        if (!memo.is_null() && before.is_object()) before["extent_check"] = memo;
+        auto found = check_before_steps(before, extent_check, extents);
+        if (found.empty() && memo.is_null() && memo_key && before.is_object()) save_extent_memo(*memo_key, before.value("extent_check", json()));
+        if (!found.empty() && !memo.is_null()) {
+            forget_extent_memo(*memo_key);
+            found.push_back(kBeforeStepsProblem + std::string("the extents above are a record an earlier boot kept, now removed: the next run "
+                                                              "checks in the guest again"));
+        }
+        for (auto& p : found) problems.push_back(std::move(p));
     }
     const KnobReport knobs = check_guest_knobs(sc, hello, results, out);
     problems.insert(problems.end(), knobs.problems.begin(), knobs.problems.end());

@@ -37,6 +37,9 @@ struct RunOptions {
     // false: no extent check before the steps, whatever the scenario says
     // (--no-extent-check).
     bool extent_check = true;
+    // true: run the extent check in the guest even when an earlier boot of
+    // the same kernel and modules checked the same image (run/extent_memo.hpp).
+    bool fresh_extent_check = false;
     // false: the guest traces nothing (no block events, no mpage functions),
     // to show that tracing does not change the requests (--no-guest-trace).
     bool guest_trace = true;

@@ -84,7 +84,8 @@ def runs(tmp_path_factory):
             sc = d / f"{name}.toml"
             sc.write_text(template.format(check="true" if check else "false"))
             out = d / "run"
-            args = [] if guest_trace else ["--no-guest-trace"]
+            # The check itself, in the guest, not a record an earlier boot kept.
+            args = (["--fresh-extent-check"] if check else []) + ([] if guest_trace else ["--no-guest-trace"])
             r = subprocess.run([str(bt.blkrig()), "run", str(sc), "--kernel", kernel, "--out", str(out), *args], capture_output=True,
                                text=True, timeout=600)
             assert r.returncode == 0, r.stdout + r.stderr

@@ -318,3 +318,43 @@ def test_second_boot_sets_the_function_filter_from_the_first(tmp_path):
     hit = [sorted({e["function"] for e in load_jsonl(tmp_path / f"r{i}" / "guest-events.jsonl") if e.get("event") == "function"})
            for i in range(2)]
     assert hit[0] == hit[1] and hit[0], hit
+
+
+def test_a_kept_extent_check_is_checked_again_on_the_host(tmp_path):
+    """The extent check an earlier boot passed is kept beside the build
+    cache: the next boot of the same image and kernel skips the guest's
+    mount and FIEMAP and checks the kept record against the image's extents
+    on the host, so a record that does not fit the image still fails the
+    run (exit 3); --fresh-extent-check runs it in the guest again."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched: run ci/setup")
+    env = dict(os.environ, BLKRIG_BUILD_CACHE=str(tmp_path / "cache"))
+
+    def go(name, *args):
+        out = tmp_path / name
+        r = subprocess.run([str(bt.blkrig()), "run", str(SCEN / "read-contiguous.toml"), "--out", str(out), *args], capture_output=True,
+                           text=True, timeout=600, env=env)
+        return r, json.loads((out / "verdict.json").read_text())
+
+    r, first = go("first")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cached" not in first["before_steps"]["extent_check"]
+    r, second = go("second")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert second["before_steps"]["extent_check"]["cached"] is True
+    assert second["before_steps"]["extent_check"]["files"] == first["before_steps"]["extent_check"]["files"]
+    assert "extent_check" not in json.loads((tmp_path / "second" / "run.json").read_text()), "the guest was asked to check again"
+
+    memos = list((tmp_path / "cache" / "extent-check").glob("*.json"))
+    assert len(memos) == 1, memos
+    wrong = json.loads(memos[0].read_text())
+    wrong["files"][0]["extents"][0]["physical"] += 4096
+    memos[0].write_text(json.dumps(wrong))
+    r, third = go("third")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "disagree" in r.stdout + r.stderr and "kept" in r.stdout + r.stderr
+    assert not memos[0].exists(), "a kept record that did not fit is still kept"
+
+    r, fresh = go("fresh", "--fresh-extent-check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cached" not in fresh["before_steps"]["extent_check"]

@@ -1,0 +1,73 @@
+#include "run/extent_memo.hpp"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+namespace blkrig::run {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path memo_file(const CacheKey& key) {
+    const fs::path dir = build_cache_dir();
+    return dir.empty() ? fs::path() : dir / "extent-check" / (key.hex() + ".json");
+}
+
+}  // namespace
+
+CacheKey extent_memo_key(const std::string& disk_key, const fs::path& kernel_dir, const std::vector<std::string>& modules, const json& check) {
+    CacheKey key("extent-check");
+    key.text("disk " + disk_key).text(check.dump());
+    key.file(kernel_dir / "release").file(kernel_dir / "vmlinuz").stamp(kernel_dir / "modules" / "modules.dep");
+    for (const auto& m : modules) key.text("module " + m);
+    return key;
+}
+
+std::optional<json> load_extent_memo(const CacheKey& key) {
+    const fs::path f = memo_file(key);
+    if (f.empty()) return std::nullopt;
+    std::ifstream in(f);
+    if (!in) return std::nullopt;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    try {
+        json r = json::parse(ss.str());
+        if (r.is_object() && r.value("error", std::string("?")).empty() && r.contains("files") && r["files"].is_array()) return r;
+    } catch (const json::exception&) {
+    }
+    std::error_code ec;
+    fs::remove(f, ec);  // broken: the next boot checks in the guest and writes it again
+    return std::nullopt;
+}
+
+void save_extent_memo(const CacheKey& key, const json& record) {
+    const fs::path f = memo_file(key);
+    if (f.empty() || !record.is_object() || record.value("cached", false)) return;
+    std::error_code ec;
+    fs::create_directories(f.parent_path(), ec);
+    // Whole under a name of its own, then renamed: a reader sees the old file or the new one.
+    const fs::path tmp = f.string() + ".tmp." + std::to_string(::getpid());
+    {
+        std::ofstream out(tmp);
+        out << record.dump() << "\n";
+        if (!out) {
+            fs::remove(tmp, ec);
+            return;
+        }
+    }
+    fs::rename(tmp, f, ec);
+    if (ec) fs::remove(tmp, ec);
+}
+
+void forget_extent_memo(const CacheKey& key) {
+    const fs::path f = memo_file(key);
+    std::error_code ec;
+    if (!f.empty()) fs::remove(f, ec);
+}
+
+}  // namespace blkrig::run
