@@ -127,7 +127,7 @@ UniqueFd wait_for_disk(const std::string& disk, std::chrono::milliseconds wait) 
         if (Clock::now() > deadline)
             throw Fatal("disk " + disk + " did not appear within " + std::to_string(wait.count()) +
                         " ms (block devices: " + list_dir("/sys/block") + "; is virtio_blk in load-order?)");
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
 }
 
