@@ -327,7 +327,8 @@ BootResult boot_qemu(const BootSpec& spec) {
             break;
         }
         if (device.poll() && spec.restart_on_crash && res.restarts.size() < spec.max_restarts) {
-            // The dead process's socket is ours and stale: the new one listens there.
+            // The listening socket is ours and still open: the new process
+            // serves it, and QEMU's reconnection waits in its backlog.
             const auto t_restart = Clock::now();
             BootResult::Restart r{std::chrono::duration<double>(t_restart - t0).count(), device.describe_exit(), 0};
             std::ofstream(device_log, std::ios::app) << fmt::format("blkrig: blkrig-device {}; starting it again (restart {})\n", r.exit,
