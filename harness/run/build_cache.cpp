@@ -81,22 +81,19 @@ void remember_digest(const fs::path& memo, const struct stat& st, const std::str
     timespec now{};
     ::clock_gettime(CLOCK_REALTIME, &now);
     if (memo.empty() || st.st_mtim.tv_sec + 2 >= now.tv_sec || st.st_ctim.tv_sec + 2 >= now.tv_sec) return;
-    std::error_code ec;
-    fs::create_directories(memo.parent_path(), ec);
-    const fs::path tmp = memo.string() + ".tmp." + std::to_string(::getpid());
-    {
-        std::ofstream out(tmp);
-        out << stat << "\n" << hex << "\n";
-        if (!out) {
-            fs::remove(tmp, ec);
-            return;
-        }
-    }
-    fs::rename(tmp, memo, ec);  // a reader sees the old memo or the new one
-    if (ec) fs::remove(tmp, ec);
+    keep_beside_cache(memo, stat + "\n" + hex + "\n");
 }
 
 }  // namespace
+
+void keep_beside_cache(const fs::path& file, const std::string& text) {
+    std::error_code ec;
+    fs::create_directories(file.parent_path(), ec);
+    try {
+        folder::write_atomic(file, text);
+    } catch (const std::exception&) {
+    }
+}
 
 CacheKey::CacheKey(std::string kind) : kind_(std::move(kind)) { material_ = kind_ + "\n"; }
 

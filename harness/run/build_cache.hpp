@@ -34,6 +34,12 @@ private:
 // Empty when BLKRIG_BUILD_CACHE=off.
 std::filesystem::path build_cache_dir();
 
+// What runs keep beside the cache (a file's digest, a function filter, a
+// passed extent check): written whole (a reader sees the old text or the
+// new), its folder made first. A failure is ignored: the next run does the
+// work again and writes it then.
+void keep_beside_cache(const std::filesystem::path& file, const std::string& text);
+
 // Makes the outputs (file names) of key into dest: copied from the cache when
 // there, else built by build(folder) into a fresh folder and then published.
 // Concurrent runs with the same key wait for one build (a lock per key).

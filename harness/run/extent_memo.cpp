@@ -1,6 +1,5 @@
 #include "run/extent_memo.hpp"
 
-#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -48,20 +47,7 @@ std::optional<json> load_extent_memo(const CacheKey& key) {
 void save_extent_memo(const CacheKey& key, const json& record) {
     const fs::path f = memo_file(key);
     if (f.empty() || !record.is_object() || record.value("cached", false)) return;
-    std::error_code ec;
-    fs::create_directories(f.parent_path(), ec);
-    // Whole under a name of its own, then renamed: a reader sees the old file or the new one.
-    const fs::path tmp = f.string() + ".tmp." + std::to_string(::getpid());
-    {
-        std::ofstream out(tmp);
-        out << record.dump() << "\n";
-        if (!out) {
-            fs::remove(tmp, ec);
-            return;
-        }
-    }
-    fs::rename(tmp, f, ec);
-    if (ec) fs::remove(tmp, ec);
+    keep_beside_cache(f, record.dump() + "\n");
 }
 
 void forget_extent_memo(const CacheKey& key) {

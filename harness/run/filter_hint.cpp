@@ -2,7 +2,6 @@
 
 #include "agent_core/run_spec.hpp"
 
-#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -58,20 +57,7 @@ void save_filter_hint(const CacheKey& key, const json& hello) {
     const json hint = {{"lines", *lines},
                        {"selected", hello.value("functions_traced", json::array())},
                        {"missing", hello.value("functions_missing", json::array())}};
-    std::error_code ec;
-    fs::create_directories(f.parent_path(), ec);
-    // Written whole under a name of its own, then renamed: a reader sees the old file or the new one.
-    const fs::path tmp = f.string() + ".tmp." + std::to_string(::getpid());
-    {
-        std::ofstream out(tmp);
-        out << hint.dump() << "\n";
-        if (!out) {
-            fs::remove(tmp, ec);
-            return;
-        }
-    }
-    fs::rename(tmp, f, ec);
-    if (ec) fs::remove(tmp, ec);
+    keep_beside_cache(f, hint.dump() + "\n");
 }
 
 }  // namespace blkrig::run
