@@ -95,6 +95,20 @@ void keep_beside_cache(const fs::path& file, const std::string& text) {
     }
 }
 
+fs::path kept_file(const std::string& folder, const CacheKey& key) {
+    const fs::path dir = build_cache_dir();
+    return dir.empty() ? fs::path() : dir / folder / (key.hex() + ".json");
+}
+
+std::optional<std::string> read_kept(const fs::path& file) {
+    if (file.empty()) return std::nullopt;
+    std::ifstream in(file);
+    if (!in) return std::nullopt;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
 CacheKey::CacheKey(std::string kind) : kind_(std::move(kind)) { material_ = kind_ + "\n"; }
 
 CacheKey& CacheKey::text(const std::string& s) {

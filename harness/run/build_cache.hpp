@@ -40,6 +40,13 @@ std::filesystem::path build_cache_dir();
 // work again and writes it then.
 void keep_beside_cache(const std::filesystem::path& file, const std::string& text);
 
+// Where key's record of one kind is kept beside the cache (folder/<key>.json);
+// empty when there is no cache.
+std::filesystem::path kept_file(const std::string& folder, const CacheKey& key);
+
+// A kept file's text; nullopt when there is none (or no cache: path empty).
+std::optional<std::string> read_kept(const std::filesystem::path& file);
+
 // Makes the outputs (file names) of key into dest: copied from the cache when
 // there, else built by build(folder) into a fresh folder and then published.
 // Concurrent runs with the same key wait for one build (a lock per key).

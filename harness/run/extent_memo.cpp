@@ -1,8 +1,6 @@
 #include "run/extent_memo.hpp"
 
 
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 namespace blkrig::run {
@@ -12,10 +10,7 @@ using nlohmann::json;
 
 namespace {
 
-fs::path memo_file(const CacheKey& key) {
-    const fs::path dir = build_cache_dir();
-    return dir.empty() ? fs::path() : dir / "extent-check" / (key.hex() + ".json");
-}
+fs::path memo_file(const CacheKey& key) { return kept_file("extent-check", key); }
 
 }  // namespace
 
@@ -29,13 +24,10 @@ CacheKey extent_memo_key(const std::string& disk_key, const fs::path& kernel_dir
 
 std::optional<json> load_extent_memo(const CacheKey& key) {
     const fs::path f = memo_file(key);
-    if (f.empty()) return std::nullopt;
-    std::ifstream in(f);
-    if (!in) return std::nullopt;
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const auto text = read_kept(f);
+    if (!text) return std::nullopt;
     try {
-        json r = json::parse(ss.str());
+        json r = json::parse(*text);
         if (r.is_object() && r.value("error", std::string("?")).empty() && r.contains("files") && r["files"].is_array()) return r;
     } catch (const json::exception&) {
     }

@@ -3,8 +3,6 @@
 #include "agent_core/run_spec.hpp"
 
 
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 namespace blkrig::run {
@@ -14,10 +12,7 @@ using nlohmann::json;
 
 namespace {
 
-fs::path hint_file(const CacheKey& key) {
-    const fs::path dir = build_cache_dir();
-    return dir.empty() ? fs::path() : dir / "ftrace-filter" / (key.hex() + ".json");
-}
+fs::path hint_file(const CacheKey& key) { return kept_file("ftrace-filter", key); }
 
 }  // namespace
 
@@ -31,13 +26,10 @@ CacheKey filter_hint_key(const fs::path& kernel_dir, const std::vector<std::stri
 
 std::optional<json> load_filter_hint(const CacheKey& key, const json& run_spec) {
     const fs::path f = hint_file(key);
-    if (f.empty()) return std::nullopt;
-    std::ifstream in(f);
-    if (!in) return std::nullopt;
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const auto text = read_kept(f);
+    if (!text) return std::nullopt;
     try {
-        json hint = json::parse(ss.str());
+        json hint = json::parse(*text);
         json spec = run_spec;
         spec["trace"]["filter_hint"] = hint;
         (void)agent::parse_run_spec(spec.dump());  // the agent's parser: what it refuses, it never gets
