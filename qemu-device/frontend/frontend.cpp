@@ -248,7 +248,11 @@ std::vector<Completed> Frontend::wait(std::chrono::milliseconds timeout) {
     std::vector<Completed> out;
     std::vector<pollfd> fds;
     for (auto& q : queues_) fds.push_back({q.call.get(), POLLIN, 0});
-    for (int round = 0; round < 2 && out.empty(); ++round) {
+    // Until something completes or the time is up: a call signalled for a
+    // completion an earlier wait already took wakes the poll with nothing
+    // new, and must not end the wait early.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
         for (uint16_t i = 0; i < queues_.size(); ++i) {
             Queue& q = queues_[i];
             uint64_t v;
@@ -269,8 +273,10 @@ std::vector<Completed> Frontend::wait(std::chrono::milliseconds timeout) {
             }
             if (opt_.event_idx) st16(q.avail + 4 + 2u * q.num, q.last_used);  // used_event
         }
-        if (!out.empty() || round == 1) break;
-        if (::poll(fds.data(), fds.size(), static_cast<int>(timeout.count())) <= 0) break;
+        if (!out.empty()) break;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+        if (left <= 0) break;
+        if (::poll(fds.data(), fds.size(), static_cast<int>(left)) < 0 && errno != EINTR) break;
     }
     return out;
 }
