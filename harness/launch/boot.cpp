@@ -85,18 +85,15 @@ std::string kernel_cmdline(const BootSpec& spec) {
     return append;
 }
 
-int listen_unix(const fs::path& path) {
+UniqueFd listen_unix(const fs::path& path) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (path.string().size() >= sizeof addr.sun_path) throw LaunchError(fmt::format("socket path {} is too long", path.string()));
     std::memcpy(addr.sun_path, path.c_str(), path.string().size());
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw LaunchError(fmt::format("socket: {}", std::strerror(errno)));
-    if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 8) != 0) {
-        const int e = errno;
-        ::close(fd);
-        throw LaunchError(fmt::format("cannot listen on {}: {}", path.string(), std::strerror(e)));
-    }
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) throw LaunchError(fmt::format("socket: {}", std::strerror(errno)));
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd.get(), 8) != 0)
+        throw LaunchError(fmt::format("cannot listen on {}: {}", path.string(), std::strerror(errno)));
     return fd;
 }
 
@@ -261,11 +258,8 @@ BootResult boot_qemu(const BootSpec& spec) {
     // instead of after the device listens, and a device started again
     // after a crash serves the same socket. Without a restart, the device
     // ends with QEMU's connection and closes its trace while QEMU exits.
-    const int listen_fd = detail::listen_unix(sock.socket());
-    struct CloseListen {
-        int fd;
-        ~CloseListen() { ::close(fd); }
-    } close_listen{listen_fd};
+    const UniqueFd listening = detail::listen_unix(sock.socket());
+    const int listen_fd = listening.get();
     const bool once = !spec.restart_on_crash;
     auto started = detail::start_device(spec, sock.socket(), res, listen_fd, once);
     if (!started) return res;

@@ -3,6 +3,8 @@
 // is closed, the kernel command line, and boot.json.
 #pragma once
 
+#include "common/fd.hpp"
+
 #include "launch/boot.hpp"
 #include "common/temp_dir.hpp"
 #include "launch/process.hpp"
@@ -45,7 +47,7 @@ std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::p
                                   bool once = false);
 
 // A Unix socket listening on path (close-on-exec; LaunchError if not).
-int listen_unix(const std::filesystem::path& path);
+UniqueFd listen_unix(const std::filesystem::path& path);
 // SIGTERM, so the device closes its trace; an ok outcome turns into
 // device_failed if the device did not exit cleanly.
 void stop_device(Child& device, const BootSpec& spec, BootResult& res);

@@ -8,12 +8,6 @@ namespace blkrig::run {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace {
-
-fs::path memo_file(const CacheKey& key) { return kept_file("extent-check", key); }
-
-}  // namespace
-
 CacheKey extent_memo_key(const std::string& disk_key, const fs::path& kernel_dir, const std::vector<std::string>& modules, const json& check) {
     CacheKey key("extent-check");
     key.text("disk " + disk_key).text(check.dump());
@@ -23,7 +17,7 @@ CacheKey extent_memo_key(const std::string& disk_key, const fs::path& kernel_dir
 }
 
 std::optional<json> load_extent_memo(const CacheKey& key) {
-    const fs::path f = memo_file(key);
+    const fs::path f = kept_file("extent-check", key);
     const auto text = read_kept(f);
     if (!text) return std::nullopt;
     try {
@@ -37,13 +31,13 @@ std::optional<json> load_extent_memo(const CacheKey& key) {
 }
 
 void save_extent_memo(const CacheKey& key, const json& record) {
-    const fs::path f = memo_file(key);
+    const fs::path f = kept_file("extent-check", key);
     if (f.empty() || !record.is_object() || record.value("cached", false)) return;
     keep_beside_cache(f, record.dump() + "\n");
 }
 
 void forget_extent_memo(const CacheKey& key) {
-    const fs::path f = memo_file(key);
+    const fs::path f = kept_file("extent-check", key);
     std::error_code ec;
     if (!f.empty()) fs::remove(f, ec);
 }

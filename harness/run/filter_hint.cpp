@@ -10,12 +10,6 @@ namespace blkrig::run {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace {
-
-fs::path hint_file(const CacheKey& key) { return kept_file("ftrace-filter", key); }
-
-}  // namespace
-
 CacheKey filter_hint_key(const fs::path& kernel_dir, const std::vector<std::string>& modules, const std::vector<std::string>& functions) {
     CacheKey key("ftrace-filter");
     key.file(kernel_dir / "release").stamp(kernel_dir / "modules" / "modules.dep");
@@ -25,7 +19,7 @@ CacheKey filter_hint_key(const fs::path& kernel_dir, const std::vector<std::stri
 }
 
 std::optional<json> load_filter_hint(const CacheKey& key, const json& run_spec) {
-    const fs::path f = hint_file(key);
+    const fs::path f = kept_file("ftrace-filter", key);
     const auto text = read_kept(f);
     if (!text) return std::nullopt;
     try {
@@ -42,7 +36,7 @@ std::optional<json> load_filter_hint(const CacheKey& key, const json& run_spec) 
 }
 
 void save_filter_hint(const CacheKey& key, const json& hello) {
-    const fs::path f = hint_file(key);
+    const fs::path f = kept_file("ftrace-filter", key);
     if (f.empty() || !hello.is_object()) return;
     const auto lines = hello.find("filter_lines");
     if (lines == hello.end() || !lines->is_array() || lines->empty() || hello.value("filter_hint", "") == "used") return;

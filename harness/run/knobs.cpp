@@ -264,8 +264,8 @@ json to_json(const KnobReport& r, const json& hello) {
 // a 16 MiB buffer was the largest single part of the agent's set-up. So a run asks
 // for 1 MiB plus 512 bytes for every block its steps can move (a block:
 // the step's bs, at most a page): a 4 KiB direct read makes about six block
-// events of 50 to 80 bytes, a buffered page one or two mpage functions as
-// well, and a readahead or writeback bio covers many pages at once. A read
+// events, a buffered page one or two mpage functions as well, and a
+// readahead or writeback bio covers many pages at once. A read
 // to EOF counts its file's built size, or the whole disk when a step may
 // have grown the file. All of a step's events may land on one CPU, so each
 // CPU gets the whole budget, within the sizes used before: 16 MiB each up
