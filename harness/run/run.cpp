@@ -136,8 +136,6 @@ std::optional<RunResult> build_disk(const scenario::Scenario& sc, const RunOptio
     return std::nullopt;
 }
 
-// Builds initrd.gz in out with init as /init, files (SRC:DEST), modules
-// and the filesystem driver's.
 // The modules an initramfs gets: `base`, the filesystem's, the scheduler's.
 std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const RunOptions& o, const FsDriver& fsd,
                                            std::vector<std::string> modules) {
@@ -149,24 +147,25 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 // The agent's initramfs modules (the vm command's shell adds none of its own).
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
+// Builds initrd.gz in out: init as /init, the modules and the filesystem
+// driver's, guest.programs; then appends files (SRC:DEST), the run's own,
+// as a second archive. The first part depends only on the kernel, the
+// modules, the programs and init, so scenarios that share these share it
+// from the build cache; what a run writes for itself (run.json, with its
+// steps, filter hint, kept extent check) never makes it build again.
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
                                          const std::vector<std::string>& files, const std::vector<std::string>& modules,
                                          json* cache_note = nullptr) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.gz").string()};
-    for (const auto& f : files) mi.insert(mi.end(), {"--file", f});
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     // The key: every input mkinitramfs reads (the argv names the rest).
     CacheKey key("initramfs");
-    // Paths inside the run folder differ from run to run; what they hold is hashed below.
-    for (auto a : mi) {
-        for (size_t at; (at = a.find(out.string())) != std::string::npos;) a.replace(at, out.string().size(), "RUN_DIR");
-        key.text(a);
-    }
+    // The output's path differs from run to run.
+    for (auto a : mi) key.text(a == (out / "initrd.gz").string() ? std::string("RUN_DIR/initrd.gz") : a);
     key.file(o.tools.mkinitramfs).file(init).file(o.kernel_dir / "release").file(o.kernel_dir / "modules" / "modules.dep")
         .stamp(o.kernel_dir / "modules" / "modules.dep");
-    for (const auto& f : files) key.file(f.substr(0, f.find(':')));
     for (const auto& p : sc.guest.programs) key.stamp(on_path(p));
     launch::ToolResult ir;
     const auto c = cached_build(key, {"initrd.gz"}, out, [&](const fs::path& dir) -> std::optional<std::string> {
@@ -177,7 +176,14 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
         return ir.exit_code == 0 ? std::nullopt : std::optional<std::string>(ir.output);
     });
     if (cache_note) (*cache_note)["initramfs"] = c.how;
-    if (!c.error) return std::nullopt;
+    if (!c.error) {
+        if (files.empty()) return std::nullopt;
+        std::vector<std::string> app = {o.tools.mkinitramfs.string(), "--append-to", (out / "initrd.gz").string()};
+        for (const auto& f : files) app.insert(app.end(), {"--file", f});
+        const auto ar = launch::run_tool(app, std::chrono::seconds(60));
+        if (ar.exit_code == 0) return std::nullopt;
+        return fail_with(Outcome::infra, fmt::format("{}: adding the run's files to the initramfs failed: {}", sc.file, ar.output));
+    }
     if (ir.exit_code == 0) return fail_with(Outcome::infra, *c.error);  // the copy out of the cache failed
     const bool no_module = ir.output.find("not found in kernel") != std::string::npos;
     const bool no_program = ir.output.find("--program") != std::string::npos;
