@@ -12,6 +12,7 @@
 #include "run/build_cache.hpp"
 #include "run/extent_memo.hpp"
 #include "run/filter_hint.hpp"
+#include "run/initramfs.hpp"
 #include "run/knobs.hpp"
 #include "model/ftrace.hpp"
 #include "model/results.hpp"
@@ -148,11 +149,8 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
 // Builds initrd.gz in out: init as /init, the modules and the filesystem
-// driver's, guest.programs; then appends files (SRC:DEST), the run's own,
-// as a second archive. The first part depends only on the kernel, the
-// modules, the programs and init, so scenarios that share these share it
-// from the build cache; what a run writes for itself (run.json, with its
-// steps, filter hint, kept extent check) never makes it build again.
+// driver's, guest.programs, from the build cache; then appends files
+// (SRC:DEST), the run's own, as a second archive (run/initramfs.hpp).
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
                                          const std::vector<std::string>& files, const std::vector<std::string>& modules,
                                          json* cache_note = nullptr) {
@@ -177,12 +175,16 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     });
     if (cache_note) (*cache_note)["initramfs"] = c.how;
     if (!c.error) {
-        if (files.empty()) return std::nullopt;
-        std::vector<std::string> app = {o.tools.mkinitramfs.string(), "--append-to", (out / "initrd.gz").string()};
-        for (const auto& f : files) app.insert(app.end(), {"--file", f});
-        const auto ar = launch::run_tool(app, std::chrono::seconds(60));
-        if (ar.exit_code == 0) return std::nullopt;
-        return fail_with(Outcome::infra, fmt::format("{}: adding the run's files to the initramfs failed: {}", sc.file, ar.output));
+        std::vector<InitramfsFile> own;
+        for (const auto& f : files) {
+            std::string why;
+            auto parsed = parse_initramfs_file(f, &why);
+            if (!parsed) return fail_with(Outcome::infra, fmt::format("{}: {}", sc.file, why));
+            own.push_back(std::move(*parsed));
+        }
+        if (auto bad = append_to_initramfs(out / "initrd.gz", own))
+            return fail_with(Outcome::infra, fmt::format("{}: adding the run's own files to the initramfs: {}", sc.file, *bad));
+        return std::nullopt;
     }
     if (ir.exit_code == 0) return fail_with(Outcome::infra, *c.error);  // the copy out of the cache failed
     const bool no_module = ir.output.find("not found in kernel") != std::string::npos;
