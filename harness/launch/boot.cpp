@@ -7,9 +7,11 @@
 #include "launch/libvirt.hpp"
 #include "launch/process.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -194,6 +196,42 @@ void PortWatch::read_lines() {
     partial_.erase(0, start);
 }
 
+GuestRam guest_ram(unsigned memory_mb) {
+    GuestRam ram;
+    UniqueFd fsfd(::fsopen("tmpfs", FSOPEN_CLOEXEC));
+    if (!fsfd.valid()) {
+        ram.why = fmt::format("fsopen(tmpfs): {}", std::strerror(errno));
+        return ram;
+    }
+    const std::string size = fmt::format("{}m", memory_mb + 2);
+    const std::pair<const char*, const char*> opts[] = {{"huge", "always"}, {"size", size.c_str()}, {"mode", "0700"}};
+    for (const auto& [k, v] : opts)
+        if (::fsconfig(fsfd.get(), FSCONFIG_SET_STRING, k, v, 0) != 0) {
+            ram.why = fmt::format("tmpfs {}={}: {}", k, v, std::strerror(errno));
+            return ram;
+        }
+    if (::fsconfig(fsfd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+        ram.why = fmt::format("creating the tmpfs: {}", std::strerror(errno));
+        return ram;
+    }
+    const UniqueFd mnt(::fsmount(fsfd.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
+    if (!mnt.valid()) {
+        ram.why = fmt::format("fsmount: {}", std::strerror(errno));
+        return ram;
+    }
+    // Unnamed: it holds the mount, and both go with the last descriptor.
+    ram.fd = UniqueFd(::openat(mnt.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!ram.fd.valid()) ram.why = fmt::format("a file on the tmpfs: {}", std::strerror(errno));
+    return ram;
+}
+
+std::string guest_ram_object(const GuestRam& ram, unsigned memory_mb) {
+    if (!ram.fd.valid()) return fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", memory_mb);
+    // QEMU opens the path, which reopens our file; 2 MiB alignment lets the
+    // kernel map it with huge pages.
+    return fmt::format("memory-backend-file,id=mem,size={}M,share=on,mem-path=/proc/self/fd/{},align=2M", memory_mb, ram.fd.get());
+}
+
 void write_boot_json(const BootSpec& spec, const BootResult& res, const nlohmann::json& launcher_fields) {
     nlohmann::json j = {{"kernel", spec.kernel.string()},
                         {"initrd", spec.initrd.string()},
@@ -267,11 +305,12 @@ BootResult boot_qemu(const BootSpec& spec) {
 
     const unsigned cpus = detail::cpus(spec);
     const std::string append = detail::kernel_cmdline(spec);
-    // vhost-user needs guest RAM the device can map: a shared memfd backend.
+    // vhost-user needs guest RAM the device can map (detail::guest_ram).
     // Multi-threaded TCG runs each vCPU on a host thread of its own.
+    const detail::GuestRam ram = detail::guest_ram(spec.memory_mb);
     std::vector<std::string> qemu_argv = {
         spec.qemu, "-M", "q35,memory-backend=mem", "-accel", cpus > 1 ? "tcg,thread=multi" : "tcg", "-object",
-        fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mb), "-m", std::to_string(spec.memory_mb),
+        detail::guest_ram_object(ram, spec.memory_mb), "-m", std::to_string(spec.memory_mb),
         "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", spec.kernel.string(),
         "-initrd", spec.initrd.string(), "-append", append, "-chardev",
         // reconnect=1: QEMU tries the socket again every second after the device went away.
@@ -294,7 +333,7 @@ BootResult boot_qemu(const BootSpec& spec) {
         qemu_argv.insert(qemu_argv.end(), {"-serial", "stdio"});
     }
     qemu_argv.insert(qemu_argv.end(), spec.qemu_args.begin(), spec.qemu_args.end());
-    Child qemu("qemu", qemu_argv, spec.interactive ? std::string() : console.string());
+    Child qemu("qemu", qemu_argv, spec.interactive ? std::string() : console.string(), false, ram.fd.valid() ? ram.fd.get() : -1);
     detail::PortWatch watch(spec, t0);
 
     const auto deadline = spec.interactive ? Clock::time_point::max() : Clock::now() + std::chrono::seconds(spec.timeout_s);
@@ -363,7 +402,9 @@ BootResult boot_qemu(const BootSpec& spec) {
     watch.update();  // what QEMU wrote last
     res.hello_s = watch.hello_s;
     res.done_s = watch.done_s;
-    detail::write_boot_json(spec, res, {{"qemu_exit", qemu.describe_exit()}, {"device_exit", device.describe_exit()}});
+    nlohmann::json memory = {{"backend", ram.backend()}};
+    if (!ram.why.empty()) memory["why"] = ram.why;
+    detail::write_boot_json(spec, res, {{"qemu_exit", qemu.describe_exit()}, {"device_exit", device.describe_exit()}, {"guest_memory", memory}});
     return res;
 }
 

@@ -46,6 +46,23 @@ std::string kernel_cmdline(const BootSpec& spec);
 std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::path& socket, BootResult& res, int listen_fd = -1,
                                   bool once = false);
 
+// The guest's memory, which vhost-user needs in a file the device can map.
+// Best: an unnamed file on a tmpfs of its own with huge=always, mounted
+// nowhere (fsopen/fsmount: nothing to unmount, gone with its last
+// descriptor), which QEMU maps 2 MiB-aligned and so with huge pages, as it
+// does anonymous memory. A memfd (QEMU's own) has 4 KiB pages only, and
+// the guest's page faults on it cost a boot under TCG about 0.17 s
+// (docs/performance.md, "Guest memory"). Mounting needs CAP_SYS_ADMIN; without
+// it, or where tmpfs takes no huge pages, the memfd, and `why` says so.
+struct GuestRam {
+    UniqueFd fd;      // the file QEMU maps, or invalid: a memfd
+    std::string why;  // when fd is invalid
+    std::string backend() const { return fd.valid() ? "tmpfs-huge" : "memfd"; }
+};
+GuestRam guest_ram(unsigned memory_mb);
+// QEMU's -object for it (the file's descriptor is passed at its number).
+std::string guest_ram_object(const GuestRam& ram, unsigned memory_mb);
+
 // A Unix socket listening on path (close-on-exec; LaunchError if not).
 UniqueFd listen_unix(const std::filesystem::path& path);
 // SIGTERM, so the device closes its trace; an ok outcome turns into
