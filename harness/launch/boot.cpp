@@ -333,7 +333,7 @@ BootResult boot_qemu(const BootSpec& spec) {
         qemu_argv.insert(qemu_argv.end(), {"-serial", "stdio"});
     }
     qemu_argv.insert(qemu_argv.end(), spec.qemu_args.begin(), spec.qemu_args.end());
-    Child qemu("qemu", qemu_argv, spec.interactive ? std::string() : console.string(), false, ram.fd.valid() ? ram.fd.get() : -1);
+    Child qemu("qemu", qemu_argv, spec.interactive ? std::string() : console.string(), false, ram.fd.get());
     detail::PortWatch watch(spec, t0);
 
     const auto deadline = spec.interactive ? Clock::time_point::max() : Clock::now() + std::chrono::seconds(spec.timeout_s);

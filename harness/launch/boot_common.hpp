@@ -51,8 +51,8 @@ std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::p
 // nowhere (fsopen/fsmount: nothing to unmount, gone with its last
 // descriptor), which QEMU maps 2 MiB-aligned and so with huge pages, as it
 // does anonymous memory. A memfd (QEMU's own) has 4 KiB pages only, and
-// the guest's page faults on it cost a boot under TCG about 0.17 s
-// (docs/performance.md, "Guest memory"). Mounting needs CAP_SYS_ADMIN; without
+// the guest's page faults on it slow a boot under TCG (docs/performance.md,
+// "Guest memory on huge pages"). Mounting needs CAP_SYS_ADMIN; without
 // it, or where tmpfs takes no huge pages, the memfd, and `why` says so.
 struct GuestRam {
     UniqueFd fd;      // the file QEMU maps, or invalid: a memfd

@@ -19,20 +19,6 @@ namespace blkrig::run {
 
 namespace fs = std::filesystem;
 
-std::optional<InitramfsFile> parse_initramfs_file(const std::string& spec, std::string* error) {
-    const size_t colon = spec.rfind(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 >= spec.size() || spec[colon + 1] != '/') {
-        *error = fmt::format("'{}' is not SRC:/ABSOLUTE/DEST", spec);
-        return std::nullopt;
-    }
-    InitramfsFile f{spec.substr(0, colon), spec.substr(colon + 1)};
-    if (f.dest.back() == '/' || f.dest.find("..") != std::string::npos || f.dest.find("//") != std::string::npos) {
-        *error = fmt::format("'{}': bad destination '{}'", spec, f.dest);
-        return std::nullopt;
-    }
-    return f;
-}
-
 namespace {
 
 // libarchive is opened when a run first appends, not linked: it brings
@@ -120,6 +106,8 @@ std::optional<std::string> append_to_initramfs(const fs::path& image, const std:
     std::map<std::string, Item> items;  // path without its leading '/', sorted
     for (const auto& f : files) {
         if (f.dest.empty() || f.dest[0] != '/') return fmt::format("{}: the destination '{}' is not absolute", f.source.string(), f.dest);
+        if (f.dest.back() == '/' || f.dest.find("..") != std::string::npos || f.dest.find("//") != std::string::npos)
+            return fmt::format("{}: bad destination '{}'", f.source.string(), f.dest);
         std::ifstream in(f.source, std::ios::binary);
         std::error_code ec;
         if (!in || !fs::is_regular_file(f.source, ec)) return fmt::format("{}: not a readable file", f.source.string());

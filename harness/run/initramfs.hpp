@@ -18,9 +18,6 @@ struct InitramfsFile {
     std::string dest;              // an absolute path in the guest
 };
 
-// "SRC:/DEST" as mkinitramfs's --file takes it, or an error naming it.
-std::optional<InitramfsFile> parse_initramfs_file(const std::string& spec, std::string* error);
-
 // Appends the files, each with the directories above it (mode 755, owner 0,
 // mtime 0, in path order, so the same files give the same bytes), to the
 // initramfs at `image`, first padding it with zeros to the 4-byte boundary

@@ -149,10 +149,10 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
 // Builds initrd.gz in out: init as /init, the modules and the filesystem
-// driver's, guest.programs, from the build cache; then appends files
-// (SRC:DEST), the run's own, as a second archive (run/initramfs.hpp).
+// driver's, guest.programs, from the build cache; then appends files, the
+// run's own, as a second archive (run/initramfs.hpp).
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
-                                         const std::vector<std::string>& files, const std::vector<std::string>& modules,
+                                         const std::vector<InitramfsFile>& files, const std::vector<std::string>& modules,
                                          json* cache_note = nullptr) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.gz").string()};
@@ -175,14 +175,7 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
     });
     if (cache_note) (*cache_note)["initramfs"] = c.how;
     if (!c.error) {
-        std::vector<InitramfsFile> own;
-        for (const auto& f : files) {
-            std::string why;
-            auto parsed = parse_initramfs_file(f, &why);
-            if (!parsed) return fail_with(Outcome::infra, fmt::format("{}: {}", sc.file, why));
-            own.push_back(std::move(*parsed));
-        }
-        if (auto bad = append_to_initramfs(out / "initrd.gz", own))
+        if (auto bad = append_to_initramfs(out / "initrd.gz", files))
             return fail_with(Outcome::infra, fmt::format("{}: adding the run's own files to the initramfs: {}", sc.file, *bad));
         return std::nullopt;
     }
@@ -517,7 +510,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
 
     // 3. The initramfs: the agent as /init, the run description, the modules.
     {
-        auto bad = build_initramfs(sc, o, out, o.tools.agent, {(out / "run.json").string() + ":/etc/blkrig/run.json"},
+        auto bad = build_initramfs(sc, o, out, o.tools.agent, {{out / "run.json", "/etc/blkrig/run.json"}},
                                    modules, &build_cache);
         if (launch::interrupted_by()) return interrupted(sc, o, out, "building the initramfs", 0);
         if (bad) return *bad;
@@ -711,7 +704,7 @@ RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const fs::path& 
     std::string conf = fmt::format("FSTYPE='{}'\nMOUNT_OPTIONS='{}'\n", fsd.fstype, sc.guest.mount_options);
     for (const auto& [k, v] : sc.guest.queue) conf += fmt::format("QUEUE_{}='{}'\n", k, v);
     write_file(out / "vm.conf", conf);
-    if (auto bad = build_initramfs(sc, o, out, init_shell, {(out / "vm.conf").string() + ":/etc/blkrig/vm.conf"},
+    if (auto bad = build_initramfs(sc, o, out, init_shell, {{out / "vm.conf", "/etc/blkrig/vm.conf"}},
                                    initramfs_modules(sc, o, fsd, {"virtio_pci", "virtio_blk"})))
         return *bad;
     launch::BootSpec b = boot_spec(sc, o, out);
