@@ -93,6 +93,7 @@ std::string encode(const StepResult& r) {
     Json j = {{"type", "step"}, {"index", r.index}, {"op", op_name(r.op)}, {"ret", r.ret},
               {"errno", r.err}, {"error", r.error}, {"call", r.call}};
     if (r.bytes) j["bytes"] = *r.bytes;
+    if (r.xxh128) j["xxh128"] = *r.xxh128;
     if (r.sha256) j["sha256"] = *r.sha256;
     if (r.mount_options) j["mount_options"] = *r.mount_options;
     if (r.extents) j["extents"] = extents_json(*r.extents);
@@ -119,6 +120,7 @@ std::optional<StepResult> decode_step(std::string_view line) {
         r.error = j.at("error").get<std::string>();
         r.call = j.at("call").get<std::string>();
         if (j.contains("bytes")) r.bytes = j["bytes"].get<uint64_t>();
+        if (j.contains("xxh128")) r.xxh128 = j["xxh128"].get<std::string>();
         if (j.contains("sha256")) r.sha256 = j["sha256"].get<std::string>();
         if (j.contains("mount_options")) r.mount_options = j["mount_options"].get<std::string>();
         if (j.contains("extents")) {

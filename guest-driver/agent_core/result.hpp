@@ -47,7 +47,8 @@ struct StepResult {
     std::string error;       // errno's name, or a text ("timeout")
     std::string call;        // the failing call, e.g. "pread"
     std::optional<uint64_t> bytes;
-    std::optional<std::string> sha256;
+    std::optional<std::string> xxh128;  // read, write, mmap_write: XXH3-128 of the bytes
+    std::optional<std::string> sha256;  // only for a step whose spec asks (Step::sha256)
     std::optional<std::vector<Extent>> extents;
     std::optional<std::string> mount_options;  // mount: the options /proc/self/mounts shows
     int64_t t_start_ns = 0;  // CLOCK_MONOTONIC, around the op itself

@@ -30,14 +30,14 @@ const std::array<OpInfo, 15>& ops() {
     static const std::array<OpInfo, 15> table = {{
         {Op::mount, "mount", {}},
         {Op::umount, "umount", {}},
-        {Op::read, "read", {"path", "fd", "offset", "length", "bs", "direct"}},
-        {Op::write, "write", {"path", "fd", "offset", "length", "bs", "pattern", "seed", "direct", "append", "create"}},
+        {Op::read, "read", {"path", "fd", "offset", "length", "bs", "direct", "sha256"}},
+        {Op::write, "write", {"path", "fd", "offset", "length", "bs", "pattern", "seed", "direct", "append", "create", "sha256"}},
         {Op::fsync, "fsync", {"path", "fd"}},
         {Op::fdatasync, "fdatasync", {"path", "fd"}},
         {Op::sync, "sync", {}},
         {Op::drop_caches, "drop_caches", {"value"}},
         {Op::truncate, "truncate", {"path", "size"}},
-        {Op::mmap_write, "mmap_write", {"path", "offset", "length", "pattern", "seed"}},
+        {Op::mmap_write, "mmap_write", {"path", "offset", "length", "pattern", "seed", "sha256"}},
         {Op::fiemap, "fiemap", {"path"}},
         {Op::sleep, "sleep", {"ms"}},
         {Op::open, "open", {"path", "fd", "access", "create", "direct", "append"}},
@@ -275,6 +275,7 @@ Step parse_step(const Json& j, size_t index) {
         s.fd = o.string("fd", std::nullopt);
         break;
     }
+    if (s.op == Op::read || s.op == Op::write || s.op == Op::mmap_write) s.sha256 = o.boolean("sha256", false);
     if ((s.op == Op::open || s.op == Op::close || o.has("fd")) && !is_name(s.fd, "-."))
         o.fail("fd", "must be a name of letters, digits, _ - ., got '" + s.fd + "'");
     if (s.op == Op::open && s.create && s.access == Access::read) o.fail("create", "needs access \"w\" or \"rw\"");

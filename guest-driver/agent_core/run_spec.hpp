@@ -43,6 +43,9 @@ struct Step {
     int64_t ms = 0;    // sleep
     Access access = Access::read;  // open
     int cpu = -1;  // any op: run the step's process on this CPU only; -1: wherever the scheduler puts it
+    // read, write, mmap_write: report the bytes' SHA-256 too (a scenario's
+    // literal expect.sha256), besides XXH3-128, which is always reported.
+    bool sha256 = false;
 };
 
 // mount_options split the way mount(8) does: generic words become MS_* flags,

@@ -4,6 +4,7 @@
 // what the spec asked for; then every file's bytes are checked here.
 #include "builders.hpp"
 #include "agent_core/sha256.hpp"
+#include "agent_core/xxh128.hpp"
 #include "common/temp_dir.hpp"
 #include "content.hpp"
 #include "disk_image.hpp"
@@ -36,15 +37,17 @@ namespace {
 using namespace detail;
 
 // The file's bytes as the image holds them (holes read as zeros) must be
-// the spec's. Returns their SHA-256, which scenarios compare reads with.
-std::string verify_content(std::span<const uint8_t> img, const FileSpec& f, const FileExtents& fx) {
+// the spec's. Sets the file's SHA-256 and XXH3-128 (which reads are compared with).
+void verify_content(std::span<const uint8_t> img, const FileSpec& f, FileExtents& fx) {
     agent::Sha256 got, want;
+    agent::Xxh128 got_xxh;
     std::vector<uint8_t> zeros(1 << 20, 0);
     uint64_t pos = 0;
     auto zeros_until = [&](uint64_t end) {
         while (pos < end) {
             const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), end - pos));
             got.update(zeros.data(), n);
+            got_xxh.update(zeros.data(), n);
             pos += n;
         }
     };
@@ -57,6 +60,7 @@ std::string verify_content(std::span<const uint8_t> img, const FileSpec& f, cons
         if (src > img.size() || end - x.file_offset > img.size() - src)
             throw FormatError(fmt::format("{}: an extent reaches past the image", f.path));
         got.update(img.data() + src, static_cast<size_t>(end - pos));
+        got_xxh.update(img.data() + src, static_cast<size_t>(end - pos));
         pos = end;
     }
     zeros_until(f.size_bytes);
@@ -74,7 +78,8 @@ std::string verify_content(std::span<const uint8_t> img, const FileSpec& f, cons
     }
     const std::string digest = want.hex();
     if (got.hex() != digest) throw ToolError(fmt::format("{}: the image holds other bytes than the spec asks for", f.path));
-    return digest;
+    fx.sha256 = digest;
+    fx.xxh128 = got_xxh.hex();
 }
 
 }  // namespace
@@ -96,7 +101,7 @@ ImageReport build_image(const DiskSpec& spec, const fs::path& out) {
         r.size_bytes = spec.size_bytes;
         MappedFile m(img, false);
         for (size_t i = 0; i < spec.files.size(); ++i)
-            r.files[i].sha256 = verify_content(m.bytes(), spec.files[i], r.files[i]);
+            verify_content(m.bytes(), spec.files[i], r.files[i]);
         return r;
     } catch (...) {
         // Half an image is worse than none: nobody must boot it.
@@ -130,7 +135,7 @@ nlohmann::json to_json(const ImageReport& r) {
             ex.push_back({{"file_offset", x.file_offset}, {"sector", x.sector}, {"sectors", x.sectors}});
         for (const auto& m : f.metadata) meta.push_back({{"kind", m.kind}, {"sector", m.sector}, {"sectors", m.sectors}});
         files.push_back(
-            {{"path", f.path}, {"size_bytes", f.size_bytes}, {"sha256", f.sha256}, {"extents", ex}, {"metadata", meta}});
+            {{"path", f.path}, {"size_bytes", f.size_bytes}, {"sha256", f.sha256}, {"xxh128", f.xxh128}, {"extents", ex}, {"metadata", meta}});
     }
     return {{"fs", std::string(name(g.fs))},
             {"size_bytes", r.size_bytes},

@@ -116,6 +116,7 @@ struct FileExtents {
     std::vector<Extent> extents;  // in file order; holes are absent
     std::vector<MetaBlock> metadata;
     std::string sha256;  // of the file's bytes, read back from the image (build_image)
+    std::string xxh128;  // the same bytes' XXH3-128, which reads are compared with
 };
 
 // Where things are. alloc_bytes is the cluster (FAT, exFAT) or block (ext)
@@ -150,7 +151,7 @@ ImageReport build_image(const DiskSpec& spec, const std::filesystem::path& out);
 // FAT/exFAT: "cluster_bytes", "clusters", "fat_bits", "fats", "fat_start_sector",
 // "fat_sectors", "root_dir_sector", "data_start_sector"; ext: "block_bytes",
 // "blocks"}, "files": [{"path",
-// "size_bytes", "sha256", "extents": [{"file_offset", "sector", "sectors"}],
+// "size_bytes", "sha256", "xxh128", "extents": [{"file_offset", "sector", "sectors"}],
 // "metadata": [{"kind", "sector", "sectors"}]}]}
 nlohmann::json to_json(const ImageReport& report);
 

@@ -12,7 +12,7 @@ std::string str(const nlohmann::json& j, const char* key) {
 }  // namespace
 
 std::vector<StepVerdict> check_steps(const scenario::Scenario& sc, const std::map<size_t, nlohmann::json>& results,
-                                     const std::map<std::string, std::string>& file_sha256) {
+                                     const std::map<std::string, std::string>& file_xxh128) {
     std::vector<StepVerdict> out;
     for (size_t i = 0; i < sc.steps.size(); ++i) {
         const auto& st = sc.steps[i];
@@ -42,14 +42,14 @@ std::vector<StepVerdict> check_steps(const scenario::Scenario& sc, const std::ma
             const uint64_t got = r.value("bytes", uint64_t{0});
             v.checks.push_back({"bytes", std::to_string(*e.bytes), std::to_string(got), got == *e.bytes});
         }
-        if (e.sha256) {
-            std::string want = *e.sha256;
-            if (want == "file") {
-                auto f = file_sha256.find(st.args.value("path", ""));
-                want = f == file_sha256.end() ? "(unknown file)" : f->second;
-            }
+        if (e.sha256 == "file") {
+            auto f = file_xxh128.find(st.args.value("path", ""));
+            const std::string want = f == file_xxh128.end() ? "(unknown file)" : f->second;
+            const std::string got = str(r, "xxh128");
+            v.checks.push_back({"content", want, got, got == want});
+        } else if (e.sha256) {
             const std::string got = str(r, "sha256");
-            v.checks.push_back({"sha256", want, got, got == want});
+            v.checks.push_back({"sha256", *e.sha256, got, got == *e.sha256});
         }
         v.ok = true;
         for (const auto& c : v.checks) v.ok = v.ok && c.ok;

@@ -32,10 +32,12 @@ struct StepVerdict {
 };
 
 // results: the agent's step results keyed by scenario step index.
-// file_sha256: for expect.sha256 = "file", the content's hash by guest path
-// ("/mnt/f1.bin").
+// file_xxh128: for expect.sha256 = "file", the file's XXH3-128 by guest
+// path ("/mnt/f1.bin"), which the read's own XXH3-128 must equal (a check
+// named "content"). A literal expect.sha256 is checked against the SHA-256
+// the agent then reports (a check named "sha256").
 std::vector<StepVerdict> check_steps(const scenario::Scenario& sc, const std::map<size_t, nlohmann::json>& results,
-                                     const std::map<std::string, std::string>& file_sha256);
+                                     const std::map<std::string, std::string>& file_xxh128);
 
 // "step 2 (read /mnt/f1.bin, line 14): errno expected EIO, got 0 ()"
 std::string describe_failure(const StepVerdict& v);

@@ -285,7 +285,7 @@ bool guest_check(const scenario::Scenario& sc, const std::vector<Promise>& promi
             std::string why;
             const auto got = read_file(sc.disk.fs, b.disk_after, p.spec->path, dir / "promise", why);
             if (!got) broken = fmt::format("the guest read it, the host cannot: {}", why);
-            else if (folder::sha256_hex(*got) != r->sha256) broken = "the guest read other bytes than the disk holds after its umount";
+            else if (folder::xxh128_hex(*got) != r->xxh128) broken = "the guest read other bytes than the disk holds after its umount";
             else broken = judge(p, *got, due, unit);
         }
         pj[k]["guest"] = broken.empty() ? "held" : broken;

@@ -115,7 +115,7 @@ BootResult boot_state(const BootSpec& b, const fs::path& dir, const std::vector<
             // Step i reads the i-th promised file (check_scenario_text's order).
             const int64_t i = j.value("index", int64_t{0}) - 1;
             if (i < 0 || i >= static_cast<int64_t>(read_paths.size())) continue;
-            res.reads.push_back({read_paths[static_cast<size_t>(i)], ret, ret == 0 ? "" : err, j.value("bytes", uint64_t{0}), j.value("sha256", "")});
+            res.reads.push_back({read_paths[static_cast<size_t>(i)], ret, ret == 0 ? "" : err, j.value("bytes", uint64_t{0}), j.value("xxh128", "")});
         }
     }
     if (!mounted) res.failure = "the guest check ran no mount step";

@@ -28,7 +28,7 @@ struct GuestRead {
     int ret = -1;
     std::string error;  // an errno name, "" when ret is 0
     uint64_t bytes = 0;
-    std::string sha256;
+    std::string xxh128;  // of what the guest read
 };
 
 struct BootResult {

@@ -83,10 +83,10 @@ std::optional<std::string> check_fields(const json& j, std::initializer_list<Fie
 const std::initializer_list<Field> kStepFields = {
     {"index", Kind::unsigned_integer}, {"op", Kind::string},          {"ret", Kind::integer},
     {"errno", Kind::integer},          {"error", Kind::string},       {"call", Kind::string},
-    {"bytes", Kind::unsigned_integer}, {"sha256", Kind::string},      {"extents", Kind::array},
-    {"mount_options", Kind::string},   {"t_start_ns", Kind::integer}, {"t_end_ns", Kind::integer},
-    {"marker_begin", Kind::integer},   {"marker_end", Kind::integer}, {"marker_error", Kind::string},
-    {"path", Kind::string},
+    {"bytes", Kind::unsigned_integer}, {"sha256", Kind::string},      {"xxh128", Kind::string},
+    {"extents", Kind::array},          {"mount_options", Kind::string}, {"t_start_ns", Kind::integer},
+    {"t_end_ns", Kind::integer},       {"marker_begin", Kind::integer}, {"marker_end", Kind::integer},
+    {"marker_error", Kind::string},    {"path", Kind::string},
 };
 
 const std::initializer_list<Field> kExtentFields = {

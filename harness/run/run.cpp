@@ -334,6 +334,16 @@ json phase_times(const launch::BootResult& br, std::chrono::steady_clock::time_p
             {"total_s", secs(now - t_run)}};
 }
 
+// Each file's XXH3-128 by guest path: the builder read each file back
+// through its extents and hashed it (extents.json).
+std::map<std::string, std::string> file_digests(const json& extents) {
+    std::map<std::string, std::string> out;
+    if (extents.is_object())
+        for (const auto& f : extents.value("files", json::array()))
+            out[std::string(scenario::kMountpoint) + f.value("path", "")] = f.value("xxh128", std::string("(not reported)"));
+    return out;
+}
+
 RunResult interrupted(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, std::string phase, double boot_seconds) {
     const int sig = launch::interrupted_by();
     json hello;
@@ -341,14 +351,10 @@ RunResult interrupted(const scenario::Scenario& sc, const RunOptions& o, const f
     if (phase.empty())
         phase = hello.is_null() ? "booting the guest"
                                 : fmt::format("running the steps ({} of {} done)", results.size(), sc.steps.size());
-    std::map<std::string, std::string> file_sha;
     const auto extents = json::parse(read_file(out / "extents.json"), nullptr, false);
-    if (extents.is_object())
-        for (const auto& f : extents.value("files", json::array()))
-            file_sha[std::string(scenario::kMountpoint) + f.value("path", "")] = f.value("sha256", std::string("(not reported)"));
     json steps_json = json::array();
     std::string steps_text;
-    for (const auto& v : checks::check_steps(sc, results, file_sha)) {
+    for (const auto& v : checks::check_steps(sc, results, file_digests(extents))) {
         steps_json.push_back(checks::to_json(v));
         steps_text += fmt::format("  step {:>2} {:<11} {:<22} {}\n", v.index, v.op, v.path, v.ran ? "done" : "did not run");
     }
@@ -427,7 +433,11 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     // 2. What the agent runs: the scenario's steps, nothing else. The extent
     //    check happens before step 0 on a mount of its own (docs/architecture.md).
     std::vector<json> steps;
-    for (const auto& st : sc.steps) steps.push_back(st.args);
+    for (const auto& st : sc.steps) {
+        steps.push_back(st.args);
+        // Only a literal digest needs the guest's SHA-256; "file" compares XXH3-128.
+        if (st.expect.sha256 && *st.expect.sha256 != "file") steps.back()["sha256"] = true;
+    }
     const bool extent_check = sc.extent_check && o.extent_check && !fsd.fstype.empty() && !sc.disk.files.empty();
     // Faults aimed at a file become rules on the sectors that hold it.
     std::vector<std::string> fault_args;
@@ -579,11 +589,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         write_file(out / "guest-events.jsonl", ge);
     }
 
-    std::map<std::string, std::string> file_sha;
-    // The builder read each file back through its extents and hashed it.
-    for (const auto& f : extents.value("files", json::array()))
-        file_sha[std::string(scenario::kMountpoint) + f.value("path", "")] = f.value("sha256", std::string("(not reported)"));
-    const auto verdicts = checks::check_steps(sc, results, file_sha);
+    const auto verdicts = checks::check_steps(sc, results, file_digests(extents));
     // The [[expect]] tables, against the run folder's model (docs/harness.md).
     std::vector<checks::CheckResult> expect_results;
     std::vector<std::string> findings;

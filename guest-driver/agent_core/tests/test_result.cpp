@@ -37,13 +37,14 @@ TEST(ResultEncoding, ReadStep) {
     r.index = 2;
     r.op = Op::read;
     r.bytes = 4194304;
+    r.xxh128 = "cd";
     r.sha256 = "ab";
     r.t_start_ns = 10;
     r.t_end_ns = 20;
     r.marker_begin = 4;
     r.marker_end = 5;
     EXPECT_EQ(encode(r), R"({"type":"step","index":2,"op":"read","ret":0,"errno":0,"error":"","call":"","bytes":4194304,)"
-                         R"("sha256":"ab","t_start_ns":10,"t_end_ns":20,"marker_begin":4,"marker_end":5})"
+                         R"("xxh128":"cd","sha256":"ab","t_start_ns":10,"t_end_ns":20,"marker_begin":4,"marker_end":5})"
                          "\n");
 }
 
@@ -120,6 +121,7 @@ TEST(ResultEncoding, StepLinesDecodeToTheSameRecord) {
     r.fail("ioctl FIBMAP", EIO);
     r.bytes = 1;
     r.sha256 = "00";
+    r.xxh128 = "11";
     r.extents = std::vector<Extent>{{1, 2, 3, 4}};
     r.t_start_ns = 100;
     r.t_end_ns = 200;

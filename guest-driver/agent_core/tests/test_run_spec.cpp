@@ -29,7 +29,7 @@ Json good() {
       "steps": [
         {"op": "mount"},
         {"op": "drop_caches"},
-        {"op": "read", "path": "/mnt/big.bin", "offset": 4096, "length": 8192, "bs": 512, "direct": true},
+        {"op": "read", "path": "/mnt/big.bin", "offset": 4096, "length": 8192, "bs": 512, "direct": true, "sha256": true},
         {"op": "write", "path": "/mnt/new.bin", "length": 1048576, "pattern": "random", "seed": 7, "append": true, "create": false},
         {"op": "open", "path": "/mnt/new.bin", "fd": "a", "access": "rw", "create": true},
         {"op": "write", "fd": "a", "length": 10, "pattern": "zero"},
@@ -78,8 +78,10 @@ TEST(RunSpec, ParsesEveryField) {
     EXPECT_EQ(read.length, 8192);
     EXPECT_EQ(read.bs, 512);
     EXPECT_TRUE(read.direct);
+    EXPECT_TRUE(read.sha256);
 
     const Step& write = r.steps[3];
+    EXPECT_FALSE(write.sha256);
     EXPECT_EQ(write.op, Op::write);
     EXPECT_EQ(write.length, 1048576);
     EXPECT_EQ(write.pattern, pattern::Kind::random);
@@ -218,6 +220,8 @@ const Bad kBad[] = {
     {"read_length_below", [](Json& j) { j["steps"][2]["length"] = -2; }, "steps[2].length", "between -1"},
     {"read_bs_zero", [](Json& j) { j["steps"][2]["bs"] = 0; }, "steps[2].bs", "between 1"},
     {"read_direct_string", [](Json& j) { j["steps"][2]["direct"] = "yes"; }, "steps[2].direct", "true or false"},
+    {"read_sha256_string", [](Json& j) { j["steps"][2]["sha256"] = "yes"; }, "steps[2].sha256", "true or false"},
+    {"fsync_sha256", [](Json& j) { j["steps"][6]["sha256"] = true; }, "steps[6].sha256", "unknown field for op fsync"},
     {"read_offset_negative", [](Json& j) { j["steps"][2]["offset"] = -4096; }, "steps[2].offset", "between 0"},
     {"write_no_length", [](Json& j) { j["steps"][3].erase("length"); }, "steps[3].length", "missing"},
     {"write_pattern", [](Json& j) { j["steps"][3]["pattern"] = "ones"; }, "steps[3].pattern", "\"random\" or \"zero\""},

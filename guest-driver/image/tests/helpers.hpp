@@ -5,6 +5,7 @@
 
 #include "agent_core/pattern.hpp"
 #include "agent_core/sha256.hpp"
+#include "agent_core/xxh128.hpp"
 #include "disk_image.hpp"
 #include "tool.hpp"
 
@@ -36,6 +37,12 @@ inline std::vector<uint8_t> to_bytes(const std::string& s) { return {s.begin(), 
 
 inline std::string sha256_hex(const std::string& s) {
     agent::Sha256 h;
+    h.update(s);
+    return h.hex();
+}
+
+inline std::string xxh128_hex(const std::string& s) {
+    agent::Xxh128 h;
     h.update(s);
     return h.hex();
 }

@@ -57,6 +57,7 @@ void check_against_debugfs(const TempDir& dir, const test::Built& b) {
         const std::string got = run_checked({"debugfs", "-R", "cat " + f.path, b.image}).out;
         EXPECT_EQ(test::to_bytes(got), test::expected_content(f));
         EXPECT_EQ(fx.sha256, test::sha256_hex(got));
+        EXPECT_EQ(fx.xxh128, test::xxh128_hex(got));
         EXPECT_EQ(fx.size_bytes, f.size_bytes);
         const std::string stat = run_checked({"debugfs", "-R", "stat " + f.path, b.image}).out;
         EXPECT_NE(stat.find(fmt::format("Size: {}\n", f.size_bytes)), std::string::npos) << stat;

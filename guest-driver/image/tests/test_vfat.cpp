@@ -69,6 +69,7 @@ TEST_P(Vfat, LayoutMatchesMtoolsAndContentReadsBack) {
         const auto got = run_checked({"mcopy", "-i", b.image, "::" + f.path, "-"}).out;
         EXPECT_EQ(test::to_bytes(got), test::expected_content(f));
         EXPECT_EQ(fx.sha256, test::sha256_hex(got));
+        EXPECT_EQ(fx.xxh128, test::xxh128_hex(got));
     }
     // (d) exactly the extents asked for, split where asked
     EXPECT_EQ(b.report.files[0].extents.size(), 1u);

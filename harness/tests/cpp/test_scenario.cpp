@@ -1,5 +1,6 @@
 // Scenario parsing: a good scenario becomes the right structures; each kind
 // of mistake is an error naming the line and what to change.
+#include "checks/steps.hpp"
 #include "scenario/scenario.hpp"
 
 #include <gtest/gtest.h>
@@ -174,6 +175,50 @@ TEST(Scenario, FaultRulesInsideTheDeviceParse) {
         "[disk]\nsize = \"64M\"\n[device]\nnum_queues = 2\n[[faults]]\nrule = \"ioerr sector=133119 queue=1\"\n[[steps]]\nop = \"sync\"\n", "x.toml");
     ASSERT_EQ(s.faults.size(), 1u);
     EXPECT_EQ(s.disk.size_line, 2);
+}
+
+// expect.sha256 = "file" compares the read's XXH3-128 with the file's (a
+// "content" check); a literal digest compares the SHA-256 the agent reports
+// for that step only.
+TEST(StepChecks, FileContentByXxh128AndLiteralBySha256) {
+    const auto sc = parse_scenario(R"(
+[disk]
+fs = "vfat"
+size = "64M"
+[[disk.files]]
+path = "/f.bin"
+size = "4K"
+[[steps]]
+op = "mount"
+[[steps]]
+op = "read"
+path = "/mnt/f.bin"
+expect = { sha256 = "file" }
+[[steps]]
+op = "read"
+path = "/mnt/f.bin"
+expect = { sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" }
+)",
+                                   "t.toml");
+    const std::map<std::string, std::string> files = {{"/mnt/f.bin", "06b05ab6733a618578af5f94892f3950"}};
+    auto run = [&](const std::string& xxh, const std::string& sha) {
+        std::map<size_t, nlohmann::json> res;
+        res[0] = {{"ret", 0}};
+        res[1] = {{"ret", 0}, {"xxh128", xxh}, {"sha256", "not this"}};
+        res[2] = {{"ret", 0}, {"xxh128", "not this"}, {"sha256", sha}};
+        return checks::check_steps(sc, res, files);
+    };
+    auto good = run("06b05ab6733a618578af5f94892f3950", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    ASSERT_EQ(good.size(), 3u);
+    EXPECT_TRUE(good[1].ok && good[2].ok);
+    EXPECT_EQ(good[1].checks.back().what, "content");
+    EXPECT_EQ(good[2].checks.back().what, "sha256");
+    auto bad = run("99aa06d3014798d86001c324468d497f", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    EXPECT_FALSE(bad[1].ok);
+    EXPECT_FALSE(bad[2].ok);
+    EXPECT_NE(checks::describe_failure(bad[1]).find("content expected 06b05ab6733a618578af5f94892f3950, got 99aa06d3"),
+              std::string::npos)
+        << checks::describe_failure(bad[1]);
 }
 
 }  // namespace

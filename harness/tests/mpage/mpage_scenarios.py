@@ -244,7 +244,7 @@ def delay() -> Scenario:
     """The device holds back the completion of the read request that carries
     file offset 1 MiB for 200 ms (two queues offered); readahead has the next
     window in flight meanwhile, so completions come out of submission order
-    (M14). The read's sha256 must still be the file's."""
+    (M14). The read's bytes must still be the file's."""
     s = _new("mpage-delay", "completions out of order: every byte still right",
              {"fs": "vfat", "size": "64M"},
              [{"path": "/f.bin", "size": "4M", "content": "random", "seed": 8}],

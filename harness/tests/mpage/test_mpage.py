@@ -568,9 +568,9 @@ def test_m14_completions_in_any_order(scenario_run):
     overtaken = [(a.seq, b.seq) for a in delayed for b in reqs if b.seq > a.seq and b.t_complete_ns < a.t_complete_ns]
     assert overtaken, f"precondition: no request completed before an earlier one: {describe(reqs)}"
     files = json.loads((res.dir / "extents.json").read_text())["files"]
-    want = next(f["sha256"] for f in files if f["path"] == "/f.bin")
-    assert st.bytes == 4 << 20 and st.result.get("sha256") == want, \
-        f"read {st.bytes} bytes, sha256 {st.result.get('sha256')}, file {want} (completions overtaken: {overtaken[:4]})"
+    want = next(f["xxh128"] for f in files if f["path"] == "/f.bin")
+    assert st.bytes == 4 << 20 and st.result.get("xxh128") == want, \
+        f"read {st.bytes} bytes, xxh128 {st.result.get('xxh128')}, file {want} (completions overtaken: {overtaken[:4]})"
 
 
 # ---------------------------------------------------------------- checks name the offender

@@ -1,6 +1,7 @@
 """`blkrig run` end to end: scenarios from scenarios/ on real guest kernels,
 with the device trace, the guest's events and the step results agreeing."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -49,8 +50,12 @@ def test_read_scenario_run_folder(contiguous):
     assert verdict["outcome"] == "pass" and verdict["exit_code"] == 0
     # The read step's checksum is the file's, as the disk builder wrote it.
     read = next(s for s in verdict["steps"] if s["op"] == "read")
-    sha = next(c for c in read["checks"] if c["what"] == "sha256")
-    assert sha["ok"] and sha["got"] == sha["expected"] and len(sha["got"]) == 64
+    content = next(c for c in read["checks"] if c["what"] == "content")
+    assert content["ok"] and content["got"] == content["expected"] and len(content["got"]) == 32
+    files = json.loads((out / "extents.json").read_text())["files"]
+    assert content["expected"] == next(f["xxh128"] for f in files if f["path"] == "/f1.bin")
+    # sha256 = "file" needs no SHA-256 in the guest.
+    assert "sha256" not in next(r for r in load_jsonl(out / "results.jsonl") if r.get("op") == "read")
     events = load_jsonl(out / "guest-events.jsonl")
     assert any(e["event"] == "block_bio_queue" for e in events), "no block_bio_queue in the guest's events"
     assert any(e.get("function") == "do_mpage_readpage" for e in events), "do_mpage_readpage was not hit"
@@ -133,7 +138,7 @@ def test_write_fsync_scenario(tmp_path):
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
     results = {s["op"]: s for s in load_jsonl(tmp_path / "w" / "results.jsonl") if s["type"] == "step"}
     # What was written is what came back.
-    assert results["write"]["sha256"] == results["read"]["sha256"]
+    assert results["write"]["xxh128"] == results["read"]["xxh128"]
     ops = {q["op"] for q in bt.trace_records(tmp_path / "w" / "trace.bin") if q["kind"] == "request"}
     assert {"write", "flush"} <= ops
 
@@ -358,3 +363,50 @@ def test_a_kept_extent_check_is_checked_again_on_the_host(tmp_path):
     r, fresh = go("fresh", "--fresh-extent-check")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "cached" not in fresh["before_steps"]["extent_check"]
+
+
+LITERAL_SHA = """
+[scenario]
+name = "literal-sha256"
+[disk]
+fs = "vfat"
+size = "64M"
+[[steps]]
+op = "mount"
+[[steps]]
+op = "write"
+path = "/mnt/z.bin"
+length = "256K"
+pattern = "zero"
+[[steps]]
+op = "read"
+path = "/mnt/z.bin"
+expect = {{ sha256 = "{good}" }}
+[[steps]]
+op = "read"
+path = "/mnt/z.bin"
+expect = {{ sha256 = "{bad}" }}
+[[steps]]
+op = "umount"
+"""
+
+
+def test_literal_sha256_is_the_guests_sha256(tmp_path):
+    """A literal expect.sha256 makes the agent hash that step with SHA-256 as
+    well (the others report XXH3-128 only); a right digest passes, a wrong
+    one fails the run naming both."""
+    if not bt.have_kernel():
+        pytest.skip("default kernel not fetched")
+    zeros = bytes(256 << 10)
+    good, bad = hashlib.sha256(zeros).hexdigest(), hashlib.sha256(b"x").hexdigest()
+    (tmp_path / "s.toml").write_text(LITERAL_SHA.format(good=good, bad=bad))
+    r = run(tmp_path / "s.toml", tmp_path / "out")
+    assert r.returncode == 1, f"{r.stdout}\n{r.stderr}"
+    steps = {s["index"]: s for s in load_jsonl(tmp_path / "out" / "results.jsonl") if s["type"] == "step"}
+    assert "sha256" not in steps[1] and len(steps[1]["xxh128"]) == 32
+    assert steps[2]["sha256"] == good and steps[3]["sha256"] == good
+    assert steps[2]["xxh128"] == steps[1]["xxh128"]
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    checks = {s["index"]: {c["what"]: c for c in s["checks"]} for s in verdict["steps"]}
+    assert checks[2]["sha256"]["ok"] and not checks[3]["sha256"]["ok"]
+    assert bad in r.stdout + r.stderr and good in r.stdout + r.stderr, r.stdout
