@@ -1,5 +1,5 @@
 // A run's own files (run.json, vm.conf) added to its copy of the cached
-// initramfs as a second, uncompressed newc archive; the guest kernel unpacks
+// initramfs as a second newc archive; the guest kernel unpacks
 // the archives of an initramfs one after the other. The cached part depends
 // only on the kernel, its modules, the programs and /init, so scenarios that
 // share those share it, and what a run writes for itself never makes the

@@ -148,34 +148,34 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 // The agent's initramfs modules (the vm command's shell adds none of its own).
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
-// Builds initrd.gz in out: init as /init, the modules and the filesystem
+// Builds initrd.cpio in out (uncompressed: docs/performance.md): init as /init, the modules and the filesystem
 // driver's, guest.programs, from the build cache; then appends files, the
 // run's own, as a second archive (run/initramfs.hpp).
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
                                          const std::vector<InitramfsFile>& files, const std::vector<std::string>& modules,
                                          json* cache_note = nullptr) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
-                                   "--out", (out / "initrd.gz").string()};
+                                   "--out", (out / "initrd.cpio").string(), "--compress", "none"};
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     // The key: every input mkinitramfs reads (the argv names the rest).
     CacheKey key("initramfs");
     // The output's path differs from run to run.
-    for (auto a : mi) key.text(a == (out / "initrd.gz").string() ? std::string("RUN_DIR/initrd.gz") : a);
+    for (auto a : mi) key.text(a == (out / "initrd.cpio").string() ? std::string("RUN_DIR/initrd.cpio") : a);
     key.file(o.tools.mkinitramfs).file(init).file(o.kernel_dir / "release").file(o.kernel_dir / "modules" / "modules.dep")
         .stamp(o.kernel_dir / "modules" / "modules.dep");
     for (const auto& p : sc.guest.programs) key.stamp(on_path(p));
     launch::ToolResult ir;
-    const auto c = cached_build(key, {"initrd.gz"}, out, [&](const fs::path& dir) -> std::optional<std::string> {
+    const auto c = cached_build(key, {"initrd.cpio"}, out, [&](const fs::path& dir) -> std::optional<std::string> {
         auto argv = mi;
         for (auto& a : argv)
-            if (a == (out / "initrd.gz").string()) a = (dir / "initrd.gz").string();
+            if (a == (out / "initrd.cpio").string()) a = (dir / "initrd.cpio").string();
         ir = launch::run_tool(argv, std::chrono::seconds(120));
         return ir.exit_code == 0 ? std::nullopt : std::optional<std::string>(ir.output);
     });
     if (cache_note) (*cache_note)["initramfs"] = c.how;
     if (!c.error) {
-        if (auto bad = append_to_initramfs(out / "initrd.gz", files))
+        if (auto bad = append_to_initramfs(out / "initrd.cpio", files))
             return fail_with(Outcome::infra, fmt::format("{}: adding the run's own files to the initramfs: {}", sc.file, *bad));
         return std::nullopt;
     }
@@ -196,7 +196,7 @@ std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const Run
 launch::BootSpec boot_spec(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out) {
     launch::BootSpec b;
     b.kernel = o.kernel_dir / "vmlinuz";
-    b.initrd = out / "initrd.gz";
+    b.initrd = out / "initrd.cpio";
     b.disk = out / "disk.img";
     b.out_dir = out;
     b.memory_mb = sc.guest.memory_mb;

@@ -2,7 +2,7 @@
 // initramfs, boots the kernel on blkrig-device with the guest agent, brings
 // back the device trace, the guest's events and step results, checks the
 // expectations and writes verdict.json. Everything lands in one run folder:
-//   scenario.toml  disk-spec.json  disk.img  extents.json  run.json  initrd.gz
+//   scenario.toml  disk-spec.json  disk.img  extents.json  run.json  initrd.cpio
 //   console.log  device.log  trace.bin  results.jsonl  events.txt
 //   guest-events.jsonl  guest-knobs.json  boot.json  verdict.json  report.html
 // and .blkrig-run / .blkrig-lock, which make it ours (folder/run_folder.hpp).

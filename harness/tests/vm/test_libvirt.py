@@ -266,7 +266,7 @@ def test_sigkill_of_blkrig_leaves_nothing(tmp_path, when):
     p = subprocess.Popen([str(bt.blkrig()), "run", str(bt.REPO / "scenarios" / "read-contiguous.toml"), "--out", str(out),
                           "--launcher", "libvirt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    initrd = f"-initrd {out}/initrd.gz"
+    initrd = f"-initrd {out}/initrd.cpio"
     if when == "starting":
         while time.time() < deadline and not bt.processes_mentioning(initrd):
             time.sleep(0.05)

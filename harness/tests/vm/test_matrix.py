@@ -117,7 +117,7 @@ def test_matrix_builds_each_disk_once(matrix):
     # steps travel beside it): built once per kernel, whose modules differ.
     for k in [K1, K2]:
         assert sorted(hows[(s, k)]["initramfs"] for s in ["read-contiguous", "write-fsync"]) == ["built", "hit"], hows
-    assert len(list((base / "cache" / "initramfs").glob("*/initrd.gz"))) == 2
+    assert len(list((base / "cache" / "initramfs").glob("*/initrd.cpio"))) == 2
     disks = list((base / "cache" / "disk").glob("*/disk.img"))
     assert len(disks) == 2
     # Every run has its own copy of the disk (the device writes to it).
