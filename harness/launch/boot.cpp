@@ -146,7 +146,7 @@ bool console_has(const fs::path& p, std::string_view needle) {
     return text.find(needle) != std::string::npos;
 }
 
-PortWatch::PortWatch(const BootSpec& spec, Clock::time_point t0) : t0_(t0) {
+PortWatch::PortWatch(const BootSpec& spec, Clock::time_point t0) : t0_(t0), on_done_(spec.on_done) {
     for (const auto& [port, file] : spec.serial_ports)
         if (port == "blkrig.results") file_ = spec.out_dir / file;
     if (file_.empty()) return;
@@ -191,7 +191,10 @@ void PortWatch::read_lines() {
         if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) continue;  // run/ names a bad line, not this
         const auto& type = j["type"].get_ref<const std::string&>();
         if (type == "hello" && !hello_s) hello_s = now;
-        if (type == "done" && !done_s) done_s = now;
+        if (type == "done" && !done_s) {
+            done_s = now;
+            if (on_done_) on_done_();
+        }
     }
     partial_.erase(0, start);
 }

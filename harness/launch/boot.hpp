@@ -6,6 +6,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +51,10 @@ struct BootSpec {
     // libvirt: the connection URI; empty: the embedded QEMU driver on a
     // root folder of this boot's own (qemu:///embed?root=...), removed after.
     std::string libvirt_uri;
+    // Called once, on the launcher's thread, when the agent's done record
+    // reaches the host: what the guest sent is complete, and the caller may
+    // start on it while the guest syncs and powers off. It must not throw.
+    std::function<void()> on_done;
 };
 
 // libvirt_failed: the libvirt connection could not be opened, or libvirt

@@ -92,6 +92,7 @@ private:
     std::filesystem::path file_;
     std::string name_;
     std::chrono::steady_clock::time_point t0_;
+    std::function<void()> on_done_;
     uint64_t offset_ = 0;
     std::string partial_;
 };

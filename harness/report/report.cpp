@@ -21,6 +21,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <unordered_map>
@@ -369,8 +370,11 @@ json page_data(const model::Run& run, const json& verdict, const Options& o) {
 
 namespace {
 
-IndexEntry write_one(const fs::path& dir, const fs::path& out, const Assets& a, const Options& o) {
-    const auto run = load(dir);
+IndexEntry write_one(const fs::path& dir, const fs::path& out, const Assets& a, const Options& o,
+                     const model::Run* loaded = nullptr) {
+    std::optional<model::Run> own;
+    if (!loaded) own = load(dir);
+    const model::Run& run = loaded ? *loaded : *own;
     std::vector<std::string> ignored;
     const json verdict = read_verdict(dir, ignored);
     json data = page_data(run, verdict, o);
@@ -464,9 +468,15 @@ std::vector<fs::path> report(const std::vector<fs::path>& run_dirs, const fs::pa
     return written;
 }
 
-std::string write_run_report(const fs::path& run_dir) noexcept {
+std::string write_run_report(const fs::path& run_dir, const model::Run* loaded) noexcept {
     try {
-        write_report(run_dir);
+        if (!loaded) {
+            write_report(run_dir);
+        } else {
+            const Options o;
+            check_run_dir(run_dir);
+            write_one(run_dir, {}, load_assets(o.web_dir), o, loaded);
+        }
         return "";
     } catch (const std::exception& e) {
         return e.what();

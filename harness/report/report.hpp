@@ -57,7 +57,8 @@ std::vector<std::filesystem::path> report(const std::vector<std::filesystem::pat
                                           const Options& o = {});
 
 // For the end of `blkrig run`: writes RUN_DIR/report.html; "" when fine,
-// otherwise why not (never throws).
-std::string write_run_report(const std::filesystem::path& run_dir) noexcept;
+// otherwise why not (never throws). loaded: the folder's model, if the run
+// has loaded it already (the page is then drawn from it, not read again).
+std::string write_run_report(const std::filesystem::path& run_dir, const model::Run* loaded = nullptr) noexcept;
 
 }  // namespace blkrig::report

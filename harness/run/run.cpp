@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -334,6 +335,13 @@ json phase_times(const launch::BootResult& br, std::chrono::steady_clock::time_p
             {"total_s", secs(now - t_run)}};
 }
 
+// events.txt (the guest's ftrace text) as guest-events.jsonl, one event a line.
+void write_guest_events(const fs::path& out) {
+    std::string ge;
+    for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge += e.dump() + "\n";
+    write_file(out / "guest-events.jsonl", ge);
+}
+
 // Each file's XXH3-128 by guest path: the builder read each file back
 // through its extents and hashed it (extents.json).
 std::map<std::string, std::string> file_digests(const json& extents) {
@@ -361,9 +369,7 @@ RunResult interrupted(const scenario::Scenario& sc, const RunOptions& o, const f
     // The guest's events so far, as a finished run has them: the report can draw what there was.
     if (fs::exists(out / "events.txt")) {
         try {
-            std::string ge;
-            for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge += e.dump() + "\n";
-            write_file(out / "guest-events.jsonl", ge);
+            write_guest_events(out);
         } catch (const std::exception&) {
             // Not worth more than the verdict: without it the report says what is missing.
         }
@@ -549,8 +555,29 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
         if (sc.power_cut.after_step < 0) b.device_args.insert(b.device_args.end(), {"--write-log", (out / "write-log.bin").string()});
     }
     b.serial_ports = {{"blkrig.results", "results.jsonl"}, {"blkrig.events", "events.txt"}};
+    // The agent sends its trace before its done record: events.txt is then
+    // whole, and turning it into guest-events.jsonl overlaps the guest's
+    // sync, its power-off and QEMU's exit instead of following them.
+    std::future<void> guest_events;
+    b.on_done = [&guest_events, &out]() noexcept {
+        try {
+            guest_events = std::async(std::launch::async, [&out] { write_guest_events(out); });
+        } catch (const std::system_error&) {
+            // No thread to be had: it is written after QEMU's exit instead.
+        }
+    };
     const auto t_boot = std::chrono::steady_clock::now();
     const auto br = launch::boot(b);
+    // Finished (or failed) before anything else reads or writes the folder.
+    std::exception_ptr guest_events_error;
+    const bool guest_events_written = guest_events.valid();
+    if (guest_events_written) {
+        try {
+            guest_events.get();
+        } catch (...) {
+            guest_events_error = std::current_exception();
+        }
+    }
     if (br.outcome == launch::BootOutcome::interrupted) return interrupted(sc, o, out, "", br.seconds);
     const auto t_booted = std::chrono::steady_clock::now();
 
@@ -583,20 +610,18 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     }
     const KnobReport knobs = check_guest_knobs(sc, hello, results, out);
     problems.insert(problems.end(), knobs.problems.begin(), knobs.problems.end());
-    {
-        std::string ge;
-        for (const auto& e : model::parse_ftrace(read_file(out / "events.txt"))) ge += e.dump() + "\n";
-        write_file(out / "guest-events.jsonl", ge);
-    }
+    if (guest_events_error) std::rethrow_exception(guest_events_error);
+    if (!guest_events_written) write_guest_events(out);  // no done record: what there is
 
     const auto verdicts = checks::check_steps(sc, results, file_digests(extents));
     // The [[expect]] tables, against the run folder's model (docs/harness.md).
     std::vector<checks::CheckResult> expect_results;
     std::vector<std::string> findings;
     bool model_failed = false;
+    std::optional<model::Run> loaded;  // the report draws from it too
     if (!expectations.empty() && br.outcome == launch::BootOutcome::ok && done) {
         try {
-            const auto m = model::load_run(out);
+            const auto& m = loaded.emplace(model::load_run(out));
             expect_results = checks::check_all(m, expectations);
             findings = m.findings;
         } catch (const std::exception& e) {
@@ -689,7 +714,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     }
     for (const auto& p : problems) s += "  problem: " + p + "\n";
     // The run's page (docs/report.md): without it the run still stands.
-    if (const auto why = report::write_run_report(out); !why.empty()) s += "  note: no report.html: " + why + "\n";
+    if (const auto why = report::write_run_report(out, loaded ? &*loaded : nullptr); !why.empty()) s += "  note: no report.html: " + why + "\n";
     r.summary = s;
     return r;
 }
