@@ -46,11 +46,15 @@ def name_of(pid: int) -> str:
 
 
 def test_sigint_mid_run_leaves_an_interrupted_verdict(tmp_path):
+    # read-contiguous with a last step that outlasts the test's checks, so
+    # the signal finds the run mid-way however fast the first four went.
+    scen = tmp_path / "held.toml"
+    scen.write_text(SCEN.read_text() + '\n[[steps]]\nop = "sleep"\nms = 50000\n')
     out = tmp_path / "run"
     inherited = tmp_path / "inherited-descriptor"
     fd = os.open(inherited, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        p = subprocess.Popen([str(bt.blkrig()), "run", str(SCEN), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        p = subprocess.Popen([str(bt.blkrig()), "run", str(scen), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, pass_fds=(fd,))
     finally:
         os.close(fd)
@@ -66,7 +70,7 @@ def test_sigint_mid_run_leaves_an_interrupted_verdict(tmp_path):
         assert names == ["blkrig-device", "qemu-system-x86"], names
         for k in kids:
             assert str(inherited) not in open_files(k), (name_of(k), open_files(k))
-        r = subprocess.run([str(bt.blkrig()), "run", str(SCEN), "--out", str(out), "--force"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([str(bt.blkrig()), "run", str(scen), "--out", str(out), "--force"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and f"in use by another blkrig (pid {p.pid})" in r.stderr, r.stderr
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=120)
@@ -79,8 +83,8 @@ def test_sigint_mid_run_leaves_an_interrupted_verdict(tmp_path):
     v = json.loads((out / "verdict.json").read_text())
     assert v["outcome"] == "interrupted" and v["exit_code"] == 130, v
     done = v["interrupted"]["steps_done"]
-    assert 1 <= done <= 4 and v["interrupted"]["steps"] == 4, v["interrupted"]
-    assert [s["ran"] for s in v["steps"]] == [True] * done + [False] * (4 - done), v["steps"]
+    assert 1 <= done <= 4 and v["interrupted"]["steps"] == 5, v["interrupted"]
+    assert [s["ran"] for s in v["steps"]] == [True] * done + [False] * (5 - done), v["steps"]
     assert v["device_trace"]["requests"] > 0, v["device_trace"]
     assert bt.processes_mentioning(str(out)) == []
 
