@@ -1,16 +1,11 @@
 // SHA-256 against FIPS 180-4 vectors and against sha256sum(1) on pattern
 // bytes cut at awkward sizes.
-#include "agent_core/pattern.hpp"
 #include "agent_core/sha256.hpp"
+#include "digest_by_tool.hpp"
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <string>
-#include <unistd.h>
-#include <vector>
 
 namespace blkrig::agent {
 namespace {
@@ -39,34 +34,10 @@ TEST(Sha256, UpdatesInPiecesEqualOneUpdate) {
     }
 }
 
-// sha256sum of the same bytes, written to a temporary file.
-std::string sha256sum(const std::vector<uint8_t>& data) {
-    char path[] = "/tmp/blkrig-sha256-XXXXXX";
-    const int fd = ::mkstemp(path);
-    if (fd < 0) return "mkstemp failed";
-    ::close(fd);
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-    FILE* p = ::popen((std::string("sha256sum ") + path).c_str(), "r");
-    char out[65] = {};
-    const size_t n = p ? std::fread(out, 1, 64, p) : 0;
-    if (p) ::pclose(p);
-    std::remove(path);
-    return std::string(out, n);
-}
-
 TEST(Sha256, PatternBytesMatchSha256sum) {
     for (size_t size : {size_t{1} << 20, size_t{12345}}) {
-        std::vector<uint8_t> data(size);
-        pattern::Stream(pattern::Kind::random, 1).fill(data.data(), data.size());
-        Sha256 h;
-        // In 4 KiB pieces with an odd first one, as the agent's reads come.
-        size_t pos = 0;
-        for (size_t n = 1000; pos < data.size(); n = 4096) {
-            n = std::min(n, data.size() - pos);
-            h.update(data.data() + pos, n);
-            pos += n;
-        }
-        EXPECT_EQ(h.hex(), sha256sum(data)) << size;
+        const auto [data, hex] = test::pattern_digest<Sha256>(size);
+        EXPECT_EQ(hex, test::digest_by_tool("sha256sum", data, 64)) << size;
     }
 }
 

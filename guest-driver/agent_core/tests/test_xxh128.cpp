@@ -1,16 +1,12 @@
 // XXH3-128 as `xxhsum -H2` prints it: known answers at each of XXH3's
 // length classes (taken from Python's xxhash bindings and xxhsum), pieces
 // cut at awkward sizes, and xxhsum(1) itself on pattern bytes.
-#include "agent_core/pattern.hpp"
 #include "agent_core/xxh128.hpp"
+#include "digest_by_tool.hpp"
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <string>
-#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -54,34 +50,10 @@ TEST(Xxh128, UpdatesInPiecesEqualOneUpdate) {
     }
 }
 
-// xxhsum -H2 of the same bytes, written to a temporary file.
-std::string xxhsum(const std::vector<uint8_t>& data) {
-    char path[] = "/tmp/blkrig-xxh128-XXXXXX";
-    const int fd = ::mkstemp(path);
-    if (fd < 0) return "mkstemp failed";
-    ::close(fd);
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-    FILE* p = ::popen((std::string("xxhsum -H2 ") + path).c_str(), "r");
-    char out[33] = {};
-    const size_t n = p ? std::fread(out, 1, 32, p) : 0;
-    if (p) ::pclose(p);
-    std::remove(path);
-    return std::string(out, n);
-}
-
 TEST(Xxh128, PatternBytesMatchXxhsum) {
     for (size_t size : {size_t{1} << 20, size_t{12345}}) {
-        std::vector<uint8_t> data(size);
-        pattern::Stream(pattern::Kind::random, 1).fill(data.data(), data.size());
-        Xxh128 h;
-        // In 4 KiB pieces with an odd first one, as the agent's reads come.
-        size_t pos = 0;
-        for (size_t n = 1000; pos < data.size(); n = 4096) {
-            n = std::min(n, data.size() - pos);
-            h.update(data.data() + pos, n);
-            pos += n;
-        }
-        EXPECT_EQ(h.hex(), xxhsum(data)) << size;
+        const auto [data, hex] = test::pattern_digest<Xxh128>(size);
+        EXPECT_EQ(hex, test::digest_by_tool("xxhsum -H2", data, 32)) << size;
     }
 }
 
