@@ -6,9 +6,48 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/temp_dir.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A run stopped while its disk is built sends SIGTERM to this process's
+// group (then SIGKILL a second later): the scratch folder and the half-made
+// image go with it. The signals are blocked everywhere and taken by a thread
+// of their own, so the removal runs in an ordinary context, not a handler.
+// The tools this runs get them unblocked (tool.cpp), and stop with us.
+sigset_t stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (const int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+    return set;
+}
+
+// Called with the signals already blocked (before the scratch folder is
+// made, so one that comes in between waits for this thread).
+void stop_cleanly_on_signals(const fs::path& scratch, const fs::path& out) {
+    std::thread([set = stop_signals(), scratch, out] {
+        int sig = 0;
+        sigwait(&set, &sig);
+        std::error_code ec;
+        fs::remove_all(scratch, ec);
+        fs::remove(out, ec);
+        ::_exit(128 + sig);
+    }).detach();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
     using namespace blkrig::image;
@@ -30,6 +69,13 @@ int main(int argc, char** argv) {
     }
     std::stringstream text;
     text << in.rdbuf();
+    // Every scratch folder of the build is made inside this one (TMPDIR is
+    // where TempDir makes them), so one removal takes them all.
+    const sigset_t stop = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+    blkrig::TempDir scratch("blkrig-mkdisk-");
+    ::setenv("TMPDIR", scratch.path().c_str(), 1);
+    stop_cleanly_on_signals(scratch.path(), out);
     try {
         const DiskSpec spec = parse_spec_text(text.str());
         const ImageReport report = build_image(spec, out);

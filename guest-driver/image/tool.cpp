@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,9 +99,22 @@ ToolResult run_tool(const std::vector<std::string>& argv, const std::vector<std:
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out.fd[1], 1);
     posix_spawn_file_actions_adddup2(&fa, err.fd[1], 2);
+    // The tool starts with no signal blocked and default actions: blkrig-mkdisk
+    // takes SIGTERM on a thread of its own (mkdisk.cpp), which a child must not
+    // inherit, or stopping the run would not stop it.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, stop;
+    sigemptyset(&none);
+    sigemptyset(&stop);
+    for (const int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop, s);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &stop);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid = -1;
-    int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argp.data(), envp.data());
+    int rc = ::posix_spawn(&pid, program.c_str(), &fa, &attr, argp.data(), envp.data());
     posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
     if (rc != 0) throw ToolError(fmt::format("cannot run {}: {}", argv[0], std::strerror(rc)));
     out.close_write();
     err.close_write();

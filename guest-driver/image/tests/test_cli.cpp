@@ -3,8 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 namespace blkrig::image {
 namespace {
@@ -63,6 +69,41 @@ TEST(Cli, ToolFailureExitsOneWithTheToolsMessage) {
                                    dir.file("d.img")});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("mke2fs"), std::string::npos) << r.err;
+}
+
+// A run stopped while its disk is built sends SIGTERM: the scratch folder
+// (made where TMPDIR says) and the half-made image go, and the exit says why.
+TEST(Cli, SigtermMidBuildLeavesNothing) {
+    TempDir dir, tmp;
+    const std::string spec = write_spec(dir, R"({"fs": "vfat", "size_bytes": 1073741824,
+        "files": [{"path": "/big.bin", "size_bytes": 805306368, "content": "random", "seed": 3}]})");
+    const std::string img = dir.file("d.img");
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::setenv("TMPDIR", tmp.path().c_str(), 1);
+        const std::string prog = mkdisk();
+        ::execlp(prog.c_str(), prog.c_str(), spec.c_str(), "--out", img.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    auto scratch_folders = [&] {
+        size_t n = 0;
+        for (const auto& e : std::filesystem::directory_iterator(tmp.path()))
+            n += e.path().filename().string().rfind("blkrig-mkdisk-", 0) == 0;
+        return n;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (scratch_folders() == 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(scratch_folders(), 1u) << "blkrig-mkdisk made no scratch folder in TMPDIR";
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "ended by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+    EXPECT_EQ(scratch_folders(), 0u);
+    EXPECT_FALSE(std::filesystem::exists(img));
 }
 
 TEST(Raw, FilesAtPageBoundaries) {
