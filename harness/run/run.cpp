@@ -149,9 +149,10 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 // The agent's initramfs modules (the vm command's shell adds none of its own).
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
-// Builds initrd.cpio in out (uncompressed: docs/performance.md): init as /init, the modules and the filesystem
-// driver's, guest.programs, from the build cache; then appends files, the
-// run's own, as a second archive (run/initramfs.hpp).
+// Builds initrd.cpio in out, uncompressed (docs/performance.md): init as
+// /init, the modules and the filesystem driver's, guest.programs, from the
+// build cache; then appends files, the run's own, as a second archive
+// (run/initramfs.hpp).
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
                                          const std::vector<InitramfsFile>& files, const std::vector<std::string>& modules,
                                          json* cache_note = nullptr) {
