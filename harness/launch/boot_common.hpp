@@ -52,8 +52,8 @@ std::optional<Child> start_device(const BootSpec& spec, const std::filesystem::p
 // descriptor), which QEMU maps 2 MiB-aligned and so with huge pages, as it
 // does anonymous memory. A memfd (QEMU's own) has 4 KiB pages only, and
 // the guest's page faults on it slow a boot under TCG (docs/performance.md,
-// "Guest memory on huge pages"). Mounting needs CAP_SYS_ADMIN; without
-// it, or where tmpfs takes no huge pages, the memfd, and `why` says so.
+// "Guest memory on huge pages"). Mounting needs CAP_SYS_ADMIN; where a step
+// of it fails, the memfd, and `why` says which step and why.
 struct GuestRam {
     UniqueFd fd;      // the file QEMU maps, or invalid: a memfd
     std::string why;  // when fd is invalid

@@ -470,13 +470,9 @@ std::vector<fs::path> report(const std::vector<fs::path>& run_dirs, const fs::pa
 
 std::string write_run_report(const fs::path& run_dir, const model::Run* loaded) noexcept {
     try {
-        if (!loaded) {
-            write_report(run_dir);
-        } else {
-            const Options o;
-            check_run_dir(run_dir);
-            write_one(run_dir, {}, load_assets(o.web_dir), o, loaded);
-        }
+        const Options o;
+        check_run_dir(run_dir);
+        write_one(run_dir, {}, load_assets(o.web_dir), o, loaded);
         return "";
     } catch (const std::exception& e) {
         return e.what();

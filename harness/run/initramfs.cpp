@@ -22,8 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // libarchive is opened when a run first appends, not linked: it brings
-// libxml2 and ICU, whose loading cost every blkrig command about 5 ms of
-// start-up (as libvirt's would, launch/libvirt.cpp).
+// libxml2 and ICU, whose loading would slow every blkrig command's start-up
+// (docs/architecture.md; as libvirt's would, launch/libvirt.cpp).
 struct ArchiveApi {
     decltype(&::archive_write_new) write_new;
     decltype(&::archive_write_free) write_free;
