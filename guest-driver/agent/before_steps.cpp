@@ -94,6 +94,17 @@ int64_t buffers_kb() {
     }
 }
 
+// Buffers is every block device's page cache together, so 0 there is 0 for
+// this disk without the mincore pass, which costs a page-cache lookup per
+// page of the disk (milliseconds per 64 MiB under TCG).
+bool count_disk(int fd, uint64_t bytes, int64_t buffers, uint64_t& resident, std::string& error) {
+    if (buffers == 0) {
+        resident = 0;
+        return true;
+    }
+    return count_resident(fd, bytes, resident, error);
+}
+
 // Whatever the kernel read at boot (the partition scan) or the extent
 // check left: dropped, so step 0 finds the disk's cache empty either way.
 void drop_disk_cache(const std::string& disk, BeforeSteps& b) {
@@ -110,7 +121,7 @@ void drop_disk_cache(const std::string& disk, BeforeSteps& b) {
     const long page = ::sysconf(_SC_PAGESIZE);
     b.disk_pages = (bytes + page - 1) / page;
     b.buffers_kb_before = buffers_kb();
-    if (!count_resident(fd.get(), bytes, b.resident_before, b.cache_error)) return;
+    if (!count_disk(fd.get(), bytes, b.buffers_kb_before, b.resident_before, b.cache_error)) return;
     // BLKFLSBUF writes back (nothing is dirty here) and invalidates the
     // device's cache. The extent check's inodes and dentries went with its
     // umount, so drop_caches would free nothing more of the disk's, at a
@@ -119,8 +130,8 @@ void drop_disk_cache(const std::string& disk, BeforeSteps& b) {
         b.cache_error = SysError("ioctl BLKFLSBUF", disk, errno).what();
         return;
     }
-    count_resident(fd.get(), bytes, b.resident_after, b.cache_error);
     b.buffers_kb_after = buffers_kb();
+    count_disk(fd.get(), bytes, b.buffers_kb_after, b.resident_after, b.cache_error);
 }
 
 }  // namespace

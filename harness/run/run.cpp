@@ -149,15 +149,20 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 // The agent's initramfs modules (the vm command's shell adds none of its own).
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
+// The vm command's shell needs busybox; the agent runs no program, and
+// leaving its 2 MB out shortens the boot (docs/performance.md).
+enum class Busybox { no, yes };
+
 // Builds initrd.cpio in out, uncompressed (docs/performance.md): init as
 // /init, the modules and the filesystem driver's, guest.programs, from the
 // build cache; then appends files, the run's own, as a second archive
 // (run/initramfs.hpp).
 std::optional<RunResult> build_initramfs(const scenario::Scenario& sc, const RunOptions& o, const fs::path& out, const fs::path& init,
                                          const std::vector<InitramfsFile>& files, const std::vector<std::string>& modules,
-                                         json* cache_note = nullptr) {
+                                         Busybox busybox, json* cache_note = nullptr) {
     std::vector<std::string> mi = {o.tools.mkinitramfs.string(), "--kernel-dir", o.kernel_dir.string(), "--init", init.string(),
                                    "--out", (out / "initrd.cpio").string(), "--compress", "none"};
+    if (busybox == Busybox::no) mi.push_back("--no-busybox");
     for (const auto& p : sc.guest.programs) mi.insert(mi.end(), {"--program", p});
     for (const auto& m : modules) mi.insert(mi.end(), {"--module", m});
     // The key: every input mkinitramfs reads (the argv names the rest).
@@ -528,7 +533,7 @@ RunResult run(const scenario::Scenario& sc, const RunOptions& o) {
     // 3. The initramfs: the agent as /init, the run description, the modules.
     {
         auto bad = build_initramfs(sc, o, out, o.tools.agent, {{out / "run.json", "/etc/blkrig/run.json"}},
-                                   modules, &build_cache);
+                                   modules, Busybox::no, &build_cache);
         if (launch::interrupted_by()) return interrupted(sc, o, out, "building the initramfs", 0);
         if (bad) return *bad;
     }
@@ -737,7 +742,7 @@ RunResult vm(const scenario::Scenario& sc, const RunOptions& o, const fs::path& 
     for (const auto& [k, v] : sc.guest.queue) conf += fmt::format("QUEUE_{}='{}'\n", k, v);
     write_file(out / "vm.conf", conf);
     if (auto bad = build_initramfs(sc, o, out, init_shell, {{out / "vm.conf", "/etc/blkrig/vm.conf"}},
-                                   initramfs_modules(sc, o, fsd, {"virtio_pci", "virtio_blk"})))
+                                   initramfs_modules(sc, o, fsd, {"virtio_pci", "virtio_blk"}), Busybox::yes))
         return *bad;
     launch::BootSpec b = boot_spec(sc, o, out);
     b.interactive = true;
