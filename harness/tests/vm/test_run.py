@@ -61,6 +61,39 @@ def test_read_scenario_run_folder(contiguous):
     assert any(e.get("function") == "do_mpage_readpage" for e in events), "do_mpage_readpage was not hit"
 
 
+def newc_members(data):
+    """{name: bytes} of every newc archive in data, one after another, as the
+    kernel reads them (cpio -t stops at the first one's trailer)."""
+    out, at = {}, 0
+    while at + 110 <= len(data):
+        if data[at:at + 6] != b"070701":
+            assert data[at] == 0, f"no newc header at byte {at}"
+            at += 1  # the zero padding between archives
+            continue
+        namesize, filesize = int(data[at + 94:at + 102], 16), int(data[at + 54:at + 62], 16)
+        name = data[at + 110:at + 110 + namesize - 1].decode()
+        body = (at + 110 + namesize + 3) & ~3
+        if name != "TRAILER!!!":
+            out[name] = data[body:body + filesize]
+        at = (body + filesize + 3) & ~3
+    return out
+
+
+def test_the_agents_initramfs_is_init_modules_and_the_run(contiguous, tmp_path):
+    """The guest copies every byte of the initramfs before /init starts: a run's
+    holds the agent (no symbols), its modules and run.json, and no busybox,
+    which only the vm command's shell uses."""
+    members = newc_members((contiguous / "initrd.cpio").read_bytes())
+    assert {"init", "etc/blkrig/run.json", "lib/modules/load-order"} <= set(members), sorted(members)
+    assert json.loads(members["etc/blkrig/run.json"]) == json.loads((contiguous / "run.json").read_text())
+    assert any(p.startswith("lib/modules/") and p.endswith(".ko") for p in members)
+    assert not [p for p in members if p.startswith("bin/")], sorted(members)
+    assert members["init"][:4] == b"\x7fELF"
+    (tmp_path / "init").write_bytes(members["init"])
+    sections = subprocess.run(["readelf", "-S", "-W", str(tmp_path / "init")], capture_output=True, check=True).stdout
+    assert b".text" in sections and b".symtab" not in sections and b".debug_info" not in sections
+
+
 def test_phase_times_add_up(contiguous):
     """verdict.json says where the run's time went: each phase a time, their sum
     within the whole, and the host's hello-to-done span holds the steps the
