@@ -149,8 +149,7 @@ std::vector<std::string> initramfs_modules(const scenario::Scenario& sc, const R
 // The agent's initramfs modules (the vm command's shell adds none of its own).
 const std::vector<std::string> kAgentModules = {"virtio_pci", "virtio_blk", "virtio_console"};
 
-// The vm command's shell needs busybox; the agent runs no program, and
-// leaving its 2 MB out shortens the boot (docs/performance.md).
+// The vm command's shell needs busybox; the agent runs no program.
 enum class Busybox { no, yes };
 
 // Builds initrd.cpio in out, uncompressed (docs/performance.md): init as
