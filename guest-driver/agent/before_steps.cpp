@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -82,16 +83,12 @@ bool count_resident(int fd, uint64_t bytes, uint64_t& resident, std::string& err
     return true;
 }
 
-// /proc/meminfo's Buffers in kB, -1 if it cannot be read.
+// Buffers in kB, as /proc/meminfo prints it: sysinfo's bufferram, one
+// number without the file's dozens of others to format.
 int64_t buffers_kb() {
-    try {
-        const std::string m = read_text("/proc/meminfo");
-        const auto at = m.find("\nBuffers:");
-        if (at == std::string::npos) return -1;
-        return std::stoll(m.substr(at + 9));
-    } catch (const std::exception&) {
-        return -1;
-    }
+    struct sysinfo si {};
+    if (::sysinfo(&si) != 0) return -1;
+    return static_cast<int64_t>(static_cast<uint64_t>(si.bufferram) * si.mem_unit / 1024);
 }
 
 // Buffers is every block device's page cache together, so 0 there is 0 for
@@ -107,40 +104,35 @@ bool count_disk(int fd, uint64_t bytes, int64_t buffers, uint64_t& resident, std
 
 // Whatever the kernel read at boot (the partition scan) or the extent
 // check left: dropped, so step 0 finds the disk's cache empty either way.
-void drop_disk_cache(const std::string& disk, BeforeSteps& b) {
-    UniqueFd fd(::open(disk.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) {
-        b.cache_error = SysError("open", disk, errno).what();
-        return;
-    }
+void drop_disk_cache(int fd, const std::string& disk, BeforeSteps& b) {
     uint64_t bytes = 0;
-    if (::ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0) {
+    if (::ioctl(fd, BLKGETSIZE64, &bytes) != 0) {
         b.cache_error = SysError("ioctl BLKGETSIZE64", disk, errno).what();
         return;
     }
     const long page = ::sysconf(_SC_PAGESIZE);
     b.disk_pages = (bytes + page - 1) / page;
     b.buffers_kb_before = buffers_kb();
-    if (!count_disk(fd.get(), bytes, b.buffers_kb_before, b.resident_before, b.cache_error)) return;
+    if (!count_disk(fd, bytes, b.buffers_kb_before, b.resident_before, b.cache_error)) return;
     // BLKFLSBUF writes back (nothing is dirty here) and invalidates the
     // device's cache. The extent check's inodes and dentries went with its
     // umount, so drop_caches would free nothing more of the disk's, at a
     // cost under TCG; the counts after (resident pages, Buffers) prove it.
-    if (::ioctl(fd.get(), BLKFLSBUF, 0) != 0) {
+    if (::ioctl(fd, BLKFLSBUF, 0) != 0) {
         b.cache_error = SysError("ioctl BLKFLSBUF", disk, errno).what();
         return;
     }
     b.buffers_kb_after = buffers_kb();
-    count_disk(fd.get(), bytes, b.buffers_kb_after, b.resident_after, b.cache_error);
+    count_disk(fd, bytes, b.buffers_kb_after, b.resident_after, b.cache_error);
 }
 
 }  // namespace
 
-BeforeSteps prepare_disk(const RunSpec& spec) {
+BeforeSteps prepare_disk(const RunSpec& spec, int disk_fd) {
     BeforeSteps b;
     b.t_start_ns = monotonic_ns();
     if (spec.extent_check) b.extent_check = check_extents(*spec.extent_check, spec.disk);
-    drop_disk_cache(spec.disk, b);
+    drop_disk_cache(disk_fd, spec.disk, b);
     b.t_end_ns = monotonic_ns();
     return b;
 }

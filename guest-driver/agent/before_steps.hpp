@@ -10,8 +10,8 @@
 namespace blkrig::agent {
 
 // The extent check (when the spec asks for it) on a read-only mount of its
-// own, then the disk's page cache dropped and counted. Never throws: what
-// failed is in the result.
-BeforeSteps prepare_disk(const RunSpec& spec);
+// own, then the disk's page cache dropped and counted through disk_fd (the
+// disk, opened by the caller). Never throws: what failed is in the result.
+BeforeSteps prepare_disk(const RunSpec& spec, int disk_fd);
 
 }  // namespace blkrig::agent

@@ -87,7 +87,7 @@ void run(Reporter& rep) {
     auto queue = set_queue_knobs(spec, rep);
     // Before tracing starts, so the guest's trace, like the steps, begins
     // on an empty cache of the disk.
-    BeforeSteps before = prepare_disk(spec);
+    BeforeSteps before = prepare_disk(spec, disk.get());
     const TracingSetup tracing = start_tracing(spec.trace, rep);
     rep.hello(make_hello(modules, std::move(queue), tracing, spec.disk));
     before.rcu_expedited_after = fast_setup.restore();
